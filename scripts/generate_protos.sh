@@ -15,7 +15,10 @@ python -m grpc_tools.protoc \
   --mypy_grpc_out="$out" \
   --plugin=protoc-gen-mypy="$(command -v protoc-gen-mypy)" \
   --plugin=protoc-gen-mypy_grpc="$(command -v protoc-gen-mypy_grpc)" \
+  --descriptor_set_out="$out/feedback_v1.binpb" --include_imports --include_source_info \
   protos/feedback/v1/*.proto
+# feedback_v1.binpb keeps the comments (the *_pb2 modules drop them) so server reflection can show
+# grpcurl and other outside clients the documented contract.
 # protoc writes imports as `from feedback.v1 import ...`; they must live under our package so they
 # cannot collide with a `feedback` module of the service that installs the client.
 find "$out" -name '*.py*' -exec sed -i -E 's/^from feedback\.v1 import/from llmfeedback._proto.feedback.v1 import/; s/^import feedback\.v1\./import llmfeedback._proto.feedback.v1./' {} +

@@ -1,0 +1,51 @@
+# Everything CI runs is reachable from here: `make check` is the whole gate.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+STAMP := $(VENV)/.installed
+
+.PHONY: install proto proto-check lint format typecheck test check run clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml client/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]'
+	touch $(STAMP)
+
+## proto: regenerate client/llmfeedback/_proto from protos/ (commit the result)
+proto: $(STAMP)
+	scripts/generate_protos.sh
+
+## proto-check: fail if the committed generated code differs from what protos/ generates
+proto-check: $(STAMP)
+	rm -rf build/proto-check && mkdir -p build/proto-check
+	scripts/generate_protos.sh build/proto-check > /dev/null
+	diff -r --exclude=__pycache__ client/llmfeedback/_proto build/proto-check/llmfeedback/_proto
+	@echo "generated code matches protos/"
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+	buf lint
+
+format: $(STAMP)
+	ruff check --fix .
+	ruff format .
+
+typecheck: $(STAMP)
+	mypy
+
+test: $(STAMP)
+	pytest
+
+check: proto-check lint typecheck test
+
+## run: serve on 127.0.0.1:50051 with the embedded SQLite database in ./data
+run: $(STAMP)
+	$(BIN)/feedback-server
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,75 @@
+"""Python client of the LLM feedback & analytics gRPC service.
+
+    from llmfeedback import FeedbackClient
+
+    with FeedbackClient("127.0.0.1:50051") as client:
+        client.submit_feedback("conv-1", score=5, text="spot on")
+
+Everything public is importable from here; the generated code in `llmfeedback._proto` is private.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
+from ._errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    FeedbackError,
+    FieldViolation,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnexpectedStatusError,
+    error_from_rpc_error,
+)
+from ._hashing import compute_hash
+from ._proto.feedback.v1.event_pb2 import Event
+from ._proto.feedback.v1.feedback_pb2 import Feedback, Thumb
+from ._proto.feedback.v1.feedback_service_pb2 import GetStatsResponse, ListFeedbackResponse
+from ._proto.feedback.v1.interaction_pb2 import Interaction
+from ._proto.feedback.v1.stats_pb2 import EventStats, FeedbackStats, InteractionStats
+from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
+
+try:
+    __version__ = version("llmfeedback")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_TIMEOUT",
+    "RETRYABLE_CODES",
+    "AlreadyExistsError",
+    "DeadlineExceededError",
+    "Event",
+    "EventStats",
+    "FailedPreconditionError",
+    "Feedback",
+    "FeedbackClient",
+    "FeedbackError",
+    "FeedbackStats",
+    "FieldViolation",
+    "GetStatsResponse",
+    "Interaction",
+    "InteractionStats",
+    "InternalError",
+    "InvalidArgumentError",
+    "ListFeedbackResponse",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "Thumb",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnexpectedStatusError",
+    "__version__",
+    "compute_hash",
+    "error_from_rpc_error",
+]

@@ -1,0 +1,274 @@
+"""Exceptions raised by the client, one class per gRPC status the service documents.
+
+Every failed call raises a `FeedbackError` subclass carrying the status code, the server's message
+and the unpacked `google.rpc` error details, so callers catch what they can handle
+(`except NotFoundError:`) and never need to inspect a raw `grpc.RpcError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf import any_pb2
+
+__all__ = [
+    "AlreadyExistsError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "FeedbackError",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnexpectedStatusError",
+    "error_from_rpc_error",
+]
+
+# The trailer in which gRPC servers send the serialized google.rpc.Status. Parsed here rather than
+# with grpcio-status so the client needs no dependency beyond grpcio and the protobuf packages.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# Detail types defined by google/rpc/error_details.proto; any other packed type is kept as the Any.
+_KNOWN_DETAIL_TYPES: tuple[type[Message], ...] = (
+    error_details_pb2.BadRequest,
+    error_details_pb2.DebugInfo,
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.Help,
+    error_details_pb2.LocalizedMessage,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.QuotaFailure,
+    error_details_pb2.RequestInfo,
+    error_details_pb2.ResourceInfo,
+    error_details_pb2.RetryInfo,
+)
+
+_DetailT = TypeVar("_DetailT", bound=Message)
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One request field the server rejected, taken from a google.rpc.BadRequest."""
+
+    field: str
+    """Path of the offending field, for example "score" or "metadata"."""
+    description: str
+    """Why the value was rejected, in words meant for a developer."""
+
+
+class FeedbackError(Exception):
+    """Base of every error a FeedbackClient call raises for a failed RPC.
+
+    Catch this to handle all server and transport failures at once; catch a subclass to handle one
+    status code.
+    """
+
+    default_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        details: list[Message] | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        self.code: grpc.StatusCode = code if code is not None else self.default_code
+        """The gRPC status code of the failed call."""
+        self.message: str = message
+        """The server's (or the transport's) human-readable explanation."""
+        self.details: list[Message] = details if details is not None else []
+        """The unpacked google.rpc detail messages (BadRequest, ErrorInfo, RetryInfo, ...)."""
+        self.retry_delay: float | None = retry_delay
+        """Seconds the server asked the client to wait before retrying (RetryInfo), if it did."""
+        super().__init__(f"{self.code.name}: {message}")
+
+    def detail(self, detail_type: type[_DetailT]) -> _DetailT | None:
+        """Return the first detail of the given google.rpc type, or None if the server sent none."""
+        for item in self.details:
+            if isinstance(item, detail_type):
+                return item
+        return None
+
+
+class InvalidArgumentError(FeedbackError):
+    """The request broke the contract's field rules; `field_violations` names every bad field."""
+
+    default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    @property
+    def field_violations(self) -> list[FieldViolation]:
+        """Every field the server rejected, in the order it reported them."""
+        return [
+            FieldViolation(field=str(violation.field), description=str(violation.description))
+            for detail in self.details
+            if isinstance(detail, error_details_pb2.BadRequest)
+            for violation in detail.field_violations
+        ]
+
+
+class NotFoundError(FeedbackError):
+    """A conversation or message the request refers to was never recorded."""
+
+    default_code = grpc.StatusCode.NOT_FOUND
+
+    @property
+    def resource_type(self) -> str | None:
+        """Kind of the missing resource (from ResourceInfo), for example "message"."""
+        info = self.detail(error_details_pb2.ResourceInfo)
+        return None if info is None else str(info.resource_type)
+
+    @property
+    def resource_name(self) -> str | None:
+        """Name of the missing resource (from ResourceInfo), for example the message_id."""
+        info = self.detail(error_details_pb2.ResourceInfo)
+        return None if info is None else str(info.resource_name)
+
+
+class AlreadyExistsError(FeedbackError):
+    """The write would duplicate a unique record, for example a message_id recorded twice."""
+
+    default_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPreconditionError(FeedbackError):
+    """The request is well-formed but contradicts stored data (see `reason`)."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
+
+    @property
+    def reason(self) -> str | None:
+        """Machine-readable cause from ErrorInfo: CONVERSATION_MISMATCH or USER_MISMATCH."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return None if info is None else str(info.reason)
+
+    @property
+    def domain(self) -> str | None:
+        """Service that defined `reason` (from ErrorInfo)."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return None if info is None else str(info.domain)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Structured context from ErrorInfo, such as the conflicting identifiers."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        if info is None:
+            return {}
+        return {str(key): str(value) for key, value in info.metadata.items()}
+
+
+class ResourceExhaustedError(FeedbackError):
+    """The server is rate limiting or out of capacity; retry after `retry_delay` when set."""
+
+    default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnavailableError(FeedbackError):
+    """The service or its database cannot be reached now; the same call may succeed later."""
+
+    default_code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceededError(FeedbackError):
+    """The call did not finish within its timeout (including the time spent on retries)."""
+
+    default_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class UnauthenticatedError(FeedbackError):
+    """The call carried no valid credentials."""
+
+    default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(FeedbackError):
+    """The credentials are valid but do not allow this call."""
+
+    default_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class InternalError(FeedbackError):
+    """The server failed in a way it did not anticipate; report it to the service owners."""
+
+    default_code = grpc.StatusCode.INTERNAL
+
+
+class UnexpectedStatusError(FeedbackError):
+    """A status the service does not document (CANCELLED, UNKNOWN, UNIMPLEMENTED, ...)."""
+
+
+_ERROR_BY_CODE: dict[grpc.StatusCode, type[FeedbackError]] = {
+    error_type.default_code: error_type
+    for error_type in (
+        InvalidArgumentError,
+        NotFoundError,
+        AlreadyExistsError,
+        FailedPreconditionError,
+        ResourceExhaustedError,
+        UnavailableError,
+        DeadlineExceededError,
+        UnauthenticatedError,
+        PermissionDeniedError,
+        InternalError,
+    )
+}
+
+
+def error_from_rpc_error(error: grpc.RpcError) -> FeedbackError:
+    """Translate a failed call into the matching FeedbackError, with its rich details unpacked."""
+    if not isinstance(error, grpc.Call):
+        # Only errors raised for a finished call carry a status; anything else is reported as is.
+        return UnexpectedStatusError(str(error) or type(error).__name__)
+    code = error.code()
+    status = _rich_status(error.trailing_metadata() or (), code)
+    message = error.details() or (str(status.message) if status is not None else "") or code.name
+    details = [] if status is None else [_unpack(item) for item in status.details]
+    retry_delay = _retry_delay(details)
+    error_type = _ERROR_BY_CODE.get(code, UnexpectedStatusError)
+    return error_type(message, code=code, details=details, retry_delay=retry_delay)
+
+
+def _rich_status(
+    trailing_metadata: tuple[tuple[str, str | bytes], ...], code: grpc.StatusCode
+) -> status_pb2.Status | None:
+    """Decode the google.rpc.Status trailer, or None when absent, corrupt or for another code."""
+    for key, value in trailing_metadata:
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:
+            return None
+        # A proxy that rewrote the status would leave details describing a different failure.
+        return status if status.code == code.value[0] else None
+    return None
+
+
+def _unpack(packed: any_pb2.Any) -> Message:
+    """Unpack one Any detail into its google.rpc type, keeping unknown types packed."""
+    type_name = packed.TypeName()
+    for detail_type in _KNOWN_DETAIL_TYPES:
+        if detail_type.DESCRIPTOR.full_name == type_name:
+            detail = detail_type()
+            packed.Unpack(detail)
+            return detail
+    return packed
+
+
+def _retry_delay(details: list[Message]) -> float | None:
+    """Seconds from the first RetryInfo detail, or None when the server sent none."""
+    for detail in details:
+        if isinstance(detail, error_details_pb2.RetryInfo):
+            delay = detail.retry_delay
+            return max(0.0, int(delay.seconds) + int(delay.nanos) / 1e9)
+    return None

@@ -1,0 +1,123 @@
+"""Retry policy for transient failures: jittered exponential backoff bounded by the call deadline.
+
+Modelled on the OpenTelemetry OTLP gRPC exporter: the retryable status codes live in one frozenset,
+the backoff uses full jitter so many clients do not retry in lockstep, a server's RetryInfo delay is
+honoured, and no retry is started that could not finish before the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from ._errors import error_from_rpc_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._errors import FeedbackError
+
+__all__ = ["DEFAULT_RETRY_POLICY", "RETRYABLE_CODES", "RetryPolicy", "call_with_retry"]
+
+RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+"""Status codes worth retrying: the service documents both as transient."""
+
+# Quota exhaustion without a RetryInfo hint may last for hours; only the server knows when to retry.
+_CODES_RETRIED_ONLY_WITH_RETRY_INFO: frozenset[grpc.StatusCode] = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+_ResponseT = TypeVar("_ResponseT")
+
+
+def _full_jitter(backoff: float) -> float:
+    """Pick a wait uniformly in [0, backoff] ("full jitter") to spread out competing clients."""
+    return random.uniform(0.0, backoff)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a FeedbackClient retries calls that failed with a transient status.
+
+    Use `RetryPolicy(max_attempts=1)` to disable retries.
+    """
+
+    max_attempts: int = 5
+    """Total attempts per call, the first one included; 1 disables retries."""
+    initial_backoff: float = 0.1
+    """Upper bound, in seconds, of the wait before the first retry."""
+    max_backoff: float = 5.0
+    """Largest upper bound, in seconds, the exponential backoff grows to."""
+    multiplier: float = 2.0
+    """Factor by which the backoff bound grows after each retry."""
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    """Function that waits the given seconds; replace it in tests to run without waiting."""
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    """Monotonic clock, in seconds, used to keep retries within the call deadline."""
+    jitter: Callable[[float], float] = field(default=_full_jitter, repr=False, compare=False)
+    """Maps the current backoff bound to the actual wait; full jitter by default."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.initial_backoff < 0 or self.max_backoff < 0:
+            raise ValueError("backoff durations must not be negative")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be at least 1")
+
+    def should_retry(self, error: FeedbackError) -> bool:
+        """Tell whether the failure is transient according to this policy's codes."""
+        if error.code not in RETRYABLE_CODES:
+            return False
+        if error.code in _CODES_RETRIED_ONLY_WITH_RETRY_INFO:
+            return error.retry_delay is not None
+        return True
+
+    def backoff(self, retry_number: int, error: FeedbackError) -> float:
+        """Seconds to wait before the given retry (1 for the first), honouring RetryInfo."""
+        bound = min(self.max_backoff, self.initial_backoff)
+        # Grown step by step rather than as a power, which overflows for long retry sequences.
+        for _ in range(retry_number - 1):
+            bound = min(self.max_backoff, bound * self.multiplier)
+        wait = self.jitter(bound)
+        # The server's hint is a floor: retrying sooner would only be refused again.
+        return wait if error.retry_delay is None else max(wait, error.retry_delay)
+
+
+DEFAULT_RETRY_POLICY = RetryPolicy()
+"""The policy a FeedbackClient uses unless told otherwise."""
+
+
+def call_with_retry(
+    attempt: Callable[[float | None], _ResponseT],
+    *,
+    policy: RetryPolicy,
+    timeout: float | None,
+) -> _ResponseT:
+    """Run `attempt(remaining_timeout)` until it succeeds, fails for good, or time runs out.
+
+    The timeout covers the whole call, retries and waits included: each attempt gets only what is
+    left of it. Raises the FeedbackError of the last attempt.
+    """
+    deadline = None if timeout is None else policy.clock() + timeout
+    retry_number = 0
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - policy.clock())
+        try:
+            return attempt(remaining)
+        except grpc.RpcError as rpc_error:
+            error = error_from_rpc_error(rpc_error)
+            retry_number += 1
+            if retry_number >= policy.max_attempts or not policy.should_retry(error):
+                raise error from rpc_error
+            wait = policy.backoff(retry_number, error)
+            # Waiting past the deadline would only turn a meaningful error into DEADLINE_EXCEEDED.
+            if deadline is not None and policy.clock() + wait >= deadline:
+                raise error from rpc_error
+            policy.sleep(wait)

@@ -1,0 +1,475 @@
+"""feedbackctl: record, rate, log and inspect feedback from a shell, for scripts and debugging.
+
+Exit codes: 0 on success, 1 when the service answered with an error or could not be reached, 2 when
+the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+from google.protobuf import json_format
+
+from . import __version__
+from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
+from ._errors import FeedbackError, InvalidArgumentError
+from ._proto.feedback.v1 import feedback_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from google.protobuf.descriptor import FieldDescriptor
+    from google.protobuf.message import Message
+
+    from ._proto.feedback.v1 import feedback_service_pb2
+
+__all__ = ["build_parser", "main"]
+
+ADDRESS_ENVIRONMENT_VARIABLE = "FEEDBACK_ADDRESS"
+"""Environment variable holding the service address when --address is not given."""
+
+_DEFAULT_LIST_LIMIT = 20
+_MAX_PAGE_SIZE = 1000
+_LABEL_WIDTH = 18
+_TEXT_WIDTH = 48
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run feedbackctl with the given arguments (default: sys.argv) and return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        # argparse exits on --help (0) and on usage errors (2); callers get the code instead.
+        return exit_request.code if isinstance(exit_request.code, int) else 2
+    command: Callable[[FeedbackClient, argparse.Namespace, TextIO], None] = args.command
+    try:
+        with FeedbackClient(args.address, timeout=args.timeout) as client:
+            command(client, args, sys.stdout)
+    except FeedbackError as error:
+        _print_error(error, sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser: global connection options, then one subcommand per RPC."""
+    parser = argparse.ArgumentParser(
+        prog="feedbackctl",
+        description="Talk to the LLM feedback & analytics service.",
+        epilog="Times are ISO-8601 (2024-05-01T12:00:00+02:00); without an offset they are UTC.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, with_defaults=True)
+    # Subcommands repeat the global options so they also work after the subcommand name.
+    global_options = argparse.ArgumentParser(add_help=False)
+    _add_global_options(global_options, with_defaults=False)
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    record = subcommands.add_parser(
+        "record", parents=[global_options], help="record one chat turn (interaction)"
+    )
+    record.set_defaults(command=_record)
+    record.add_argument("conversation_id", metavar="CONVERSATION_ID")
+    record.add_argument("--message-id")
+    record.add_argument("--user-id")
+    record.add_argument("--model")
+    user_input = record.add_mutually_exclusive_group()
+    user_input.add_argument("--input-text", help="user input; only its hash is stored")
+    user_input.add_argument("--input-hash", help="SHA-256 of the user input")
+    model_output = record.add_mutually_exclusive_group()
+    model_output.add_argument("--output-text", help="model answer; only its hash is stored")
+    model_output.add_argument("--output-hash", help="SHA-256 of the model answer")
+    record.add_argument("--latency-ms", type=float)
+    record.add_argument("--prompt-tokens", type=int)
+    record.add_argument("--completion-tokens", type=int)
+    record.add_argument("--total-tokens", type=int)
+    record.add_argument("--metadata", type=_json_object, metavar="JSON")
+    record.add_argument("--occur-time", type=_iso_time, metavar="TIME")
+
+    submit = subcommands.add_parser(
+        "submit", parents=[global_options], help="submit feedback on an AI answer"
+    )
+    submit.set_defaults(command=_submit)
+    submit.add_argument(
+        "conversation_id", metavar="CONVERSATION_ID", nargs="?", help="optional with --message-id"
+    )
+    rating = submit.add_mutually_exclusive_group(required=True)
+    rating.add_argument("--score", type=int, help="1 (poor) to 5 (excellent)")
+    rating.add_argument("--thumb", choices=("up", "down"))
+    rating.add_argument("--label", help='categorical rating such as "good" or "bad"')
+    submit.add_argument("--text", help="free-text comment")
+    submit.add_argument("--message-id")
+    submit.add_argument("--user-id")
+    submit.add_argument("--latency-ms", type=float)
+    submit.add_argument("--tokens-used", type=int)
+    submit.add_argument("--input-hash")
+    submit.add_argument("--output-hash")
+    submit.add_argument("--metadata", type=_json_object, metavar="JSON")
+
+    log = subcommands.add_parser(
+        "log", parents=[global_options], help="log one product analytics event"
+    )
+    log.set_defaults(command=_log)
+    log.add_argument("user_id", metavar="USER_ID")
+    log.add_argument("event_type", metavar="EVENT_TYPE", help='for example "page_view"')
+    log.add_argument("--details", type=_json_object, metavar="JSON")
+    log.add_argument("--event-time", type=_iso_time, metavar="TIME")
+
+    stats = subcommands.add_parser(
+        "stats", parents=[global_options], help="show aggregated statistics"
+    )
+    stats.set_defaults(command=_stats)
+    _add_filters(stats)
+    stats.add_argument("--since", type=_iso_time, metavar="TIME", help="from this time (included)")
+    stats.add_argument("--until", type=_iso_time, metavar="TIME", help="to this time (excluded)")
+
+    listing = subcommands.add_parser(
+        "list", parents=[global_options], help="list feedback, newest first"
+    )
+    listing.set_defaults(command=_list)
+    _add_filters(listing)
+    listing.add_argument("--min-score", type=int)
+    listing.add_argument("--max-score", type=int)
+    listing.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=_DEFAULT_LIST_LIMIT,
+        help=f"show at most this many entries (default {_DEFAULT_LIST_LIMIT}; 0 for all)",
+    )
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool) -> None:
+    """Add --address, --timeout and --json; without defaults they never override earlier values."""
+
+    def default(value: object) -> object:
+        return value if with_defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--address",
+        default=default(os.environ.get(ADDRESS_ENVIRONMENT_VARIABLE, DEFAULT_ADDRESS)),
+        help=f"service host:port (env {ADDRESS_ENVIRONMENT_VARIABLE}, default {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=default(DEFAULT_TIMEOUT),
+        metavar="SECONDS",
+        help=f"give up after this long, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--json",
+        dest="json_output",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document instead of text",
+    )
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """Add the filters shared by stats and list."""
+    parser.add_argument("--conversation-id")
+    parser.add_argument("--message-id")
+    parser.add_argument("--user-id")
+
+
+def _record(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    interaction = client.record_interaction(
+        args.conversation_id,
+        message_id=args.message_id,
+        user_id=args.user_id,
+        model=args.model,
+        input_text=args.input_text,
+        input_hash=args.input_hash,
+        output_text=args.output_text,
+        output_hash=args.output_hash,
+        latency_ms=args.latency_ms,
+        prompt_tokens=args.prompt_tokens,
+        completion_tokens=args.completion_tokens,
+        total_tokens=args.total_tokens,
+        metadata=args.metadata,
+        occur_time=args.occur_time,
+    )
+    _print_message(interaction, args, out)
+
+
+def _submit(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    feedback = client.submit_feedback(
+        args.conversation_id,
+        message_id=args.message_id,
+        user_id=args.user_id,
+        score=args.score,
+        thumb=None if args.thumb is None else args.thumb == "up",
+        label=args.label,
+        text=args.text,
+        latency_ms=args.latency_ms,
+        tokens_used=args.tokens_used,
+        input_hash=args.input_hash,
+        output_hash=args.output_hash,
+        metadata=args.metadata,
+    )
+    _print_message(feedback, args, out)
+
+
+def _log(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    event = client.log_event(
+        args.user_id, args.event_type, details=args.details, event_time=args.event_time
+    )
+    _print_message(event, args, out)
+
+
+def _stats(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    stats = client.get_stats(
+        conversation_id=args.conversation_id,
+        user_id=args.user_id,
+        message_id=args.message_id,
+        start_time=args.since,
+        end_time=args.until,
+    )
+    if args.json_output:
+        # Zero counts are printed so scripts need not know proto3 omits default values.
+        _print_json(_to_dict(stats, always_print_fields_with_no_presence=True), out)
+    else:
+        out.write(_format_stats(stats))
+
+
+def _list(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    limit: int = args.limit
+    # One entry past the limit tells whether the listing was cut short.
+    page_size = min(limit + 1, _MAX_PAGE_SIZE) if limit else _MAX_PAGE_SIZE
+    entries = client.iter_feedback(
+        conversation_id=args.conversation_id,
+        message_id=args.message_id,
+        user_id=args.user_id,
+        min_score=args.min_score,
+        max_score=args.max_score,
+        page_size=page_size,
+    )
+    feedback = list(itertools.islice(entries, limit + 1 if limit else None))
+    truncated = bool(limit) and len(feedback) > limit
+    feedback = feedback[:limit] if limit else feedback
+    if args.json_output:
+        _print_json({"feedback": [_to_dict(entry) for entry in feedback]}, out)
+        return
+    out.write(_format_feedback_table(feedback))
+    if truncated:
+        print(f"(first {limit} shown; pass --limit 0 for all)", file=sys.stderr)
+
+
+def _print_message(message: Message, args: argparse.Namespace, out: TextIO) -> None:
+    """Print a stored record as JSON or as aligned "field  value" lines."""
+    if args.json_output:
+        _print_json(_to_dict(message), out)
+        return
+    for field, value in message.ListFields():
+        out.write(f"{field.name:<{_LABEL_WIDTH}}{_format_value(field, value)}\n")
+
+
+def _print_json(document: object, out: TextIO) -> None:
+    out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def _to_dict(message: Message, *, always_print_fields_with_no_presence: bool = False) -> Any:
+    """Render a message as the proto3 JSON mapping, keeping the .proto field names."""
+    return json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=always_print_fields_with_no_presence,
+        # Counts and ids read better as JSON numbers; they stay well below 2**53.
+        unquote_int64_if_possible=True,
+    )
+
+
+def _print_error(error: FeedbackError, err: TextIO) -> None:
+    """Report a failed call on one line, then one line per rejected field."""
+    err.write(f"error: {error.code.name}: {error.message}\n")
+    if isinstance(error, InvalidArgumentError):
+        for violation in error.field_violations:
+            err.write(f"  {violation.field}: {violation.description}\n")
+    if error.retry_delay is not None:
+        err.write(f"  retry after {error.retry_delay:g} s\n")
+
+
+def _format_value(field: FieldDescriptor, value: Any) -> str:
+    """Format one set field of a record for humans."""
+    if field.message_type is not None:
+        if field.message_type.full_name == "google.protobuf.Timestamp":
+            return str(value.ToJsonString())
+        return json.dumps(json_format.MessageToDict(value), ensure_ascii=False)
+    if field.enum_type is not None:
+        return _enum_label(field.enum_type.values_by_number[value].name, field.enum_type.name)
+    if isinstance(value, float):
+        return _number(value)
+    return str(value)
+
+
+def _enum_label(value_name: str, enum_name: str) -> str:
+    """Turn THUMB_UP into "up": Buf-style enum values repeat the enum name as a prefix."""
+    prefix = "".join(f"_{char}" if char.isupper() else char for char in enum_name).lstrip("_")
+    return value_name.removeprefix(prefix.upper() + "_").lower()
+
+
+def _number(value: float | None, *, unit: str = "", decimals: int | None = None) -> str:
+    """Format an optional average compactly; "-" when the server left it unset."""
+    if value is None:
+        return "-"
+    if decimals is not None:
+        return f"{value:.{decimals}f}{unit}"
+    return f"{value:.10g}{unit}"
+
+
+def _format_stats(stats: feedback_service_pb2.GetStatsResponse) -> str:
+    """Render statistics as a small aligned table with the score distribution."""
+    lines: list[str] = []
+
+    def row(label: str, value: str) -> None:
+        lines.append(f"{label:<{_LABEL_WIDTH}}{value}".rstrip())
+
+    feedback = stats.feedback
+    row(
+        "feedback",
+        f"{feedback.total_count} total, {feedback.scored_count} scored, "
+        f"{feedback.with_text_count} with text",
+    )
+    row("  avg score", _number(_present(feedback, "avg_score"), decimals=2))
+    distribution = (
+        feedback.score1_count,
+        feedback.score2_count,
+        feedback.score3_count,
+        feedback.score4_count,
+        feedback.score5_count,
+    )
+    width = max(5, *(len(str(count)) + 2 for count in distribution))
+    row("  score", "".join(f"{score:>{width}}" for score in range(1, 6)))
+    row("  count", "".join(f"{count:>{width}}" for count in distribution))
+    row("  thumbs", f"up {feedback.thumbs_up_count}, down {feedback.thumbs_down_count}")
+    if feedback.label_counts:
+        row("  labels", _counts(feedback.label_counts))
+    row("  avg latency", _number(_present(feedback, "avg_latency_ms"), unit=" ms"))
+    row("  avg tokens", _number(_present(feedback, "avg_tokens")))
+
+    interactions = stats.interactions
+    row("interactions", f"{interactions.total_count} total")
+    row("  avg latency", _number(_present(interactions, "avg_latency_ms"), unit=" ms"))
+    row("  avg tokens", _number(_present(interactions, "avg_total_tokens")))
+
+    if stats.HasField("events"):
+        row("events", f"{stats.events.total_count} total")
+        if stats.events.type_counts:
+            row("  by type", _counts(stats.events.type_counts))
+    else:
+        row("events", "n/a (events have no conversation or message)")
+    return "\n".join(lines) + "\n"
+
+
+def _present(message: Message, field_name: str) -> float | None:
+    """Read an `optional double` field, None when unset (the server sends no NaN averages)."""
+    if not message.HasField(field_name):
+        return None
+    value: float = getattr(message, field_name)
+    return value
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    """Format a name -> count map, largest first."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name} {count}" for name, count in ordered)
+
+
+def _format_feedback_table(feedback: Sequence[feedback_pb2.Feedback]) -> str:
+    """Render feedback entries as an aligned table, one line each."""
+    if not feedback:
+        return "no feedback found\n"
+    header = ("ID", "CREATED", "CONVERSATION", "MESSAGE", "USER", "RATING", "TEXT")
+    rows = [header] + [
+        (
+            str(entry.id),
+            entry.create_time.ToJsonString() if entry.HasField("create_time") else "-",
+            entry.conversation_id or "-",
+            entry.message_id or "-",
+            entry.user_id or "-",
+            _rating(entry),
+            _shorten(entry.text),
+        )
+        for entry in feedback
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+def _rating(entry: feedback_pb2.Feedback) -> str:
+    kind = entry.WhichOneof("rating")
+    if kind == "score":
+        return f"score {entry.score}"
+    if kind == "thumb":
+        return "thumb up" if entry.thumb == feedback_pb2.THUMB_UP else "thumb down"
+    if kind == "label":
+        return f"label {entry.label}"
+    return "-"
+
+
+def _shorten(text: str) -> str:
+    """Fit free text on one table line."""
+    flat = " ".join(text.split())
+    if len(flat) <= _TEXT_WIDTH:
+        return flat
+    return flat[: _TEXT_WIDTH - 3] + "..."
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    """Parse a JSON object argument (argparse turns the ValueError into a usage error)."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from error
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, such as \'{"key": "value"}\'')
+    return parsed
+
+
+def _iso_time(value: str) -> datetime:
+    """Parse an ISO-8601 time; a time without an offset is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 time such as 2024-05-01T12:00:00Z: {value!r}"
+        ) from error
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        parsed = float(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from error
+    if not parsed > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return parsed
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        parsed = int(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from error
+    if parsed < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value!r}")
+    return parsed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

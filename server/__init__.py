@@ -1,0 +1,1 @@
+"""The feedback & analytics gRPC server: servicers, service rules and the composition root."""

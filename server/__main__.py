@@ -1,0 +1,65 @@
+"""`feedback-server`: run the service (or only migrate its database) until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from server.app import create_server
+from server.config import Settings, parse_settings
+from storage import Storage
+
+log = logging.getLogger("server")
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until a stop signal, then drain gracefully."""
+    server, port = await create_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    host = settings.address.rsplit(":", 1)[0]
+    log.info(
+        "serving",
+        extra={"address": f"{host}:{port}", "port": port, "database": server.database_url},
+    )
+    await stop.wait()
+    log.info("stopping", extra={"grace_seconds": settings.grace_period_seconds})
+    await server.stop(settings.grace_period_seconds)
+    log.info("stopped")
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the database schema up to date and exit."""
+    storage = Storage.connect(settings.database_url)
+    try:
+        storage.migrate()
+        log.info("migrated", extra={"database": storage.url})
+    finally:
+        storage.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `feedback-server` command."""
+    from server.logs import configure_logging
+
+    command, settings = parse_settings(argv)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        if command == "migrate":
+            migrate(settings)
+        else:
+            asyncio.run(serve(settings))
+    except Exception:
+        log.exception("fatal error")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

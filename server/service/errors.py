@@ -1,0 +1,61 @@
+"""Failures the service reports; the servicer turns each into one precise gRPC status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ServiceError(Exception):
+    """Base of every failure a caller caused or may retry; anything else is a bug."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One broken rule of one request field (the field path uses the proto field names)."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(ServiceError):
+    """The request breaks field rules; lists every violation, not just the first."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {summary}")
+
+
+class NotFound(ServiceError):
+    """A named resource the request depends on does not exist."""
+
+    def __init__(self, resource_type: str, resource_name: str, description: str) -> None:
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        super().__init__(description)
+
+
+class AlreadyExists(ServiceError):
+    """The request would create a resource whose unique name is taken."""
+
+    def __init__(self, resource_type: str, resource_name: str, description: str) -> None:
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        super().__init__(description)
+
+
+class FailedPrecondition(ServiceError):
+    """The request is well formed but contradicts stored state; `reason` is machine-readable."""
+
+    def __init__(self, reason: str, description: str, metadata: dict[str, str]) -> None:
+        self.reason = reason
+        self.metadata = metadata
+        super().__init__(description)
+
+
+class Unavailable(ServiceError):
+    """The database cannot serve now; nothing was written and the call may be retried."""
+
+    def __init__(self, description: str, retry_after_seconds: float = 1.0) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(description)

@@ -1,0 +1,80 @@
+"""Untrusted request values, as the servicer read them from protobuf, before any validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InteractionInput:
+    """A chat turn to record; empty strings mean "not given"."""
+
+    conversation_id: str = ""
+    message_id: str = ""
+    user_id: str = ""
+    model: str = ""
+    input_text: str | None = None
+    input_hash: str | None = None
+    output_text: str | None = None
+    output_hash: str | None = None
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    occur_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedbackInput:
+    """A rating to store; at most one of score / thumb / label is set by the wire format."""
+
+    conversation_id: str = ""
+    message_id: str = ""
+    user_id: str = ""
+    score: int | None = None
+    thumb: str | None = None
+    """"up", "down", or any other string for a value that is neither."""
+    label: str | None = None
+    text: str = ""
+    latency_ms: float | None = None
+    tokens_used: int | None = None
+    input_hash: str = ""
+    output_hash: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventInput:
+    """An analytics event to store."""
+
+    user_id: str = ""
+    event_type: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    event_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatsInput:
+    """The selection of a stats request; empty strings and None mean "any"."""
+
+    conversation_id: str = ""
+    user_id: str = ""
+    message_id: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListFeedbackInput:
+    """A page request for feedback."""
+
+    conversation_id: str = ""
+    message_id: str = ""
+    user_id: str = ""
+    min_score: int | None = None
+    max_score: int | None = None
+    page_size: int = 0
+    page_token: str = ""

@@ -1,0 +1,86 @@
+"""Turns service errors into rich google.rpc.Status replies (AIP-193)."""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from server.service import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+
+ERROR_DOMAIN = "feedback.v1"
+"""ErrorInfo.domain of every reason this service sends."""
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+log = logging.getLogger(__name__)
+
+
+def status_for(error: Exception) -> status_pb2.Status:
+    """The google.rpc.Status a client should see for `error` (INTERNAL for anything unexpected)."""
+    match error:
+        case InvalidArgument(violations=violations):
+            details = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in violations
+                ]
+            )
+            return _status(code_pb2.INVALID_ARGUMENT, str(error), details)
+        case NotFound(resource_type=kind, resource_name=name):
+            info = error_details_pb2.ResourceInfo(
+                resource_type=kind, resource_name=name, description=str(error)
+            )
+            return _status(code_pb2.NOT_FOUND, str(error), info)
+        case AlreadyExists(resource_type=kind, resource_name=name):
+            info = error_details_pb2.ResourceInfo(
+                resource_type=kind, resource_name=name, description=str(error)
+            )
+            return _status(code_pb2.ALREADY_EXISTS, str(error), info)
+        case FailedPrecondition(reason=reason, metadata=metadata):
+            error_info = error_details_pb2.ErrorInfo(
+                reason=reason, domain=ERROR_DOMAIN, metadata=metadata
+            )
+            return _status(code_pb2.FAILED_PRECONDITION, str(error), error_info)
+        case Unavailable(retry_after_seconds=delay):
+            retry = error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(
+                    seconds=int(delay), nanos=int((delay % 1) * 1_000_000_000)
+                )
+            )
+            return _status(code_pb2.UNAVAILABLE, str(error), retry)
+        case ServiceError():
+            return _status(code_pb2.INTERNAL, str(error))
+    log.exception("unexpected error while serving a call", exc_info=error)
+    return _status(code_pb2.INTERNAL, "internal error")
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], error: Exception) -> NoReturn:
+    """End the call with the rich status of `error`."""
+    status = status_for(error)
+    await context.abort(
+        grpc.StatusCode[code_pb2.Code.Name(status.code)],
+        status.message,
+        ((STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+    raise AssertionError("context.abort returned")  # abort always raises
+
+
+def _status(code: int, message: str, *details: object) -> status_pb2.Status:
+    status = status_pb2.Status(code=code, message=message)
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)  # type: ignore[arg-type]
+        status.details.append(packed)
+    return status

@@ -1,0 +1,152 @@
+"""Storage: the process-wide handle that runs units of work against SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Literal, Self, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.orm import sessionmaker
+
+from storage.engines import (
+    WRITE_TRANSACTION_OPTION,
+    normalized_url,
+    postgres_engine,
+    sqlite_engine,
+    sqlite_file,
+)
+from storage.error_translation import translated_errors
+from storage.errors import StorageError
+from storage.repository import Repository
+from storage.schema_migration import upgrade_to_head
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from types import TracebackType
+
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
+
+T = TypeVar("T")
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+class Storage:
+    """One per process: owns the connection pool and runs each unit of work in one transaction.
+
+    Thread-safe: every call takes its own session and connection from the pool.
+    """
+
+    def __init__(self, engine: Engine, url: URL, *, database_file: Path | None) -> None:
+        """Wrap a configured engine; use Storage.connect() rather than calling this."""
+        self._engine = engine
+        self._url = url
+        self._database_file = database_file
+        # Same pool; connections of this engine mark their transactions as writes.
+        self._write_engine = engine.execution_options(**{WRITE_TRANSACTION_OPTION: True})
+        self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
+        self._closed = threading.Event()
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        sqlite_busy_timeout_ms: int = 5000,
+        sqlite_synchronous: str = "FULL",
+        pool_size: int = 10,
+    ) -> Storage:
+        """Configure storage for a database URL; connections open lazily, on first use.
+
+        Accepts sqlite:///path (the parent directory is created), postgresql://, postgres:// and
+        postgresql+psycopg:// (the first two use psycopg 3). Raises ValueError for anything else,
+        including in-memory SQLite. Call ping() to find out whether the database answers.
+        """
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        parsed = normalized_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = sqlite_engine(
+                parsed,
+                busy_timeout_ms=sqlite_busy_timeout_ms,
+                synchronous=sqlite_synchronous,
+                pool_size=pool_size,
+            )
+            return cls(engine, parsed, database_file=sqlite_file(parsed))
+        return cls(postgres_engine(parsed, pool_size=pool_size), parsed, database_file=None)
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked, fit for logs."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> Dialect:
+        """Which database this is: "sqlite" or "postgresql"."""
+        return "sqlite" if self._engine.dialect.name == "sqlite" else "postgresql"
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision; safe when several processes start at once.
+
+        Raises StorageUnavailable when the database cannot be reached or written.
+        """
+        self._check_open()
+        with translated_errors():
+            upgrade_to_head(
+                self._engine, write_engine=self._write_engine, sqlite_file=self._database_file
+            )
+
+    def write(self, work: Callable[[Repository], T]) -> T:
+        """Run `work` in one write transaction and commit; on any exception nothing is kept.
+
+        Raises Conflict when a unique rule rejects an insert (the unit is then over: retry in a
+        new one), StorageUnavailable when the database cannot take the write now.
+        """
+        self._check_open()
+        with translated_errors(), self._write_sessions.begin() as session:
+            return work(Repository(session))
+
+    def read(self, work: Callable[[Repository], T]) -> T:
+        """Run `work` in one read transaction, so it sees a single consistent snapshot.
+
+        On SQLite this transaction takes no write lock; writing in it is a mistake.
+        """
+        self._check_open()
+        with translated_errors(), self._read_sessions.begin() as session:
+            return work(Repository(session))
+
+    def ping(self) -> None:
+        """Check that the database answers; raises StorageUnavailable if it does not."""
+        self._check_open()
+        with translated_errors(), self._engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        """Close every pooled connection; the storage cannot be used afterwards."""
+        self._closed.set()
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        """Use as a context manager that closes the storage on exit."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the storage."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Show the masked URL, never the password."""
+        return f"Storage({self.url!r})"
+
+    def _check_open(self) -> None:
+        """Refuse work after close(), which would otherwise silently open a new pool."""
+        if self._closed.is_set():
+            raise StorageError("storage is closed")

@@ -1,0 +1,136 @@
+"""The one place where driver and SQLAlchemy exceptions become StorageError subclasses."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import psycopg
+from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint
+from sqlalchemy import exc as sa_exc
+
+from storage.errors import Conflict, StorageError, StorageUnavailable
+from storage.models import Base
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_SQLITE_UNAVAILABLE_CODES = frozenset(
+    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR"}
+    | {"SQLITE_CANTOPEN", "SQLITE_PROTOCOL", "SQLITE_NOTADB", "SQLITE_CORRUPT"}
+)
+"""Primary SQLite result codes meaning "this database cannot serve writes right now"."""
+
+_POSTGRES_UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
+"""SQLSTATE classes: connection, rollback (serialization/deadlock), resources, operator, system."""
+
+_POSTGRES_READ_ONLY = "25006"
+"""read_only_sql_transaction: a replica or a server in recovery took the write."""
+
+_POSTGRES_UNIQUE_VIOLATION = "23505"
+
+_SQLITE_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")
+_SQLITE_UNIQUE_INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<index>[^']+)'")
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Run a block so that any SQLAlchemy failure inside it surfaces as a StorageError.
+
+    Programming errors detected while binding parameters (a naive datetime, a NaN in JSON) are
+    re-raised as the ValueError or TypeError they are, not disguised as storage failures.
+    """
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as error:
+        raise storage_error_for(error) from error
+
+
+def storage_error_for(error: sa_exc.SQLAlchemyError) -> Exception:
+    """Return the exception a caller of the storage layer should see for a SQLAlchemy error."""
+    if isinstance(error, sa_exc.IntegrityError):
+        constraint = _unique_constraint_name(error)
+        if constraint is not None:
+            message = f"unique constraint {constraint} rejected the write"
+            return Conflict(message, constraint=constraint)
+        return StorageError(f"integrity rule rejected the write: {_driver_message(error)}")
+    if _is_unavailable(error):
+        return StorageUnavailable(f"database unavailable: {_driver_message(error)}")
+    if (
+        isinstance(error, sa_exc.StatementError)
+        and not isinstance(error, sa_exc.DBAPIError)
+        and isinstance(error.orig, ValueError | TypeError)
+    ):
+        return error.orig
+    return StorageError(f"storage failure: {_driver_message(error)}")
+
+
+def _is_unavailable(error: sa_exc.SQLAlchemyError) -> bool:
+    """Whether the failure is about the database's state (down, locked, full), not the request."""
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True  # no pooled connection came free, or the server went away
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    original = error.orig
+    if isinstance(original, sqlite3.Error):
+        # Extended codes (SQLITE_READONLY_DBMOVED, SQLITE_IOERR_WRITE) extend a primary one.
+        name: str = getattr(original, "sqlite_errorname", "")
+        return "_".join(name.split("_")[:2]) in _SQLITE_UNAVAILABLE_CODES
+    if isinstance(original, psycopg.Error):
+        state = original.sqlstate or ""
+        return state == _POSTGRES_READ_ONLY or state.startswith(_POSTGRES_UNAVAILABLE_CLASSES)
+    return False
+
+
+def _unique_constraint_name(error: sa_exc.IntegrityError) -> str | None:
+    """Name the unique constraint a write violated, the same on both databases; None if another."""
+    original = error.orig
+    if isinstance(original, psycopg.Error):
+        if original.sqlstate != _POSTGRES_UNIQUE_VIOLATION:
+            return None
+        return original.diag.constraint_name
+    if isinstance(original, sqlite3.IntegrityError):
+        message = str(original)
+        index = _SQLITE_UNIQUE_INDEX.search(message)
+        if index is not None:
+            return index.group("index")
+        columns = _SQLITE_UNIQUE_COLUMNS.search(message)
+        if columns is None:
+            return None
+        return _constraint_covering(columns.group("columns").split(", "))
+    return None
+
+
+def _constraint_covering(qualified_columns: list[str]) -> str:
+    """Map SQLite's "table.column, table.column" report to the constraint's name in the models.
+
+    SQLite reports columns, not constraint names; PostgreSQL reports names. Looking the columns
+    up in the models gives callers the PostgreSQL name on both.
+    """
+    table_name = qualified_columns[0].split(".", 1)[0]
+    columns = [qualified.split(".", 1)[1] for qualified in qualified_columns]
+    table = Base.metadata.tables.get(table_name)
+    if table is not None:
+        for constraint in table.constraints:
+            if (
+                isinstance(constraint, UniqueConstraint | PrimaryKeyConstraint)
+                and [column.name for column in constraint.columns] == columns
+            ):
+                return str(constraint.name)
+        for index in table.indexes:
+            if index.unique and [column.name for column in index.columns] == columns:
+                return str(index.name)
+    return f"uq_{table_name}_{'_'.join(columns)}"
+
+
+def _driver_message(error: sa_exc.SQLAlchemyError) -> str:
+    """The driver's own words, without SQLAlchemy's statement dump and parameters."""
+    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
+        return str(error.orig).strip()
+    return str(error)

@@ -1,0 +1,166 @@
+"""The database schema as typed SQLAlchemy models; migrations must produce exactly this."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.column_types import JSON_OBJECT, UTCDateTime
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint and index names derived from what they cover, identical on every database.
+
+Conflict errors carry these names, and migrations can drop or alter them by name.
+"""
+
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+"""A 64-bit key; SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY."""
+
+IDENTIFIER_LENGTH = 128
+HASH_LENGTH = 64
+"""A SHA-256 digest in hex."""
+
+TEXT_LENGTH = 2000
+"""FilAgent's limit on free-text feedback."""
+
+LABEL_LENGTH = 64
+EVENT_TYPE_LENGTH = 64
+RATING_KIND_LENGTH = 8
+
+EMPTY_JSON_OBJECT = text("'{}'")
+"""Server default for JSON columns, so rows inserted by hand (or by old code) stay valid."""
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class InteractionRow(Base):
+    """One chat turn (a prompt and the model's answer) that feedback can refer to."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        # latest_interaction() reads the highest id within a conversation.
+        Index("ix_interactions_conversation_id_id", "conversation_id", "id"),
+        Index("ix_interactions_user_id", "user_id"),
+        Index("ix_interactions_occur_time", "occur_time"),
+        # Ids are never reused after retention deletes, so clients' keyset cursors stay valid.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH))
+    # Unique so a retried RecordInteraction cannot store a turn twice; NULLs never collide.
+    message_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH), unique=True)
+    user_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    model: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    output_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    # `metadata` is the declarative registry's attribute, so the column gets another name here.
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
+    )
+    occur_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FeedbackRow(Base):
+    """One rating of an interaction or conversation: FilAgent's interaction_logs, generalised."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint("rating_kind IN ('score', 'thumb', 'label')", name="rating_kind"),
+        CheckConstraint("score BETWEEN 1 AND 5", name="score_range"),
+        # Exactly the column of the rating's kind is set, so no reader has to guess.
+        CheckConstraint(
+            "(rating_kind = 'score' AND score IS NOT NULL AND thumb_up IS NULL AND label IS NULL)"
+            " OR (rating_kind = 'thumb' AND score IS NULL AND thumb_up IS NOT NULL"
+            " AND label IS NULL)"
+            " OR (rating_kind = 'label' AND score IS NULL AND thumb_up IS NULL"
+            " AND label IS NOT NULL)",
+            name="rating_matches_kind",
+        ),
+        # A conversation is unknown only when feedback names a message nobody recorded.
+        CheckConstraint(
+            "conversation_id IS NOT NULL OR message_id IS NOT NULL",
+            name="conversation_or_message",
+        ),
+        # FilAgent's three indexes (idx_conversation_id, idx_feedback_score, idx_created_at).
+        Index("ix_feedback_conversation_id", "conversation_id"),
+        Index("ix_feedback_score", "score"),
+        Index("ix_feedback_create_time", "create_time"),
+        Index("ix_feedback_message_id", "message_id"),
+        Index("ix_feedback_user_id", "user_id"),
+        Index("ix_feedback_interaction_id", "interaction_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    message_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    user_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    # Retention may delete old interactions; their feedback stays, unlinked.
+    interaction_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("interactions.id", ondelete="SET NULL")
+    )
+    rating_kind: Mapped[str] = mapped_column(String(RATING_KIND_LENGTH))
+    score: Mapped[int | None] = mapped_column(SmallInteger)
+    thumb_up: Mapped[bool | None] = mapped_column(Boolean)
+    label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
+    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    tokens_used: Mapped[int | None] = mapped_column(Integer)
+    input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    output_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
+    )
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventRow(Base):
+    """One analytics event (UP2D8's analytics collection)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_event_type", "event_type"),
+        Index("ix_events_user_id", "user_id"),
+        Index("ix_events_event_time", "event_time"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH))
+    event_type: Mapped[str] = mapped_column(String(EVENT_TYPE_LENGTH))
+    details: Mapped[dict[str, Any]] = mapped_column(
+        JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
+    )
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    receive_time: Mapped[datetime] = mapped_column(UTCDateTime)

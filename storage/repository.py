@@ -1,0 +1,398 @@
+"""Repository: the queries and inserts of one unit of work, speaking records instead of rows."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, assert_never
+
+from sqlalchemy import ColumnElement, case, func, select
+
+from storage.error_translation import translated_errors
+from storage.models import EventRow, FeedbackRow, InteractionRow
+from storage.records import (
+    EventRecord,
+    EventStats,
+    FeedbackQuery,
+    FeedbackRecord,
+    FeedbackStats,
+    InteractionRecord,
+    InteractionStats,
+    Label,
+    NewEvent,
+    NewFeedback,
+    NewInteraction,
+    Rating,
+    Score,
+    StatsFilter,
+    Thumb,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import InstrumentedAttribute, Session
+
+    from storage.models import Base
+
+SCORE_VALUES = range(1, 6)
+
+
+class Repository:
+    """Reads and writes through one session; the caller (Storage) owns the transaction.
+
+    A Conflict raised by an insert ends the unit of work: the database has already rolled the
+    transaction back, so look the existing row up in a new unit.
+    """
+
+    def __init__(self, session: Session) -> None:
+        """Work inside `session`, whose transaction the caller begins and ends."""
+        self._session = session
+
+    # Interactions
+
+    def interaction_by_message(self, message_id: str) -> InteractionRecord | None:
+        """The interaction recorded for a message id, to link feedback to it."""
+        row = self._session.scalars(
+            select(InteractionRow).where(InteractionRow.message_id == message_id)
+        ).one_or_none()
+        return None if row is None else _interaction_record(row)
+
+    def latest_interaction(self, conversation_id: str) -> InteractionRecord | None:
+        """The conversation's most recent interaction (highest id), for conversation feedback."""
+        row = self._session.scalars(
+            select(InteractionRow)
+            .where(InteractionRow.conversation_id == conversation_id)
+            .order_by(InteractionRow.id.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _interaction_record(row)
+
+    def insert_interaction(self, new: NewInteraction) -> InteractionRecord:
+        """Store a chat turn; raises Conflict if its message_id is already recorded."""
+        row = InteractionRow(
+            conversation_id=new.conversation_id,
+            message_id=new.message_id,
+            user_id=new.user_id,
+            model=new.model,
+            input_hash=new.input_hash,
+            output_hash=new.output_hash,
+            latency_ms=new.latency_ms,
+            prompt_tokens=new.prompt_tokens,
+            completion_tokens=new.completion_tokens,
+            total_tokens=new.total_tokens,
+            metadata_=new.metadata,
+            occur_time=new.occur_time,
+            create_time=new.create_time,
+        )
+        self._insert(row)
+        return _interaction_record(row)
+
+    def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
+        """Count and averages of interactions, by occur_time, in one query."""
+        conditions = _scope(
+            stats_filter,
+            conversation_id=InteractionRow.conversation_id,
+            user_id=InteractionRow.user_id,
+            message_id=InteractionRow.message_id,
+            time=InteractionRow.occur_time,
+        )
+        total, latency_count, latency_sum, tokens_count, tokens_sum = self._session.execute(
+            select(
+                func.count(),
+                func.count(InteractionRow.latency_ms),
+                func.sum(InteractionRow.latency_ms),
+                func.count(InteractionRow.total_tokens),
+                func.sum(InteractionRow.total_tokens),
+            ).where(*conditions)
+        ).one()
+        return InteractionStats(
+            total_count=total,
+            avg_latency_ms=_average(latency_sum, latency_count),
+            avg_total_tokens=_average(tokens_sum, tokens_count),
+        )
+
+    # Feedback
+
+    def insert_feedback(self, new: NewFeedback) -> FeedbackRecord:
+        """Store a feedback entry with its rating in the column of the rating's kind."""
+        kind, score, thumb_up, label = _rating_columns(new.rating)
+        row = FeedbackRow(
+            conversation_id=new.conversation_id,
+            message_id=new.message_id,
+            user_id=new.user_id,
+            interaction_id=new.interaction_id,
+            rating_kind=kind,
+            score=score,
+            thumb_up=thumb_up,
+            label=label,
+            text=new.text,
+            latency_ms=new.latency_ms,
+            tokens_used=new.tokens_used,
+            input_hash=new.input_hash,
+            output_hash=new.output_hash,
+            metadata_=new.metadata,
+            create_time=new.create_time,
+        )
+        self._insert(row)
+        return _feedback_record(row)
+
+    def list_feedback(self, query: FeedbackQuery) -> list[FeedbackRecord]:
+        """One keyset page of feedback, newest (highest id) first.
+
+        A score bound (inclusive) restricts the page to score-rated feedback.
+        """
+        if query.limit < 1:
+            raise ValueError(f"limit must be at least 1, not {query.limit}")
+        statement = select(FeedbackRow)
+        if query.conversation_id is not None:
+            statement = statement.where(FeedbackRow.conversation_id == query.conversation_id)
+        if query.message_id is not None:
+            statement = statement.where(FeedbackRow.message_id == query.message_id)
+        if query.user_id is not None:
+            statement = statement.where(FeedbackRow.user_id == query.user_id)
+        if query.min_score is not None or query.max_score is not None:
+            statement = statement.where(FeedbackRow.rating_kind == "score")
+        if query.min_score is not None:
+            statement = statement.where(FeedbackRow.score >= query.min_score)
+        if query.max_score is not None:
+            statement = statement.where(FeedbackRow.score <= query.max_score)
+        if query.before_id is not None:
+            statement = statement.where(FeedbackRow.id < query.before_id)
+        statement = statement.order_by(FeedbackRow.id.desc()).limit(query.limit)
+        return [_feedback_record(row) for row in self._session.scalars(statement)]
+
+    def feedback_stats(self, stats_filter: StatsFilter) -> FeedbackStats:
+        """Counts per rating and averages of feedback, by create_time.
+
+        One grouped query, so every figure comes from the same snapshot even under PostgreSQL's
+        READ COMMITTED; the groups are few (kinds x scores, thumbs, distinct labels).
+        """
+        conditions = _scope(
+            stats_filter,
+            conversation_id=FeedbackRow.conversation_id,
+            user_id=FeedbackRow.user_id,
+            message_id=FeedbackRow.message_id,
+            time=FeedbackRow.create_time,
+        )
+        groups = self._session.execute(
+            select(
+                FeedbackRow.rating_kind,
+                FeedbackRow.score,
+                FeedbackRow.thumb_up,
+                FeedbackRow.label,
+                func.count(),
+                func.count(FeedbackRow.latency_ms),
+                func.sum(FeedbackRow.latency_ms),
+                func.count(FeedbackRow.tokens_used),
+                func.sum(FeedbackRow.tokens_used),
+                # Empty text carries no feedback; CASE yields NULL, which count() skips.
+                func.count(case((FeedbackRow.text != "", 1))),
+            )
+            .where(*conditions)
+            .group_by(
+                FeedbackRow.rating_kind,
+                FeedbackRow.score,
+                FeedbackRow.thumb_up,
+                FeedbackRow.label,
+            )
+        ).all()
+        score_counts: dict[int, int] = dict.fromkeys(SCORE_VALUES, 0)
+        label_counts: Counter[str] = Counter()
+        thumbs = {True: 0, False: 0}
+        latency_sums: list[float] = []
+        total = latency_count = tokens_count = tokens_sum = with_text = 0
+        for (
+            kind,
+            score,
+            thumb_up,
+            label,
+            count,
+            group_latency_count,
+            group_latency_sum,
+            group_tokens_count,
+            group_tokens_sum,
+            group_with_text,
+        ) in groups:
+            total += count
+            latency_count += group_latency_count
+            latency_sums.append(group_latency_sum or 0.0)
+            tokens_count += group_tokens_count
+            tokens_sum += group_tokens_sum or 0
+            with_text += group_with_text
+            # The CHECK constraint guarantees the kind's own column is set.
+            if kind == "score" and score is not None:
+                score_counts[score] += count
+            elif kind == "thumb" and thumb_up is not None:
+                thumbs[thumb_up] += count
+            elif kind == "label" and label is not None:
+                label_counts[label] += count
+        scored = sum(score_counts.values())
+        return FeedbackStats(
+            total_count=total,
+            scored_count=scored,
+            # Computed from the exact integer counts rather than SQL avg(), whose type and
+            # rounding differ between databases.
+            avg_score=_average(sum(s * n for s, n in score_counts.items()), scored),
+            score_counts=score_counts,
+            thumbs_up_count=thumbs[True],
+            thumbs_down_count=thumbs[False],
+            label_counts=dict(label_counts),
+            avg_latency_ms=_average(math.fsum(latency_sums), latency_count),
+            avg_tokens=_average(tokens_sum, tokens_count),
+            with_text_count=with_text,
+        )
+
+    # Events
+
+    def insert_event(self, new: NewEvent) -> EventRecord:
+        """Store an analytics event."""
+        row = EventRow(
+            user_id=new.user_id,
+            event_type=new.event_type,
+            details=new.details,
+            event_time=new.event_time,
+            receive_time=new.receive_time,
+        )
+        self._insert(row)
+        return _event_record(row)
+
+    def event_stats(self, stats_filter: StatsFilter) -> EventStats:
+        """Event counts per type, by event_time, in one query.
+
+        Events carry neither conversation nor message, so a filter on either is a caller bug
+        (ValueError) rather than a silently ignored condition.
+        """
+        if stats_filter.conversation_id is not None or stats_filter.message_id is not None:
+            raise ValueError("events can only be filtered by user_id and time")
+        conditions = _scope(
+            stats_filter,
+            conversation_id=None,
+            user_id=EventRow.user_id,
+            message_id=None,
+            time=EventRow.event_time,
+        )
+        type_counts = {
+            event_type: count
+            for event_type, count in self._session.execute(
+                select(EventRow.event_type, func.count())
+                .where(*conditions)
+                .group_by(EventRow.event_type)
+            )
+        }
+        return EventStats(total_count=sum(type_counts.values()), type_counts=type_counts)
+
+    def _insert(self, row: Base) -> None:
+        """Insert now rather than at commit, so the id is known and a Conflict surfaces here."""
+        self._session.add(row)
+        with translated_errors():
+            self._session.flush()
+
+
+def _scope(
+    stats_filter: StatsFilter,
+    *,
+    conversation_id: InstrumentedAttribute[str] | InstrumentedAttribute[str | None] | None,
+    user_id: InstrumentedAttribute[str] | InstrumentedAttribute[str | None],
+    message_id: InstrumentedAttribute[str | None] | None,
+    time: InstrumentedAttribute[datetime],
+) -> list[ColumnElement[bool]]:
+    """WHERE conditions for a stats filter: equality on ids, half-open [start, end) on time."""
+    conditions: list[ColumnElement[bool]] = []
+    if conversation_id is not None and stats_filter.conversation_id is not None:
+        conditions.append(conversation_id == stats_filter.conversation_id)
+    if stats_filter.user_id is not None:
+        conditions.append(user_id == stats_filter.user_id)
+    if message_id is not None and stats_filter.message_id is not None:
+        conditions.append(message_id == stats_filter.message_id)
+    if stats_filter.start_time is not None:
+        conditions.append(time >= stats_filter.start_time)
+    if stats_filter.end_time is not None:
+        conditions.append(time < stats_filter.end_time)
+    return conditions
+
+
+def _average(total: float | None, count: int) -> float | None:
+    """total / count, or None when no row carried the value (never NaN)."""
+    if count == 0 or total is None:
+        return None
+    return float(total) / count
+
+
+def _utc(moment: datetime) -> datetime:
+    """The same instant with UTC as its zone, as every record carries."""
+    return moment.astimezone(UTC)
+
+
+def _rating_columns(rating: Rating) -> tuple[str, int | None, bool | None, str | None]:
+    """(rating_kind, score, thumb_up, label) with only the kind's own column set."""
+    match rating:
+        case Score(value=value):
+            return "score", value, None, None
+        case Thumb(up=up):
+            return "thumb", None, up, None
+        case Label(name=name):
+            return "label", None, None, name
+        case _:
+            assert_never(rating)
+
+
+def _rating(row: FeedbackRow) -> Rating:
+    """The rating a row's kind column selects; the CHECK constraint guarantees its column is set."""
+    if row.rating_kind == "score" and row.score is not None:
+        return Score(row.score)
+    if row.rating_kind == "thumb" and row.thumb_up is not None:
+        return Thumb(row.thumb_up)
+    if row.rating_kind == "label" and row.label is not None:
+        return Label(row.label)
+    raise ValueError(f"feedback {row.id} has an inconsistent rating of kind {row.rating_kind!r}")
+
+
+def _interaction_record(row: InteractionRow) -> InteractionRecord:
+    """Copy a row into a record that outlives the session."""
+    return InteractionRecord(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        user_id=row.user_id,
+        model=row.model,
+        input_hash=row.input_hash,
+        output_hash=row.output_hash,
+        latency_ms=row.latency_ms,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        total_tokens=row.total_tokens,
+        metadata=row.metadata_,
+        occur_time=_utc(row.occur_time),
+        create_time=_utc(row.create_time),
+    )
+
+
+def _feedback_record(row: FeedbackRow) -> FeedbackRecord:
+    """Copy a row into a record that outlives the session."""
+    return FeedbackRecord(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        user_id=row.user_id,
+        interaction_id=row.interaction_id,
+        rating=_rating(row),
+        text=row.text,
+        latency_ms=row.latency_ms,
+        tokens_used=row.tokens_used,
+        input_hash=row.input_hash,
+        output_hash=row.output_hash,
+        metadata=row.metadata_,
+        create_time=_utc(row.create_time),
+    )
+
+
+def _event_record(row: EventRow) -> EventRecord:
+    """Copy a row into a record that outlives the session."""
+    return EventRecord(
+        id=row.id,
+        user_id=row.user_id,
+        event_type=row.event_type,
+        details=row.details,
+        event_time=_utc(row.event_time),
+        receive_time=_utc(row.receive_time),
+    )

