@@ -6,21 +6,29 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 log = logging.getLogger("server.rpc")
 
 
-class RpcLogInterceptor(grpc.aio.ServerInterceptor):
+if TYPE_CHECKING:
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # not subscriptable at run time
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class RpcLogInterceptor(ServerInterceptor):
     """Logs every call once it ends, whatever its kind and however it ends."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         """Wrap the handler of the called method."""
         handler = await continuation(handler_call_details)
         if handler is None:

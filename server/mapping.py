@@ -275,7 +275,7 @@ def _time_or_none(message: Any, field: str) -> datetime | None:
 
 
 def _oneof_value(message: Any, group: str, field: str) -> str | None:
-    return getattr(message, field) if message.WhichOneof(group) == field else None  # type: ignore[no-any-return]
+    return getattr(message, field) if message.WhichOneof(group) == field else None
 
 
 def _thumb_name(value: int) -> str:

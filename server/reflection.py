@@ -12,11 +12,12 @@ from importlib import resources
 import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 DESCRIPTOR_SET = ("llmfeedback._proto", "feedback_v1.binpb")
 
 
-class DocumentedReflectionServicer(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+class DocumentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
     """grpc.reflection.v1alpha with documented descriptors for our own .proto files."""
 
     def __init__(self, service_names: list[str]) -> None:

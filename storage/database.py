@@ -46,7 +46,16 @@ class Storage:
         self._database_file = database_file
         # Same pool; connections of this engine mark their transactions as writes.
         self._write_engine = engine.execution_options(**{WRITE_TRANSACTION_OPTION: True})
-        self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        # PostgreSQL's READ COMMITTED takes a snapshot per statement; a read unit of several
+        # queries (stats of feedback, interactions and events) must agree with itself.
+        # Read-only REPEATABLE READ transactions never fail to serialize. SQLite's WAL already
+        # keeps one snapshot per transaction.
+        read_engine = (
+            engine.execution_options(isolation_level="REPEATABLE READ")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
+        self._read_sessions = sessionmaker(bind=read_engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
         self._closed = threading.Event()
 

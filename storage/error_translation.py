@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 _SQLITE_UNAVAILABLE_CODES = frozenset(
     {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR"}
-    | {"SQLITE_CANTOPEN", "SQLITE_PROTOCOL", "SQLITE_NOTADB", "SQLITE_CORRUPT"}
+    | {"SQLITE_CANTOPEN", "SQLITE_PROTOCOL"}
 )
-"""Primary SQLite result codes meaning "this database cannot serve writes right now"."""
+"""Primary SQLite result codes meaning "cannot serve now, may later". A corrupt file is not
+among them: retrying cannot help, so it stays a plain StorageError."""
 
 _POSTGRES_UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
 """SQLSTATE classes: connection, rollback (serialization/deadlock), resources, operator, system."""

@@ -164,7 +164,7 @@ class Repository:
     def feedback_stats(self, stats_filter: StatsFilter) -> FeedbackStats:
         """Counts per rating and averages of feedback, by create_time.
 
-        One grouped query, so every figure comes from the same snapshot even under PostgreSQL's
+        One grouped query, so every figure comes from one snapshot even under PostgreSQL's
         READ COMMITTED; the groups are few (kinds x scores, thumbs, distinct labels).
         """
         conditions = _scope(
@@ -232,7 +232,7 @@ class Repository:
             scored_count=scored,
             # Computed from the exact integer counts rather than SQL avg(), whose type and
             # rounding differ between databases.
-            avg_score=_average(sum(s * n for s, n in score_counts.items()), scored),
+            avg_score=_average(sum(value * count for value, count in score_counts.items()), scored),
             score_counts=score_counts,
             thumbs_up_count=thumbs[True],
             thumbs_down_count=thumbs[False],

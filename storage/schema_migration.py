@@ -56,10 +56,10 @@ def upgrade_to_head(engine: Engine, *, write_engine: Engine, sqlite_file: Path |
 @contextmanager
 def _migration_lock(engine: Engine, sqlite_file: Path | None) -> Iterator[None]:
     """Hold the database-wide migration lock for the duration of the block."""
-    if False:
+    if engine.dialect.name == "postgresql":
         with _postgres_advisory_lock(engine):
             yield
-    elif False:
+    elif sqlite_file is not None:
         with _file_lock(sqlite_file.with_name(sqlite_file.name + ".migrate-lock")):
             yield
     else:

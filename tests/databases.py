@@ -53,7 +53,8 @@ def postgres_unreachable_reason(url: str) -> str | None:
         with psycopg.connect(libpq_url(url), connect_timeout=PROBE_TIMEOUT_S):
             return None
     except psycopg.Error as error:
-        return f"PostgreSQL not reachable at {masked(url)}: {str(error).strip()}"
+        # libpq's message spans lines (error, then hint); a skip reason reads best as one.
+        return f"PostgreSQL not reachable at {masked(url)}: {' '.join(str(error).split())}"
 
 
 def create_postgres_database(server_url: str) -> str:

@@ -29,7 +29,7 @@ def _violations(error: InvalidArgumentError) -> dict[str, str]:
 
 def _raw_violations(error: grpc.RpcError) -> dict[str, str]:
     """Field violations read straight from the wire, as a client in another language would."""
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None
     bad_request = error_details_pb2.BadRequest()

@@ -209,6 +209,16 @@ def test_ids_increase_in_insertion_order(storage: Storage) -> None:
     assert storage.read(lambda repository: repository.latest_interaction("conv-1")) == third
 
 
+def test_a_read_unit_sees_one_snapshot(storage: Storage) -> None:
+    def count_twice_around_a_commit(repository: Repository) -> tuple[int, int, int]:
+        before = repository.event_stats(StatsFilter()).total_count
+        storage.write(lambda other: other.insert_event(new_event()))  # commits meanwhile
+        again = repository.event_stats(StatsFilter()).total_count
+        return before, again, count_everything(storage)[2]
+
+    assert storage.read(count_twice_around_a_commit) == (0, 0, 1)
+
+
 def test_lookups_of_unknown_ids_find_nothing(storage: Storage) -> None:
     storage.write(lambda repository: repository.insert_interaction(new_interaction()))
 
