@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from llmfeedback._proto.feedback.v1 import batch_pb2 as feedback_dot_v1_dot_batch__pb2
 from llmfeedback._proto.feedback.v1 import event_pb2 as feedback_dot_v1_dot_event__pb2
 from llmfeedback._proto.feedback.v1 import feedback_pb2 as feedback_dot_v1_dot_feedback__pb2
 from llmfeedback._proto.feedback.v1 import interaction_pb2 as feedback_dot_v1_dot_interaction__pb2
@@ -30,33 +31,49 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"feedback/v1/feedback_service.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x17\x66\x65\x65\x64\x62\x61\x63k/v1/event.proto\x1a\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x1a\x1d\x66\x65\x65\x64\x62\x61\x63k/v1/interaction.proto\x1a\x17\x66\x65\x65\x64\x62\x61\x63k/v1/stats.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x03\n\x18RecordInteractionRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\ninput_text\x18\x05 \x01(\tH\x00\x12\x14\n\ninput_hash\x18\x06 \x01(\tH\x00\x12\x15\n\x0boutput_text\x18\x07 \x01(\tH\x01\x12\x15\n\x0boutput_hash\x18\x08 \x01(\tH\x01\x12\x17\n\nlatency_ms\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rprompt_tokens\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x0b \x01(\x03H\x04\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x0c \x01(\x03H\x05\x88\x01\x01\x12)\n\x08metadata\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\noccur_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05inputB\x08\n\x06outputB\r\n\x0b_latency_msB\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x0f\n\r_total_tokens\"J\n\x19RecordInteractionResponse\x12-\n\x0binteraction\x18\x01 \x01(\x0b\x32\x18.feedback.v1.Interaction\"\xda\x02\n\x15SubmitFeedbackRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x05score\x18\x04 \x01(\x05H\x00\x12#\n\x05thumb\x18\x05 \x01(\x0e\x32\x12.feedback.v1.ThumbH\x00\x12\x0f\n\x05label\x18\x06 \x01(\tH\x00\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x17\n\nlatency_ms\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0btokens_used\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x12\n\ninput_hash\x18\n \x01(\t\x12\x13\n\x0boutput_hash\x18\x0b \x01(\t\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06ratingB\r\n\x0b_latency_msB\x0e\n\x0c_tokens_used\"A\n\x16SubmitFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x15.feedback.v1.Feedback\"\x90\x01\n\x0fLogEventRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x10LogEventResponse\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.feedback.v1.Event\"\xad\x01\n\x0fGetStatsRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x01\n\x10GetStatsResponse\x12,\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x1a.feedback.v1.FeedbackStats\x12\x33\n\x0cinteractions\x18\x02 \x01(\x0b\x32\x1d.feedback.v1.InteractionStats\x12\'\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x17.feedback.v1.EventStats\"\xc6\x01\n\x13ListFeedbackRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x16\n\tmin_score\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tmax_score\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0c\n\n_min_scoreB\x0c\n\n_max_score\"X\n\x14ListFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb7\x03\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12\x62\n\x11RecordInteraction\x12%.feedback.v1.RecordInteractionRequest\x1a&.feedback.v1.RecordInteractionResponse\x12Y\n\x0eSubmitFeedback\x12\".feedback.v1.SubmitFeedbackRequest\x1a#.feedback.v1.SubmitFeedbackResponse\x12G\n\x08LogEvent\x12\x1c.feedback.v1.LogEventRequest\x1a\x1d.feedback.v1.LogEventResponse\x12G\n\x08GetStats\x12\x1c.feedback.v1.GetStatsRequest\x1a\x1d.feedback.v1.GetStatsResponse\x12S\n\x0cListFeedback\x12 .feedback.v1.ListFeedbackRequest\x1a!.feedback.v1.ListFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"feedback/v1/feedback_service.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x17\x66\x65\x65\x64\x62\x61\x63k/v1/batch.proto\x1a\x17\x66\x65\x65\x64\x62\x61\x63k/v1/event.proto\x1a\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x1a\x1d\x66\x65\x65\x64\x62\x61\x63k/v1/interaction.proto\x1a\x17\x66\x65\x65\x64\x62\x61\x63k/v1/stats.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x03\n\x18RecordInteractionRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\ninput_text\x18\x05 \x01(\tH\x00\x12\x14\n\ninput_hash\x18\x06 \x01(\tH\x00\x12\x15\n\x0boutput_text\x18\x07 \x01(\tH\x01\x12\x15\n\x0boutput_hash\x18\x08 \x01(\tH\x01\x12\x17\n\nlatency_ms\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rprompt_tokens\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x0b \x01(\x03H\x04\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x0c \x01(\x03H\x05\x88\x01\x01\x12)\n\x08metadata\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\noccur_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05inputB\x08\n\x06outputB\r\n\x0b_latency_msB\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x0f\n\r_total_tokens\"J\n\x19RecordInteractionResponse\x12-\n\x0binteraction\x18\x01 \x01(\x0b\x32\x18.feedback.v1.Interaction\"\xda\x02\n\x15SubmitFeedbackRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x05score\x18\x04 \x01(\x05H\x00\x12#\n\x05thumb\x18\x05 \x01(\x0e\x32\x12.feedback.v1.ThumbH\x00\x12\x0f\n\x05label\x18\x06 \x01(\tH\x00\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x17\n\nlatency_ms\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0btokens_used\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x12\n\ninput_hash\x18\n \x01(\t\x12\x13\n\x0boutput_hash\x18\x0b \x01(\t\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06ratingB\r\n\x0b_latency_msB\x0e\n\x0c_tokens_used\"A\n\x16SubmitFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x15.feedback.v1.Feedback\"\x90\x01\n\x0fLogEventRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x10LogEventResponse\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x12.feedback.v1.Event\"\xad\x01\n\x0fGetStatsRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x01\n\x10GetStatsResponse\x12,\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x1a.feedback.v1.FeedbackStats\x12\x33\n\x0cinteractions\x18\x02 \x01(\x0b\x32\x1d.feedback.v1.InteractionStats\x12\'\n\x06\x65vents\x18\x03 \x01(\x0b\x32\x17.feedback.v1.EventStats\"\xc6\x01\n\x13ListFeedbackRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x16\n\tmin_score\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tmax_score\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0c\n\n_min_scoreB\x0c\n\n_max_score\"X\n\x14ListFeedbackResponse\x12\'\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\x15.feedback.v1.Feedback\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x19RecordInteractionsRequest\x12;\n\x0cinteractions\x18\x01 \x03(\x0b\x32%.feedback.v1.RecordInteractionRequest\"{\n\x1aRecordInteractionsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.feedback.v1.BatchItemResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x05\x12\x16\n\x0erejected_count\x18\x03 \x01(\x05\"R\n\x1aSubmitFeedbackBatchRequest\x12\x34\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x03(\x0b\x32\".feedback.v1.SubmitFeedbackRequest\"|\n\x1bSubmitFeedbackBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.feedback.v1.BatchItemResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x05\x12\x16\n\x0erejected_count\x18\x03 \x01(\x05\"@\n\x10LogEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.feedback.v1.LogEventRequest\"r\n\x11LogEventsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.feedback.v1.BatchItemResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x05\x12\x16\n\x0erejected_count\x18\x03 \x01(\x05\"\xbc\x01\n\rIngestRequest\x12<\n\x0binteraction\x18\x01 \x01(\x0b\x32%.feedback.v1.RecordInteractionRequestH\x00\x12\x36\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\x0b\x32\".feedback.v1.SubmitFeedbackRequestH\x00\x12-\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1c.feedback.v1.LogEventRequestH\x00\x42\x06\n\x04item\"\x8a\x01\n\x0eIngestResponse\x12\x16\n\x0ereceived_count\x18\x01 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x03\x12\x16\n\x0erejected_count\x18\x03 \x01(\x03\x12\x30\n\nrejections\x18\x04 \x03(\x0b\x32\x1c.feedback.v1.BatchItemResult2\x99\x06\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12\x62\n\x11RecordInteraction\x12%.feedback.v1.RecordInteractionRequest\x1a&.feedback.v1.RecordInteractionResponse\x12Y\n\x0eSubmitFeedback\x12\".feedback.v1.SubmitFeedbackRequest\x1a#.feedback.v1.SubmitFeedbackResponse\x12G\n\x08LogEvent\x12\x1c.feedback.v1.LogEventRequest\x1a\x1d.feedback.v1.LogEventResponse\x12G\n\x08GetStats\x12\x1c.feedback.v1.GetStatsRequest\x1a\x1d.feedback.v1.GetStatsResponse\x12S\n\x0cListFeedback\x12 .feedback.v1.ListFeedbackRequest\x1a!.feedback.v1.ListFeedbackResponse\x12\x65\n\x12RecordInteractions\x12&.feedback.v1.RecordInteractionsRequest\x1a\'.feedback.v1.RecordInteractionsResponse\x12h\n\x13SubmitFeedbackBatch\x12\'.feedback.v1.SubmitFeedbackBatchRequest\x1a(.feedback.v1.SubmitFeedbackBatchResponse\x12J\n\tLogEvents\x12\x1d.feedback.v1.LogEventsRequest\x1a\x1e.feedback.v1.LogEventsResponse\x12\x43\n\x06Ingest\x12\x1a.feedback.v1.IngestRequest\x1a\x1b.feedback.v1.IngestResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.feedback_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDINTERACTIONREQUEST']._serialized_start=224
-  _globals['_RECORDINTERACTIONREQUEST']._serialized_end=711
-  _globals['_RECORDINTERACTIONRESPONSE']._serialized_start=713
-  _globals['_RECORDINTERACTIONRESPONSE']._serialized_end=787
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=790
-  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1136
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1138
-  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1203
-  _globals['_LOGEVENTREQUEST']._serialized_start=1206
-  _globals['_LOGEVENTREQUEST']._serialized_end=1350
-  _globals['_LOGEVENTRESPONSE']._serialized_start=1352
-  _globals['_LOGEVENTRESPONSE']._serialized_end=1405
-  _globals['_GETSTATSREQUEST']._serialized_start=1408
-  _globals['_GETSTATSREQUEST']._serialized_end=1581
-  _globals['_GETSTATSRESPONSE']._serialized_start=1584
-  _globals['_GETSTATSRESPONSE']._serialized_end=1742
-  _globals['_LISTFEEDBACKREQUEST']._serialized_start=1745
-  _globals['_LISTFEEDBACKREQUEST']._serialized_end=1943
-  _globals['_LISTFEEDBACKRESPONSE']._serialized_start=1945
-  _globals['_LISTFEEDBACKRESPONSE']._serialized_end=2033
-  _globals['_FEEDBACKSERVICE']._serialized_start=2036
-  _globals['_FEEDBACKSERVICE']._serialized_end=2475
+  _globals['_RECORDINTERACTIONREQUEST']._serialized_start=249
+  _globals['_RECORDINTERACTIONREQUEST']._serialized_end=736
+  _globals['_RECORDINTERACTIONRESPONSE']._serialized_start=738
+  _globals['_RECORDINTERACTIONRESPONSE']._serialized_end=812
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=815
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=1161
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=1163
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=1228
+  _globals['_LOGEVENTREQUEST']._serialized_start=1231
+  _globals['_LOGEVENTREQUEST']._serialized_end=1375
+  _globals['_LOGEVENTRESPONSE']._serialized_start=1377
+  _globals['_LOGEVENTRESPONSE']._serialized_end=1430
+  _globals['_GETSTATSREQUEST']._serialized_start=1433
+  _globals['_GETSTATSREQUEST']._serialized_end=1606
+  _globals['_GETSTATSRESPONSE']._serialized_start=1609
+  _globals['_GETSTATSRESPONSE']._serialized_end=1767
+  _globals['_LISTFEEDBACKREQUEST']._serialized_start=1770
+  _globals['_LISTFEEDBACKREQUEST']._serialized_end=1968
+  _globals['_LISTFEEDBACKRESPONSE']._serialized_start=1970
+  _globals['_LISTFEEDBACKRESPONSE']._serialized_end=2058
+  _globals['_RECORDINTERACTIONSREQUEST']._serialized_start=2060
+  _globals['_RECORDINTERACTIONSREQUEST']._serialized_end=2148
+  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_start=2150
+  _globals['_RECORDINTERACTIONSRESPONSE']._serialized_end=2273
+  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_start=2275
+  _globals['_SUBMITFEEDBACKBATCHREQUEST']._serialized_end=2357
+  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_start=2359
+  _globals['_SUBMITFEEDBACKBATCHRESPONSE']._serialized_end=2483
+  _globals['_LOGEVENTSREQUEST']._serialized_start=2485
+  _globals['_LOGEVENTSREQUEST']._serialized_end=2549
+  _globals['_LOGEVENTSRESPONSE']._serialized_start=2551
+  _globals['_LOGEVENTSRESPONSE']._serialized_end=2665
+  _globals['_INGESTREQUEST']._serialized_start=2668
+  _globals['_INGESTREQUEST']._serialized_end=2856
+  _globals['_INGESTRESPONSE']._serialized_start=2859
+  _globals['_INGESTRESPONSE']._serialized_end=2997
+  _globals['_FEEDBACKSERVICE']._serialized_start=3000
+  _globals['_FEEDBACKSERVICE']._serialized_end=3793
 # @@protoc_insertion_point(module_scope)

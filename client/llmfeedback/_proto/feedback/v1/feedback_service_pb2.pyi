@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from llmfeedback._proto.feedback.v1 import batch_pb2 as _batch_pb2
 from llmfeedback._proto.feedback.v1 import event_pb2 as _event_pb2
 from llmfeedback._proto.feedback.v1 import feedback_pb2 as _feedback_pb2
 from llmfeedback._proto.feedback.v1 import interaction_pb2 as _interaction_pb2
@@ -497,3 +498,249 @@ class ListFeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFeedbackResponse: _TypeAlias = ListFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class RecordInteractionsRequest(_message.Message):
+    """RecordInteractionsRequest is a batch of chat turns. At most 1000 items; each item at most
+    64 KiB serialized; the whole message at most the server's message limit (4 MiB by default).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordInteractionRequest]:
+        """The chat turns, each as RecordInteraction takes it."""
+
+    def __init__(
+        self,
+        *,
+        interactions: _abc.Iterable[Global___RecordInteractionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordInteractionsRequest: _TypeAlias = RecordInteractionsRequest  # noqa: Y015
+
+@_typing.final
+class RecordInteractionsResponse(_message.Message):
+    """RecordInteractionsResponse has one result per item, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    accepted_count: _builtins.int
+    """Number of items stored."""
+    rejected_count: _builtins.int
+    """Number of items not stored."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
+        """One result per item of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
+        accepted_count: _builtins.int = ...,
+        rejected_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordInteractionsResponse: _TypeAlias = RecordInteractionsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitFeedbackBatchRequest(_message.Message):
+    """SubmitFeedbackBatchRequest is a batch of ratings, with the limits of RecordInteractionsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitFeedbackRequest]:
+        """The ratings, each as SubmitFeedback takes it."""
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[Global___SubmitFeedbackRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitFeedbackBatchRequest: _TypeAlias = SubmitFeedbackBatchRequest  # noqa: Y015
+
+@_typing.final
+class SubmitFeedbackBatchResponse(_message.Message):
+    """SubmitFeedbackBatchResponse has one result per item, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    accepted_count: _builtins.int
+    """Number of items stored."""
+    rejected_count: _builtins.int
+    """Number of items not stored."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
+        """One result per item of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
+        accepted_count: _builtins.int = ...,
+        rejected_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitFeedbackBatchResponse: _TypeAlias = SubmitFeedbackBatchResponse  # noqa: Y015
+
+@_typing.final
+class LogEventsRequest(_message.Message):
+    """LogEventsRequest is a batch of analytics events, with the limits of RecordInteractionsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogEventRequest]:
+        """The events, each as LogEvent takes it."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___LogEventRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEventsRequest: _TypeAlias = LogEventsRequest  # noqa: Y015
+
+@_typing.final
+class LogEventsResponse(_message.Message):
+    """LogEventsResponse has one result per item, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    accepted_count: _builtins.int
+    """Number of items stored."""
+    rejected_count: _builtins.int
+    """Number of items not stored."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
+        """One result per item of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
+        accepted_count: _builtins.int = ...,
+        rejected_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEventsResponse: _TypeAlias = LogEventsResponse  # noqa: Y015
+
+@_typing.final
+class IngestRequest(_message.Message):
+    """IngestRequest is one item of a bulk-load stream; each message at most 64 KiB serialized."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTION_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interaction(self) -> Global___RecordInteractionRequest:
+        """A chat turn, as RecordInteraction takes it."""
+
+    @_builtins.property
+    def feedback(self) -> Global___SubmitFeedbackRequest:
+        """A rating, as SubmitFeedback takes it."""
+
+    @_builtins.property
+    def event(self) -> Global___LogEventRequest:
+        """An analytics event, as LogEvent takes it."""
+
+    def __init__(
+        self,
+        *,
+        interaction: Global___RecordInteractionRequest | None = ...,
+        feedback: Global___SubmitFeedbackRequest | None = ...,
+        event: Global___LogEventRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "feedback", b"feedback", "interaction", b"interaction", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "feedback", b"feedback", "interaction", b"interaction", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["interaction", "feedback", "event"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___IngestRequest: _TypeAlias = IngestRequest  # noqa: Y015
+
+@_typing.final
+class IngestResponse(_message.Message):
+    """IngestResponse summarizes a finished bulk-load stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_COUNT_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    received_count: _builtins.int
+    """Number of items received."""
+    accepted_count: _builtins.int
+    """Number of items stored."""
+    rejected_count: _builtins.int
+    """Number of items not stored."""
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
+        """The rejected items (outcome REJECTED), in stream order; at most the first 1000 are listed,
+        rejected_count has them all.
+        """
+
+    def __init__(
+        self,
+        *,
+        received_count: _builtins.int = ...,
+        accepted_count: _builtins.int = ...,
+        rejected_count: _builtins.int = ...,
+        rejections: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015

@@ -29,7 +29,10 @@ class FeedbackServiceStub:
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
     analytics events, and reads them back as lists and statistics.
 
-    Every write returns only after it is committed to the database. Errors use the rich
+    Every write returns only after it is committed to the database; concurrent writes are committed
+    together (group commit), so a call may wait a few milliseconds for its neighbours. When the
+    server's write queue is full, writes fail with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo
+    saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
@@ -66,13 +69,36 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackResponse.FromString,
                 _registered_method=True)
+        self.RecordInteractions = channel.unary_unary(
+                '/feedback.v1.FeedbackService/RecordInteractions',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsResponse.FromString,
+                _registered_method=True)
+        self.SubmitFeedbackBatch = channel.unary_unary(
+                '/feedback.v1.FeedbackService/SubmitFeedbackBatch',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.SubmitFeedbackBatchRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.SubmitFeedbackBatchResponse.FromString,
+                _registered_method=True)
+        self.LogEvents = channel.unary_unary(
+                '/feedback.v1.FeedbackService/LogEvents',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.LogEventsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.LogEventsResponse.FromString,
+                _registered_method=True)
+        self.Ingest = channel.stream_unary(
+                '/feedback.v1.FeedbackService/Ingest',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
     analytics events, and reads them back as lists and statistics.
 
-    Every write returns only after it is committed to the database. Errors use the rich
+    Every write returns only after it is committed to the database; concurrent writes are committed
+    together (group commit), so a call may wait a few milliseconds for its neighbours. When the
+    server's write queue is full, writes fail with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo
+    saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
@@ -128,6 +154,44 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordInteractions(self, request, context):
+        """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
+        stored on its own and gets a result in request order; one bad item never fails the others.
+        Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
+        (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
+        could be stored because the database is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitFeedbackBatch(self, request, context):
+        """SubmitFeedbackBatch stores up to 1000 ratings in one call, each with its own result.
+        Returns the same errors as RecordInteractions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogEvents(self, request, context):
+        """LogEvents stores up to 1000 analytics events in one call, each with its own result.
+        Returns the same errors as RecordInteractions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Ingest(self, request_iterator, context):
+        """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
+        it goes, and answers once the client closes the stream with totals and every rejected item.
+        Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
+        RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
+        the error message says how many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +220,26 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackResponse.SerializeToString,
             ),
+            'RecordInteractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordInteractions,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsResponse.SerializeToString,
+            ),
+            'SubmitFeedbackBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedbackBatch,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.SubmitFeedbackBatchRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.SubmitFeedbackBatchResponse.SerializeToString,
+            ),
+            'LogEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogEvents,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.LogEventsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.LogEventsResponse.SerializeToString,
+            ),
+            'Ingest': grpc.stream_unary_rpc_method_handler(
+                    servicer.Ingest,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'feedback.v1.FeedbackService', rpc_method_handlers)
@@ -168,7 +252,10 @@ class FeedbackService:
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
     analytics events, and reads them back as lists and statistics.
 
-    Every write returns only after it is committed to the database. Errors use the rich
+    Every write returns only after it is committed to the database; concurrent writes are committed
+    together (group commit), so a call may wait a few milliseconds for its neighbours. When the
+    server's write queue is full, writes fail with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo
+    saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
@@ -299,6 +386,114 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/ListFeedback',
             feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/RecordInteractions',
+            feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedbackBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/SubmitFeedbackBatch',
+            feedback_dot_v1_dot_feedback__service__pb2.SubmitFeedbackBatchRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.SubmitFeedbackBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/LogEvents',
+            feedback_dot_v1_dot_feedback__service__pb2.LogEventsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.LogEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ingest(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/feedback.v1.FeedbackService/Ingest',
+            feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,7 +30,10 @@ class FeedbackServiceStub:
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
     analytics events, and reads them back as lists and statistics.
 
-    Every write returns only after it is committed to the database. Errors use the rich
+    Every write returns only after it is committed to the database; concurrent writes are committed
+    together (group commit), so a call may wait a few milliseconds for its neighbours. When the
+    server's write queue is full, writes fail with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo
+    saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
@@ -70,13 +73,38 @@ class FeedbackServiceStub:
     is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
     database is unreachable.
     """
+    RecordInteractions: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionsRequest, _feedback_service_pb2.RecordInteractionsResponse]
+    """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
+    stored on its own and gets a result in request order; one bad item never fails the others.
+    Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
+    (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
+    could be stored because the database is unreachable.
+    """
+    SubmitFeedbackBatch: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.SubmitFeedbackBatchRequest, _feedback_service_pb2.SubmitFeedbackBatchResponse]
+    """SubmitFeedbackBatch stores up to 1000 ratings in one call, each with its own result.
+    Returns the same errors as RecordInteractions.
+    """
+    LogEvents: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.LogEventsRequest, _feedback_service_pb2.LogEventsResponse]
+    """LogEvents stores up to 1000 analytics events in one call, each with its own result.
+    Returns the same errors as RecordInteractions.
+    """
+    Ingest: _grpc.StreamUnaryMultiCallable[_feedback_service_pb2.IngestRequest, _feedback_service_pb2.IngestResponse]
+    """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
+    it goes, and answers once the client closes the stream with totals and every rejected item.
+    Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
+    RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
+    the error message says how many.
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
     analytics events, and reads them back as lists and statistics.
 
-    Every write returns only after it is committed to the database. Errors use the rich
+    Every write returns only after it is committed to the database; concurrent writes are committed
+    together (group commit), so a call may wait a few milliseconds for its neighbours. When the
+    server's write queue is full, writes fail with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo
+    saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
@@ -113,12 +141,37 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
     database is unreachable.
     """
+    RecordInteractions: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionsRequest, _feedback_service_pb2.RecordInteractionsResponse]  # type: ignore[assignment]
+    """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
+    stored on its own and gets a result in request order; one bad item never fails the others.
+    Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
+    (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
+    could be stored because the database is unreachable.
+    """
+    SubmitFeedbackBatch: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.SubmitFeedbackBatchRequest, _feedback_service_pb2.SubmitFeedbackBatchResponse]  # type: ignore[assignment]
+    """SubmitFeedbackBatch stores up to 1000 ratings in one call, each with its own result.
+    Returns the same errors as RecordInteractions.
+    """
+    LogEvents: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.LogEventsRequest, _feedback_service_pb2.LogEventsResponse]  # type: ignore[assignment]
+    """LogEvents stores up to 1000 analytics events in one call, each with its own result.
+    Returns the same errors as RecordInteractions.
+    """
+    Ingest: _aio.StreamUnaryMultiCallable[_feedback_service_pb2.IngestRequest, _feedback_service_pb2.IngestResponse]  # type: ignore[assignment]
+    """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
+    it goes, and answers once the client closes the stream with totals and every rejected item.
+    Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
+    RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
+    the error message says how many.
+    """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
     analytics events, and reads them back as lists and statistics.
 
-    Every write returns only after it is committed to the database. Errors use the rich
+    Every write returns only after it is committed to the database; concurrent writes are committed
+    together (group commit), so a call may wait a few milliseconds for its neighbours. When the
+    server's write queue is full, writes fail with RESOURCE_EXHAUSTED and a google.rpc.RetryInfo
+    saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
@@ -182,6 +235,52 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, page_size
         is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
         database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordInteractions(
+        self,
+        request: _feedback_service_pb2.RecordInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.RecordInteractionsResponse, _abc.Awaitable[_feedback_service_pb2.RecordInteractionsResponse]]:
+        """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
+        stored on its own and gets a result in request order; one bad item never fails the others.
+        Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
+        (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
+        could be stored because the database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitFeedbackBatch(
+        self,
+        request: _feedback_service_pb2.SubmitFeedbackBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.SubmitFeedbackBatchResponse, _abc.Awaitable[_feedback_service_pb2.SubmitFeedbackBatchResponse]]:
+        """SubmitFeedbackBatch stores up to 1000 ratings in one call, each with its own result.
+        Returns the same errors as RecordInteractions.
+        """
+
+    @_abc_1.abstractmethod
+    def LogEvents(
+        self,
+        request: _feedback_service_pb2.LogEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.LogEventsResponse, _abc.Awaitable[_feedback_service_pb2.LogEventsResponse]]:
+        """LogEvents stores up to 1000 analytics events in one call, each with its own result.
+        Returns the same errors as RecordInteractions.
+        """
+
+    @_abc_1.abstractmethod
+    def Ingest(
+        self,
+        request_iterator: _MaybeAsyncIterator[_feedback_service_pb2.IngestRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.IngestResponse, _abc.Awaitable[_feedback_service_pb2.IngestResponse]]:
+        """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
+        it goes, and answers once the client closes the stream with totals and every rejected item.
+        Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
+        RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
+        the error message says how many.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
