@@ -34,11 +34,13 @@ class FeedbackServer:
         self,
         server: grpc.aio.Server,
         health: HealthServicer,
+        service: FeedbackService,
         storage: Storage,
         executor: ThreadPoolExecutor,
     ) -> None:
         self.grpc_server = server
         self._health = health
+        self._service = service
         self._storage = storage
         self._executor = executor
 
@@ -57,8 +59,10 @@ class FeedbackServer:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish, then release all."""
         await self._health.enter_graceful_shutdown()
         await self.grpc_server.stop(grace_seconds)
-        # In-flight writes already hold executor threads; wait for them to commit.
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        # Anything still queued for group commit is committed before the database closes.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._service.close)
+        await loop.run_in_executor(None, self._executor.shutdown, True)
         self._storage.close()
 
     async def wait_for_termination(self) -> None:
@@ -103,7 +107,8 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     enable_reflection([FEEDBACK_SERVICE_NAME, HEALTH_SERVICE_NAME], server)
     port = server.add_insecure_port(settings.address)
     if port == 0:
+        service.close()
         executor.shutdown()
         storage.close()
         raise OSError(f"cannot listen on {settings.address}")
-    return FeedbackServer(server, health, storage, executor), port
+    return FeedbackServer(server, health, service, storage, executor), port

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.service.feedback_service import DEFAULT_LABELS
+from server.service import DEFAULT_LABELS
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATABASE_FILE = "feedback.sqlite3"

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import wraps
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from llmfeedback._proto.feedback.v1 import batch_pb2, feedback_service_pb2_grpc
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc
 from server import mapping
-from server.service import FeedbackService
-from server.status import abort
+from server.service import (
+    MAX_BATCH_ITEMS,
+    FeedbackService,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    WriteInput,
+    WriteOutcome,
+)
+from server.status import abort, status_for
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+ItemMessage = TypeVar("ItemMessage", bound=Message)
 Context = grpc.aio.ServicerContext[object, object]
+
+MAX_ITEM_BYTES = 64 * 1024
+"""Largest serialized item of a batch call or an Ingest stream."""
+MAX_LISTED_REJECTIONS = 1000
+"""Ingest lists at most this many rejected items; the counts include them all."""
+INGEST_OVERLOAD_PATIENCE_SECONDS = 30.0
+"""How long Ingest keeps waiting for room in a full write queue before giving up."""
 
 
 def _unary(
@@ -75,3 +94,163 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             feedback=[mapping.feedback_message(record) for record in page.items],
             next_page_token=page.next_page_token,
         )
+
+    @_unary
+    async def RecordInteractions(
+        self, request: pb.RecordInteractionsRequest, context: Context
+    ) -> pb.RecordInteractionsResponse:
+        inputs = [_sized(item, mapping.interaction_input) for item in request.interactions]
+        results = await self._write_batch(inputs, "interactions")
+        return _batch_response(pb.RecordInteractionsResponse, results)
+
+    @_unary
+    async def SubmitFeedbackBatch(
+        self, request: pb.SubmitFeedbackBatchRequest, context: Context
+    ) -> pb.SubmitFeedbackBatchResponse:
+        inputs = [_sized(item, mapping.feedback_input) for item in request.feedback]
+        results = await self._write_batch(inputs, "feedback")
+        return _batch_response(pb.SubmitFeedbackBatchResponse, results)
+
+    @_unary
+    async def LogEvents(
+        self, request: pb.LogEventsRequest, context: Context
+    ) -> pb.LogEventsResponse:
+        inputs = [_sized(item, mapping.event_input) for item in request.events]
+        results = await self._write_batch(inputs, "events")
+        return _batch_response(pb.LogEventsResponse, results)
+
+    async def _write_batch(
+        self, inputs: Sequence[WriteInput | InvalidArgument], field: str
+    ) -> list[batch_pb2.BatchItemResult]:
+        outcomes = await self._service.write_many(inputs, field)
+        return [_item_result(index, outcome) for index, outcome in enumerate(outcomes)]
+
+    @_unary
+    async def Ingest(
+        self, request_iterator: AsyncIterator[pb.IngestRequest], context: Context
+    ) -> pb.IngestResponse:
+        ingest = _IngestRun(self._service)
+        chunk: list[tuple[int, WriteInput | InvalidArgument]] = []
+        async for request in request_iterator:
+            chunk.append((ingest.received, _ingest_input(request)))
+            ingest.received += 1
+            if len(chunk) == MAX_BATCH_ITEMS:
+                await ingest.write(chunk)
+                chunk = []
+        if chunk:
+            await ingest.write(chunk)
+        await ingest.finish()
+        return ingest.response()
+
+
+class _IngestRun:
+    """One Ingest stream: writes chunks with one chunk in flight while the next one is read."""
+
+    def __init__(self, service: FeedbackService) -> None:
+        self._service = service
+        self._in_flight: asyncio.Task[None] | None = None
+        self.received = 0
+        self.accepted = 0
+        self.rejected = 0
+        self.rejections: list[batch_pb2.BatchItemResult] = []
+
+    async def write(self, chunk: list[tuple[int, WriteInput | InvalidArgument]]) -> None:
+        """Start writing `chunk` once the previous chunk has committed."""
+        await self.finish()
+        self._in_flight = asyncio.create_task(self._write(chunk))
+
+    async def finish(self) -> None:
+        """Wait for the chunk in flight; re-raises its failure."""
+        if self._in_flight is not None:
+            task, self._in_flight = self._in_flight, None
+            await task
+
+    async def _write(self, chunk: list[tuple[int, WriteInput | InvalidArgument]]) -> None:
+        outcomes = await self._admitted([item for _, item in chunk])
+        for (index, _), outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self.rejected += 1
+                if len(self.rejections) < MAX_LISTED_REJECTIONS:
+                    self.rejections.append(_item_result(index, outcome))
+            else:
+                self.accepted += 1
+
+    async def _admitted(self, items: list[WriteInput | InvalidArgument]) -> list[WriteOutcome]:
+        """Write the items, waiting (and so slowing the stream) while the write queue is full."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + INGEST_OVERLOAD_PATIENCE_SECONDS
+        while True:
+            try:
+                return await self._service.write_many(items, "item")
+            except ResourceExhausted as error:
+                if loop.time() + error.retry_after_seconds > give_up:
+                    raise self._stopped(error) from error
+                await asyncio.sleep(error.retry_after_seconds)
+            except ServiceError as error:
+                raise self._stopped(error) from error
+
+    def _stopped(self, error: ServiceError) -> ServiceError:
+        """The stream's failure, saying how much of it was already committed."""
+        error.args = (f"{error}; {self.accepted} items were stored before the stream stopped",)
+        return error
+
+    def response(self) -> pb.IngestResponse:
+        """Totals and rejections of the finished stream."""
+        return pb.IngestResponse(
+            received_count=self.received,
+            accepted_count=self.accepted,
+            rejected_count=self.rejected,
+            rejections=self.rejections,
+        )
+
+
+def _sized(
+    item: ItemMessage, to_input: Callable[[ItemMessage], WriteInput]
+) -> WriteInput | InvalidArgument:
+    """The item's service input, or its rejection when it is over the per-item size limit."""
+    size = item.ByteSize()
+    if size > MAX_ITEM_BYTES:
+        return InvalidArgument(
+            [FieldViolation("", f"must be at most {MAX_ITEM_BYTES} bytes serialized, got {size}")]
+        )
+    return to_input(item)
+
+
+def _ingest_input(request: pb.IngestRequest) -> WriteInput | InvalidArgument:
+    kind = request.WhichOneof("item")
+    if kind == "interaction":
+        return _sized(request.interaction, mapping.interaction_input)
+    if kind == "feedback":
+        return _sized(request.feedback, mapping.feedback_input)
+    if kind == "event":
+        return _sized(request.event, mapping.event_input)
+    return InvalidArgument(
+        [FieldViolation("item", "is required: set one of interaction, feedback or event")]
+    )
+
+
+def _item_result(index: int, outcome: WriteOutcome | Exception) -> batch_pb2.BatchItemResult:
+    if isinstance(outcome, Exception):
+        return batch_pb2.BatchItemResult(
+            index=index, outcome=batch_pb2.ITEM_OUTCOME_REJECTED, error=status_for(outcome)
+        )
+    return batch_pb2.BatchItemResult(
+        index=index, outcome=batch_pb2.ITEM_OUTCOME_ACCEPTED, id=outcome.id
+    )
+
+
+BatchResponse = TypeVar(
+    "BatchResponse",
+    pb.RecordInteractionsResponse,
+    pb.SubmitFeedbackBatchResponse,
+    pb.LogEventsResponse,
+)
+
+
+def _batch_response(
+    response_type: type[BatchResponse], results: list[batch_pb2.BatchItemResult]
+) -> BatchResponse:
+    accepted = sum(result.outcome == batch_pb2.ITEM_OUTCOME_ACCEPTED for result in results)
+    return response_type(
+        results=results, accepted_count=accepted, rejected_count=len(results) - accepted
+    )

@@ -14,6 +14,7 @@ from server.service import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     ServiceError,
     Unavailable,
 )
@@ -54,12 +55,9 @@ def status_for(error: Exception) -> status_pb2.Status:
             )
             return _status(code_pb2.FAILED_PRECONDITION, str(error), error_info)
         case Unavailable(retry_after_seconds=delay):
-            retry = error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(
-                    seconds=int(delay), nanos=int((delay % 1) * 1_000_000_000)
-                )
-            )
-            return _status(code_pb2.UNAVAILABLE, str(error), retry)
+            return _status(code_pb2.UNAVAILABLE, str(error), _retry_info(delay))
+        case ResourceExhausted(retry_after_seconds=delay):
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(error), _retry_info(delay))
         case ServiceError():
             return _status(code_pb2.INTERNAL, str(error))
     log.exception("unexpected error while serving a call", exc_info=error)
@@ -75,6 +73,12 @@ async def abort(context: grpc.aio.ServicerContext[object, object], error: Except
         ((STATUS_DETAILS_KEY, status.SerializeToString()),),
     )
     raise AssertionError("context.abort returned")  # abort always raises
+
+
+def _retry_info(delay_seconds: float) -> error_details_pb2.RetryInfo:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(delay_seconds * 1_000_000_000))
+    return error_details_pb2.RetryInfo(retry_delay=duration)
 
 
 def _status(code: int, message: str, *details: object) -> status_pb2.Status:

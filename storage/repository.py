@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, insert, select
 
 from storage.error_translation import translated_errors
 from storage.models import EventRow, FeedbackRow, InteractionRow
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from storage.models import Base
 
 SCORE_VALUES = range(1, 6)
+StoredRecord = TypeVar("StoredRecord", InteractionRecord, FeedbackRecord, EventRecord)
 
 
 class Repository:
@@ -67,25 +70,63 @@ class Repository:
         ).first()
         return None if row is None else _interaction_record(row)
 
+    def interactions_by_messages(
+        self, message_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """The interactions recorded for any of the message ids, by message id (one query)."""
+        if not message_ids:
+            return {}
+        rows = self._session.scalars(
+            select(InteractionRow).where(InteractionRow.message_id.in_(message_ids))
+        )
+        return {row.message_id: _interaction_record(row) for row in rows if row.message_id}
+
+    def latest_interactions(
+        self, conversation_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """Each conversation's most recent interaction, by conversation id (one query)."""
+        if not conversation_ids:
+            return {}
+        latest_ids = (
+            select(func.max(InteractionRow.id))
+            .where(InteractionRow.conversation_id.in_(conversation_ids))
+            .group_by(InteractionRow.conversation_id)
+        )
+        rows = self._session.scalars(
+            select(InteractionRow).where(InteractionRow.id.in_(latest_ids))
+        )
+        return {row.conversation_id: _interaction_record(row) for row in rows}
+
     def insert_interaction(self, new: NewInteraction) -> InteractionRecord:
         """Store a chat turn; raises Conflict if its message_id is already recorded."""
-        row = InteractionRow(
-            conversation_id=new.conversation_id,
-            message_id=new.message_id,
-            user_id=new.user_id,
-            model=new.model,
-            input_hash=new.input_hash,
-            output_hash=new.output_hash,
-            latency_ms=new.latency_ms,
-            prompt_tokens=new.prompt_tokens,
-            completion_tokens=new.completion_tokens,
-            total_tokens=new.total_tokens,
-            metadata_=new.metadata,
-            occur_time=new.occur_time,
-            create_time=new.create_time,
+        return self.insert_interactions([new])[0]
+
+    def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
+        """Store chat turns in one statement; raises Conflict if a message_id is taken."""
+        ids = self._insert_many(
+            InteractionRow,
+            [
+                {
+                    "conversation_id": new.conversation_id,
+                    "message_id": new.message_id,
+                    "user_id": new.user_id,
+                    "model": new.model,
+                    "input_hash": new.input_hash,
+                    "output_hash": new.output_hash,
+                    "latency_ms": new.latency_ms,
+                    "prompt_tokens": new.prompt_tokens,
+                    "completion_tokens": new.completion_tokens,
+                    "total_tokens": new.total_tokens,
+                    "metadata_": new.metadata,
+                    "occur_time": new.occur_time,
+                    "create_time": new.create_time,
+                }
+                for new in news
+            ],
         )
-        self._insert(row)
-        return _interaction_record(row)
+        return [
+            _stored(InteractionRecord, new, row_id) for new, row_id in zip(news, ids, strict=True)
+        ]
 
     def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
         """Count and averages of interactions, by occur_time, in one query."""
@@ -115,26 +156,34 @@ class Repository:
 
     def insert_feedback(self, new: NewFeedback) -> FeedbackRecord:
         """Store a feedback entry with its rating in the column of the rating's kind."""
-        kind, score, thumb_up, label = _rating_columns(new.rating)
-        row = FeedbackRow(
-            conversation_id=new.conversation_id,
-            message_id=new.message_id,
-            user_id=new.user_id,
-            interaction_id=new.interaction_id,
-            rating_kind=kind,
-            score=score,
-            thumb_up=thumb_up,
-            label=label,
-            text=new.text,
-            latency_ms=new.latency_ms,
-            tokens_used=new.tokens_used,
-            input_hash=new.input_hash,
-            output_hash=new.output_hash,
-            metadata_=new.metadata,
-            create_time=new.create_time,
-        )
-        self._insert(row)
-        return _feedback_record(row)
+        return self.insert_feedback_entries([new])[0]
+
+    def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
+        """Store feedback entries in one statement."""
+        rows = []
+        for new in news:
+            kind, score, thumb_up, label = _rating_columns(new.rating)
+            rows.append(
+                {
+                    "conversation_id": new.conversation_id,
+                    "message_id": new.message_id,
+                    "user_id": new.user_id,
+                    "interaction_id": new.interaction_id,
+                    "rating_kind": kind,
+                    "score": score,
+                    "thumb_up": thumb_up,
+                    "label": label,
+                    "text": new.text,
+                    "latency_ms": new.latency_ms,
+                    "tokens_used": new.tokens_used,
+                    "input_hash": new.input_hash,
+                    "output_hash": new.output_hash,
+                    "metadata_": new.metadata,
+                    "create_time": new.create_time,
+                }
+            )
+        ids = self._insert_many(FeedbackRow, rows)
+        return [_stored(FeedbackRecord, new, row_id) for new, row_id in zip(news, ids, strict=True)]
 
     def list_feedback(self, query: FeedbackQuery) -> list[FeedbackRecord]:
         """One keyset page of feedback, newest (highest id) first.
@@ -246,15 +295,24 @@ class Repository:
 
     def insert_event(self, new: NewEvent) -> EventRecord:
         """Store an analytics event."""
-        row = EventRow(
-            user_id=new.user_id,
-            event_type=new.event_type,
-            details=new.details,
-            event_time=new.event_time,
-            receive_time=new.receive_time,
+        return self.insert_events([new])[0]
+
+    def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
+        """Store analytics events in one statement."""
+        ids = self._insert_many(
+            EventRow,
+            [
+                {
+                    "user_id": new.user_id,
+                    "event_type": new.event_type,
+                    "details": new.details,
+                    "event_time": new.event_time,
+                    "receive_time": new.receive_time,
+                }
+                for new in news
+            ],
         )
-        self._insert(row)
-        return _event_record(row)
+        return [_stored(EventRecord, new, row_id) for new, row_id in zip(news, ids, strict=True)]
 
     def event_stats(self, stats_filter: StatsFilter) -> EventStats:
         """Event counts per type, by event_time, in one query.
@@ -281,11 +339,16 @@ class Repository:
         }
         return EventStats(total_count=sum(type_counts.values()), type_counts=type_counts)
 
-    def _insert(self, row: Base) -> None:
-        """Insert now rather than at commit, so the id is known and a Conflict surfaces here."""
-        self._session.add(row)
+    def _insert_many(self, model: type[Base], rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows now (not at commit) with one multi-row INSERT ... RETURNING id.
+
+        The ids come back in the order of `rows`; a Conflict surfaces here, not at commit.
+        """
+        if not rows:
+            return []
+        statement = insert(model).returning(model.id, sort_by_parameter_order=True)  # type: ignore[attr-defined]
         with translated_errors():
-            self._session.flush()
+            return list(self._session.scalars(statement, rows))
 
 
 def _scope(
@@ -345,6 +408,12 @@ def _rating(row: FeedbackRow) -> Rating:
     if row.rating_kind == "label" and row.label is not None:
         return Label(row.label)
     raise ValueError(f"feedback {row.id} has an inconsistent rating of kind {row.rating_kind!r}")
+
+
+def _stored(record_type: type[StoredRecord], new: object, row_id: int) -> StoredRecord:
+    """The record of a just-inserted row: the values inserted plus the id the database gave."""
+    values = {field.name: getattr(new, field.name) for field in fields(new)}  # type: ignore[arg-type]
+    return record_type(id=row_id, **values)
 
 
 def _interaction_record(row: InteractionRow) -> InteractionRecord:

@@ -6,10 +6,18 @@ from server.service.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     ServiceError,
     Unavailable,
 )
-from server.service.feedback_service import FeedbackPage, FeedbackService, Rules, Stats
+from server.service.feedback_service import (
+    MAX_BATCH_ITEMS,
+    FeedbackPage,
+    FeedbackService,
+    Stats,
+    WriteInput,
+    WriteOutcome,
+)
 from server.service.inputs import (
     EventInput,
     FeedbackInput,
@@ -17,8 +25,11 @@ from server.service.inputs import (
     ListFeedbackInput,
     StatsInput,
 )
+from server.service.write_rules import DEFAULT_LABELS, Rules
 
 __all__ = [
+    "DEFAULT_LABELS",
+    "MAX_BATCH_ITEMS",
     "AlreadyExists",
     "EventInput",
     "FailedPrecondition",
@@ -30,9 +41,12 @@ __all__ = [
     "InvalidArgument",
     "ListFeedbackInput",
     "NotFound",
+    "ResourceExhausted",
     "Rules",
     "ServiceError",
     "Stats",
     "StatsInput",
     "Unavailable",
+    "WriteInput",
+    "WriteOutcome",
 ]

@@ -53,6 +53,14 @@ class FailedPrecondition(ServiceError):
         super().__init__(description)
 
 
+class ResourceExhausted(ServiceError):
+    """The server is overloaded; nothing was written and the call should wait before retrying."""
+
+    def __init__(self, description: str, retry_after_seconds: float) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(description)
+
+
 class Unavailable(ServiceError):
     """The database cannot serve now; nothing was written and the call may be retried."""
 

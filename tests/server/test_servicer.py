@@ -69,6 +69,7 @@ def grpc_server(tmp_path: Path) -> Iterator[grpc_testing.Server]:
         yield grpc_testing.server_from_dictionary(
             {SERVICE: _SyncServicer(FeedbackServicer(service))}, grpc_testing.strict_real_time()
         )
+        service.close()
     storage.close()
 
 

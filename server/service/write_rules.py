@@ -1,0 +1,270 @@
+"""What makes a write valid and how feedback links to its interaction, one item or a batch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TypeVar
+
+from server.service.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
+from server.service.group_commit import Job
+from server.service.inputs import EventInput, FeedbackInput, InteractionInput
+from server.service.validation import (
+    CONVERSATION_ID,
+    EVENT_TYPE,
+    IDENTIFIER,
+    LABEL,
+    MAX_DETAILS_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_TEXT_CHARS,
+    MODEL_NAME,
+    Violations,
+)
+from storage import Repository
+from storage.records import (
+    InteractionRecord,
+    Label,
+    NewEvent,
+    NewFeedback,
+    NewInteraction,
+    Rating,
+    Score,
+    Thumb,
+)
+
+CONVERSATION_RULE = "1-128 letters, digits, '-' or '_'"
+IDENTIFIER_RULE = "1-128 letters, digits, '.', '_', ':', '@' or '-'"
+MODEL_RULE = "1-128 letters, digits, '.', '_', ':', '/', '@', '+' or '-'"
+EVENT_TYPE_RULE = "a letter followed by up to 63 letters, digits, '.', '_', ':' or '-'"
+LABEL_RULE = "1-64 letters, digits, '_' or '-'"
+DEFAULT_LABELS = frozenset({"positive", "negative", "neutral", "good", "bad"})
+
+T = TypeVar("T")
+
+INTERACTION = "interaction"
+FEEDBACK = "feedback"
+EVENT = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Deployment choices that change what the service accepts."""
+
+    accept_unknown_conversations: bool = False
+    """Store feedback on conversations/messages never recorded instead of answering NOT_FOUND."""
+    allowed_labels: frozenset[str] | None = DEFAULT_LABELS
+    """Labels a categorical rating may use (lower case); None allows any well-formed label."""
+
+
+def _sha256(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def valid_interaction(request: InteractionInput, now: datetime) -> NewInteraction:
+    """The chat turn to store, or InvalidArgument naming every bad field; texts become hashes."""
+    check = Violations()
+    new = NewInteraction(
+        conversation_id=check.required_match(
+            "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
+        ),
+        message_id=check.optional_match(
+            "message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE
+        ),
+        user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
+        model=check.optional_match("model", request.model, MODEL_NAME, MODEL_RULE),
+        input_hash=_sha256(request.input_text) or check.sha256("input_hash", request.input_hash),
+        output_hash=_sha256(request.output_text)
+        or check.sha256("output_hash", request.output_hash),
+        latency_ms=check.latency("latency_ms", request.latency_ms),
+        prompt_tokens=check.tokens("prompt_tokens", request.prompt_tokens),
+        completion_tokens=check.tokens("completion_tokens", request.completion_tokens),
+        total_tokens=_total_tokens(check, request),
+        metadata=check.json_object("metadata", request.metadata, MAX_METADATA_BYTES),
+        occur_time=check.client_time("occur_time", request.occur_time, now),
+        create_time=now,
+    )
+    check.raise_if_any()
+    return new
+
+
+def _total_tokens(check: Violations, request: InteractionInput) -> int | None:
+    total = check.tokens("total_tokens", request.total_tokens)
+    prompt, completion = request.prompt_tokens, request.completion_tokens
+    if prompt is None or completion is None:
+        return total
+    if total is None:
+        return prompt + completion
+    if total != prompt + completion:
+        check.add("total_tokens", "must equal prompt_tokens + completion_tokens")
+    return total
+
+
+def valid_feedback(request: FeedbackInput, rules: Rules, now: datetime) -> NewFeedback:
+    """The rating to store before linking, or InvalidArgument naming every bad field."""
+    check = Violations()
+    if not request.conversation_id and not request.message_id:
+        check.add("conversation_id", "is required unless message_id is given")
+    new = NewFeedback(
+        conversation_id=check.optional_match(
+            "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
+        ),
+        message_id=check.optional_match(
+            "message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE
+        ),
+        user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
+        rating=_rating(check, request, rules),
+        text=check.text("text", request.text, MAX_TEXT_CHARS),
+        latency_ms=check.latency("latency_ms", request.latency_ms),
+        tokens_used=check.tokens("tokens_used", request.tokens_used),
+        input_hash=check.sha256("input_hash", request.input_hash),
+        output_hash=check.sha256("output_hash", request.output_hash),
+        metadata=check.json_object("metadata", request.metadata, MAX_METADATA_BYTES),
+        create_time=now,
+    )
+    check.raise_if_any()
+    return new
+
+
+def _rating(check: Violations, request: FeedbackInput, rules: Rules) -> Rating:
+    if request.score is not None:
+        if not 1 <= request.score <= 5:
+            check.add("score", f"must be from 1 to 5, got {request.score}")
+        return Score(request.score)
+    if request.thumb is not None:
+        if request.thumb not in ("up", "down"):
+            check.add("thumb", "must be THUMB_UP or THUMB_DOWN")
+        return Thumb(request.thumb == "up")
+    if request.label is not None:
+        label = request.label.strip().lower()
+        if LABEL.fullmatch(label) is None:
+            check.add("label", f"must be {LABEL_RULE}")
+        elif rules.allowed_labels is not None and label not in rules.allowed_labels:
+            check.add("label", f"must be one of: {', '.join(sorted(rules.allowed_labels))}")
+        return Label(label)
+    check.add("rating", "is required: set one of score, thumb or label")
+    return Score(0)
+
+
+def valid_event(request: EventInput, now: datetime) -> NewEvent:
+    """The analytics event to store, or InvalidArgument naming every bad field."""
+    check = Violations()
+    new = NewEvent(
+        user_id=check.required_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
+        event_type=check.required_match(
+            "event_type", request.event_type, EVENT_TYPE, EVENT_TYPE_RULE
+        ),
+        details=check.json_object("details", request.details, MAX_DETAILS_BYTES),
+        event_time=check.client_time("event_time", request.event_time, now),
+        receive_time=now,
+    )
+    check.raise_if_any()
+    return new
+
+
+def message_exists(message_id: str) -> AlreadyExists:
+    """The error for a message recorded twice."""
+    return AlreadyExists("message", message_id, f"message {message_id!r} was already recorded")
+
+
+def link_feedback(
+    draft: NewFeedback, interaction: InteractionRecord | None, rules: Rules
+) -> NewFeedback:
+    """The feedback linked to the interaction it rates, inheriting what it does not carry.
+
+    `interaction` is the recorded message (when the draft names one) or else the conversation's
+    latest turn; None when nothing was recorded.
+    """
+    if interaction is None:
+        if rules.accept_unknown_conversations:
+            return draft
+        if draft.message_id:
+            raise NotFound(
+                "message", draft.message_id, f"message {draft.message_id!r} was never recorded"
+            )
+        conversation_id = draft.conversation_id or ""
+        raise NotFound(
+            "conversation", conversation_id, f"conversation {conversation_id!r} was never recorded"
+        )
+    if draft.conversation_id and draft.conversation_id != interaction.conversation_id:
+        raise FailedPrecondition(
+            "CONVERSATION_MISMATCH",
+            f"message {draft.message_id!r} belongs to another conversation",
+            {"message_id": draft.message_id or ""},
+        )
+    if draft.user_id and interaction.user_id and draft.user_id != interaction.user_id:
+        raise FailedPrecondition(
+            "USER_MISMATCH",
+            "the rated interaction was recorded for another user",
+            {"interaction_id": str(interaction.id)},
+        )
+    return replace(
+        draft,
+        conversation_id=interaction.conversation_id,
+        user_id=draft.user_id or interaction.user_id,
+        interaction_id=interaction.id,
+        latency_ms=_first(draft.latency_ms, interaction.latency_ms),
+        tokens_used=_first(draft.tokens_used, interaction.total_tokens),
+        input_hash=draft.input_hash or interaction.input_hash,
+        output_hash=draft.output_hash or interaction.output_hash,
+    )
+
+
+def _first(*values: T | None) -> T | None:
+    return next((value for value in values if value is not None), None)
+
+
+def apply_batch(repository: Repository, jobs: Sequence[Job], rules: Rules) -> None:
+    """Apply every job in one transaction with one query per lookup and one INSERT per table.
+
+    Interactions go first so that feedback in the same batch can link to them.
+    """
+    _store_interactions(repository, [job for job in jobs if job.kind == INTERACTION])
+    _store_feedback(repository, [job for job in jobs if job.kind == FEEDBACK], rules)
+    events = [job for job in jobs if job.kind == EVENT]
+    for job, record in zip(
+        events, repository.insert_events([job.item for job in events]), strict=True
+    ):
+        job.result = record
+
+
+def _store_interactions(repository: Repository, jobs: list[Job]) -> None:
+    message_ids = {job.item.message_id for job in jobs if job.item.message_id}
+    taken = set(repository.interactions_by_messages(message_ids))
+    accepted = []
+    for job in jobs:
+        message_id = job.item.message_id
+        if message_id and message_id in taken:
+            job.error = message_exists(message_id)
+            continue
+        if message_id:
+            taken.add(message_id)
+        accepted.append(job)
+    records = repository.insert_interactions([job.item for job in accepted])
+    for job, record in zip(accepted, records, strict=True):
+        job.result = record
+
+
+def _store_feedback(repository: Repository, jobs: list[Job], rules: Rules) -> None:
+    by_message = repository.interactions_by_messages(
+        {job.item.message_id for job in jobs if job.item.message_id}
+    )
+    latest = repository.latest_interactions(
+        {job.item.conversation_id for job in jobs if not job.item.message_id}
+    )
+    linked: list[tuple[Job, NewFeedback]] = []
+    for job in jobs:
+        draft: NewFeedback = job.item
+        interaction = (
+            by_message.get(draft.message_id)
+            if draft.message_id
+            else latest.get(draft.conversation_id or "")
+        )
+        try:
+            linked.append((job, link_feedback(draft, interaction, rules)))
+        except ServiceError as error:
+            job.error = error
+    records = repository.insert_feedback_entries([item for _, item in linked])
+    for (job, _), record in zip(linked, records, strict=True):
+        job.result = record
