@@ -9,7 +9,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
-from sqlalchemy import ColumnElement, case, func, insert, select
+from sqlalchemy import ColumnElement, case, func, insert, inspect, select
 
 from storage.error_translation import translated_errors
 from storage.models import EventRow, FeedbackRow, InteractionRow
@@ -30,6 +30,7 @@ from storage.records import (
     StatsFilter,
     Thumb,
 )
+from storage.sqlite_bulk_insert import insert_returning_ids
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -346,6 +347,9 @@ class Repository:
         """
         if not rows:
             return []
+        if self._session.get_bind().dialect.name == "sqlite":
+            with translated_errors():
+                return insert_returning_ids(self._session.connection(), inspect(model), rows)
         statement = insert(model).returning(model.id, sort_by_parameter_order=True)  # type: ignore[attr-defined]
         with translated_errors():
             return list(self._session.scalars(statement, rows))
