@@ -90,6 +90,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             accept_unknown_conversations=settings.accept_unknown_conversations,
             allowed_labels=settings.allowed_labels,
         ),
+        max_pending_writes=settings.write_queue_limit,
     )
     server = grpc.aio.server(
         interceptors=[RpcLogInterceptor()],

@@ -28,6 +28,8 @@ class Settings:
     """Labels a categorical rating may use; None allows any well-formed label."""
     storage_threads: int = 8
     """Threads that run blocking database work (and the size of the connection pool)."""
+    write_queue_limit: int = 20_000
+    """Writes (items) that may wait for group commit; beyond it writes get RESOURCE_EXHAUSTED."""
     grace_period_seconds: float = 10.0
     """How long a stopping server lets in-flight calls finish before cancelling them."""
     max_message_bytes: int = 4 * 1024 * 1024
@@ -59,6 +61,7 @@ def parse_settings(
         if labels == "*"
         else frozenset(label.strip().lower() for label in labels.split(",") if label.strip()),
         storage_threads=args.storage_threads,
+        write_queue_limit=args.write_queue_limit,
         grace_period_seconds=args.grace_period,
         max_message_bytes=args.max_message_bytes,
         sqlite_synchronous=args.sqlite_synchronous,
@@ -113,6 +116,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(default("STORAGE_THREADS", "8")),
         help="FEEDBACK_STORAGE_THREADS",
+    )
+    parser.add_argument(
+        "--write-queue-limit",
+        type=int,
+        default=int(default("WRITE_QUEUE_LIMIT", "20000")),
+        help="FEEDBACK_WRITE_QUEUE_LIMIT: queued writes before RESOURCE_EXHAUSTED",
     )
     parser.add_argument(
         "--grace-period",

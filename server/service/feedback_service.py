@@ -44,6 +44,7 @@ from storage.records import (
     FeedbackStats,
     InteractionRecord,
     InteractionStats,
+    NewInteraction,
     StatsFilter,
 )
 
@@ -88,7 +89,7 @@ class FeedbackService:
         rules: Rules | None = None,
         clock: Callable[[], datetime] = _utc_now,
         *,
-        max_pending_writes: int = 10_000,
+        max_pending_writes: int = 20_000,
     ) -> None:
         self._storage = storage
         self._executor = executor
@@ -108,18 +109,26 @@ class FeedbackService:
 
     async def record_interaction(self, request: InteractionInput) -> InteractionRecord:
         """Store one chat turn; the texts are hashed and dropped."""
-        record: InteractionRecord = await self._committer.write(self._job(request))
+        item = valid_interaction(request, self._clock())
+        record: InteractionRecord = await self._write_one(INTERACTION, item)
         return record
 
     async def submit_feedback(self, request: FeedbackInput) -> FeedbackRecord:
         """Store one rating, linked to the recorded interaction it is about."""
-        record: FeedbackRecord = await self._committer.write(self._job(request))
+        item = valid_feedback(request, self._rules, self._clock())
+        record: FeedbackRecord = await self._write_one(FEEDBACK, item)
         return record
 
     async def log_event(self, request: EventInput) -> EventRecord:
         """Store one analytics event."""
-        record: EventRecord = await self._committer.write(self._job(request))
+        record: EventRecord = await self._write_one(EVENT, valid_event(request, self._clock()))
         return record
+
+    async def _write_one(self, kind: str, item: Any) -> Any:
+        outcome = (await self._committer.write(self._job(kind, [item])))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def write_many(
         self, requests: Sequence[WriteInput | InvalidArgument], field: str
@@ -135,37 +144,44 @@ class FeedbackService:
             check = Violations()
             check.add(field, f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(requests)}")
             check.raise_if_any()
+        now = self._clock()
         outcomes: list[WriteOutcome | None] = [None] * len(requests)
-        queued: list[tuple[int, Job]] = []
+        by_kind: dict[str, tuple[list[int], list[Any]]] = {}
         for index, request in enumerate(requests):
             try:
-                if isinstance(request, InvalidArgument):
-                    raise request
-                queued.append((index, self._job(request)))
+                kind, item = self._validated(request, now)
             except InvalidArgument as error:
                 outcomes[index] = error
-        if queued:
-            self._committer.submit([job for _, job in queued])
-        results = await asyncio.gather(*(job.future for _, job in queued), return_exceptions=True)
-        for (index, _), result in zip(queued, results, strict=True):
-            outcomes[index] = result if not isinstance(result, BaseException) else _as_error(result)
-        if queued and all(isinstance(result, Unavailable) for result in results):
-            raise Unavailable("the database is unavailable; nothing was written, retry later")
+                continue
+            positions, items = by_kind.setdefault(kind, ([], []))
+            positions.append(index)
+            items.append(item)
+        jobs = [(positions, self._job(kind, items)) for kind, (positions, items) in by_kind.items()]
+        self._committer.submit([job for _, job in jobs])
+        results = await asyncio.gather(*(job.future for _, job in jobs), return_exceptions=True)
+        for (positions, _), result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            for position, outcome in zip(positions, result, strict=True):
+                outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _job(self, request: WriteInput) -> Job:
-        """Validate one write and wrap it for the committer; raises InvalidArgument."""
-        now = self._clock()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    def _validated(self, request: WriteInput | InvalidArgument, now: datetime) -> tuple[str, Any]:
+        """The kind and validated item of a write; raises InvalidArgument."""
         match request:
+            case InvalidArgument():
+                raise request
             case InteractionInput():
-                item = valid_interaction(request, now)
-                conflict = partial(message_exists, item.message_id or "")
-                return Job(INTERACTION, item, future, on_conflict=conflict)
+                return INTERACTION, valid_interaction(request, now)
             case FeedbackInput():
-                return Job(FEEDBACK, valid_feedback(request, self._rules, now), future)
+                return FEEDBACK, valid_feedback(request, self._rules, now)
             case EventInput():
-                return Job(EVENT, valid_event(request, now), future)
+                return EVENT, valid_event(request, now)
+
+    def _job(self, kind: str, items: list[Any]) -> Job:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        conflict = _interaction_conflict if kind == INTERACTION else None
+        return Job(kind, items, future, on_conflict=conflict)
 
     # ---- reads ----
 
@@ -248,8 +264,5 @@ class FeedbackService:
             raise Unavailable("the database is unavailable; retry later") from error
 
 
-def _as_error(error: BaseException) -> Exception:
-    """Cancellation and other BaseExceptions of one item must not escape a batch call."""
-    if isinstance(error, ServiceError | Exception):
-        return error
-    return Unavailable("the write was interrupted; retry it")
+def _interaction_conflict(item: NewInteraction) -> ServiceError:
+    return message_exists(item.message_id or "")

@@ -1,10 +1,10 @@
 """Group commit: concurrent writes share one transaction, and each caller hears back after it.
 
-One writer thread takes whatever jobs are queued (up to `max_batch`), applies them in a single
-transaction and commits once, so a burst of N calls costs one commit (one fsync on SQLite) instead
-of N. A job is answered only after its batch commits. A batch that fails as a whole (a uniqueness
-race, say) is retried one job per transaction, so a bad row fails alone. The queue is bounded:
-when it is full, new writes are refused with a retry delay instead of piling up in memory.
+One writer thread takes whatever jobs are queued (up to `max_batch` items), applies them in a
+single transaction and commits once, so a burst of N calls costs one commit (one fsync on SQLite)
+instead of N. A job is answered only after its batch commits. A batch that fails as a whole (a
+uniqueness race, say) is retried one item per transaction, so a bad row fails alone. The queue
+is bounded: when it is full, new writes are refused with a retry delay instead of piling up.
 """
 
 from __future__ import annotations
@@ -17,29 +17,40 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from server.service.errors import ResourceExhausted, ServiceError, Unavailable
-from storage import Repository, Storage
+from storage import Storage
 from storage.errors import Conflict, StorageError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH = 1000
-DEFAULT_MAX_PENDING = 10_000
+DEFAULT_MAX_BATCH = 2000
+DEFAULT_MAX_PENDING = 20_000
 
 
 @dataclass(slots=True, eq=False)
 class Job:
-    """One write waiting for its batch: the validated item, and where its outcome goes."""
+    """Items of one kind from one call, waiting for their batch; outcomes line up with items.
+
+    Each outcome is the stored record or the ServiceError that rejected that item alone. The
+    future gets the outcome list once the batch has committed, or an exception when none of the
+    items could be written (database down).
+    """
 
     kind: str
-    item: Any
-    future: asyncio.Future[Any]
-    on_conflict: Callable[[], ServiceError] | None = None
-    """The error to answer with when the item alone still breaks a uniqueness rule."""
-    result: Any = None
-    error: BaseException | None = field(default=None)
+    items: list[Any]
+    future: asyncio.Future[list[Any]]
+    on_conflict: Callable[[Any], ServiceError] | None = None
+    """The error for an item that alone still breaks a uniqueness rule."""
+    outcomes: list[Any] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def reset(self) -> None:
+        """Forget the outcomes of a rolled-back attempt."""
+        self.outcomes = [None] * len(self.items)
+        self.error = None
 
     def settle(self) -> None:
         """Hand the outcome to the waiting caller (on the event loop's thread)."""
@@ -48,11 +59,11 @@ class Job:
         if self.error is not None:
             self.future.set_exception(self.error)
         else:
-            self.future.set_result(self.result)
+            self.future.set_result(self.outcomes)
 
 
-ApplyBatch = Callable[[Repository, Sequence[Job]], None]
-"""Applies jobs inside one transaction, setting each job's result or (rule) error."""
+ApplyBatch = Callable[..., None]
+"""apply_batch(repository, batch=jobs): applies jobs inside one transaction, filling outcomes."""
 
 
 class GroupCommitter:
@@ -71,28 +82,33 @@ class GroupCommitter:
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._queue: deque[Job] = deque()
+        self._pending_items = 0
         self._condition = threading.Condition()
         self._closing = False
-        self._rows_per_second = 1000.0  # refined by every commit; sizes the retry delay
+        self._items_per_second = 1000.0  # refined by every commit; sizes the retry delay
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
     def submit(self, jobs: Sequence[Job]) -> None:
-        """Queue all of `jobs` or none: raises ResourceExhausted when they do not fit now."""
+        """Queue all jobs or none: raises ResourceExhausted (Unavailable when closing) at once."""
+        for job in jobs:
+            job.reset()
         with self._condition:
             if self._closing:
                 raise Unavailable("the server is shutting down; retry on another replica")
-            pending = len(self._queue)
-            if pending + len(jobs) > self._max_pending:
-                delay = min(5.0, max(0.05, (pending + len(jobs)) / self._rows_per_second))
+            waiting = self._pending_items + sum(len(job.items) for job in jobs)
+            if waiting > self._max_pending and self._pending_items > 0:
+                delay = min(5.0, max(0.05, waiting / self._items_per_second))
                 raise ResourceExhausted(
-                    f"the write queue is full ({pending} writes waiting); retry later", delay
+                    f"the write queue is full ({self._pending_items} writes waiting); retry later",
+                    delay,
                 )
             self._queue.extend(jobs)
+            self._pending_items = waiting
             self._condition.notify()
 
-    async def write(self, job: Job) -> Any:
-        """Queue one job and wait until its batch has committed; returns its result."""
+    async def write(self, job: Job) -> list[Any]:
+        """Queue a job and wait until its batch has committed; returns its outcomes."""
         self.submit([job])
         return await job.future
 
@@ -105,18 +121,27 @@ class GroupCommitter:
 
     @property
     def pending(self) -> int:
-        """Jobs queued and not yet taken by the writer."""
-        return len(self._queue)
+        """Items queued and not yet taken by the writer."""
+        return self._pending_items
+
+    def _take(self) -> list[Job] | None:
+        """The next batch: whole jobs, up to max_batch items (at least one job)."""
+        with self._condition:
+            while not self._queue and not self._closing:
+                self._condition.wait()
+            if not self._queue:
+                return None  # closing, and everything queued has been committed
+            batch = [self._queue.popleft()]
+            items = len(batch[0].items)
+            while self._queue and items + len(self._queue[0].items) <= self._max_batch:
+                job = self._queue.popleft()
+                items += len(job.items)
+                batch.append(job)
+            self._pending_items -= items
+            return batch
 
     def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._queue and not self._closing:
-                    self._condition.wait()
-                if not self._queue:
-                    return  # closing, and everything queued has been committed
-                count = min(len(self._queue), self._max_batch)
-                batch = [self._queue.popleft() for _ in range(count)]
+        while (batch := self._take()) is not None:
             started = time.perf_counter()
             try:
                 self._commit(batch)
@@ -124,39 +149,49 @@ class GroupCommitter:
                 log.exception("group commit failed unexpectedly")
                 for job in batch:
                     job.error = error
+            items = sum(len(job.items) for job in batch)
             elapsed = max(time.perf_counter() - started, 1e-6)
-            self._rows_per_second = 0.8 * self._rows_per_second + 0.2 * (len(batch) / elapsed)
+            self._items_per_second = 0.8 * self._items_per_second + 0.2 * (items / elapsed)
             # A closed loop has nobody waiting any more.
             with contextlib.suppress(RuntimeError):
                 batch[0].future.get_loop().call_soon_threadsafe(_settle_all, batch)
 
     def _commit(self, batch: list[Job]) -> None:
         try:
-            self._storage.write(lambda repository: self._apply_batch(repository, batch))
+            self._storage.write(partial(self._apply_batch, batch=batch))
         except StorageUnavailable as error:
-            _fail_unsettled(batch, error)
+            _fail(batch, error)
         except StorageError:
-            # One job broke a rule only the database could check; isolate it.
+            # One item broke a rule only the database could check; isolate it.
             for job in batch:
-                self._commit_alone(job)
+                self._commit_items_alone(job)
 
-    def _commit_alone(self, job: Job) -> None:
-        job.result = job.error = None
-        try:
-            self._storage.write(lambda repository: self._apply_batch(repository, [job]))
-        except Conflict as error:
-            job.error = job.on_conflict() if job.on_conflict else error
-        except StorageUnavailable as error:
-            _fail_unsettled([job], error)
+    def _commit_items_alone(self, job: Job) -> None:
+        job.reset()
+        for index, item in enumerate(job.items):
+            single = Job(job.kind, [item], job.future, job.on_conflict)
+            single.reset()
+            try:
+                self._storage.write(partial(self._apply_batch, batch=[single]))
+                job.outcomes[index] = single.outcomes[0]
+            except Conflict as error:
+                job.outcomes[index] = job.on_conflict(item) if job.on_conflict else error
+            except StorageUnavailable as error:
+                job.outcomes[index] = _unavailable(error)
+            except StorageError as error:
+                job.outcomes[index] = error
 
 
-def _fail_unsettled(jobs: Sequence[Job], error: StorageUnavailable) -> None:
-    """Nothing was committed: jobs that would have been stored fail as retryable."""
+def _unavailable(cause: StorageUnavailable) -> Unavailable:
+    error = Unavailable("the database is unavailable; nothing was written, retry later")
+    error.__cause__ = cause
+    return error
+
+
+def _fail(jobs: Sequence[Job], cause: StorageUnavailable) -> None:
+    """Nothing was committed: every job fails as retryable."""
     for job in jobs:
-        if job.error is None:
-            job.result = None
-            job.error = Unavailable("the database is unavailable; nothing was written, retry later")
-            job.error.__cause__ = error
+        job.error = _unavailable(cause)
 
 
 def _settle_all(batch: Sequence[Job]) -> None:

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from server.service.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
 from server.service.group_commit import Job
@@ -215,56 +215,73 @@ def _first(*values: T | None) -> T | None:
     return next((value for value in values if value is not None), None)
 
 
-def apply_batch(repository: Repository, jobs: Sequence[Job], rules: Rules) -> None:
+Slot = tuple[Job, int, Any]
+"""(job, position in the job, item): one item still waiting for its outcome."""
+
+
+def apply_batch(repository: Repository, batch: Sequence[Job], rules: Rules) -> None:
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
     Interactions go first so that feedback in the same batch can link to them.
     """
-    _store_interactions(repository, [job for job in jobs if job.kind == INTERACTION])
-    _store_feedback(repository, [job for job in jobs if job.kind == FEEDBACK], rules)
-    events = [job for job in jobs if job.kind == EVENT]
-    for job, record in zip(
-        events, repository.insert_events([job.item for job in events]), strict=True
-    ):
-        job.result = record
+    _store_interactions(repository, _slots(batch, INTERACTION))
+    _store_feedback(repository, _slots(batch, FEEDBACK), rules)
+    events = _slots(batch, EVENT)
+    records = repository.insert_events([item for _, _, item in events])
+    for (job, index, _), record in zip(events, records, strict=True):
+        job.outcomes[index] = record
 
 
-def _store_interactions(repository: Repository, jobs: list[Job]) -> None:
-    message_ids = {job.item.message_id for job in jobs if job.item.message_id}
-    taken = set(repository.interactions_by_messages(message_ids))
+def _slots(jobs: Sequence[Job], kind: str) -> list[Slot]:
+    """(job, position, item) of every still-open item of one kind, in queue order."""
+    return [
+        (job, index, item)
+        for job in jobs
+        if job.kind == kind
+        for index, item in enumerate(job.items)
+        if job.outcomes[index] is None
+    ]
+
+
+def _store_interactions(repository: Repository, slots: list[tuple[Job, int, Any]]) -> None:
+    taken = set(
+        repository.interactions_by_messages(
+            {item.message_id for _, _, item in slots if item.message_id}
+        )
+    )
     accepted = []
-    for job in jobs:
-        message_id = job.item.message_id
-        if message_id and message_id in taken:
-            job.error = message_exists(message_id)
+    for job, index, item in slots:
+        if item.message_id and item.message_id in taken:
+            job.outcomes[index] = message_exists(item.message_id)
             continue
-        if message_id:
-            taken.add(message_id)
-        accepted.append(job)
-    records = repository.insert_interactions([job.item for job in accepted])
-    for job, record in zip(accepted, records, strict=True):
-        job.result = record
+        if item.message_id:
+            taken.add(item.message_id)
+        accepted.append((job, index, item))
+    records = repository.insert_interactions([item for _, _, item in accepted])
+    for (job, index, _), record in zip(accepted, records, strict=True):
+        job.outcomes[index] = record
 
 
-def _store_feedback(repository: Repository, jobs: list[Job], rules: Rules) -> None:
+def _store_feedback(
+    repository: Repository, slots: list[tuple[Job, int, Any]], rules: Rules
+) -> None:
     by_message = repository.interactions_by_messages(
-        {job.item.message_id for job in jobs if job.item.message_id}
+        {item.message_id for _, _, item in slots if item.message_id}
     )
     latest = repository.latest_interactions(
-        {job.item.conversation_id for job in jobs if not job.item.message_id}
+        {item.conversation_id for _, _, item in slots if not item.message_id}
     )
-    linked: list[tuple[Job, NewFeedback]] = []
-    for job in jobs:
-        draft: NewFeedback = job.item
+    linked: list[tuple[Job, int, NewFeedback]] = []
+    for job, index, draft in slots:
         interaction = (
             by_message.get(draft.message_id)
             if draft.message_id
             else latest.get(draft.conversation_id or "")
         )
         try:
-            linked.append((job, link_feedback(draft, interaction, rules)))
+            linked.append((job, index, link_feedback(draft, interaction, rules)))
         except ServiceError as error:
-            job.error = error
-    records = repository.insert_feedback_entries([item for _, item in linked])
-    for (job, _), record in zip(linked, records, strict=True):
-        job.result = record
+            job.outcomes[index] = error
+    records = repository.insert_feedback_entries([item for _, _, item in linked])
+    for (job, index, _), record in zip(linked, records, strict=True):
+        job.outcomes[index] = record
