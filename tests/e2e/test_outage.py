@@ -31,7 +31,7 @@ def own_database(postgres_database_url: str) -> Iterator[str]:
 
 
 def _allow_connections(database_url: str, allowed: bool) -> None:
-    name = make_url(database_url).database
+    name = make_url(database_url).database or ""
     with psycopg.connect(libpq_url(postgres_server_url()), autocommit=True) as admin:
         admin.execute(
             sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(

@@ -47,7 +47,7 @@ def _count(storage: Storage, table: str) -> int:
 
 
 async def _write_all(committer: GroupCommitter, jobs: list[Job]) -> list[Any]:
-    return await asyncio.gather(*(committer.write(job) for job in jobs), return_exceptions=True)
+    return list(await asyncio.gather(*(committer.write(job) for job in jobs)))
 
 
 def _job(kind: str, items: list[Any]) -> Job:
@@ -94,7 +94,7 @@ def test_a_row_only_the_database_rejects_fails_alone(storage: Storage) -> None:
         jobs[2].on_conflict = lambda item: message_exists(item.message_id)
         try:
             committer.submit(jobs)
-            return await asyncio.gather(*(job.future for job in jobs))
+            return list(await asyncio.gather(*(job.future for job in jobs)))
         finally:
             committer.close()
 
