@@ -1,15 +1,20 @@
 """Python client of the LLM feedback & analytics gRPC service.
 
-    from llmfeedback import FeedbackClient
+    from llmfeedback import EventItem, FeedbackClient
 
     with FeedbackClient("127.0.0.1:50051") as client:
         client.submit_feedback("conv-1", score=5, text="spot on")
+        result = client.log_events([EventItem("alice", "page_view"), EventItem("bob", "click")])
+        with client.event_batcher() as events:
+            events.log("alice", "page_view", details={"path": "/pricing"})
 
 Everything public is importable from here; the generated code in `llmfeedback._proto` is private.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._batch import BatchResult, IngestResult, ItemResult
+from ._batcher import BatcherStats, EventBatcher, OnFull, QueueFullError
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
 from ._errors import (
     AlreadyExistsError,
@@ -26,8 +31,10 @@ from ._errors import (
     UnavailableError,
     UnexpectedStatusError,
     error_from_rpc_error,
+    error_from_status,
 )
 from ._hashing import compute_hash
+from ._items import EventItem, FeedbackItem, InteractionItem
 from ._proto.feedback.v1.event_pb2 import Event
 from ._proto.feedback.v1.feedback_pb2 import Feedback, Thumb
 from ._proto.feedback.v1.feedback_service_pb2 import GetStatsResponse, ListFeedbackResponse
@@ -46,23 +53,33 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "RETRYABLE_CODES",
     "AlreadyExistsError",
+    "BatchResult",
+    "BatcherStats",
     "DeadlineExceededError",
     "Event",
+    "EventBatcher",
+    "EventItem",
     "EventStats",
     "FailedPreconditionError",
     "Feedback",
     "FeedbackClient",
     "FeedbackError",
+    "FeedbackItem",
     "FeedbackStats",
     "FieldViolation",
     "GetStatsResponse",
+    "IngestResult",
     "Interaction",
+    "InteractionItem",
     "InteractionStats",
     "InternalError",
     "InvalidArgumentError",
+    "ItemResult",
     "ListFeedbackResponse",
     "NotFoundError",
+    "OnFull",
     "PermissionDeniedError",
+    "QueueFullError",
     "ResourceExhaustedError",
     "RetryPolicy",
     "Thumb",
@@ -72,4 +89,5 @@ __all__ = [
     "__version__",
     "compute_hash",
     "error_from_rpc_error",
+    "error_from_status",
 ]

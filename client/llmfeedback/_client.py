@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import grpc
 
-from ._conversions import to_struct, to_timestamp
+from ._batch import BatchResult, IngestResult, ItemResult, deliver, split_batches
+from ._batcher import EventBatcher, OnFull
+from ._conversions import to_timestamp
+from ._errors import FeedbackError, error_from_rpc_error, error_from_status
+from ._items import EventItem, FeedbackItem, InteractionItem, coerce_items
 from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
+from ._requests import event_request, feedback_request, interaction_request
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from types import TracebackType
 
-    from ._proto.feedback.v1 import event_pb2, interaction_pb2
+    from google.protobuf.message import Message
+
+    from ._proto.feedback.v1 import batch_pb2, event_pb2, interaction_pb2
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "FeedbackClient"]
 
@@ -27,6 +36,7 @@ DEFAULT_TIMEOUT = 10.0
 
 _RequestT = TypeVar("_RequestT")
 _ResponseT = TypeVar("_ResponseT")
+_ItemRequestT = TypeVar("_ItemRequestT", bound="Message")
 
 
 class FeedbackClient:
@@ -68,6 +78,7 @@ class FeedbackClient:
                 channel = grpc.secure_channel(address, credentials, options=options)
         self._channel: grpc.Channel = channel
         self._stub = feedback_service_pb2_grpc.FeedbackServiceStub(channel)
+        self._batchers: weakref.WeakSet[EventBatcher] = weakref.WeakSet()
         self._closed = False
 
     def __enter__(self) -> Self:
@@ -82,9 +93,15 @@ class FeedbackClient:
         self.close()
 
     def close(self) -> None:
-        """Close the channel if this client opened it; later calls raise RuntimeError."""
+        """Close open event batchers, then the channel if this client opened it.
+
+        Each open batcher gets the client's timeout to send what it holds (see
+        `EventBatcher.close`). Later calls raise RuntimeError.
+        """
         if self._closed:
             return
+        for batcher in list(self._batchers):
+            batcher.close(timeout=self._timeout)
         self._closed = True
         if self._owns_channel:
             self._channel.close()
@@ -113,31 +130,22 @@ class FeedbackClient:
         Give the input and the output each as text (the server hashes it and stores only the hash)
         or as a hash from `compute_hash`, not both.
         """
-        _at_most_one(input_text=input_text, input_hash=input_hash)
-        _at_most_one(output_text=output_text, output_hash=output_hash)
-        request = feedback_service_pb2.RecordInteractionRequest(
-            conversation_id=conversation_id,
-            message_id=message_id or "",
-            user_id=user_id or "",
-            model=model or "",
+        request = interaction_request(
+            conversation_id,
+            message_id=message_id,
+            user_id=user_id,
+            model=model,
+            input_text=input_text,
+            input_hash=input_hash,
+            output_text=output_text,
+            output_hash=output_hash,
             latency_ms=latency_ms,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=total_tokens,
+            metadata=metadata,
+            occur_time=occur_time,
         )
-        # Oneof members are assigned only when given: assigning "" would select the member.
-        if input_text is not None:
-            request.input_text = input_text
-        if input_hash is not None:
-            request.input_hash = input_hash
-        if output_text is not None:
-            request.output_text = output_text
-        if output_hash is not None:
-            request.output_hash = output_hash
-        if metadata is not None:
-            request.metadata.CopyFrom(to_struct(metadata, name="metadata"))
-        if occur_time is not None:
-            request.occur_time.CopyFrom(to_timestamp(occur_time, name="occur_time"))
         response = self._call(self._stub.RecordInteraction, request, timeout)
         return response.interaction
 
@@ -163,38 +171,20 @@ class FeedbackClient:
         Rate with exactly one of `score` (1-5), `thumb` (True for up, False for down) or `label`.
         Name the answer by `conversation_id`, `message_id`, or both.
         """
-        given = [
-            name
-            for name, value in (("score", score), ("thumb", thumb), ("label", label))
-            if value is not None
-        ]
-        if len(given) != 1:
-            found = ", ".join(given) if given else "none"
-            raise ValueError(f"give exactly one of score, thumb or label (got {found})")
-        request = feedback_service_pb2.SubmitFeedbackRequest(
-            conversation_id=conversation_id or "",
-            message_id=message_id or "",
-            user_id=user_id or "",
-            text=text or "",
+        request = feedback_request(
+            conversation_id,
+            message_id=message_id,
+            user_id=user_id,
+            score=score,
+            thumb=thumb,
+            label=label,
+            text=text,
             latency_ms=latency_ms,
             tokens_used=tokens_used,
-            input_hash=input_hash or "",
-            output_hash=output_hash or "",
+            input_hash=input_hash,
+            output_hash=output_hash,
+            metadata=metadata,
         )
-        if score is not None:
-            # bool is an int subclass; True must not silently become a score of 1.
-            if isinstance(score, bool) or not isinstance(score, int):
-                raise TypeError(f"score must be an int from 1 to 5, not {type(score).__name__}")
-            request.score = score
-        elif thumb is not None:
-            # A string such as "down" is truthy and would otherwise be sent as thumbs up.
-            if not isinstance(thumb, bool):
-                raise TypeError(f"thumb must be True (up) or False (down), not {thumb!r}")
-            request.thumb = feedback_pb2.THUMB_UP if thumb else feedback_pb2.THUMB_DOWN
-        elif label is not None:
-            request.label = label
-        if metadata is not None:
-            request.metadata.CopyFrom(to_struct(metadata, name="metadata"))
         response = self._call(self._stub.SubmitFeedback, request, timeout)
         return response.feedback
 
@@ -208,11 +198,7 @@ class FeedbackClient:
         timeout: float | None = None,
     ) -> event_pb2.Event:
         """Log one product analytics event, such as a page view; returns it as stored."""
-        request = feedback_service_pb2.LogEventRequest(user_id=user_id, event_type=event_type)
-        if details is not None:
-            request.details.CopyFrom(to_struct(details, name="details"))
-        if event_time is not None:
-            request.event_time.CopyFrom(to_timestamp(event_time, name="event_time"))
+        request = event_request(user_id, event_type, details=details, event_time=event_time)
         response = self._call(self._stub.LogEvent, request, timeout)
         return response.event
 
@@ -301,6 +287,215 @@ class FeedbackClient:
                 return
             page_token = page.next_page_token
 
+    def record_interactions(
+        self,
+        interactions: Iterable[InteractionItem | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> BatchResult:
+        """Record many chat turns with RecordInteractions; one result per item, in input order.
+
+        Items are `InteractionItem`s or mappings of their fields. Splitting, retries and errors
+        work as for `log_events`.
+        """
+        items = coerce_items(interactions, InteractionItem)
+
+        def send(
+            requests: list[feedback_service_pb2.RecordInteractionRequest], remaining: float | None
+        ) -> Sequence[batch_pb2.BatchItemResult]:
+            request = feedback_service_pb2.RecordInteractionsRequest(interactions=requests)
+            call = self._stub.RecordInteractions
+            return call(request, timeout=remaining, metadata=self._metadata).results
+
+        return self._send_batches([item._request for item in items], send, timeout)
+
+    def submit_feedback_batch(
+        self,
+        feedback: Iterable[FeedbackItem | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> BatchResult:
+        """Submit many ratings with SubmitFeedbackBatch; one result per item, in input order.
+
+        Items are `FeedbackItem`s or mappings of their fields. Splitting, retries and errors work
+        as for `log_events`.
+        """
+        items = coerce_items(feedback, FeedbackItem)
+
+        def send(
+            requests: list[feedback_service_pb2.SubmitFeedbackRequest], remaining: float | None
+        ) -> Sequence[batch_pb2.BatchItemResult]:
+            request = feedback_service_pb2.SubmitFeedbackBatchRequest(feedback=requests)
+            call = self._stub.SubmitFeedbackBatch
+            return call(request, timeout=remaining, metadata=self._metadata).results
+
+        return self._send_batches([item._request for item in items], send, timeout)
+
+    def log_events(
+        self,
+        events: Iterable[EventItem | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> BatchResult:
+        """Log many analytics events with LogEvents; one result per item, in input order.
+
+        Items are `EventItem`s or mappings of their fields (`{"user_id": ..., "event_type": ...}`);
+        all are built and checked first, so a bad one raises ValueError/TypeError before any call.
+        Inputs of more than 1000 items (or about 3.5 MiB) are sent in several calls, one after the
+        other; result indices always refer to the input. `timeout` bounds each of those calls,
+        retries included.
+
+        A call failing with UNAVAILABLE or RESOURCE_EXHAUSTED (with RetryInfo) is retried under the
+        client's RetryPolicy; of a call that succeeded, only the items rejected with those codes
+        are sent again, within the same attempts. Other rejections are final: each rejected item's
+        result carries the FeedbackError the single-item method would have raised. When a call
+        fails for good, its FeedbackError is raised with `batch_result` holding the outcome of every
+        item settled so far; the others were not stored.
+        """
+        items = coerce_items(events, EventItem)
+
+        def send(
+            requests: list[feedback_service_pb2.LogEventRequest], remaining: float | None
+        ) -> Sequence[batch_pb2.BatchItemResult]:
+            request = feedback_service_pb2.LogEventsRequest(events=requests)
+            return self._stub.LogEvents(request, timeout=remaining, metadata=self._metadata).results
+
+        return self._send_batches([item._request for item in items], send, timeout)
+
+    def ingest(
+        self,
+        items: Iterable[InteractionItem | FeedbackItem | EventItem],
+        *,
+        timeout: float | None = None,
+    ) -> IngestResult:
+        """Bulk-load interactions, feedback and events of any number on one Ingest stream.
+
+        Items are read lazily, on a gRPC thread, as the stream has room for them; the server
+        commits as it goes and answers with totals and the first 1000 rejections once the input is
+        exhausted. `timeout` bounds the whole stream; by default it has none (the client's timeout
+        does not apply to a bulk load). Nothing is retried: if the stream breaks, the FeedbackError
+        is raised with `sent_count` saying how many items were sent, of which the server may have
+        stored some. If reading the input raises (or yields something that is not an item), the
+        stream is ended there, and the exception is raised with a note giving the server's totals
+        for the items before it.
+        """
+        self._check_open()
+        sent = 0
+        input_failures: list[Exception] = []
+
+        def stream() -> Iterator[feedback_service_pb2.IngestRequest]:
+            nonlocal sent
+            try:
+                for item in items:
+                    request = _ingest_request(item)
+                    sent += 1
+                    yield request
+            except Exception as error:  # raised again in the caller's thread below
+                input_failures.append(error)
+
+        try:
+            response = self._stub.Ingest(stream(), timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as rpc_error:
+            error = error_from_rpc_error(rpc_error)
+            error.sent_count = sent
+            error.add_note(
+                f"the ingest stream broke after {sent} items were sent; "
+                "the server may have stored some of them"
+            )
+            if input_failures:
+                raise input_failures[0] from error
+            raise error from rpc_error
+        result = IngestResult(
+            received_count=response.received_count,
+            accepted_count=response.accepted_count,
+            rejected_count=response.rejected_count,
+            rejections=tuple(
+                ItemResult(
+                    rejection.index, accepted=False, error=error_from_status(rejection.error)
+                )
+                for rejection in response.rejections
+            ),
+        )
+        if input_failures:
+            failure = input_failures[0]
+            failure.add_note(
+                f"ingest stopped at item {sent}; of the {result.received_count} items before it "
+                f"the server stored {result.accepted_count} and rejected {result.rejected_count}"
+            )
+            raise failure
+        return result
+
+    def event_batcher(
+        self,
+        *,
+        max_batch: int = 500,
+        flush_interval: float = 0.5,
+        max_queue: int = 10_000,
+        on_full: OnFull = "block",
+        on_drop: Callable[[EventItem], object] | None = None,
+        on_rejected: Callable[[EventItem, FeedbackError], object] | None = None,
+        block_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> EventBatcher:
+        """Start an EventBatcher: `log()` queues events that a daemon thread sends in batches.
+
+        A batch leaves when `max_batch` events wait or the oldest has waited `flush_interval`
+        seconds. At most `max_queue` events wait or fly; when full, `on_full` "block" waits (up to
+        `block_timeout` seconds), "raise" raises QueueFullError, "drop" hands the event to
+        `on_drop` (required then). Events the server rejects, or that still fail after the retries
+        (`retry`, default the client's policy; each attempt bounded by the client's timeout), go to
+        `on_rejected(item, error)`, or are logged without it. See EventBatcher for the guarantees.
+        Closing the client closes its batchers.
+        """
+        self._check_open()
+        batcher = EventBatcher(
+            self._start_log_events,
+            retry=self._retry if retry is None else retry,
+            attempt_timeout=self._timeout,
+            max_batch=max_batch,
+            flush_interval=flush_interval,
+            max_queue=max_queue,
+            on_full=on_full,
+            on_drop=on_drop,
+            on_rejected=on_rejected,
+            block_timeout=block_timeout,
+        )
+        self._batchers.add(batcher)
+        return batcher
+
+    def _start_log_events(
+        self, request: feedback_service_pb2.LogEventsRequest, timeout: float | None
+    ) -> grpc.CallFuture[feedback_service_pb2.LogEventsResponse]:
+        """Start one LogEvents call for an EventBatcher, which waits on (or cancels) it."""
+        return self._stub.LogEvents.future(request, timeout=timeout, metadata=self._metadata)
+
+    def _send_batches(
+        self,
+        requests: Sequence[_ItemRequestT],
+        send: Callable[[list[_ItemRequestT], float | None], Sequence[batch_pb2.BatchItemResult]],
+        timeout: float | None,
+    ) -> BatchResult:
+        """Send requests in as many calls as the limits need, one after the other."""
+        self._check_open()
+        results: list[ItemResult] = []
+        for first_index, chunk in split_batches(requests):
+            settled, failure = deliver(
+                chunk,
+                send,
+                policy=self._retry,
+                first_index=first_index,
+                timeout=self._timeout if timeout is None else timeout,
+            )
+            results.extend(settled)
+            if failure is not None:
+                failure.batch_result = BatchResult(tuple(results))
+                raise failure
+        return BatchResult(tuple(results))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the FeedbackClient is closed")
+
     def _call(
         self,
         method: grpc.UnaryUnaryMultiCallable[_RequestT, _ResponseT],
@@ -308,8 +503,7 @@ class FeedbackClient:
         timeout: float | None,
     ) -> _ResponseT:
         """Invoke one RPC under the retry policy, translating failures into FeedbackError."""
-        if self._closed:
-            raise RuntimeError("the FeedbackClient is closed")
+        self._check_open()
 
         def attempt(remaining: float | None) -> _ResponseT:
             return method(request, timeout=remaining, metadata=self._metadata)
@@ -321,11 +515,20 @@ class FeedbackClient:
         )
 
 
-def _at_most_one(**values: str | None) -> None:
-    """Reject two members of one oneof, of which protobuf would silently keep only the last."""
-    given = [name for name, value in values.items() if value is not None]
-    if len(given) > 1:
-        raise ValueError(f"give at most one of {' or '.join(values)}, not both")
+def _ingest_request(
+    item: InteractionItem | FeedbackItem | EventItem,
+) -> feedback_service_pb2.IngestRequest:
+    """Wrap an item in the stream message, refusing anything that is not an item."""
+    if isinstance(item, InteractionItem):
+        return feedback_service_pb2.IngestRequest(interaction=item._request)
+    if isinstance(item, FeedbackItem):
+        return feedback_service_pb2.IngestRequest(feedback=item._request)
+    if isinstance(item, EventItem):
+        return feedback_service_pb2.IngestRequest(event=item._request)
+    raise TypeError(
+        f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
+        f"not {type(item).__name__}"
+    )
 
 
 def _metadata_pairs(

@@ -17,6 +17,8 @@ from google.rpc import error_details_pb2, status_pb2
 if TYPE_CHECKING:
     from google.protobuf import any_pb2
 
+    from ._batch import BatchResult
+
 __all__ = [
     "AlreadyExistsError",
     "DeadlineExceededError",
@@ -32,6 +34,7 @@ __all__ = [
     "UnavailableError",
     "UnexpectedStatusError",
     "error_from_rpc_error",
+    "error_from_status",
 ]
 
 # The trailer in which gRPC servers send the serialized google.rpc.Status. Parsed here rather than
@@ -90,6 +93,12 @@ class FeedbackError(Exception):
         """The unpacked google.rpc detail messages (BadRequest, ErrorInfo, RetryInfo, ...)."""
         self.retry_delay: float | None = retry_delay
         """Seconds the server asked the client to wait before retrying (RetryInfo), if it did."""
+        self.batch_result: BatchResult | None = None
+        """Set when a batch method failed part-way: the final outcome of every item settled before
+        the failure, indexed like the input. Items without a result were not stored (or, when the
+        answer to a call was lost, may have been); send them again."""
+        self.sent_count: int | None = None
+        """Set when `ingest` failed: how many items were sent on the stream before it broke."""
         super().__init__(f"{self.code.name}: {message}")
 
     def detail(self, detail_type: type[_DetailT]) -> _DetailT | None:
@@ -232,9 +241,26 @@ def error_from_rpc_error(error: grpc.RpcError) -> FeedbackError:
     status = _rich_status(error.trailing_metadata() or (), code)
     message = error.details() or (str(status.message) if status is not None else "") or code.name
     details = [] if status is None else [_unpack(item) for item in status.details]
-    retry_delay = _retry_delay(details)
+    return _error_of(code, message, details)
+
+
+def error_from_status(status: status_pb2.Status) -> FeedbackError:
+    """Translate a google.rpc.Status, such as a rejected batch item's, into its FeedbackError."""
+    code = _CODE_BY_NUMBER.get(int(status.code), grpc.StatusCode.UNKNOWN)
+    if code is grpc.StatusCode.OK:
+        # A rejection must carry a failure code; OK here is a server bug, not a success.
+        code = grpc.StatusCode.UNKNOWN
+    details = [_unpack(item) for item in status.details]
+    return _error_of(code, str(status.message) or code.name, details)
+
+
+_CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _error_of(code: grpc.StatusCode, message: str, details: list[Message]) -> FeedbackError:
+    """Build the FeedbackError subclass documented for `code`."""
     error_type = _ERROR_BY_CODE.get(code, UnexpectedStatusError)
-    return error_type(message, code=code, details=details, retry_delay=retry_delay)
+    return error_type(message, code=code, details=details, retry_delay=_retry_delay(details))
 
 
 def _rich_status(

@@ -7,6 +7,7 @@ the command line is wrong.
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import json
 import os
@@ -14,20 +15,19 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from . import __version__
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
 from ._errors import FeedbackError, InvalidArgumentError
-from ._proto.feedback.v1 import feedback_pb2
+from ._items import EventItem, FeedbackItem, InteractionItem
+from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from google.protobuf.descriptor import FieldDescriptor
     from google.protobuf.message import Message
-
-    from ._proto.feedback.v1 import feedback_service_pb2
 
 __all__ = ["build_parser", "main"]
 
@@ -38,6 +38,24 @@ _DEFAULT_LIST_LIMIT = 20
 _MAX_PAGE_SIZE = 1000
 _LABEL_WIDTH = 18
 _TEXT_WIDTH = 48
+# Local ingest failures listed, like the server's own list of rejections.
+_MAX_LISTED_REJECTIONS = 1000
+
+_IngestItem = InteractionItem | FeedbackItem | EventItem
+
+# What each "kind" of an ingest line becomes: the request its fields follow, then the item type.
+_INGEST_KINDS: dict[str, tuple[type[Message], Callable[..., _IngestItem]]] = {
+    "interaction": (feedback_service_pb2.RecordInteractionRequest, InteractionItem),
+    "feedback": (feedback_service_pb2.SubmitFeedbackRequest, FeedbackItem),
+    "event": (feedback_service_pb2.LogEventRequest, EventItem),
+}
+# Fields an item takes positionally; proto3 reads an absent string as "", and the server then
+# names it in its field violations like any other invalid field.
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "interaction": ("conversation_id",),
+    "feedback": (),
+    "event": ("user_id", "event_type"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,16 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_request:
         # argparse exits on --help (0) and on usage errors (2); callers get the code instead.
         return exit_request.code if isinstance(exit_request.code, int) else 2
-    command: Callable[[FeedbackClient, argparse.Namespace, TextIO], None] = args.command
+    command: Callable[[FeedbackClient, argparse.Namespace, TextIO], int | None] = args.command
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
-        with FeedbackClient(args.address, timeout=args.timeout) as client:
-            command(client, args, sys.stdout)
+        with FeedbackClient(args.address, timeout=timeout) as client:
+            exit_code = command(client, args, sys.stdout)
     except FeedbackError as error:
         _print_error(error, sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0
+    return exit_code or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULT_LIST_LIMIT,
         help=f"show at most this many entries (default {_DEFAULT_LIST_LIMIT}; 0 for all)",
     )
+
+    ingest = subcommands.add_parser(
+        "ingest",
+        parents=[global_options],
+        help="bulk-load interactions, feedback and events from a JSON Lines file",
+        description=(
+            'Each line is a JSON object with a "kind" ("interaction", "feedback" or "event") and '
+            "the fields of that request (RecordInteractionRequest, SubmitFeedbackRequest or "
+            "LogEventRequest) in their proto JSON names. Prints the totals and every rejected "
+            "line; exits 1 if any line was rejected. Runs without a deadline unless --timeout is "
+            "given."
+        ),
+    )
+    ingest.set_defaults(command=_ingest)
+    ingest.add_argument(
+        "file",
+        metavar="FILE",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help='JSON Lines file, or "-" for standard input',
+    )
     return parser
 
 
@@ -162,7 +201,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool)
     parser.add_argument(
         "--timeout",
         type=_positive_float,
-        default=default(DEFAULT_TIMEOUT),
+        # None stands for "not given": ingest then runs without a deadline.
+        default=default(None),
         metavar="SECONDS",
         help=f"give up after this long, retries included (default {DEFAULT_TIMEOUT:g})",
     )
@@ -265,6 +305,139 @@ def _list(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None
         print(f"(first {limit} shown; pass --limit 0 for all)", file=sys.stderr)
 
 
+class _IngestInput:
+    """The lines of an ingest file turned into items, and what could not be turned into one."""
+
+    def __init__(self) -> None:
+        self.skipped_lines: list[int] = []
+        """Numbers of the lines not sent (blank or invalid), in ascending order."""
+        self.invalid_count = 0
+        """Lines refused before sending."""
+        self.invalid: list[tuple[int, FeedbackError]] = []
+        """The first refused lines, with why."""
+
+    def items(self, lines: Iterable[str]) -> Iterator[_IngestItem]:
+        """Yield an item per valid line, recording the others."""
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                self.skipped_lines.append(line_number)
+                continue
+            try:
+                item = _ingest_item(line)
+            except (ValueError, TypeError) as error:
+                self.skipped_lines.append(line_number)
+                self.invalid_count += 1
+                if len(self.invalid) < _MAX_LISTED_REJECTIONS:
+                    self.invalid.append((line_number, InvalidArgumentError(str(error))))
+                continue
+            yield item
+
+    def line_of(self, index: int) -> int:
+        """Line number of the item sent at stream position `index`."""
+        # The least fixed point of line = index + 1 + (skipped lines up to it) is a sent line.
+        line = index + 1
+        while True:
+            following = index + 1 + bisect.bisect_right(self.skipped_lines, line)
+            if following == line:
+                return line
+            line = following
+
+
+def _ingest(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> int:
+    source = _IngestInput()
+    lines: TextIO = args.file
+    try:
+        result = client.ingest(source.items(lines), timeout=args.timeout)
+    except (OSError, UnicodeDecodeError) as error:
+        notes = "".join(f"  {note}\n" for note in getattr(error, "__notes__", ()))
+        sys.stderr.write(f"error: cannot read {lines.name}: {error}\n{notes}")
+        return 1
+    finally:
+        if lines is not sys.stdin:
+            lines.close()
+    rejections = sorted(
+        [*source.invalid]
+        + [
+            (source.line_of(rejection.index), rejection.error)
+            for rejection in result.rejections
+            if rejection.error is not None
+        ],
+        key=lambda rejection: rejection[0],
+    )
+    total = result.received_count + source.invalid_count
+    rejected = result.rejected_count + source.invalid_count
+    unlisted = rejected - len(rejections)
+    if args.json_output:
+        _print_json(
+            {
+                "item_count": total,
+                "accepted_count": result.accepted_count,
+                "rejected_count": rejected,
+                "rejections": [_rejection_document(line, error) for line, error in rejections],
+            },
+            out,
+        )
+    else:
+        out.write(f"{total} items: {result.accepted_count} accepted, {rejected} rejected\n")
+        for line, rejection in rejections:
+            out.write(f"line {line}: {rejection.code.name}: {rejection.message}\n")
+            if isinstance(rejection, InvalidArgumentError):
+                for violation in rejection.field_violations:
+                    out.write(f"  {violation.field}: {violation.description}\n")
+        if unlisted:
+            out.write(f"({unlisted} more rejected lines not listed)\n")
+    return 1 if rejected else 0
+
+
+def _ingest_item(line: str) -> _IngestItem:
+    """Turn one JSON line into an item, raising ValueError or TypeError saying what is wrong."""
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    kind = document.pop("kind", None)
+    if not isinstance(kind, str) or kind not in _INGEST_KINDS:
+        raise ValueError(f'"kind" must be "interaction", "feedback" or "event", not {kind!r}')
+    request_type, item_type = _INGEST_KINDS[kind]
+    try:
+        request = json_format.ParseDict(document, request_type())
+    except json_format.ParseError as error:
+        # The first line names the problem; the rest lists every field of the message.
+        raise ValueError(str(error).splitlines()[0]) from error
+    fields = {name: "" for name in _REQUIRED_FIELDS[kind]}
+    fields.update(_python_values(request))
+    return item_type(**fields)
+
+
+def _python_values(request: Message) -> dict[str, Any]:
+    """The set fields of a request as the keyword arguments of the matching item."""
+    values: dict[str, Any] = {}
+    for descriptor, value in request.ListFields():
+        if isinstance(value, timestamp_pb2.Timestamp):
+            values[descriptor.name] = value.ToDatetime(tzinfo=UTC)
+        elif isinstance(value, struct_pb2.Struct):
+            values[descriptor.name] = json_format.MessageToDict(value)
+        elif descriptor.enum_type is not None and descriptor.enum_type.name == "Thumb":
+            if value not in (feedback_pb2.THUMB_UP, feedback_pb2.THUMB_DOWN):
+                raise ValueError('thumb must be "THUMB_UP" or "THUMB_DOWN"')
+            values[descriptor.name] = value == feedback_pb2.THUMB_UP
+        else:
+            values[descriptor.name] = value
+    return values
+
+
+def _rejection_document(line: int, error: FeedbackError) -> dict[str, Any]:
+    document: dict[str, Any] = {"line": line, "code": error.code.name, "message": error.message}
+    if isinstance(error, InvalidArgumentError):
+        document["field_violations"] = [
+            {"field": violation.field, "description": violation.description}
+            for violation in error.field_violations
+        ]
+    return document
+
+
 def _print_message(message: Message, args: argparse.Namespace, out: TextIO) -> None:
     """Print a stored record as JSON or as aligned "field  value" lines."""
     if args.json_output:
@@ -297,6 +470,8 @@ def _print_error(error: FeedbackError, err: TextIO) -> None:
             err.write(f"  {violation.field}: {violation.description}\n")
     if error.retry_delay is not None:
         err.write(f"  retry after {error.retry_delay:g} s\n")
+    if error.sent_count is not None:
+        err.write(f"  items sent before the failure: {error.sent_count}\n")
 
 
 def _format_value(field: FieldDescriptor, value: Any) -> str:

@@ -13,22 +13,35 @@ from collections import defaultdict, deque
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import grpc
 from google.rpc import status_pb2
 
 from llmfeedback import Event, Feedback, FeedbackStats, Interaction
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
+from llmfeedback._proto.feedback.v1 import (
+    batch_pb2,
+    feedback_service_pb2,
+    feedback_service_pb2_grpc,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from google.protobuf.message import Message
+
+    Verdict = Callable[[Message], status_pb2.Status | None]
+    """Judges one batch or ingest item: None accepts it, a Status rejects it with that error."""
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 _ResponseT = TypeVar("_ResponseT")
+_BatchResponseT = TypeVar(
+    "_BatchResponseT",
+    feedback_service_pb2.RecordInteractionsResponse,
+    feedback_service_pb2.SubmitFeedbackBatchResponse,
+    feedback_service_pb2.LogEventsResponse,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,23 @@ class Stall:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A planned stalled answer: wait until `release` is set (10 s at most), then answer."""
+
+    release: threading.Event
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A planned answer computed from the request, for batch calls whose answer depends on it."""
+
+    build: Callable[[Message], Message]
+
+
+Planned: TypeAlias = "Message | Abort | Stall | Hold | Reply"
+
+
 @dataclass
 class ReceivedCall:
     """One request as the server saw it."""
@@ -56,6 +86,16 @@ class ReceivedCall:
     request: Message
     time_remaining: float | None
     metadata: dict[str, str | bytes] = field(default_factory=dict)
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str = "planned rejection", *details: Message
+) -> status_pb2.Status:
+    """A google.rpc.Status as the server puts it in a rejected batch item."""
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return status
 
 
 def abort_with_rich_status(
@@ -67,22 +107,27 @@ def abort_with_rich_status(
     status_code: grpc.StatusCode | None = None,
 ) -> None:
     """Abort like the real server: google.rpc.Status in the grpc-status-details-bin trailer."""
-    status = status_pb2.Status(code=(status_code or code).value[0], message=message)
-    for detail in details:
-        status.details.add().Pack(detail)
+    status = rich_status(status_code or code, message, *details)
     context.set_trailing_metadata(((STATUS_DETAILS_KEY, status.SerializeToString()),))
     context.abort(code, message)
 
 
 class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
-    """Records every call and answers with planned outcomes, then with default responses."""
+    """Records every call and answers with planned outcomes, then with default responses.
+
+    Batch calls and ingest streams accept every item by default, with increasing ids; set `verdict`
+    to reject some.
+    """
 
     def __init__(self) -> None:
         self.calls: dict[str, list[ReceivedCall]] = defaultdict(list)
-        self._planned: dict[str, deque[Message | Abort | Stall]] = defaultdict(deque)
+        self.verdict: Verdict | None = None
+        self.ingested: list[feedback_service_pb2.IngestRequest] = []
+        self._planned: dict[str, deque[Planned]] = defaultdict(deque)
         self._lock = threading.Lock()
+        self._last_id = 0
 
-    def plan(self, method: str, *outcomes: Message | Abort | Stall) -> None:
+    def plan(self, method: str, *outcomes: Planned) -> None:
         """Queue the next answers of `method` (for example "GetStats"), used once each in order."""
         with self._lock:
             self._planned[method].extend(outcomes)
@@ -91,12 +136,17 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         """The requests `method` received so far, oldest first."""
         return [call.request for call in self.calls[method]]
 
+    def received_items(self, method: str) -> list[Message]:
+        """Every item the batch `method` received, in order, re-sent items included."""
+        return [item for request in self.requests(method) for item in _batch_items(request)]
+
     def _answer(
         self,
         method: str,
         request: Message,
         context: grpc.ServicerContext,
-        default: _ResponseT,
+        default: Callable[[], _ResponseT],
+        response_type: type[_ResponseT],
     ) -> _ResponseT:
         with self._lock:
             self.calls[method].append(
@@ -107,7 +157,15 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
                 )
             )
             planned = self._planned[method]
-            outcome = planned.popleft() if planned else default
+            outcome = planned.popleft() if planned else None
+        if outcome is None or isinstance(outcome, Stall | Hold):
+            if isinstance(outcome, Stall):
+                time.sleep(outcome.seconds)
+            if isinstance(outcome, Hold):
+                outcome.release.wait(timeout=10)
+            return default()
+        if isinstance(outcome, Reply):
+            outcome = outcome.build(request)
         if isinstance(outcome, Abort):
             abort_with_rich_status(
                 context,
@@ -116,11 +174,42 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
                 outcome.details,
                 status_code=outcome.status_code,
             )
-        if isinstance(outcome, Stall):
-            time.sleep(outcome.seconds)
-            return default
-        assert isinstance(outcome, type(default)), f"planned {outcome!r} for {method}"
+        assert isinstance(outcome, response_type), f"planned {outcome!r} for {method}"
         return outcome
+
+    def _new_id(self) -> int:
+        with self._lock:
+            self._last_id += 1
+            return self._last_id
+
+    def _judge(self, items: Iterable[Message]) -> list[batch_pb2.BatchItemResult]:
+        """Results of the items by `verdict`: accepted with a new id, or rejected."""
+        results = []
+        for index, item in enumerate(items):
+            error = None if self.verdict is None else self.verdict(item)
+            if error is None:
+                outcome = batch_pb2.ITEM_OUTCOME_ACCEPTED
+                results.append(
+                    batch_pb2.BatchItemResult(index=index, outcome=outcome, id=self._new_id())
+                )
+            else:
+                outcome = batch_pb2.ITEM_OUTCOME_REJECTED
+                results.append(batch_pb2.BatchItemResult(index=index, outcome=outcome, error=error))
+        return results
+
+    def _batch_response(
+        self, response_type: type[_BatchResponseT], items: Iterable[Message]
+    ) -> Callable[[], _BatchResponseT]:
+        def build() -> _BatchResponseT:
+            results = self._judge(items)
+            accepted = sum(
+                1 for result in results if result.outcome == batch_pb2.ITEM_OUTCOME_ACCEPTED
+            )
+            return response_type(
+                results=results, accepted_count=accepted, rejected_count=len(results) - accepted
+            )
+
+        return build
 
     def RecordInteraction(
         self,
@@ -129,7 +218,7 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> feedback_service_pb2.RecordInteractionResponse:
         interaction = Interaction(id=1, conversation_id=request.conversation_id)
         default = feedback_service_pb2.RecordInteractionResponse(interaction=interaction)
-        return self._answer("RecordInteraction", request, context, default)
+        return self._answer("RecordInteraction", request, context, lambda: default, type(default))
 
     def SubmitFeedback(
         self,
@@ -138,7 +227,7 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> feedback_service_pb2.SubmitFeedbackResponse:
         feedback = Feedback(id=1, conversation_id=request.conversation_id, score=5)
         default = feedback_service_pb2.SubmitFeedbackResponse(feedback=feedback)
-        return self._answer("SubmitFeedback", request, context, default)
+        return self._answer("SubmitFeedback", request, context, lambda: default, type(default))
 
     def LogEvent(
         self,
@@ -147,7 +236,7 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> feedback_service_pb2.LogEventResponse:
         event = Event(id=1, user_id=request.user_id, event_type=request.event_type)
         default = feedback_service_pb2.LogEventResponse(event=event)
-        return self._answer("LogEvent", request, context, default)
+        return self._answer("LogEvent", request, context, lambda: default, type(default))
 
     def GetStats(
         self,
@@ -155,7 +244,7 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         context: grpc.ServicerContext,
     ) -> feedback_service_pb2.GetStatsResponse:
         default = feedback_service_pb2.GetStatsResponse(feedback=FeedbackStats(total_count=0))
-        return self._answer("GetStats", request, context, default)
+        return self._answer("GetStats", request, context, lambda: default, type(default))
 
     def ListFeedback(
         self,
@@ -163,7 +252,75 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         context: grpc.ServicerContext,
     ) -> feedback_service_pb2.ListFeedbackResponse:
         default = feedback_service_pb2.ListFeedbackResponse()
-        return self._answer("ListFeedback", request, context, default)
+        return self._answer("ListFeedback", request, context, lambda: default, type(default))
+
+    def RecordInteractions(
+        self,
+        request: feedback_service_pb2.RecordInteractionsRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.RecordInteractionsResponse:
+        response_type = feedback_service_pb2.RecordInteractionsResponse
+        default = self._batch_response(response_type, request.interactions)
+        return self._answer("RecordInteractions", request, context, default, response_type)
+
+    def SubmitFeedbackBatch(
+        self,
+        request: feedback_service_pb2.SubmitFeedbackBatchRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.SubmitFeedbackBatchResponse:
+        response_type = feedback_service_pb2.SubmitFeedbackBatchResponse
+        default = self._batch_response(response_type, request.feedback)
+        return self._answer("SubmitFeedbackBatch", request, context, default, response_type)
+
+    def LogEvents(
+        self,
+        request: feedback_service_pb2.LogEventsRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.LogEventsResponse:
+        response_type = feedback_service_pb2.LogEventsResponse
+        default = self._batch_response(response_type, request.events)
+        return self._answer("LogEvents", request, context, default, response_type)
+
+    def Ingest(
+        self,
+        request_iterator: Iterator[feedback_service_pb2.IngestRequest],
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.IngestResponse:
+        # The stream is read to its end first; its messages are kept in `ingested`, and the call
+        # is recorded with its first message.
+        stream = list(request_iterator)
+
+        def default() -> feedback_service_pb2.IngestResponse:
+            results = self._judge(_ingest_item(message) for message in stream)
+            rejections = [
+                result for result in results if result.outcome == batch_pb2.ITEM_OUTCOME_REJECTED
+            ]
+            return feedback_service_pb2.IngestResponse(
+                received_count=len(stream),
+                accepted_count=len(stream) - len(rejections),
+                rejected_count=len(rejections),
+                rejections=rejections[:1000],
+            )
+
+        self.ingested.extend(stream)
+        first = stream[0] if stream else feedback_service_pb2.IngestRequest()
+        return self._answer("Ingest", first, context, default, feedback_service_pb2.IngestResponse)
+
+
+def _ingest_item(message: feedback_service_pb2.IngestRequest) -> Message:
+    """The interaction, feedback or event an ingest message carries (the message if none)."""
+    kind = message.WhichOneof("item")
+    return message if kind is None else getattr(message, kind)
+
+
+def _batch_items(request: Message) -> Sequence[Message]:
+    if isinstance(request, feedback_service_pb2.LogEventsRequest):
+        return request.events
+    if isinstance(request, feedback_service_pb2.RecordInteractionsRequest):
+        return request.interactions
+    if isinstance(request, feedback_service_pb2.SubmitFeedbackBatchRequest):
+        return request.feedback
+    raise TypeError(f"not a batch request: {type(request).__name__}")
 
 
 @contextmanager

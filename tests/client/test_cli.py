@@ -426,5 +426,5 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
 
     help_text = capsys.readouterr().out
-    for command in ("record", "submit", "log", "stats", "list"):
+    for command in ("record", "submit", "log", "stats", "list", "ingest"):
         assert command in help_text

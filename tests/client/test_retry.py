@@ -23,6 +23,8 @@ from llmfeedback import (
 from .fake_service import Abort
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .fake_service import RecordingServicer
 
 UNAVAILABLE = Abort(grpc.StatusCode.UNAVAILABLE, "database unreachable")
@@ -208,3 +210,29 @@ def test_should_retry(error: FeedbackError, retryable: bool) -> None:
 def test_nonsensical_policies_are_rejected(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         RetryPolicy(**settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("method", "write"),
+    [
+        ("RecordInteraction", lambda client: client.record_interaction("conv-1")),
+        ("SubmitFeedback", lambda client: client.submit_feedback("conv-1", score=4)),
+        ("LogEvent", lambda client: client.log_event("alice", "click")),
+    ],
+)
+def test_writes_refused_by_an_overloaded_server_are_retried_after_its_delay(
+    client: FeedbackClient,
+    servicer: RecordingServicer,
+    sleeps: list[float],
+    method: str,
+    write: Callable[[FeedbackClient], object],
+) -> None:
+    retry_info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=750_000_000))
+    servicer.plan(
+        method, Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "write queue full", [retry_info])
+    )
+
+    write(client)
+
+    assert len(servicer.requests(method)) == 2
+    assert sleeps == [0.75]

@@ -1,0 +1,226 @@
+"""Batch results, the splitting of large inputs into calls the service takes, and batch retries.
+
+One retry loop serves the batch methods and the event batcher: a whole call that fails with a
+transient status is sent again, and of a call that succeeded only the items rejected with a
+transient status are, all within one RetryPolicy's attempts and one deadline. Every other rejection
+is final and reported with the item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from ._errors import FeedbackError, UnexpectedStatusError, error_from_rpc_error, error_from_status
+from ._items import encoded_size
+from ._proto.feedback.v1 import batch_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from google.protobuf.message import Message
+
+    from ._retry import RetryPolicy
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_ITEMS",
+    "BatchResult",
+    "IngestResult",
+    "ItemResult",
+    "deliver",
+    "split_batches",
+]
+
+MAX_BATCH_ITEMS = 1000
+"""Most items the service takes in one batch call."""
+
+MAX_BATCH_BYTES = 3584 * 1024
+"""Most item bytes sent in one batch call: 3.5 MiB, safely under the 4 MiB message limit."""
+
+_RequestT = TypeVar("_RequestT", bound="Message")
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What became of one item: stored under `id`, or rejected with `error`."""
+
+    index: int
+    """Position of the item in the input given to the method (not in one of the calls it made)."""
+    accepted: bool
+    """Whether the service stored the item."""
+    id: int = 0
+    """Identifier of the stored record; 0 when rejected."""
+    error: FeedbackError | None = None
+    """Why the item was not stored, as the single-item method would have raised it; None when
+    accepted. Transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED) are only reported here once the
+    retry policy gave up on them."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of a batch method: one ItemResult per input item, in input order."""
+
+    results: tuple[ItemResult, ...]
+    """One result per item, in the order of the input."""
+    accepted_count: int = field(init=False)
+    """How many items were stored."""
+    rejected_count: int = field(init=False)
+    """How many items were not stored."""
+
+    def __post_init__(self) -> None:
+        accepted = sum(1 for result in self.results if result.accepted)
+        object.__setattr__(self, "accepted_count", accepted)
+        object.__setattr__(self, "rejected_count", len(self.results) - accepted)
+
+    @property
+    def rejected(self) -> tuple[ItemResult, ...]:
+        """The results of the items that were not stored, in input order."""
+        return tuple(result for result in self.results if not result.accepted)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[ItemResult]:
+        return iter(self.results)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The outcome of `ingest`: totals, and the first rejected items with their errors."""
+
+    received_count: int
+    """How many items the server received."""
+    accepted_count: int
+    """How many items were stored."""
+    rejected_count: int
+    """How many items were not stored."""
+    rejections: tuple[ItemResult, ...]
+    """The rejected items in stream order, at most the first 1000 (the server lists no more)."""
+
+    @property
+    def rejections_truncated(self) -> bool:
+        """Whether more items were rejected than `rejections` lists."""
+        return len(self.rejections) < self.rejected_count
+
+
+def split_batches(
+    requests: Sequence[_RequestT],
+    *,
+    max_items: int = MAX_BATCH_ITEMS,
+    max_bytes: int = MAX_BATCH_BYTES,
+) -> Iterator[tuple[int, Sequence[_RequestT]]]:
+    """Cut requests into runs the service takes in one call; yield each with its first index."""
+    start = 0
+    size = 0
+    for index, request in enumerate(requests):
+        item_size = encoded_size(request)
+        if index > start and (index - start >= max_items or size + item_size > max_bytes):
+            yield start, requests[start:index]
+            start, size = index, 0
+        size += item_size
+    if start < len(requests):
+        yield start, requests[start:]
+
+
+def deliver(
+    requests: Sequence[_RequestT],
+    send: Callable[[list[_RequestT], float | None], Sequence[batch_pb2.BatchItemResult]],
+    *,
+    policy: RetryPolicy,
+    first_index: int = 0,
+    timeout: float | None = None,
+    attempt_timeout: float | None = None,
+    wait: Callable[[float], bool] | None = None,
+) -> tuple[list[ItemResult], FeedbackError | None]:
+    """Send one batch with `send(requests, timeout)`, retrying transient failures under `policy`.
+
+    `timeout` bounds the whole delivery, waits included; `attempt_timeout` bounds each call.
+    `wait(seconds)` pauses between attempts and returns False to give up early (default: the
+    policy's sleep). Returns the results of the settled items, indexed from `first_index`, and the
+    error of a whole call that failed for good, in which case the other items were not stored.
+    """
+    pause = wait if wait is not None else _sleeper(policy)
+    deadline = None if timeout is None else policy.clock() + timeout
+    settled: dict[int, ItemResult] = {}
+    pending = list(range(len(requests)))
+    retry_number = 0
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - policy.clock())
+        if attempt_timeout is not None:
+            remaining = attempt_timeout if remaining is None else min(remaining, attempt_timeout)
+        call_error: FeedbackError | None = None
+        transient: dict[int, FeedbackError] = {}
+        try:
+            results = send([requests[index] for index in pending], remaining)
+        except grpc.RpcError as rpc_error:
+            call_error = error_from_rpc_error(rpc_error)
+            call_error.__cause__ = rpc_error
+        except FeedbackError as failure:
+            call_error = failure
+        else:
+            transient = _settle(pending, results, settled, policy, first_index)
+            if not transient:
+                return _in_order(settled), None
+        # The longest RetryInfo delay among the failed items sets the wait for all of them.
+        error = call_error or max(transient.values(), key=lambda item: item.retry_delay or 0.0)
+        retry_number += 1
+        if retry_number < policy.max_attempts and policy.should_retry(error):
+            backoff = policy.backoff(retry_number, error)
+            # Waiting past the deadline would only turn a meaningful error into DEADLINE_EXCEEDED.
+            fits = deadline is None or policy.clock() + backoff < deadline
+            if fits and pause(backoff):
+                if call_error is None:
+                    pending = sorted(transient)
+                continue
+        if call_error is not None:
+            return _in_order(settled), call_error
+        for index, item_error in transient.items():
+            settled[index] = ItemResult(index + first_index, accepted=False, error=item_error)
+        return _in_order(settled), None
+
+
+def _settle(
+    pending: list[int],
+    results: Sequence[batch_pb2.BatchItemResult],
+    settled: dict[int, ItemResult],
+    policy: RetryPolicy,
+    first_index: int,
+) -> dict[int, FeedbackError]:
+    """Record the final results of a call into `settled`; return the transient item errors."""
+    by_position = {result.index: result for result in results}
+    transient: dict[int, FeedbackError] = {}
+    for position, index in enumerate(pending):
+        result = by_position.get(position)
+        if result is not None and result.outcome == batch_pb2.ITEM_OUTCOME_ACCEPTED:
+            settled[index] = ItemResult(index + first_index, accepted=True, id=result.id)
+            continue
+        if result is None:
+            # Never treat silence as success: the item may not have been stored.
+            error: FeedbackError = UnexpectedStatusError("the server sent no result for this item")
+        elif not result.HasField("error"):
+            error = UnexpectedStatusError("the server rejected this item without saying why")
+        else:
+            error = error_from_status(result.error)
+        if policy.should_retry(error):
+            transient[index] = error
+        else:
+            settled[index] = ItemResult(index + first_index, accepted=False, error=error)
+    return transient
+
+
+def _in_order(settled: dict[int, ItemResult]) -> list[ItemResult]:
+    return [settled[index] for index in sorted(settled)]
+
+
+def _sleeper(policy: RetryPolicy) -> Callable[[float], bool]:
+    """Adapt the policy's sleep to a wait that never gives up early."""
+
+    def sleep(seconds: float) -> bool:
+        policy.sleep(seconds)
+        return True
+
+    return sleep
