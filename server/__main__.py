@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from server.app import create_server
 from server.config import Settings, parse_settings
@@ -34,6 +34,18 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for and installed; None means asyncio's default loop."""
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not installed; using the asyncio event loop")
+        return None
+    return uvloop.new_event_loop
+
+
 def migrate(settings: Settings) -> None:
     """Bring the database schema up to date and exit."""
     storage = Storage.connect(settings.database_url)
@@ -54,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "migrate":
             migrate(settings)
         else:
-            asyncio.run(serve(settings))
+            with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+                runner.run(serve(settings))
     except Exception:
         log.exception("fatal error")
         return 1

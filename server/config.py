@@ -36,6 +36,8 @@ class Settings:
     """Largest request or response message, in bytes."""
     sqlite_synchronous: str = "FULL"
     """SQLite's synchronous pragma; FULL makes every acknowledged write survive power loss."""
+    event_loop: str = "uvloop"
+    """"uvloop" (faster; falls back to asyncio where it is not installed) or "asyncio"."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_format: str = "json"
@@ -65,6 +67,7 @@ def parse_settings(
         grace_period_seconds=args.grace_period,
         max_message_bytes=args.max_message_bytes,
         sqlite_synchronous=args.sqlite_synchronous,
+        event_loop=args.event_loop,
         log_level=args.log_level.upper(),
         log_format=args.log_format,
     )
@@ -140,6 +143,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=["FULL", "NORMAL"],
         default=default("SQLITE_SYNCHRONOUS", "FULL"),
         help="FEEDBACK_SQLITE_SYNCHRONOUS: FULL survives power loss, NORMAL only process crashes",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default=default("EVENT_LOOP", "uvloop"),
+        help="FEEDBACK_EVENT_LOOP",
     )
     parser.add_argument(
         "--log-level", default=default("LOG_LEVEL", "INFO"), help="FEEDBACK_LOG_LEVEL"

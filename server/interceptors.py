@@ -22,6 +22,10 @@ else:  # not subscriptable at run time
 class RpcLogInterceptor(ServerInterceptor):
     """Logs every call once it ends, whatever its kind and however it ends."""
 
+    def __init__(self) -> None:
+        # A method's handler never changes, so each is wrapped once, not on every call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -30,33 +34,43 @@ class RpcLogInterceptor(ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         """Wrap the handler of the called method."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary_response(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _unary_response(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream_response(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _stream_response(method, handler.stream_stream),
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
+                return handler
+            wrapped = self._wrapped[method] = _logged(method, handler)
+        return wrapped
+
+
+def _logged(
+    method: str, handler: grpc.RpcMethodHandler[Any, Any]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler, logging each call when it ends."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_response(method, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _unary_response(method, handler.stream_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _stream_response(method, handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _stream_response(method, handler.stream_stream),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _unary_response(method: str, behavior: Any) -> Any:
@@ -98,6 +112,8 @@ def _log_call(
     start: float,
     error: BaseException | None,
 ) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     code = context.code()
     if code is None:
         if isinstance(error, asyncio.CancelledError):

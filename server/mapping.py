@@ -35,6 +35,7 @@ from storage.records import (
     Thumb,
 )
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ANY_VALID_TIME = datetime.min.replace(tzinfo=UTC)
 _MAX_EXACT_FLOAT_INT = 2**53
 
@@ -225,10 +226,16 @@ def _event_stats(stats: EventStats) -> stats_pb2.EventStats:
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """An aware datetime as a Timestamp (microsecond precision)."""
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    """An aware datetime as a Timestamp (microsecond precision).
+
+    Arithmetic on the timedelta is several times faster than Timestamp.FromDatetime, and this
+    runs for every record returned.
+    """
+    since_epoch = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since_epoch.days * 86_400 + since_epoch.seconds,
+        nanos=since_epoch.microseconds * 1000,
+    )
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -239,7 +246,8 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     """Plain JSON values as a Struct."""
     struct = struct_pb2.Struct()
-    struct.update(value)
+    if value:
+        struct.update(value)
     return struct
 
 

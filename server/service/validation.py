@@ -93,6 +93,8 @@ class Violations:
 
     def json_object(self, field: str, value: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         """Check a JSON object: finite numbers, no NUL, bounded depth and serialized size."""
+        if not value:
+            return value
         problem = _json_problem(value, depth=1)
         if problem:
             self.add(field, problem)
