@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +49,25 @@ class ServerProcess:
         self._reader.join(timeout=5)
         return code
 
+    def kill(self) -> None:
+        """Make sure no server outlives its test, whatever the test did."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        started.append(ServerProcess(*args, env=env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill()
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
@@ -55,8 +75,10 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_serves_on_embedded_sqlite_and_exits_cleanly(data_dir: Path, signum: int) -> None:
-    server = ServerProcess(env={"FEEDBACK_DATA_DIR": str(data_dir)})
+def test_serves_on_embedded_sqlite_and_exits_cleanly(
+    start_server: Callable[..., ServerProcess], data_dir: Path, signum: int
+) -> None:
+    server = start_server(env={"FEEDBACK_DATA_DIR": str(data_dir)})
     address = server.wait_serving()
 
     with FeedbackClient(address, retry=RetryPolicy(max_attempts=1)) as client:
@@ -74,8 +96,10 @@ def test_serves_on_embedded_sqlite_and_exits_cleanly(data_dir: Path, signum: int
     assert server.lines[-1]["message"] == "stopped"
 
 
-def test_logs_the_status_of_failed_calls(data_dir: Path) -> None:
-    server = ServerProcess("--data-dir", str(data_dir))
+def test_logs_the_status_of_failed_calls(
+    start_server: Callable[..., ServerProcess], data_dir: Path
+) -> None:
+    server = start_server("--data-dir", str(data_dir))
     address = server.wait_serving()
 
     with (
