@@ -47,5 +47,11 @@ check: proto-check lint typecheck test
 run: $(STAMP)
 	$(BIN)/feedback-server
 
+## bench: measure the server against an empty one and raw SQLite; writes bench-results/bench.json
+## (needs h2load from nghttp2-client; BENCH_ARGS=--quick for a smoke run)
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""`make bench`: how close the service comes to an empty gRPC server and to raw SQLite inserts."""

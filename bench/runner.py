@@ -1,0 +1,392 @@
+"""The bench's phases in order, each server fresh, each phase's rows checked against its answers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import load, payloads
+from bench.cores import Pinning, pin_this_thread, pinned_thread
+from bench.h2load import H2loadError, H2loadRun, run_h2load
+from bench.memory import RssSampler
+from bench.profiles import Profile
+from bench.raw_sqlite import create_events_schema, insert_events, stored_event_values
+from bench.results import OK, PhaseResult, RowCheck
+from bench.row_counts import count_rows
+from bench.server_logs import logged_status_codes
+from bench.server_process import ServerProcess
+from bench.targets import TARGET_CONCURRENCY
+from server.config import DEFAULT_DATABASE_FILE
+
+WARM_UP_CONCURRENCY = 16
+STATUS_CHECK_CONCURRENCY = 64
+CEILING = "ceiling"
+REAL = "real"
+REAL_WITH_LOGS = "real, INFO logs"
+REAL_SERVER_FLAGS = ("--accept-unknown-conversations",)
+"""Default settings, except that feedback needs no recorded interaction first."""
+QUIET_LOGGING = ("--log-level", "WARNING")
+"""Per-RPC log lines off, so the measured phases see the service, not its logging."""
+SUBMIT_FEEDBACK, LOG_EVENT = payloads.UNARY_CALLS
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+
+
+class PhaseRunner:
+    """Runs every phase of a profile in a scratch directory and collects their results."""
+
+    def __init__(self, profile: Profile, workdir: Path, pinning: Pinning, progress: Progress):
+        self._profile = profile
+        self._workdir = workdir
+        self._pinning = pinning
+        self._progress = progress
+        self._log_numbers = itertools.count(1)
+        self._bodies: dict[str, Path] = {}
+        self._ceilings: dict[tuple[str, int], PhaseResult] = {}
+        self.phases: list[PhaseResult] = []
+
+    def run_all(self) -> list[PhaseResult]:
+        """Unary (ceiling and real), unary with logs, batch, stream, raw SQLite; every phase."""
+        # The orchestrator, h2load and the Python load client share the load core.
+        pin_this_thread(self._pinning.load_core)
+        with self._server("ceiling", "bench.ceiling_server", []) as ceiling:
+            event_databases = [self._unary_phases(call, ceiling) for call in payloads.UNARY_CALLS]
+        self._logging_phase(self._ceilings[(SUBMIT_FEEDBACK.method, TARGET_CONCURRENCY)])
+        event_databases.insert(0, self._ingestion_phases())
+        self._raw_phase(event_databases)
+        return self.phases
+
+    # Phases
+
+    def _unary_phases(self, call: payloads.UnaryCall, ceiling: ServerProcess) -> Path:
+        """Ceiling then real server at each concurrency, then the status check; returns the db file.
+
+        Each real run follows its ceiling run at once, so both see the same machine: other work
+        on it moves the pair together, not their ratio. The idle server costs nothing meanwhile.
+        """
+        with self._real_server(f"real-{call.method}", quiet=True) as (server, database):
+            self._warm_up(ceiling, call, CEILING, database=None)
+            self._warm_up(server, call, REAL, database)
+            for concurrency in self._profile.concurrencies:
+                reference = self._h2load_phase(
+                    "ceiling", ceiling, call, concurrency, server_label=CEILING, database=None
+                )
+                self._ceilings[(call.method, concurrency)] = reference
+                self._h2load_phase(
+                    "unary",
+                    server,
+                    call,
+                    concurrency,
+                    server_label=REAL,
+                    database=database,
+                    ceiling=reference,
+                )
+            self._status_check_phase(server, call, database)
+        return database
+
+    def _logging_phase(self, ceiling: PhaseResult) -> None:
+        """SubmitFeedback at the target concurrency with production's default logging."""
+        call = SUBMIT_FEEDBACK
+        with self._real_server("real-logging", quiet=False) as (server, database):
+            self._warm_up(server, call, REAL_WITH_LOGS, database)
+            logged_before = logged_status_codes(server.log_file, call.path)
+            result = self._h2load_phase(
+                "unary-logging",
+                server,
+                call,
+                TARGET_CONCURRENCY,
+                server_label=REAL_WITH_LOGS,
+                database=database,
+                ceiling=ceiling,
+            )
+            codes = logged_status_codes(server.log_file, call.path) - logged_before
+            if result.rows is not None:
+                # The server's own log knows every call's gRPC status: an exact acknowledgement.
+                result.rows = replace(
+                    result.rows, acknowledged=codes["OK"], source="server log lines with code OK"
+                )
+            result.extra["logged_status_codes"] = dict(codes)
+            if set(codes) - {"OK"}:
+                result.detail = _describe_codes(codes)
+
+    def _ingestion_phases(self) -> Path:
+        """LogEvents batches, then one Ingest stream, on one fresh server; returns the database."""
+        profile = self._profile
+        with self._real_server("real-ingestion", quiet=True) as (server, database):
+            batch = self._python_load_phase(
+                "batch",
+                "LogEvents",
+                server,
+                database,
+                concurrency=profile.batch_callers,
+                work=lambda: load.log_events_batches(
+                    server.address,
+                    batch_size=profile.batch_size,
+                    batches=profile.batches,
+                    callers=profile.batch_callers,
+                    timeout_seconds=profile.ingestion_timeout_seconds,
+                ),
+            )
+            batch.extra["batch_size"] = profile.batch_size
+            self._python_load_phase(
+                "ingest",
+                "Ingest",
+                server,
+                database,
+                concurrency=1,
+                work=lambda: load.ingest_stream(
+                    server.address,
+                    events=profile.ingest_events,
+                    timeout_seconds=profile.ingestion_timeout_seconds,
+                ),
+            )
+        return database
+
+    def _raw_phase(self, event_databases: list[Path]) -> None:
+        """Raw executemany into a migrated file, then each ingestion phase's ratio to it."""
+        result = self._add(PhaseResult("raw-executemany", "executemany", "sqlite3", 1, "rows/s"))
+        values = next(
+            (found for database in event_databases if (found := stored_event_values(database))),
+            None,
+        )
+        if values is None:
+            result.status = "error"
+            result.detail = "no event stored by the server to copy column values from"
+            return
+        database = self._workdir / "raw" / "events.sqlite3"
+        create_events_schema(database)
+        # On the server's core: the limit the server itself could reach there.
+        with pinned_thread(self._pinning.server_core):
+            run = insert_events(database, values, self._profile.raw_rows)
+        result.throughput = run.rows_per_second
+        result.rows = RowCheck(
+            "events", run.rows, run.rows, run.rows_stored, "rows passed to executemany"
+        )
+        self._progress(f"raw executemany: {run.rows_per_second:,.0f} rows/s")
+        for phase in self.phases:
+            if phase.phase in ("batch", "ingest") and phase.throughput is not None:
+                phase.throughput_ratio = phase.throughput / run.rows_per_second
+
+    # One phase
+
+    def _warm_up(
+        self,
+        server: ServerProcess,
+        call: payloads.UnaryCall,
+        server_label: str,
+        database: Path | None,
+    ) -> None:
+        """Connections, caches and lazy imports warmed before anything is measured."""
+        self._h2load_phase(
+            "warm-up",
+            server,
+            call,
+            WARM_UP_CONCURRENCY,
+            server_label=server_label,
+            database=database,
+            requests=self._profile.warm_up_requests,
+        )
+
+    def _h2load_phase(
+        self,
+        phase: str,
+        server: ServerProcess,
+        call: payloads.UnaryCall,
+        concurrency: int,
+        *,
+        server_label: str,
+        database: Path | None,
+        ceiling: PhaseResult | None = None,
+        requests: int | None = None,
+    ) -> PhaseResult:
+        requests = requests or self._profile.unary_requests(concurrency)
+        result = self._add(PhaseResult(phase, call.method, server_label, concurrency))
+        rows_before = None if database is None else count_rows(database, call.table)
+        log_file = self._workdir / f"h2load-{next(self._log_numbers)}.log"
+        run: H2loadRun | None = None
+        with RssSampler(server.pid) as memory:
+            try:
+                run = run_h2load(
+                    f"http://{server.address}{call.path}",
+                    self._body_file(call),
+                    requests=requests,
+                    concurrency=concurrency,
+                    log_file=log_file,
+                    pinning=self._pinning,
+                    timeout_seconds=self._profile.h2load_timeout_seconds,
+                )
+            except H2loadError as error:
+                result.status = "error"
+                result.detail = str(error)
+        log_file.unlink(missing_ok=True)
+        _record_memory(result, memory)
+        if run is not None:
+            result.throughput = run.requests_per_second
+            result.p50_ms = run.p50_ms
+            result.p99_ms = run.p99_ms
+            result.response_bytes = run.response_bytes
+            result.extra["h2load"] = {
+                "requests": run.summary.requests,
+                "status_2xx": run.summary.status_2xx,
+                "failed": run.summary.failed,
+                "errored": run.summary.errored,
+                "timed_out": run.summary.timed_out,
+                "requests_per_second_with_connects": run.summary.requests_per_second,
+            }
+            if run.summary.status_2xx < requests:
+                result.detail = f"{requests - run.summary.status_2xx} of {requests} not 2xx"
+        if database is not None and rows_before is not None:
+            result.rows = RowCheck(
+                call.table,
+                requests,
+                None if run is None else run.summary.status_2xx,
+                count_rows(database, call.table) - rows_before,
+                "h2load 2xx responses (HTTP 200 would hide a non-zero grpc-status)",
+            )
+        if ceiling is not None:
+            _compare(result, ceiling)
+        self._report(result)
+        return result
+
+    def _status_check_phase(
+        self, server: ServerProcess, call: payloads.UnaryCall, database: Path
+    ) -> None:
+        """The gRPC status of every call of h2load's exact request, from a Python client."""
+        requests = self._profile.status_check_requests
+        result = self._add(PhaseResult("status-check", call.method, REAL, STATUS_CHECK_CONCURRENCY))
+        rows_before = count_rows(database, call.table)
+        with RssSampler(server.pid) as memory:
+            run = _run(
+                load.status_check(
+                    server.address, call, requests=requests, concurrency=STATUS_CHECK_CONCURRENCY
+                )
+            )
+        _record_memory(result, memory)
+        result.extra["status_codes"] = dict(run.codes)
+        if run.acknowledged != requests:
+            result.status = "error"
+            result.detail = _describe_codes(run.codes)
+        result.rows = RowCheck(
+            call.table,
+            requests,
+            run.acknowledged,
+            count_rows(database, call.table) - rows_before,
+            "gRPC status OK (Python client)",
+        )
+        self._report(result)
+
+    def _python_load_phase(
+        self,
+        phase: str,
+        method: str,
+        server: ServerProcess,
+        database: Path,
+        *,
+        concurrency: int,
+        work: Callable[[], Coroutine[Any, Any, load.IngestionRun]],
+    ) -> PhaseResult:
+        result = self._add(PhaseResult(phase, method, REAL, concurrency, "rows/s"))
+        rows_before = count_rows(database, "events")
+        with RssSampler(server.pid) as memory:
+            run = _run(work())
+        _record_memory(result, memory)
+        result.status = run.status
+        result.detail = run.detail
+        result.throughput = run.rows_per_second
+        if phase == "batch":  # per call; a stream is one call
+            result.p50_ms = run.latency_ms(0.50)
+            result.p99_ms = run.latency_ms(0.99)
+        result.extra.update(
+            items_sent=run.items_sent, rejected_items=run.rejected, seconds=run.seconds
+        )
+        if run.rejected:
+            result.detail = f"{run.rejected} items rejected; {result.detail}".rstrip("; ")
+        result.rows = RowCheck(
+            "events",
+            run.items_sent,
+            run.acknowledged,
+            count_rows(database, "events") - rows_before,
+            "accepted_count of OK responses",
+        )
+        self._report(result)
+        return result
+
+    # Plumbing
+
+    @contextmanager
+    def _server(self, name: str, module: str, args: list[str]) -> Iterator[ServerProcess]:
+        directory = self._workdir / name
+        directory.mkdir(parents=True)
+        self._progress(f"starting {name} server")
+        server = ServerProcess(
+            module, args, log_file=directory / "server.log", pinning=self._pinning
+        )
+        with server:
+            yield server
+
+    @contextmanager
+    def _real_server(self, name: str, *, quiet: bool) -> Iterator[tuple[ServerProcess, Path]]:
+        """`python -m server` on a fresh data directory; yields it and its SQLite file."""
+        data_dir = self._workdir / name / "data"
+        args = ["--data-dir", str(data_dir), *REAL_SERVER_FLAGS]
+        if quiet:
+            args.extend(QUIET_LOGGING)
+        with self._server(name, "server", args) as server:
+            yield server, data_dir / DEFAULT_DATABASE_FILE
+
+    def _body_file(self, call: payloads.UnaryCall) -> Path:
+        if call.method not in self._bodies:
+            path = self._workdir / f"{call.method}.body"
+            path.write_bytes(call.grpc_body())
+            self._bodies[call.method] = path
+        return self._bodies[call.method]
+
+    def _add(self, result: PhaseResult) -> PhaseResult:
+        self.phases.append(result)
+        return result
+
+    def _report(self, result: PhaseResult) -> None:
+        figures = "-" if result.throughput is None else f"{result.throughput:,.0f} {result.unit}"
+        if result.p99_ms is not None:
+            figures += f", p99 {result.p99_ms:.2f} ms"
+        if result.rows is not None:
+            figures += f", rows {result.rows.stored}/{result.rows.acknowledged}"
+        if result.status != OK:
+            figures += f" [{result.status}: {result.detail}]"
+        self._progress(
+            f"{result.phase} {result.method} {result.server} c={result.concurrency}: {figures}"
+        )
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a Python load coroutine on a fresh event loop."""
+    return asyncio.run(work)
+
+
+def _record_memory(result: PhaseResult, memory: RssSampler) -> None:
+    result.peak_rss_mb = memory.peak_rss_kib / 1024 if memory.peak_rss_kib else None
+    if memory.high_water_mark_kib is not None:
+        result.rss_high_water_mb = memory.high_water_mark_kib / 1024
+
+
+def _compare(result: PhaseResult, ceiling: PhaseResult) -> None:
+    """Each figure over the ceiling's at the same concurrency."""
+    result.throughput_ratio = _ratio(result.throughput, ceiling.throughput)
+    result.p50_ratio = _ratio(result.p50_ms, ceiling.p50_ms)
+    result.p99_ratio = _ratio(result.p99_ms, ceiling.p99_ms)
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return value / reference
+
+
+def _describe_codes(codes: dict[str, int]) -> str:
+    return ", ".join(f"{count} {code}" for code, count in sorted(codes.items()))

@@ -1,0 +1,126 @@
+"""A server (the real one or the ceiling) as a pinned child process, ready once health says so.
+
+Readiness comes from the gRPC health service rather than the "serving" log line, because with
+--log-level WARNING the server logs nothing at start.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.cores import Pinning
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+class ServerStartError(RuntimeError):
+    """The server process exited or never reported SERVING."""
+
+
+class ServerProcess:
+    """`python -m MODULE --address 127.0.0.1:PORT ARGS...` on the server core, stderr to a file."""
+
+    def __init__(
+        self, module: str, args: Sequence[str], *, log_file: Path, pinning: Pinning
+    ) -> None:
+        self.module = module
+        self.args = list(args)
+        self.log_file = log_file
+        self._pinning = pinning
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """host:port to dial."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (taskset execs the server, so it is the server itself)."""
+        assert self._process is not None, "server not started"
+        return self._process.pid
+
+    def start(self) -> ServerProcess:
+        """Start the process and wait until its health check answers SERVING."""
+        self.port = _free_port()
+        command = self._pinning.server_command(
+            [sys.executable, "-m", self.module, "--address", self.address, *self.args]
+        )
+        with self.log_file.open("wb") as log:
+            self._process = subprocess.Popen(
+                command, cwd=REPOSITORY_ROOT, stdout=subprocess.DEVNULL, stderr=log
+            )
+        self._wait_serving()
+        return self
+
+    def stop(self) -> int:
+        """SIGTERM and wait (the server drains gracefully); kill if it hangs. Returns exit code."""
+        if self._process is None:
+            return 0
+        process, self._process = self._process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server wrote to stderr, for error messages."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _wait_serving(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise ServerStartError(
+                        f"{self.module} exited with {self._process.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                except grpc.RpcError:
+                    time.sleep(0.05)
+                    continue
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                time.sleep(0.05)
+        self.stop()
+        raise ServerStartError(f"{self.module} not serving after {START_TIMEOUT_SECONDS:.0f} s")
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    """A port nothing listens on now; the server binds it without SO_REUSEPORT, so a race fails."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

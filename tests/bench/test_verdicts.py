@@ -1,0 +1,52 @@
+"""Row checks and targets: a missing row is a failure, a slow phase only a FAIL in the report."""
+
+from __future__ import annotations
+
+from bench.results import BenchReport, PhaseResult, RowCheck
+from bench.targets import evaluate_targets
+
+
+def test_missing_and_extra_rows() -> None:
+    lost = RowCheck("events", sent=10, acknowledged=10, stored=8, source="test")
+    unacknowledged = RowCheck("events", sent=10, acknowledged=8, stored=10, source="test")
+    unknown = RowCheck("events", sent=10, acknowledged=None, stored=3, source="test")
+    assert (lost.missing, lost.extra, lost.exact) == (2, 0, False)
+    assert (unacknowledged.missing, unacknowledged.extra) == (0, 2)
+    assert (unknown.missing, unknown.exact) == (0, False)
+
+
+def test_report_counts_missing_rows() -> None:
+    phase = PhaseResult("unary", "LogEvent", "real", 64)
+    phase.rows = RowCheck("events", sent=5, acknowledged=5, stored=4, source="test")
+    report = BenchReport(mode="quick", machine={}, settings={}, phases=[phase])
+    assert report.missing_rows == 1
+    assert report.to_json()["correctness"]["passed"] is False
+
+
+def test_targets_from_phases() -> None:
+    submit = PhaseResult("unary", "SubmitFeedback", "real", 64)
+    submit.throughput_ratio, submit.p99_ratio, submit.rss_high_water_mb = 0.9, 2.0, 120.0
+    submit.rows = RowCheck("feedback", sent=1, acknowledged=1, stored=1, source="test")
+    memory = PhaseResult("unary", "LogEvent", "real", 256)
+    memory.rss_high_water_mb = 250.0
+    batch = PhaseResult("batch", "LogEvents", "real", 4, "rows/s")
+    batch.throughput_ratio = 1.2
+    unavailable = PhaseResult("ingest", "Ingest", "real", 1, "rows/s", status="unavailable")
+
+    verdicts = {
+        target.name: (target.measured, target.passed)
+        for target in evaluate_targets([submit, memory, batch, unavailable])
+    }
+
+    assert verdicts == {
+        "unary-throughput": (0.9, True),
+        "unary-p99": (2.0, False),
+        "ingestion-throughput": (1.2, True),
+        "peak-rss": (250.0, False),
+        "rows-acknowledged": (0.0, True),
+    }
+
+
+def test_unmeasured_target_fails() -> None:
+    verdicts = {target.name: target.passed for target in evaluate_targets([])}
+    assert not any(verdicts.values())
