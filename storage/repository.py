@@ -400,8 +400,20 @@ def _rating(row: FeedbackRow) -> Rating:
 
 def _stored(record_type: type[StoredRecord], new: object, row_id: int) -> StoredRecord:
     """The record of a just-inserted row: the values inserted plus the id the database gave."""
-    values = {field.name: getattr(new, field.name) for field in fields(new)}  # type: ignore[arg-type]
+    values = {name: getattr(new, name) for name in _inserted_fields(record_type)}
     return record_type(id=row_id, **values)
+
+
+_INSERTED_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _inserted_fields(record_type: type) -> tuple[str, ...]:
+    """The fields a record shares with its New* counterpart: all but the id (cached)."""
+    names = _INSERTED_FIELDS.get(record_type)
+    if names is None:
+        names = tuple(field.name for field in fields(record_type) if field.name != "id")
+        _INSERTED_FIELDS[record_type] = names
+    return names
 
 
 # Group commit runs these lookups for every batch: plain Core statements, built once, cost about

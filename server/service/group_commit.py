@@ -164,6 +164,13 @@ class GroupCommitter:
             self._condition.wait(remaining)
 
     def _run(self) -> None:
+        self._writer = self._storage.dedicated_writer()
+        try:
+            self._drain()
+        finally:
+            self._writer.close()
+
+    def _drain(self) -> None:
         while (batch := self._take()) is not None:
             started = time.perf_counter()
             try:
@@ -181,7 +188,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[Job]) -> None:
         try:
-            self._storage.write(partial(self._apply_batch, batch=batch))
+            self._writer.write(partial(self._apply_batch, batch=batch))
         except StorageUnavailable as error:
             _fail(batch, error)
         except StorageError:
@@ -195,7 +202,7 @@ class GroupCommitter:
             single = Job(job.kind, [item], job.future, job.on_conflict)
             single.reset()
             try:
-                self._storage.write(partial(self._apply_batch, batch=[single]))
+                self._writer.write(partial(self._apply_batch, batch=[single]))
                 job.outcomes[index] = single.outcomes[0]
             except Conflict as error:
                 job.outcomes[index] = job.on_conflict(item) if job.on_conflict else error
