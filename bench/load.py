@@ -131,13 +131,17 @@ async def log_events_batches(
 
 async def ingest_stream(address: str, *, events: int, timeout_seconds: float) -> IngestionRun:
     """One Ingest stream of `events` events; the answer says how many the server stored."""
-    item = payloads.ingest_event_item().SerializeToString()
+    per_message = payloads.INGEST_ITEMS_PER_MESSAGE
+    full = payloads.ingest_message(per_message).SerializeToString()
     run = IngestionRun()
 
     async def items() -> AsyncIterator[bytes]:
-        for _ in range(events):
-            run.items_sent += 1
-            yield item
+        while run.items_sent < events:
+            count = min(per_message, events - run.items_sent)
+            run.items_sent += count
+            yield (
+                full if count == per_message else payloads.ingest_message(count).SerializeToString()
+            )
 
     async with grpc.aio.insecure_channel(address) as channel:
         method = channel.stream_unary(payloads.INGEST_PATH, None, pb.IngestResponse.FromString)

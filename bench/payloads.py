@@ -74,9 +74,13 @@ def log_events_request(batch_size: int) -> pb.LogEventsRequest:
     return pb.LogEventsRequest(events=[log_event_request()] * batch_size)
 
 
-def ingest_event_item() -> pb.IngestRequest:
-    """One Ingest stream item carrying the unary event."""
-    return pb.IngestRequest(event=log_event_request())
+INGEST_ITEMS_PER_MESSAGE = 500
+"""Events per Ingest stream message, as the client library sends them."""
+
+
+def ingest_message(items: int) -> pb.IngestRequest:
+    """One Ingest stream message carrying `items` copies of the unary event."""
+    return pb.IngestRequest(items=[pb.IngestItem(event=log_event_request())] * items)
 
 
 UNARY_CALLS = (

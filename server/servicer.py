@@ -132,11 +132,12 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         ingest = _IngestRun(self._service)
         chunk: list[tuple[int, WriteInput | InvalidArgument]] = []
         async for request in request_iterator:
-            chunk.append((ingest.received, _ingest_input(request)))
-            ingest.received += 1
-            if len(chunk) == MAX_BATCH_ITEMS:
-                await ingest.write(chunk)
-                chunk = []
+            for item in request.items:
+                chunk.append((ingest.received, _ingest_input(item)))
+                ingest.received += 1
+                if len(chunk) == MAX_BATCH_ITEMS:
+                    await ingest.write(chunk)
+                    chunk = []
         if chunk:
             await ingest.write(chunk)
         await ingest.finish()
@@ -216,14 +217,14 @@ def _sized(
     return to_input(item)
 
 
-def _ingest_input(request: pb.IngestRequest) -> WriteInput | InvalidArgument:
-    kind = request.WhichOneof("item")
+def _ingest_input(item: pb.IngestItem) -> WriteInput | InvalidArgument:
+    kind = item.WhichOneof("item")
     if kind == "interaction":
-        return _sized(request.interaction, mapping.interaction_input)
+        return _sized(item.interaction, mapping.interaction_input)
     if kind == "feedback":
-        return _sized(request.feedback, mapping.feedback_input)
+        return _sized(item.feedback, mapping.feedback_input)
     if kind == "event":
-        return _sized(request.event, mapping.event_input)
+        return _sized(item.event, mapping.event_input)
     return InvalidArgument(
         [FieldViolation("item", "is required: set one of interaction, feedback or event")]
     )

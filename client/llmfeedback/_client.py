@@ -384,14 +384,27 @@ class FeedbackClient:
         input_failures: list[Exception] = []
 
         def stream() -> Iterator[feedback_service_pb2.IngestRequest]:
+            # Many items per message: the server pays far more per message than per item.
             nonlocal sent
+            message = feedback_service_pb2.IngestRequest()
+            size = 0
             try:
                 for item in items:
-                    request = _ingest_request(item)
-                    sent += 1
-                    yield request
+                    wrapped = _ingest_item(item)
+                    if message.items and (
+                        len(message.items) >= _INGEST_ITEMS_PER_MESSAGE
+                        or size + wrapped.ByteSize() > _INGEST_BYTES_PER_MESSAGE
+                    ):
+                        sent += len(message.items)
+                        yield message
+                        message, size = feedback_service_pb2.IngestRequest(), 0
+                    message.items.append(wrapped)
+                    size += wrapped.ByteSize()
             except Exception as error:  # raised again in the caller's thread below
                 input_failures.append(error)
+            if message.items:
+                sent += len(message.items)
+                yield message
 
         try:
             response = self._stub.Ingest(stream(), timeout=timeout, metadata=self._metadata)
@@ -515,16 +528,21 @@ class FeedbackClient:
         )
 
 
-def _ingest_request(
+_INGEST_ITEMS_PER_MESSAGE = 500
+_INGEST_BYTES_PER_MESSAGE = 1024 * 1024
+"""A quarter of the server's default message limit, so any stream message fits."""
+
+
+def _ingest_item(
     item: InteractionItem | FeedbackItem | EventItem,
-) -> feedback_service_pb2.IngestRequest:
-    """Wrap an item in the stream message, refusing anything that is not an item."""
+) -> feedback_service_pb2.IngestItem:
+    """Wrap an item for the stream, refusing anything that is not an item."""
     if isinstance(item, InteractionItem):
-        return feedback_service_pb2.IngestRequest(interaction=item._request)
+        return feedback_service_pb2.IngestItem(interaction=item._request)
     if isinstance(item, FeedbackItem):
-        return feedback_service_pb2.IngestRequest(feedback=item._request)
+        return feedback_service_pb2.IngestItem(feedback=item._request)
     if isinstance(item, EventItem):
-        return feedback_service_pb2.IngestRequest(event=item._request)
+        return feedback_service_pb2.IngestItem(event=item._request)
     raise TypeError(
         f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
         f"not {type(item).__name__}"

@@ -122,7 +122,8 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     def __init__(self) -> None:
         self.calls: dict[str, list[ReceivedCall]] = defaultdict(list)
         self.verdict: Verdict | None = None
-        self.ingested: list[feedback_service_pb2.IngestRequest] = []
+        self.ingested: list[feedback_service_pb2.IngestItem] = []
+        self.ingest_message_sizes: list[int] = []
         self._planned: dict[str, deque[Planned]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._last_id = 0
@@ -286,9 +287,11 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         request_iterator: Iterator[feedback_service_pb2.IngestRequest],
         context: grpc.ServicerContext,
     ) -> feedback_service_pb2.IngestResponse:
-        # The stream is read to its end first; its messages are kept in `ingested`, and the call
+        # The stream is read to its end first; its items are kept in `ingested`, and the call
         # is recorded with its first message.
-        stream = list(request_iterator)
+        messages = list(request_iterator)
+        self.ingest_message_sizes.extend(len(message.items) for message in messages)
+        stream = [item for message in messages for item in message.items]
 
         def default() -> feedback_service_pb2.IngestResponse:
             results = self._judge(_ingest_item(message) for message in stream)
@@ -303,12 +306,12 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             )
 
         self.ingested.extend(stream)
-        first = stream[0] if stream else feedback_service_pb2.IngestRequest()
+        first = stream[0] if stream else feedback_service_pb2.IngestItem()
         return self._answer("Ingest", first, context, default, feedback_service_pb2.IngestResponse)
 
 
-def _ingest_item(message: feedback_service_pb2.IngestRequest) -> Message:
-    """The interaction, feedback or event an ingest message carries (the message if none)."""
+def _ingest_item(message: feedback_service_pb2.IngestItem) -> Message:
+    """The interaction, feedback or event an ingest item carries (the item if none)."""
     kind = message.WhichOneof("item")
     return message if kind is None else getattr(message, kind)
 

@@ -60,6 +60,15 @@ def test_ingest_streams_every_item_and_returns_totals_and_rejections(
     assert servicer.ingested[1].feedback.message_id == "msg-0"
 
 
+def test_ingest_sends_many_items_per_stream_message(
+    client: FeedbackClient, servicer: RecordingServicer
+) -> None:
+    result = client.ingest(EventItem(f"user-{n}", "tick") for n in range(1200))
+
+    assert result.received_count == 1200
+    assert servicer.ingest_message_sizes == [500, 500, 200]
+
+
 def test_ingest_says_when_the_server_listed_only_the_first_rejections(
     client: FeedbackClient, servicer: RecordingServicer
 ) -> None:

@@ -113,15 +113,18 @@ def test_oversized_item_is_rejected_alone(stub: FeedbackServiceStub) -> None:
 def test_ingest_stream_commits_everything_and_reports_rejections(
     stub: FeedbackServiceStub,
 ) -> None:
-    def items() -> Iterator[pb.IngestRequest]:
-        yield pb.IngestRequest(interaction=pb.RecordInteractionRequest(conversation_id="bulk"))
-        for n in range(2500):
-            event = _event(n, event_type="bad type") if n % 1000 == 7 else _event(n)
-            yield pb.IngestRequest(event=event)
-        yield pb.IngestRequest(feedback=pb.SubmitFeedbackRequest(conversation_id="bulk", score=4))
-        yield pb.IngestRequest()
+    items = [pb.IngestItem(interaction=pb.RecordInteractionRequest(conversation_id="bulk"))]
+    for n in range(2500):
+        event = _event(n, event_type="bad type") if n % 1000 == 7 else _event(n)
+        items.append(pb.IngestItem(event=event))
+    items.append(pb.IngestItem(feedback=pb.SubmitFeedbackRequest(conversation_id="bulk", score=4)))
+    items.append(pb.IngestItem())
 
-    response = stub.Ingest(items(), timeout=60)
+    def messages() -> Iterator[pb.IngestRequest]:  # uneven messages: indices span them
+        for start in range(0, len(items), 300):
+            yield pb.IngestRequest(items=items[start : start + 300])
+
+    response = stub.Ingest(messages(), timeout=60)
 
     assert response.received_count == 2503
     assert (response.accepted_count, response.rejected_count) == (2499, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 from llmfeedback import EventItem, FeedbackClient, FeedbackError, InvalidArgumentError
 
@@ -43,3 +44,21 @@ def test_batcher_delivers_every_event_from_many_threads(client: FeedbackClient) 
     assert stats.rejected == 1
     assert [item.event_type for item, _ in rejected] == ["not valid!"]
     assert client.get_stats().events.total_count == 4000
+
+
+def test_ingest_loads_a_mixed_stream(client: FeedbackClient) -> None:
+    from llmfeedback import FeedbackItem, InteractionItem
+
+    def items() -> Iterator[InteractionItem | FeedbackItem | EventItem]:
+        yield InteractionItem("bulk-conv", message_id="bulk-msg")
+        for n in range(1500):
+            yield EventItem(f"user-{n % 7}", "import")
+        yield FeedbackItem(message_id="bulk-msg", thumb=True)
+        yield FeedbackItem(message_id="never-recorded", thumb=False)
+
+    result = client.ingest(items())
+
+    assert (result.received_count, result.accepted_count, result.rejected_count) == (1503, 1502, 1)
+    assert [rejection.index for rejection in result.rejections] == [1502]
+    stats = client.get_stats()
+    assert (stats.events.total_count, stats.feedback.thumbs_up_count) == (1500, 1)

@@ -59,7 +59,9 @@ class BatchItemResult(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """Zero-based position of the item in the request (in the stream, for Ingest)."""
+    """Zero-based position of the item in the request; for Ingest, in the whole stream, counting the
+    items of every message.
+    """
     outcome: Global___ItemOutcome.ValueType
     """Whether the item was stored."""
     id: _builtins.int

@@ -671,7 +671,33 @@ Global___LogEventsResponse: _TypeAlias = LogEventsResponse  # noqa: Y015
 
 @_typing.final
 class IngestRequest(_message.Message):
-    """IngestRequest is one item of a bulk-load stream; each message at most 64 KiB serialized."""
+    """IngestRequest is one message of a bulk-load stream. Send many items per message (hundreds, up
+    to the message size limit): each message costs the server far more than an item.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___IngestItem]:
+        """The items, in stream order; each at most 64 KiB serialized."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___IngestItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestRequest: _TypeAlias = IngestRequest  # noqa: Y015
+
+@_typing.final
+class IngestItem(_message.Message):
+    """IngestItem is one interaction, rating or event of a bulk load."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -705,7 +731,7 @@ class IngestRequest(_message.Message):
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
-Global___IngestRequest: _TypeAlias = IngestRequest  # noqa: Y015
+Global___IngestItem: _TypeAlias = IngestItem  # noqa: Y015
 
 @_typing.final
 class IngestResponse(_message.Message):
