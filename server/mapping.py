@@ -61,6 +61,7 @@ def interaction_input(request: feedback_service_pb2.RecordInteractionRequest) ->
         ),
         total_tokens=request.total_tokens if request.HasField("total_tokens") else None,
         metadata=struct_to_dict(request.metadata),
+        metadata_bytes=request.metadata.ByteSize(),
         occur_time=_time_or_none(request, "occur_time"),
     )
 
@@ -81,6 +82,7 @@ def feedback_input(request: feedback_service_pb2.SubmitFeedbackRequest) -> Feedb
         input_hash=request.input_hash,
         output_hash=request.output_hash,
         metadata=struct_to_dict(request.metadata),
+        metadata_bytes=request.metadata.ByteSize(),
     )
 
 
@@ -90,6 +92,7 @@ def event_input(request: feedback_service_pb2.LogEventRequest) -> EventInput:
         user_id=request.user_id,
         event_type=request.event_type,
         details=struct_to_dict(request.details),
+        details_bytes=request.details.ByteSize(),
         event_time=_time_or_none(request, "event_time"),
     )
 

@@ -24,6 +24,8 @@ class InteractionInput:
     completion_tokens: int | None = None
     total_tokens: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    metadata_bytes: int = 0
+    """Size of the metadata as received (serialized protobuf), for the size limit."""
     occur_time: datetime | None = None
 
 
@@ -44,6 +46,8 @@ class FeedbackInput:
     input_hash: str = ""
     output_hash: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    metadata_bytes: int = 0
+    """Size of the metadata as received (serialized protobuf), for the size limit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +57,8 @@ class EventInput:
     user_id: str = ""
     event_type: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    details_bytes: int = 0
+    """Size of the details as received (serialized protobuf), for the size limit."""
     event_time: datetime | None = None
 
 

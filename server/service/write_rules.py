@@ -81,7 +81,9 @@ def valid_interaction(request: InteractionInput, now: datetime) -> NewInteractio
         prompt_tokens=check.tokens("prompt_tokens", request.prompt_tokens),
         completion_tokens=check.tokens("completion_tokens", request.completion_tokens),
         total_tokens=_total_tokens(check, request),
-        metadata=check.json_object("metadata", request.metadata, MAX_METADATA_BYTES),
+        metadata=check.json_object(
+            "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
+        ),
         occur_time=check.client_time("occur_time", request.occur_time, now),
         create_time=now,
     )
@@ -120,7 +122,9 @@ def valid_feedback(request: FeedbackInput, rules: Rules, now: datetime) -> NewFe
         tokens_used=check.tokens("tokens_used", request.tokens_used),
         input_hash=check.sha256("input_hash", request.input_hash),
         output_hash=check.sha256("output_hash", request.output_hash),
-        metadata=check.json_object("metadata", request.metadata, MAX_METADATA_BYTES),
+        metadata=check.json_object(
+            "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
+        ),
         create_time=now,
     )
     check.raise_if_any()
@@ -155,7 +159,9 @@ def valid_event(request: EventInput, now: datetime) -> NewEvent:
         event_type=check.required_match(
             "event_type", request.event_type, EVENT_TYPE, EVENT_TYPE_RULE
         ),
-        details=check.json_object("details", request.details, MAX_DETAILS_BYTES),
+        details=check.json_object(
+            "details", request.details, request.details_bytes, MAX_DETAILS_BYTES
+        ),
         event_time=check.client_time("event_time", request.event_time, now),
         receive_time=now,
     )

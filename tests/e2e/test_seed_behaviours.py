@@ -415,3 +415,18 @@ def test_stats_time_range_is_half_open(client: FeedbackClient) -> None:
     assert window.total_count == 2
     with pytest.raises(InvalidArgumentError):
         client.get_stats(start_time=t0, end_time=t0 - timedelta(seconds=1))
+
+
+def test_metadata_size_and_depth_limits(client: FeedbackClient, conversation: str) -> None:
+    nested: dict[str, Any] = {"leaf": 1}
+    for _ in range(10):
+        nested = {"next": nested}
+
+    assert client.submit_feedback(conversation, score=3, metadata={"note": "x" * 15_000})
+    with pytest.raises(InvalidArgumentError) as too_big:
+        client.submit_feedback(conversation, score=3, metadata={"note": "x" * 17_000})
+    with pytest.raises(InvalidArgumentError) as too_deep:
+        client.submit_feedback(conversation, score=3, metadata=nested)
+
+    assert _violations(too_big.value)["metadata"].startswith("must be at most 16384 bytes")
+    assert _violations(too_deep.value)["metadata"] == "must be nested at most 10 levels deep"

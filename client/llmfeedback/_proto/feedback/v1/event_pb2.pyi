@@ -40,7 +40,7 @@ class Event(_message.Message):
     """
     @_builtins.property
     def details(self) -> _struct_pb2.Struct:
-        """Event-specific data; any JSON object of at most 32 KiB when serialized."""
+        """Event-specific data; any JSON object of at most 32 KiB as a serialized Struct."""
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:

@@ -75,7 +75,7 @@ class RecordInteractionRequest(_message.Message):
     """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """Optional JSON metadata, at most 16 KiB when serialized."""
+        """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
 
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
@@ -209,7 +209,7 @@ class SubmitFeedbackRequest(_message.Message):
     """Optional SHA-256 of the assistant output (64 hex digits); from the linked interaction when empty."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """Optional JSON metadata, at most 16 KiB when serialized."""
+        """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
 
     def __init__(
         self,
@@ -288,7 +288,9 @@ class LogEventRequest(_message.Message):
     """Required kind of event: a letter, then up to 63 letters, digits and '.', '_', ':', '-'."""
     @_builtins.property
     def details(self) -> _struct_pb2.Struct:
-        """Optional event data, any JSON object of at most 32 KiB when serialized."""
+        """Optional event data, any JSON object of at most 32 KiB as a serialized Struct, nested at
+        most 10 deep.
+        """
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
