@@ -92,8 +92,10 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         ),
         max_pending_writes=settings.write_queue_limit,
     )
+    # The per-RPC log line is an INFO record; below that level the interceptor would only cost.
+    rpc_logging = logging.getLogger("server.rpc").isEnabledFor(logging.INFO)
     server = grpc.aio.server(
-        interceptors=[RpcLogInterceptor()],
+        interceptors=[RpcLogInterceptor()] if rpc_logging else [],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
