@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from typing import TYPE_CHECKING, Literal, Self, TypeVar
 
@@ -18,8 +19,9 @@ from storage.engines import (
 )
 from storage.error_translation import translated_errors
 from storage.errors import StorageError, StorageUnavailable
-from storage.repository import Repository
+from storage.repository import BatchRepository, Repository
 from storage.schema_migration import upgrade_to_head
+from storage.sqlite_batch_repository import SqliteBatchRepository, sqlite_errors
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -180,14 +182,16 @@ class DedicatedWriter:
         self._check_open = check_open
         self._connection: Connection | None = None
 
-    def write(self, work: Callable[[Repository], T]) -> T:
-        """Like Storage.write: run `work` in one write transaction and commit."""
+    def write(self, work: Callable[[BatchRepository], T]) -> T:
+        """Run `work` in one write transaction and commit; on any exception nothing is kept."""
         self._check_open()
         try:
             with translated_errors():
                 if self._connection is None or self._connection.invalidated:
                     self.close()
                     self._connection = self._engine.connect()
+                if self._connection.dialect.name == "sqlite":
+                    return self._write_sqlite(self._connection, work)
                 with self._connection.begin():
                     session = Session(bind=self._connection, expire_on_commit=False)
                     try:
@@ -197,6 +201,24 @@ class DedicatedWriter:
         except StorageUnavailable:
             self.close()  # reconnect on the next write: the database may have restarted
             raise
+
+    @staticmethod
+    def _write_sqlite(connection: Connection, work: Callable[[BatchRepository], T]) -> T:
+        """The transaction on sqlite3 itself (see storage.sqlite_batch_repository for why)."""
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        with sqlite_errors("BEGIN IMMEDIATE"):
+            raw.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(SqliteBatchRepository(raw))
+            with sqlite_errors("COMMIT"):
+                raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    raw.execute("ROLLBACK")
+            raise
+        return result
 
     def close(self) -> None:
         """Give the connection back."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, assert_never
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 
 from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, insert, inspect, select
 
@@ -41,6 +41,24 @@ SCORE_VALUES = range(1, 6)
 StoredRecord = TypeVar("StoredRecord", InteractionRecord, FeedbackRecord, EventRecord)
 
 
+class BatchRepository(Protocol):
+    """What group commit needs inside one write transaction: batched lookups and inserts."""
+
+    def interactions_by_messages(
+        self, message_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]: ...
+
+    def latest_interactions(
+        self, conversation_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]: ...
+
+    def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]: ...
+
+    def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]: ...
+
+    def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]: ...
+
+
 class Repository:
     """Reads and writes through one session; the caller (Storage) owns the transaction.
 
@@ -69,7 +87,7 @@ class Repository:
         if not message_ids:
             return {}
         rows = self._session.execute(_BY_MESSAGES, {"ids": list(message_ids)})
-        records = (_interaction_from_row(row._mapping) for row in rows)
+        records = (interaction_from_row(row._mapping) for row in rows)
         return {record.message_id: record for record in records if record.message_id is not None}
 
     def latest_interactions(
@@ -79,7 +97,7 @@ class Repository:
         if not conversation_ids:
             return {}
         rows = self._session.execute(_LATEST_IN_CONVERSATIONS, {"ids": list(conversation_ids)})
-        records = (_interaction_from_row(row._mapping) for row in rows)
+        records = (interaction_from_row(row._mapping) for row in rows)
         return {record.conversation_id: record for record in records}
 
     def insert_interaction(self, new: NewInteraction) -> InteractionRecord:
@@ -88,30 +106,8 @@ class Repository:
 
     def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
         """Store chat turns in one statement; raises Conflict if a message_id is taken."""
-        ids = self._insert_many(
-            InteractionRow,
-            [
-                {
-                    "conversation_id": new.conversation_id,
-                    "message_id": new.message_id,
-                    "user_id": new.user_id,
-                    "model": new.model,
-                    "input_hash": new.input_hash,
-                    "output_hash": new.output_hash,
-                    "latency_ms": new.latency_ms,
-                    "prompt_tokens": new.prompt_tokens,
-                    "completion_tokens": new.completion_tokens,
-                    "total_tokens": new.total_tokens,
-                    "metadata_": new.metadata,
-                    "occur_time": new.occur_time,
-                    "create_time": new.create_time,
-                }
-                for new in news
-            ],
-        )
-        return [
-            _stored(InteractionRecord, new, row_id) for new, row_id in zip(news, ids, strict=True)
-        ]
+        ids = self._insert_many(InteractionRow, [interaction_row(new) for new in news])
+        return stored_records(InteractionRecord, news, ids)
 
     def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
         """Count and averages of interactions, by occur_time, in one query."""
@@ -145,30 +141,8 @@ class Repository:
 
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
         """Store feedback entries in one statement."""
-        rows = []
-        for new in news:
-            kind, score, thumb_up, label = _rating_columns(new.rating)
-            rows.append(
-                {
-                    "conversation_id": new.conversation_id,
-                    "message_id": new.message_id,
-                    "user_id": new.user_id,
-                    "interaction_id": new.interaction_id,
-                    "rating_kind": kind,
-                    "score": score,
-                    "thumb_up": thumb_up,
-                    "label": label,
-                    "text": new.text,
-                    "latency_ms": new.latency_ms,
-                    "tokens_used": new.tokens_used,
-                    "input_hash": new.input_hash,
-                    "output_hash": new.output_hash,
-                    "metadata_": new.metadata,
-                    "create_time": new.create_time,
-                }
-            )
-        ids = self._insert_many(FeedbackRow, rows)
-        return [_stored(FeedbackRecord, new, row_id) for new, row_id in zip(news, ids, strict=True)]
+        ids = self._insert_many(FeedbackRow, [feedback_row(new) for new in news])
+        return stored_records(FeedbackRecord, news, ids)
 
     def list_feedback(self, query: FeedbackQuery) -> list[FeedbackRecord]:
         """One keyset page of feedback, newest (highest id) first.
@@ -284,20 +258,8 @@ class Repository:
 
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
         """Store analytics events in one statement."""
-        ids = self._insert_many(
-            EventRow,
-            [
-                {
-                    "user_id": new.user_id,
-                    "event_type": new.event_type,
-                    "details": new.details,
-                    "event_time": new.event_time,
-                    "receive_time": new.receive_time,
-                }
-                for new in news
-            ],
-        )
-        return [_stored(EventRecord, new, row_id) for new, row_id in zip(news, ids, strict=True)]
+        ids = self._insert_many(EventRow, [event_row(new) for new in news])
+        return stored_records(EventRecord, news, ids)
 
     def event_stats(self, stats_filter: StatsFilter) -> EventStats:
         """Event counts per type, by event_time, in one query.
@@ -332,8 +294,9 @@ class Repository:
         if not rows:
             return []
         if self._session.get_bind().dialect.name == "sqlite":
+            connection = self._session.connection()
             with translated_errors():
-                return insert_returning_ids(self._session.connection(), inspect(model), rows)
+                return insert_returning_ids(connection.exec_driver_sql, inspect(model), rows)
         statement = insert(model).returning(model.id, sort_by_parameter_order=True)  # type: ignore[attr-defined]
         with translated_errors():
             return list(self._session.scalars(statement, rows))
@@ -398,10 +361,67 @@ def _rating(row: FeedbackRow) -> Rating:
     raise ValueError(f"feedback {row.id} has an inconsistent rating of kind {row.rating_kind!r}")
 
 
-def _stored(record_type: type[StoredRecord], new: object, row_id: int) -> StoredRecord:
-    """The record of a just-inserted row: the values inserted plus the id the database gave."""
-    values = {name: getattr(new, name) for name in _inserted_fields(record_type)}
-    return record_type(id=row_id, **values)
+def interaction_row(new: NewInteraction) -> dict[str, Any]:
+    """Insert values of a chat turn, keyed by mapped attribute."""
+    return {
+        "conversation_id": new.conversation_id,
+        "message_id": new.message_id,
+        "user_id": new.user_id,
+        "model": new.model,
+        "input_hash": new.input_hash,
+        "output_hash": new.output_hash,
+        "latency_ms": new.latency_ms,
+        "prompt_tokens": new.prompt_tokens,
+        "completion_tokens": new.completion_tokens,
+        "total_tokens": new.total_tokens,
+        "metadata_": new.metadata,
+        "occur_time": new.occur_time,
+        "create_time": new.create_time,
+    }
+
+
+def feedback_row(new: NewFeedback) -> dict[str, Any]:
+    """Insert values of a feedback entry, its rating in the column of the rating's kind."""
+    kind, score, thumb_up, label = _rating_columns(new.rating)
+    return {
+        "conversation_id": new.conversation_id,
+        "message_id": new.message_id,
+        "user_id": new.user_id,
+        "interaction_id": new.interaction_id,
+        "rating_kind": kind,
+        "score": score,
+        "thumb_up": thumb_up,
+        "label": label,
+        "text": new.text,
+        "latency_ms": new.latency_ms,
+        "tokens_used": new.tokens_used,
+        "input_hash": new.input_hash,
+        "output_hash": new.output_hash,
+        "metadata_": new.metadata,
+        "create_time": new.create_time,
+    }
+
+
+def event_row(new: NewEvent) -> dict[str, Any]:
+    """Insert values of an analytics event."""
+    return {
+        "user_id": new.user_id,
+        "event_type": new.event_type,
+        "details": new.details,
+        "event_time": new.event_time,
+        "receive_time": new.receive_time,
+    }
+
+
+def stored_records(
+    record_type: type[StoredRecord], news: Sequence[object], ids: Sequence[int]
+) -> list[StoredRecord]:
+    """Records of just-inserted rows: the values inserted plus the ids the database gave."""
+    names = _inserted_fields(record_type)
+    return [
+        record_type(id=row_id, **{name: getattr(new, name) for name in names})
+        for new, row_id in zip(news, ids, strict=True)
+    ]
 
 
 _INSERTED_FIELDS: dict[type, tuple[str, ...]] = {}
@@ -431,7 +451,7 @@ _LATEST_IN_CONVERSATIONS = select(_INTERACTIONS).where(
 )
 
 
-def _interaction_from_row(row: RowMapping) -> InteractionRecord:
+def interaction_from_row(row: RowMapping | Mapping[str, Any]) -> InteractionRecord:
     """A record from a Core row of the interactions table (column names, typed values)."""
     return InteractionRecord(
         id=row["id"],

@@ -8,12 +8,12 @@ SQLAlchemy column types would store, so reads cannot tell the difference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Table
+from sqlalchemy import JSON, Boolean, Table
 from sqlalchemy.orm import Mapper
 
 from storage.column_types import UTCDateTime
@@ -67,8 +67,12 @@ def _statement(table_name: str, columns: tuple[str, ...], rows: int) -> str:
     return f'INSERT INTO "{table_name}" ({quoted}) VALUES {values} RETURNING id'
 
 
+Execute = Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]]
+"""Runs one SQL statement with positional parameters and yields its rows."""
+
+
 def insert_returning_ids(
-    connection: Connection, mapper: Mapper[Any], rows: Sequence[dict[str, Any]]
+    execute: Execute, mapper: Mapper[Any], rows: Sequence[dict[str, Any]]
 ) -> list[int]:
     """Insert `rows` (dicts keyed by mapped attribute) and return their ids in row order."""
     table, columns, fields = _layout(mapper)
@@ -81,8 +85,7 @@ def insert_returning_ids(
             for row in chunk
             for key, convert in fields
         )
-        # Driver SQL skips SQLAlchemy's per-value processing but keeps its error handling.
-        result = connection.exec_driver_sql(_statement(table.name, columns, len(chunk)), parameters)
+        result = execute(_statement(table.name, columns, len(chunk)), parameters)
         # Rowids are assigned in VALUES order within one statement; RETURNING's own order is
         # unspecified, so sort.
         ids.extend(sorted(row_id for (row_id,) in result))

@@ -22,7 +22,6 @@ from server.service.validation import (
     MODEL_NAME,
     Violations,
 )
-from storage import Repository
 from storage.records import (
     InteractionRecord,
     Label,
@@ -33,6 +32,7 @@ from storage.records import (
     Score,
     Thumb,
 )
+from storage.repository import BatchRepository
 
 CONVERSATION_RULE = "1-128 letters, digits, '-' or '_'"
 IDENTIFIER_RULE = "1-128 letters, digits, '.', '_', ':', '@' or '-'"
@@ -225,7 +225,7 @@ Slot = tuple[Job, int, Any]
 """(job, position in the job, item): one item still waiting for its outcome."""
 
 
-def apply_batch(repository: Repository, batch: Sequence[Job], rules: Rules) -> None:
+def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules) -> None:
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
     Interactions go first so that feedback in the same batch can link to them.
@@ -249,7 +249,7 @@ def _slots(jobs: Sequence[Job], kind: str) -> list[Slot]:
     ]
 
 
-def _store_interactions(repository: Repository, slots: list[tuple[Job, int, Any]]) -> None:
+def _store_interactions(repository: BatchRepository, slots: list[tuple[Job, int, Any]]) -> None:
     taken = set(
         repository.interactions_by_messages(
             {item.message_id for _, _, item in slots if item.message_id}
@@ -269,7 +269,7 @@ def _store_interactions(repository: Repository, slots: list[tuple[Job, int, Any]
 
 
 def _store_feedback(
-    repository: Repository, slots: list[tuple[Job, int, Any]], rules: Rules
+    repository: BatchRepository, slots: list[tuple[Job, int, Any]], rules: Rules
 ) -> None:
     by_message = repository.interactions_by_messages(
         {item.message_id for _, _, item in slots if item.message_id}
