@@ -138,7 +138,7 @@ def interaction_message(record: InteractionRecord) -> interaction_pb2.Interactio
         prompt_tokens=record.prompt_tokens,
         completion_tokens=record.completion_tokens,
         total_tokens=record.total_tokens,
-        metadata=dict_to_struct(record.metadata),
+        metadata=dict_to_struct(record.metadata) if record.metadata else None,
         occur_time=timestamp(record.occur_time),
         create_time=timestamp(record.create_time),
     )
@@ -157,7 +157,7 @@ def feedback_message(record: FeedbackRecord) -> feedback_pb2.Feedback:
         tokens_used=record.tokens_used,
         input_hash=record.input_hash or "",
         output_hash=record.output_hash or "",
-        metadata=dict_to_struct(record.metadata),
+        metadata=dict_to_struct(record.metadata) if record.metadata else None,
         create_time=timestamp(record.create_time),
     )
     match record.rating:
@@ -176,7 +176,7 @@ def event_message(record: EventRecord) -> event_pb2.Event:
         id=record.id,
         user_id=record.user_id,
         event_type=record.event_type,
-        details=dict_to_struct(record.details),
+        details=dict_to_struct(record.details) if record.details else None,
         event_time=timestamp(record.event_time),
         receive_time=timestamp(record.receive_time),
     )

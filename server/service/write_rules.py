@@ -230,12 +230,14 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
 
     Interactions go first so that feedback in the same batch can link to them.
     """
-    _store_interactions(repository, _slots(batch, INTERACTION))
-    _store_feedback(repository, _slots(batch, FEEDBACK), rules)
-    events = _slots(batch, EVENT)
-    records = repository.insert_events([item for _, _, item in events])
-    for (job, index, _), record in zip(events, records, strict=True):
-        job.outcomes[index] = record
+    if interactions := _slots(batch, INTERACTION):
+        _store_interactions(repository, interactions)
+    if feedback := _slots(batch, FEEDBACK):
+        _store_feedback(repository, feedback, rules)
+    if events := _slots(batch, EVENT):
+        records = repository.insert_events([item for _, _, item in events])
+        for (job, index, _), record in zip(events, records, strict=True):
+            job.outcomes[index] = record
 
 
 def _slots(jobs: Sequence[Job], kind: str) -> list[Slot]:
