@@ -119,6 +119,7 @@ class FeedbackRow(Base):
         Index("ix_feedback_message_id", "message_id"),
         Index("ix_feedback_user_id", "user_id"),
         Index("ix_feedback_interaction_id", "interaction_id"),
+        Index("ix_feedback_model", "model"),
         {"sqlite_autoincrement": True},
     )
 
@@ -130,6 +131,8 @@ class FeedbackRow(Base):
     interaction_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("interactions.id", ondelete="SET NULL")
     )
+    # The rated answer's model, copied from its interaction so stats can group by it.
+    model: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
     rating_kind: Mapped[str] = mapped_column(String(RATING_KIND_LENGTH))
     score: Mapped[int | None] = mapped_column(SmallInteger)
     thumb_up: Mapped[bool | None] = mapped_column(Boolean)

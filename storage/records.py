@@ -69,6 +69,7 @@ class NewFeedback:
     message_id: str | None = None
     user_id: str | None = None
     interaction_id: int | None = None
+    model: str | None = None
     rating: Rating
     text: str | None = None
     latency_ms: float | None = None

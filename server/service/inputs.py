@@ -36,6 +36,7 @@ class FeedbackInput:
     conversation_id: str = ""
     message_id: str = ""
     user_id: str = ""
+    model: str = ""
     score: int | None = None
     thumb: str | None = None
     """"up", "down", or any other string for a value that is neither."""

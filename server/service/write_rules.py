@@ -116,6 +116,7 @@ def valid_feedback(request: FeedbackInput, rules: Rules, now: datetime) -> NewFe
             "message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE
         ),
         user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
+        model=check.optional_match("model", request.model, MODEL_NAME, MODEL_RULE),
         rating=_rating(check, request, rules),
         text=check.text("text", request.text, MAX_TEXT_CHARS),
         latency_ms=check.latency("latency_ms", request.latency_ms),
@@ -205,10 +206,17 @@ def link_feedback(
             "the rated interaction was recorded for another user",
             {"interaction_id": str(interaction.id)},
         )
+    if draft.model and interaction.model and draft.model != interaction.model:
+        raise FailedPrecondition(
+            "MODEL_MISMATCH",
+            "the rated interaction was answered by another model",
+            {"interaction_id": str(interaction.id)},
+        )
     return replace(
         draft,
         conversation_id=interaction.conversation_id,
         user_id=draft.user_id or interaction.user_id,
+        model=draft.model or interaction.model,
         interaction_id=interaction.id,
         latency_ms=_first(draft.latency_ms, interaction.latency_ms),
         tokens_used=_first(draft.tokens_used, interaction.total_tokens),

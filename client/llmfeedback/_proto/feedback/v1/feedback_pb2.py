@@ -26,15 +26,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x03\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x16\n\x0einteraction_id\x18\x05 \x01(\x03\x12\x0f\n\x05score\x18\x06 \x01(\x05H\x00\x12#\n\x05thumb\x18\x07 \x01(\x0e\x32\x12.feedback.v1.ThumbH\x00\x12\x0f\n\x05label\x18\x08 \x01(\tH\x00\x12\x0c\n\x04text\x18\t \x01(\t\x12\x17\n\nlatency_ms\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0btokens_used\x18\x0b \x01(\x03H\x02\x88\x01\x01\x12\x12\n\ninput_hash\x18\x0c \x01(\t\x12\x13\n\x0boutput_hash\x18\r \x01(\t\x12)\n\x08metadata\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06ratingB\r\n\x0b_latency_msB\x0e\n\x0c_tokens_used*<\n\x05Thumb\x12\x15\n\x11THUMB_UNSPECIFIED\x10\x00\x12\x0c\n\x08THUMB_UP\x10\x01\x12\x0e\n\nTHUMB_DOWN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x03\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x16\n\x0einteraction_id\x18\x05 \x01(\x03\x12\x0f\n\x05score\x18\x06 \x01(\x05H\x00\x12#\n\x05thumb\x18\x07 \x01(\x0e\x32\x12.feedback.v1.ThumbH\x00\x12\x0f\n\x05label\x18\x08 \x01(\tH\x00\x12\x0c\n\x04text\x18\t \x01(\t\x12\x17\n\nlatency_ms\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0btokens_used\x18\x0b \x01(\x03H\x02\x88\x01\x01\x12\x12\n\ninput_hash\x18\x0c \x01(\t\x12\x13\n\x0boutput_hash\x18\r \x01(\t\x12)\n\x08metadata\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x10 \x01(\tB\x08\n\x06ratingB\r\n\x0b_latency_msB\x0e\n\x0c_tokens_used*<\n\x05Thumb\x12\x15\n\x11THUMB_UNSPECIFIED\x10\x00\x12\x0c\n\x08THUMB_UP\x10\x01\x12\x0e\n\nTHUMB_DOWN\x10\x02*n\n\nRatingKind\x12\x1b\n\x17RATING_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11RATING_KIND_SCORE\x10\x01\x12\x15\n\x11RATING_KIND_THUMB\x10\x02\x12\x15\n\x11RATING_KIND_LABEL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.feedback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_THUMB']._serialized_start=527
-  _globals['_THUMB']._serialized_end=587
+  _globals['_THUMB']._serialized_start=542
+  _globals['_THUMB']._serialized_end=602
+  _globals['_RATINGKIND']._serialized_start=604
+  _globals['_RATINGKIND']._serialized_end=714
   _globals['_FEEDBACK']._serialized_start=107
-  _globals['_FEEDBACK']._serialized_end=525
+  _globals['_FEEDBACK']._serialized_end=540
 # @@protoc_insertion_point(module_scope)

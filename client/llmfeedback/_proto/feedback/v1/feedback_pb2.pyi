@@ -43,6 +43,34 @@ THUMB_DOWN: Thumb.ValueType  # 2
 """The answer was bad."""
 Global___Thumb: _TypeAlias = Thumb  # noqa: Y015
 
+class _RatingKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RatingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RatingKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RATING_KIND_UNSPECIFIED: _RatingKind.ValueType  # 0
+    """Any kind; no filter."""
+    RATING_KIND_SCORE: _RatingKind.ValueType  # 1
+    """A 1-5 score."""
+    RATING_KIND_THUMB: _RatingKind.ValueType  # 2
+    """A thumbs-up or thumbs-down."""
+    RATING_KIND_LABEL: _RatingKind.ValueType  # 3
+    """A categorical label."""
+
+class RatingKind(_RatingKind, metaclass=_RatingKindEnumTypeWrapper):
+    """RatingKind names the kind of rating a feedback entry carries, for filters."""
+
+RATING_KIND_UNSPECIFIED: RatingKind.ValueType  # 0
+"""Any kind; no filter."""
+RATING_KIND_SCORE: RatingKind.ValueType  # 1
+"""A 1-5 score."""
+RATING_KIND_THUMB: RatingKind.ValueType  # 2
+"""A thumbs-up or thumbs-down."""
+RATING_KIND_LABEL: RatingKind.ValueType  # 3
+"""A categorical label."""
+Global___RatingKind: _TypeAlias = RatingKind  # noqa: Y015
+
 @_typing.final
 class Feedback(_message.Message):
     """Feedback is one end-user judgement of an AI answer: a rating of one kind (a 1-5 score, a
@@ -66,6 +94,7 @@ class Feedback(_message.Message):
     OUTPUT_HASH_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique and increasing. Output only."""
     conversation_id: _builtins.str
@@ -94,6 +123,10 @@ class Feedback(_message.Message):
     """SHA-256 of the user input (64 lowercase hex); from the linked interaction when not given."""
     output_hash: _builtins.str
     """SHA-256 of the assistant output (64 lowercase hex); from the linked interaction when not given."""
+    model: _builtins.str
+    """Model that produced the rated answer; from the linked interaction when not given, empty when
+    unknown.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form JSON metadata the client attached; empty when none."""
@@ -120,10 +153,11 @@ class Feedback(_message.Message):
         output_hash: _builtins.str = ...,
         metadata: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "create_time", b"create_time", "label", b"label", "latency_ms", b"latency_ms", "metadata", b"metadata", "rating", b"rating", "score", b"score", "thumb", b"thumb", "tokens_used", b"tokens_used"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "interaction_id", b"interaction_id", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "output_hash", b"output_hash", "rating", b"rating", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "interaction_id", b"interaction_id", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_ms: _TypeAlias = _typing.Literal["latency_ms"]  # noqa: Y015
     _WhichOneofArgType__latency_ms: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms"]  # noqa: Y015

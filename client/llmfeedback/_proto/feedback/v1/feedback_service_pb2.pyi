@@ -176,6 +176,7 @@ class SubmitFeedbackRequest(_message.Message):
     INPUT_HASH_FIELD_NUMBER: _builtins.int
     OUTPUT_HASH_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Conversation being rated: 1-128 characters of letters, digits, '-' and '_'. Required unless
     message_id is given, in which case it is taken from the recorded message.
@@ -207,6 +208,11 @@ class SubmitFeedbackRequest(_message.Message):
     """Optional SHA-256 of the user input (64 hex digits); from the linked interaction when empty."""
     output_hash: _builtins.str
     """Optional SHA-256 of the assistant output (64 hex digits); from the linked interaction when empty."""
+    model: _builtins.str
+    """Optional model that produced the rated answer, at most 128 characters; taken from the rated
+    interaction when empty. Must match the interaction's model when both are known
+    (FAILED_PRECONDITION, ErrorInfo reason MODEL_MISMATCH).
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
@@ -226,10 +232,11 @@ class SubmitFeedbackRequest(_message.Message):
         input_hash: _builtins.str = ...,
         output_hash: _builtins.str = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "label", b"label", "latency_ms", b"latency_ms", "metadata", b"metadata", "rating", b"rating", "score", b"score", "thumb", b"thumb", "tokens_used", b"tokens_used"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "input_hash", b"input_hash", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "output_hash", b"output_hash", "rating", b"rating", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "input_hash", b"input_hash", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_ms: _TypeAlias = _typing.Literal["latency_ms"]  # noqa: Y015
     _WhichOneofArgType__latency_ms: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms"]  # noqa: Y015
@@ -349,12 +356,40 @@ class GetStatsRequest(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    TOP_N_FIELD_NUMBER: _builtins.int
+    COMPARE_PREVIOUS_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Only this conversation. Events have no conversation, so the event stats are left unset."""
     user_id: _builtins.str
     """Only this end user (feedback, interactions and events)."""
     message_id: _builtins.str
     """Only this message. Events have no message, so the event stats are left unset."""
+    model: _builtins.str
+    """Only feedback and interactions of this model, at most 128 characters. Events have no model,
+    so the event stats are left unset.
+    """
+    event_type: _builtins.str
+    """Only events of this type, 1-64 characters. Feedback and interactions have no type, so their
+    stats are left unset.
+    """
+    bucket: _stats_pb2.TimeBucket.ValueType
+    """Split the selection into consecutive UTC time buckets of this size from start_time (rounded
+    down to the bucket's boundary) to end_time; needs both times and at most 1000 buckets.
+    """
+    group_by: _stats_pb2.StatsGroupBy.ValueType
+    """Split the selection into groups by this key, largest first; see StatsGroupBy."""
+    top_n: _builtins.int
+    """Number of groups to return when group_by is set: default 10 when 0, at most 1000 (larger
+    values are lowered to 1000), negative is rejected.
+    """
+    compare_previous: _builtins.bool
+    """Also aggregate the period of the same length just before [start_time, end_time) and report
+    the change; needs both times.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only records at or after this time (inclusive): feedback by create_time, interactions by
@@ -373,10 +408,16 @@ class GetStatsRequest(_message.Message):
         message_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        model: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        bucket: _stats_pb2.TimeBucket.ValueType = ...,
+        group_by: _stats_pb2.StatsGroupBy.ValueType = ...,
+        top_n: _builtins.int = ...,
+        compare_previous: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "end_time", b"end_time", "message_id", b"message_id", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "compare_previous", b"compare_previous", "conversation_id", b"conversation_id", "end_time", b"end_time", "event_type", b"event_type", "group_by", b"group_by", "message_id", b"message_id", "model", b"model", "start_time", b"start_time", "top_n", b"top_n", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -391,17 +432,37 @@ class GetStatsResponse(_message.Message):
     FEEDBACK_FIELD_NUMBER: _builtins.int
     INTERACTIONS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def feedback(self) -> _stats_pb2.FeedbackStats:
-        """Aggregates over matching feedback."""
+        """Aggregates over matching feedback; unset when the filter names an event_type."""
 
     @_builtins.property
     def interactions(self) -> _stats_pb2.InteractionStats:
-        """Aggregates over matching interactions."""
+        """Aggregates over matching interactions; unset when the filter names an event_type."""
 
     @_builtins.property
     def events(self) -> _stats_pb2.EventStats:
-        """Aggregates over matching events; unset when the filter names a conversation or message."""
+        """Aggregates over matching events; unset when the filter names a conversation, message or model."""
+
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[_stats_pb2.StatsBucket]:
+        """One entry per time bucket, oldest first, including empty buckets; empty unless bucket is set."""
+
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[_stats_pb2.StatsGroup]:
+        """The top groups, largest first (ties by key); empty unless group_by is set."""
+
+    @_builtins.property
+    def previous(self) -> _stats_pb2.StatsPeriod:
+        """Aggregates over the previous period of the same length; unset unless compare_previous is set."""
+
+    @_builtins.property
+    def change(self) -> _stats_pb2.StatsChange:
+        """Change from the previous period to this one; unset unless compare_previous is set."""
 
     def __init__(
         self,
@@ -409,10 +470,14 @@ class GetStatsResponse(_message.Message):
         feedback: _stats_pb2.FeedbackStats | None = ...,
         interactions: _stats_pb2.InteractionStats | None = ...,
         events: _stats_pb2.EventStats | None = ...,
+        buckets: _abc.Iterable[_stats_pb2.StatsBucket] | None = ...,
+        groups: _abc.Iterable[_stats_pb2.StatsGroup] | None = ...,
+        previous: _stats_pb2.StatsPeriod | None = ...,
+        change: _stats_pb2.StatsChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "feedback", b"feedback", "interactions", b"interactions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "events", b"events", "feedback", b"feedback", "interactions", b"interactions", "previous", b"previous"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "feedback", b"feedback", "interactions", b"interactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "change", b"change", "events", b"events", "feedback", b"feedback", "groups", b"groups", "interactions", b"interactions", "previous", b"previous"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -420,7 +485,9 @@ Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
 
 @_typing.final
 class ListFeedbackRequest(_message.Message):
-    """ListFeedbackRequest selects a page of feedback, newest first."""
+    """ListFeedbackRequest selects a page of feedback. Every filter is optional and they combine with
+    AND.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -431,6 +498,13 @@ class ListFeedbackRequest(_message.Message):
     MAX_SCORE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    RATING_KIND_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    HAS_TEXT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Only this conversation."""
     message_id: _builtins.str
@@ -446,7 +520,27 @@ class ListFeedbackRequest(_message.Message):
     lowered to 1000), negative is rejected.
     """
     page_token: _builtins.str
-    """next_page_token of a previous call with the same filters; empty for the first page."""
+    """next_page_token of a previous call with the same filters and order; empty for the first page."""
+    model: _builtins.str
+    """Only feedback on answers of this model, at most 128 characters."""
+    rating_kind: _feedback_pb2.RatingKind.ValueType
+    """Only feedback with this kind of rating; RATING_KIND_UNSPECIFIED means any kind."""
+    label: _builtins.str
+    """Only label feedback with this label (compared lower case), 1-64 characters."""
+    has_text: _builtins.bool
+    """When set, only feedback with (true) or without (false) text."""
+    order_by: _builtins.str
+    """"create_time desc" (newest first, the default when empty) or "create_time asc" (oldest first).
+    Entries are ordered by id, which the server assigns in storage order.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only feedback stored at or after this time (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only feedback stored before this time (exclusive); must not be before start_time."""
+
     def __init__(
         self,
         *,
@@ -457,15 +551,26 @@ class ListFeedbackRequest(_message.Message):
         max_score: _builtins.int | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        model: _builtins.str = ...,
+        rating_kind: _feedback_pb2.RatingKind.ValueType = ...,
+        label: _builtins.str = ...,
+        has_text: _builtins.bool | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_score", b"_max_score", "_min_score", b"_min_score", "max_score", b"max_score", "min_score", b"min_score"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_text", b"_has_text", "_max_score", b"_max_score", "_min_score", b"_min_score", "end_time", b"end_time", "has_text", b"has_text", "max_score", b"max_score", "min_score", b"min_score", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_score", b"_max_score", "_min_score", b"_min_score", "conversation_id", b"conversation_id", "max_score", b"max_score", "message_id", b"message_id", "min_score", b"min_score", "page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_text", b"_has_text", "_max_score", b"_max_score", "_min_score", b"_min_score", "conversation_id", b"conversation_id", "end_time", b"end_time", "has_text", b"has_text", "label", b"label", "max_score", b"max_score", "message_id", b"message_id", "min_score", b"min_score", "model", b"model", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "rating_kind", b"rating_kind", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_text: _TypeAlias = _typing.Literal["has_text"]  # noqa: Y015
+    _WhichOneofArgType__has_text: _TypeAlias = _typing.Literal["_has_text", b"_has_text"]  # noqa: Y015
     _WhichOneofReturnType__max_score: _TypeAlias = _typing.Literal["max_score"]  # noqa: Y015
     _WhichOneofArgType__max_score: _TypeAlias = _typing.Literal["_max_score", b"_max_score"]  # noqa: Y015
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_text) -> _WhichOneofReturnType__has_text | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_score) -> _WhichOneofReturnType__max_score | None: ...
     @_typing.overload
@@ -485,7 +590,7 @@ class ListFeedbackResponse(_message.Message):
     """Token for the next page; empty when this is the last page."""
     @_builtins.property
     def feedback(self) -> _containers.RepeatedCompositeFieldContainer[_feedback_pb2.Feedback]:
-        """The entries, newest first."""
+        """The entries, in the requested order."""
 
     def __init__(
         self,
@@ -500,6 +605,463 @@ class ListFeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFeedbackResponse: _TypeAlias = ListFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ListInteractionsRequest(_message.Message):
+    """ListInteractionsRequest selects a page of interactions. Every filter is optional and they
+    combine with AND.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Only this conversation."""
+    message_id: _builtins.str
+    """Only this message."""
+    user_id: _builtins.str
+    """Only this end user."""
+    model: _builtins.str
+    """Only interactions of this model, at most 128 characters."""
+    page_size: _builtins.int
+    """Maximum number of entries to return: default 50 when 0, at most 1000 (larger values are
+    lowered to 1000), negative is rejected.
+    """
+    page_token: _builtins.str
+    """next_page_token of a previous call with the same filters and order; empty for the first page."""
+    order_by: _builtins.str
+    """"create_time desc" (newest first, the default when empty) or "create_time asc" (oldest first).
+    Entries are ordered by id, which the server assigns in storage order.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only interactions that occurred at or after this time (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only interactions that occurred before this time (exclusive); not before start_time."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "end_time", b"end_time", "message_id", b"message_id", "model", b"model", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInteractionsRequest: _TypeAlias = ListInteractionsRequest  # noqa: Y015
+
+@_typing.final
+class ListInteractionsResponse(_message.Message):
+    """ListInteractionsResponse is one page of interactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[_interaction_pb2.Interaction]:
+        """The interactions, in the requested order."""
+
+    def __init__(
+        self,
+        *,
+        interactions: _abc.Iterable[_interaction_pb2.Interaction] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInteractionsResponse: _TypeAlias = ListInteractionsResponse  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    """ListEventsRequest selects a page of analytics events. Every filter is optional and they combine
+    with AND.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Only this end user."""
+    event_type: _builtins.str
+    """Only events of this type, 1-64 characters."""
+    page_size: _builtins.int
+    """Maximum number of entries to return: default 50 when 0, at most 1000 (larger values are
+    lowered to 1000), negative is rejected.
+    """
+    page_token: _builtins.str
+    """next_page_token of a previous call with the same filters and order; empty for the first page."""
+    order_by: _builtins.str
+    """"create_time desc" (newest first, the default when empty) or "create_time asc" (oldest first).
+    Entries are ordered by id, which the server assigns in storage order.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events that happened at or after this time (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events that happened before this time (exclusive); not before start_time."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "event_type", b"event_type", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    """ListEventsResponse is one page of events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]:
+        """The events, in the requested order."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_event_pb2.Event] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class ExportFeedbackRequest(_message.Message):
+    """ExportFeedbackRequest selects the feedback to export; the filters mean what they mean in
+    ListFeedbackRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MAX_SCORE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    RATING_KIND_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    HAS_TEXT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Only this conversation."""
+    message_id: _builtins.str
+    """Only this message."""
+    user_id: _builtins.str
+    """Only this end user."""
+    min_score: _builtins.int
+    """Only scored feedback with score at least this (inclusive), 1-5."""
+    max_score: _builtins.int
+    """Only scored feedback with score at most this (inclusive), 1-5; not below min_score."""
+    model: _builtins.str
+    """Only feedback on answers of this model."""
+    rating_kind: _feedback_pb2.RatingKind.ValueType
+    """Only feedback with this kind of rating; RATING_KIND_UNSPECIFIED means any kind."""
+    label: _builtins.str
+    """Only label feedback with this label."""
+    has_text: _builtins.bool
+    """When set, only feedback with (true) or without (false) text."""
+    order_by: _builtins.str
+    """"create_time asc" (oldest first, the default when empty) or "create_time desc"."""
+    resume_token: _builtins.str
+    """resume_token of the last chunk received by an earlier export with the same filters and order;
+    empty to start from the beginning.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only feedback stored at or after this time (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only feedback stored before this time (exclusive)."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        min_score: _builtins.int | None = ...,
+        max_score: _builtins.int | None = ...,
+        model: _builtins.str = ...,
+        rating_kind: _feedback_pb2.RatingKind.ValueType = ...,
+        label: _builtins.str = ...,
+        has_text: _builtins.bool | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        order_by: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_text", b"_has_text", "_max_score", b"_max_score", "_min_score", b"_min_score", "end_time", b"end_time", "has_text", b"has_text", "max_score", b"max_score", "min_score", b"min_score", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_text", b"_has_text", "_max_score", b"_max_score", "_min_score", b"_min_score", "conversation_id", b"conversation_id", "end_time", b"end_time", "has_text", b"has_text", "label", b"label", "max_score", b"max_score", "message_id", b"message_id", "min_score", b"min_score", "model", b"model", "order_by", b"order_by", "rating_kind", b"rating_kind", "resume_token", b"resume_token", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_text: _TypeAlias = _typing.Literal["has_text"]  # noqa: Y015
+    _WhichOneofArgType__has_text: _TypeAlias = _typing.Literal["_has_text", b"_has_text"]  # noqa: Y015
+    _WhichOneofReturnType__max_score: _TypeAlias = _typing.Literal["max_score"]  # noqa: Y015
+    _WhichOneofArgType__max_score: _TypeAlias = _typing.Literal["_max_score", b"_max_score"]  # noqa: Y015
+    _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
+    _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_text) -> _WhichOneofReturnType__has_text | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_score) -> _WhichOneofReturnType__max_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_score) -> _WhichOneofReturnType__min_score | None: ...
+
+Global___ExportFeedbackRequest: _TypeAlias = ExportFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class ExportFeedbackResponse(_message.Message):
+    """ExportFeedbackResponse is one chunk of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Cursor after the last entry of this chunk, for ExportFeedbackRequest.resume_token."""
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[_feedback_pb2.Feedback]:
+        """Up to 1000 entries, in the requested order."""
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[_feedback_pb2.Feedback] | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "resume_token", b"resume_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFeedbackResponse: _TypeAlias = ExportFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ExportInteractionsRequest(_message.Message):
+    """ExportInteractionsRequest selects the interactions to export; the filters mean what they mean in
+    ListInteractionsRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Only this conversation."""
+    message_id: _builtins.str
+    """Only this message."""
+    user_id: _builtins.str
+    """Only this end user."""
+    model: _builtins.str
+    """Only interactions of this model."""
+    order_by: _builtins.str
+    """"create_time asc" (oldest first, the default when empty) or "create_time desc"."""
+    resume_token: _builtins.str
+    """resume_token of the last chunk received by an earlier export with the same filters and order;
+    empty to start from the beginning.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only interactions that occurred at or after this time (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only interactions that occurred before this time (exclusive)."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        order_by: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "end_time", b"end_time", "message_id", b"message_id", "model", b"model", "order_by", b"order_by", "resume_token", b"resume_token", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportInteractionsRequest: _TypeAlias = ExportInteractionsRequest  # noqa: Y015
+
+@_typing.final
+class ExportInteractionsResponse(_message.Message):
+    """ExportInteractionsResponse is one chunk of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Cursor after the last interaction of this chunk, for ExportInteractionsRequest.resume_token."""
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[_interaction_pb2.Interaction]:
+        """Up to 1000 interactions, in the requested order."""
+
+    def __init__(
+        self,
+        *,
+        interactions: _abc.Iterable[_interaction_pb2.Interaction] | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "resume_token", b"resume_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportInteractionsResponse: _TypeAlias = ExportInteractionsResponse  # noqa: Y015
+
+@_typing.final
+class ExportEventsRequest(_message.Message):
+    """ExportEventsRequest selects the events to export; the filters mean what they mean in
+    ListEventsRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Only this end user."""
+    event_type: _builtins.str
+    """Only events of this type."""
+    order_by: _builtins.str
+    """"create_time asc" (oldest first, the default when empty) or "create_time desc"."""
+    resume_token: _builtins.str
+    """resume_token of the last chunk received by an earlier export with the same filters and order;
+    empty to start from the beginning.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events that happened at or after this time (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events that happened before this time (exclusive)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        order_by: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "event_type", b"event_type", "order_by", b"order_by", "resume_token", b"resume_token", "start_time", b"start_time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportEventsRequest: _TypeAlias = ExportEventsRequest  # noqa: Y015
+
+@_typing.final
+class ExportEventsResponse(_message.Message):
+    """ExportEventsResponse is one chunk of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Cursor after the last event of this chunk, for ExportEventsRequest.resume_token."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]:
+        """Up to 1000 events, in the requested order."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_event_pb2.Event] | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "resume_token", b"resume_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportEventsResponse: _TypeAlias = ExportEventsResponse  # noqa: Y015
 
 @_typing.final
 class RecordInteractionsRequest(_message.Message):

@@ -69,6 +69,31 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackResponse.FromString,
                 _registered_method=True)
+        self.ListInteractions = channel.unary_unary(
+                '/feedback.v1.FeedbackService/ListInteractions',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListInteractionsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListInteractionsResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/feedback.v1.FeedbackService/ListEvents',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.ExportFeedback = channel.unary_stream(
+                '/feedback.v1.FeedbackService/ExportFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ExportInteractions = channel.unary_stream(
+                '/feedback.v1.FeedbackService/ExportInteractions',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportInteractionsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportInteractionsResponse.FromString,
+                _registered_method=True)
+        self.ExportEvents = channel.unary_stream(
+                '/feedback.v1.FeedbackService/ExportEvents',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsResponse.FromString,
+                _registered_method=True)
         self.RecordInteractions = channel.unary_unary(
                 '/feedback.v1.FeedbackService/RecordInteractions',
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsRequest.SerializeToString,
@@ -117,9 +142,9 @@ class FeedbackServiceServicer:
         """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
         Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
         conversation or message was never recorded and the server does not accept unknown
-        conversations, FAILED_PRECONDITION if message_id belongs to another conversation or another
-        user (ErrorInfo reason CONVERSATION_MISMATCH or USER_MISMATCH), UNAVAILABLE if the database is
-        unreachable.
+        conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
+        user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
+        MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,9 +160,13 @@ class FeedbackServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStats(self, request, context):
-        """GetStats aggregates feedback, interactions and events, overall or filtered. Empty selections
-        give zero counts and unset averages, never NaN.
-        Returns INVALID_ARGUMENT if a filter breaks its rules or the time range is reversed,
+        """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
+        into time buckets or groups and compared with the previous period. Answers come from
+        aggregates maintained in the same transaction as every write, so they are exact and never
+        scan the stored rows; percentiles are within the error bound documented on Percentiles.
+        Empty selections give zero counts and unset averages, never NaN.
+        Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
+        are asked for without a time range or would number more than 1000, or top_n is negative;
         UNAVAILABLE if the database is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -145,10 +174,58 @@ class FeedbackServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFeedback(self, request, context):
-        """ListFeedback pages through feedback, newest first, optionally filtered.
-        Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, page_size
-        is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
+        """ListFeedback pages through feedback (AIP-132, AIP-158), newest first unless order_by says
+        otherwise, optionally filtered. Pages are keyset-based, so rows stored while a client pages
+        never make it skip or repeat an entry.
+        Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, the time
+        range is reversed, order_by is not one of its documented values, page_size is negative or
+        page_token is malformed or was issued for other filters or another order; UNAVAILABLE if the
         database is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInteractions(self, request, context):
+        """ListInteractions pages through recorded chat turns like ListFeedback does.
+        Returns the same errors as ListFeedback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """ListEvents pages through analytics events like ListFeedback does.
+        Returns the same errors as ListFeedback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportFeedback(self, request, context):
+        """ExportFeedback streams every matching feedback entry in chunks, with constant server memory
+        at any size. Each chunk carries a resume_token; a new call with the same filters and that
+        token continues right after the chunk, so an interrupted export resumes without gaps or
+        repeats. Rows stored during the export are included when they sort after the cursor.
+        Returns INVALID_ARGUMENT for the same filter errors as ListFeedback or a resume_token that is
+        malformed or was issued for other filters; UNAVAILABLE if the database is unreachable (the
+        last resume_token received stays valid).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportInteractions(self, request, context):
+        """ExportInteractions streams every matching interaction like ExportFeedback does.
+        Returns the same errors as ExportFeedback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportEvents(self, request, context):
+        """ExportEvents streams every matching analytics event like ExportFeedback does.
+        Returns the same errors as ExportFeedback.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,6 +296,31 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.ListFeedback,
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackResponse.SerializeToString,
+            ),
+            'ListInteractions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInteractions,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListInteractionsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListInteractionsResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListEventsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'ExportFeedback': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportFeedbackResponse.SerializeToString,
+            ),
+            'ExportInteractions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportInteractions,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportInteractionsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportInteractionsResponse.SerializeToString,
+            ),
+            'ExportEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportEvents,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsResponse.SerializeToString,
             ),
             'RecordInteractions': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordInteractions,
@@ -386,6 +488,141 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/ListFeedback',
             feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ListInteractions',
+            feedback_dot_v1_dot_feedback__service__pb2.ListInteractionsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ListInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ListEvents',
+            feedback_dot_v1_dot_feedback__service__pb2.ListEventsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ExportFeedback',
+            feedback_dot_v1_dot_feedback__service__pb2.ExportFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ExportFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ExportInteractions',
+            feedback_dot_v1_dot_feedback__service__pb2.ExportInteractionsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ExportInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ExportEvents',
+            feedback_dot_v1_dot_feedback__service__pb2.ExportEventsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ExportEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,9 +52,9 @@ class FeedbackServiceStub:
     """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
     Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
     conversation or message was never recorded and the server does not accept unknown
-    conversations, FAILED_PRECONDITION if message_id belongs to another conversation or another
-    user (ErrorInfo reason CONVERSATION_MISMATCH or USER_MISMATCH), UNAVAILABLE if the database is
-    unreachable.
+    conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
+    user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
+    MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
     """
     LogEvent: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.LogEventRequest, _feedback_service_pb2.LogEventResponse]
     """LogEvent stores one product analytics event.
@@ -62,16 +62,48 @@ class FeedbackServiceStub:
     unreachable.
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.GetStatsRequest, _feedback_service_pb2.GetStatsResponse]
-    """GetStats aggregates feedback, interactions and events, overall or filtered. Empty selections
-    give zero counts and unset averages, never NaN.
-    Returns INVALID_ARGUMENT if a filter breaks its rules or the time range is reversed,
+    """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
+    into time buckets or groups and compared with the previous period. Answers come from
+    aggregates maintained in the same transaction as every write, so they are exact and never
+    scan the stored rows; percentiles are within the error bound documented on Percentiles.
+    Empty selections give zero counts and unset averages, never NaN.
+    Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
+    are asked for without a time range or would number more than 1000, or top_n is negative;
     UNAVAILABLE if the database is unreachable.
     """
     ListFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackRequest, _feedback_service_pb2.ListFeedbackResponse]
-    """ListFeedback pages through feedback, newest first, optionally filtered.
-    Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, page_size
-    is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
+    """ListFeedback pages through feedback (AIP-132, AIP-158), newest first unless order_by says
+    otherwise, optionally filtered. Pages are keyset-based, so rows stored while a client pages
+    never make it skip or repeat an entry.
+    Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, the time
+    range is reversed, order_by is not one of its documented values, page_size is negative or
+    page_token is malformed or was issued for other filters or another order; UNAVAILABLE if the
     database is unreachable.
+    """
+    ListInteractions: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListInteractionsRequest, _feedback_service_pb2.ListInteractionsResponse]
+    """ListInteractions pages through recorded chat turns like ListFeedback does.
+    Returns the same errors as ListFeedback.
+    """
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListEventsRequest, _feedback_service_pb2.ListEventsResponse]
+    """ListEvents pages through analytics events like ListFeedback does.
+    Returns the same errors as ListFeedback.
+    """
+    ExportFeedback: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.ExportFeedbackRequest, _feedback_service_pb2.ExportFeedbackResponse]
+    """ExportFeedback streams every matching feedback entry in chunks, with constant server memory
+    at any size. Each chunk carries a resume_token; a new call with the same filters and that
+    token continues right after the chunk, so an interrupted export resumes without gaps or
+    repeats. Rows stored during the export are included when they sort after the cursor.
+    Returns INVALID_ARGUMENT for the same filter errors as ListFeedback or a resume_token that is
+    malformed or was issued for other filters; UNAVAILABLE if the database is unreachable (the
+    last resume_token received stays valid).
+    """
+    ExportInteractions: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.ExportInteractionsRequest, _feedback_service_pb2.ExportInteractionsResponse]
+    """ExportInteractions streams every matching interaction like ExportFeedback does.
+    Returns the same errors as ExportFeedback.
+    """
+    ExportEvents: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.ExportEventsRequest, _feedback_service_pb2.ExportEventsResponse]
+    """ExportEvents streams every matching analytics event like ExportFeedback does.
+    Returns the same errors as ExportFeedback.
     """
     RecordInteractions: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionsRequest, _feedback_service_pb2.RecordInteractionsResponse]
     """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
@@ -120,9 +152,9 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
     Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
     conversation or message was never recorded and the server does not accept unknown
-    conversations, FAILED_PRECONDITION if message_id belongs to another conversation or another
-    user (ErrorInfo reason CONVERSATION_MISMATCH or USER_MISMATCH), UNAVAILABLE if the database is
-    unreachable.
+    conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
+    user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
+    MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
     """
     LogEvent: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.LogEventRequest, _feedback_service_pb2.LogEventResponse]  # type: ignore[assignment]
     """LogEvent stores one product analytics event.
@@ -130,16 +162,48 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     unreachable.
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.GetStatsRequest, _feedback_service_pb2.GetStatsResponse]  # type: ignore[assignment]
-    """GetStats aggregates feedback, interactions and events, overall or filtered. Empty selections
-    give zero counts and unset averages, never NaN.
-    Returns INVALID_ARGUMENT if a filter breaks its rules or the time range is reversed,
+    """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
+    into time buckets or groups and compared with the previous period. Answers come from
+    aggregates maintained in the same transaction as every write, so they are exact and never
+    scan the stored rows; percentiles are within the error bound documented on Percentiles.
+    Empty selections give zero counts and unset averages, never NaN.
+    Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
+    are asked for without a time range or would number more than 1000, or top_n is negative;
     UNAVAILABLE if the database is unreachable.
     """
     ListFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackRequest, _feedback_service_pb2.ListFeedbackResponse]  # type: ignore[assignment]
-    """ListFeedback pages through feedback, newest first, optionally filtered.
-    Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, page_size
-    is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
+    """ListFeedback pages through feedback (AIP-132, AIP-158), newest first unless order_by says
+    otherwise, optionally filtered. Pages are keyset-based, so rows stored while a client pages
+    never make it skip or repeat an entry.
+    Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, the time
+    range is reversed, order_by is not one of its documented values, page_size is negative or
+    page_token is malformed or was issued for other filters or another order; UNAVAILABLE if the
     database is unreachable.
+    """
+    ListInteractions: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListInteractionsRequest, _feedback_service_pb2.ListInteractionsResponse]  # type: ignore[assignment]
+    """ListInteractions pages through recorded chat turns like ListFeedback does.
+    Returns the same errors as ListFeedback.
+    """
+    ListEvents: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListEventsRequest, _feedback_service_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """ListEvents pages through analytics events like ListFeedback does.
+    Returns the same errors as ListFeedback.
+    """
+    ExportFeedback: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.ExportFeedbackRequest, _feedback_service_pb2.ExportFeedbackResponse]  # type: ignore[assignment]
+    """ExportFeedback streams every matching feedback entry in chunks, with constant server memory
+    at any size. Each chunk carries a resume_token; a new call with the same filters and that
+    token continues right after the chunk, so an interrupted export resumes without gaps or
+    repeats. Rows stored during the export are included when they sort after the cursor.
+    Returns INVALID_ARGUMENT for the same filter errors as ListFeedback or a resume_token that is
+    malformed or was issued for other filters; UNAVAILABLE if the database is unreachable (the
+    last resume_token received stays valid).
+    """
+    ExportInteractions: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.ExportInteractionsRequest, _feedback_service_pb2.ExportInteractionsResponse]  # type: ignore[assignment]
+    """ExportInteractions streams every matching interaction like ExportFeedback does.
+    Returns the same errors as ExportFeedback.
+    """
+    ExportEvents: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.ExportEventsRequest, _feedback_service_pb2.ExportEventsResponse]  # type: ignore[assignment]
+    """ExportEvents streams every matching analytics event like ExportFeedback does.
+    Returns the same errors as ExportFeedback.
     """
     RecordInteractions: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionsRequest, _feedback_service_pb2.RecordInteractionsResponse]  # type: ignore[assignment]
     """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
@@ -197,9 +261,9 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
         Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
         conversation or message was never recorded and the server does not accept unknown
-        conversations, FAILED_PRECONDITION if message_id belongs to another conversation or another
-        user (ErrorInfo reason CONVERSATION_MISMATCH or USER_MISMATCH), UNAVAILABLE if the database is
-        unreachable.
+        conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
+        user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
+        MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
         """
 
     @_abc_1.abstractmethod
@@ -219,9 +283,13 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feedback_service_pb2.GetStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_service_pb2.GetStatsResponse, _abc.Awaitable[_feedback_service_pb2.GetStatsResponse]]:
-        """GetStats aggregates feedback, interactions and events, overall or filtered. Empty selections
-        give zero counts and unset averages, never NaN.
-        Returns INVALID_ARGUMENT if a filter breaks its rules or the time range is reversed,
+        """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
+        into time buckets or groups and compared with the previous period. Answers come from
+        aggregates maintained in the same transaction as every write, so they are exact and never
+        scan the stored rows; percentiles are within the error bound documented on Percentiles.
+        Empty selections give zero counts and unset averages, never NaN.
+        Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
+        are asked for without a time range or would number more than 1000, or top_n is negative;
         UNAVAILABLE if the database is unreachable.
         """
 
@@ -231,10 +299,68 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feedback_service_pb2.ListFeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_service_pb2.ListFeedbackResponse, _abc.Awaitable[_feedback_service_pb2.ListFeedbackResponse]]:
-        """ListFeedback pages through feedback, newest first, optionally filtered.
-        Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, page_size
-        is negative or page_token is malformed or was issued for other filters, UNAVAILABLE if the
+        """ListFeedback pages through feedback (AIP-132, AIP-158), newest first unless order_by says
+        otherwise, optionally filtered. Pages are keyset-based, so rows stored while a client pages
+        never make it skip or repeat an entry.
+        Returns INVALID_ARGUMENT if a filter breaks its rules, min_score exceeds max_score, the time
+        range is reversed, order_by is not one of its documented values, page_size is negative or
+        page_token is malformed or was issued for other filters or another order; UNAVAILABLE if the
         database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ListInteractions(
+        self,
+        request: _feedback_service_pb2.ListInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ListInteractionsResponse, _abc.Awaitable[_feedback_service_pb2.ListInteractionsResponse]]:
+        """ListInteractions pages through recorded chat turns like ListFeedback does.
+        Returns the same errors as ListFeedback.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _feedback_service_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ListEventsResponse, _abc.Awaitable[_feedback_service_pb2.ListEventsResponse]]:
+        """ListEvents pages through analytics events like ListFeedback does.
+        Returns the same errors as ListFeedback.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportFeedback(
+        self,
+        request: _feedback_service_pb2.ExportFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.ExportFeedbackResponse], _abc.AsyncIterator[_feedback_service_pb2.ExportFeedbackResponse]]:
+        """ExportFeedback streams every matching feedback entry in chunks, with constant server memory
+        at any size. Each chunk carries a resume_token; a new call with the same filters and that
+        token continues right after the chunk, so an interrupted export resumes without gaps or
+        repeats. Rows stored during the export are included when they sort after the cursor.
+        Returns INVALID_ARGUMENT for the same filter errors as ListFeedback or a resume_token that is
+        malformed or was issued for other filters; UNAVAILABLE if the database is unreachable (the
+        last resume_token received stays valid).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportInteractions(
+        self,
+        request: _feedback_service_pb2.ExportInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.ExportInteractionsResponse], _abc.AsyncIterator[_feedback_service_pb2.ExportInteractionsResponse]]:
+        """ExportInteractions streams every matching interaction like ExportFeedback does.
+        Returns the same errors as ExportFeedback.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportEvents(
+        self,
+        request: _feedback_service_pb2.ExportEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.ExportEventsResponse], _abc.AsyncIterator[_feedback_service_pb2.ExportEventsResponse]]:
+        """ExportEvents streams every matching analytics event like ExportFeedback does.
+        Returns the same errors as ExportFeedback.
         """
 
     @_abc_1.abstractmethod

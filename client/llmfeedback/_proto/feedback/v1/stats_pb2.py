@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x65\x64\x62\x61\x63k/v1/stats.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\"\xea\x03\n\rFeedbackStats\x12\x13\n\x0btotal_count\x18\x01 \x01(\x03\x12\x14\n\x0cscored_count\x18\x02 \x01(\x03\x12\x16\n\tavg_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cscore1_count\x18\x04 \x01(\x03\x12\x14\n\x0cscore2_count\x18\x05 \x01(\x03\x12\x14\n\x0cscore3_count\x18\x06 \x01(\x03\x12\x14\n\x0cscore4_count\x18\x07 \x01(\x03\x12\x14\n\x0cscore5_count\x18\x08 \x01(\x03\x12\x17\n\x0fthumbs_up_count\x18\t \x01(\x03\x12\x19\n\x11thumbs_down_count\x18\n \x01(\x03\x12\x41\n\x0clabel_counts\x18\x0b \x03(\x0b\x32+.feedback.v1.FeedbackStats.LabelCountsEntry\x12\x1b\n\x0e\x61vg_latency_ms\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x17\n\navg_tokens\x18\r \x01(\x01H\x02\x88\x01\x01\x12\x17\n\x0fwith_text_count\x18\x0e \x01(\x03\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x0c\n\n_avg_scoreB\x11\n\x0f_avg_latency_msB\r\n\x0b_avg_tokens\"\x8b\x01\n\x10InteractionStats\x12\x13\n\x0btotal_count\x18\x01 \x01(\x03\x12\x1b\n\x0e\x61vg_latency_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x61vg_total_tokens\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x11\n\x0f_avg_latency_msB\x13\n\x11_avg_total_tokens\"\x92\x01\n\nEventStats\x12\x13\n\x0btotal_count\x18\x01 \x01(\x03\x12<\n\x0btype_counts\x18\x02 \x03(\x0b\x32\'.feedback.v1.EventStats.TypeCountsEntry\x1a\x31\n\x0fTypeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x65\x64\x62\x61\x63k/v1/stats.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n\x0bPercentiles\x12\x10\n\x03p50\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03p90\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03p95\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03p99\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_p50B\x06\n\x04_p90B\x06\n\x04_p95B\x06\n\x04_p99\"\x8c\x05\n\rFeedbackStats\x12\x13\n\x0btotal_count\x18\x01 \x01(\x03\x12\x14\n\x0cscored_count\x18\x02 \x01(\x03\x12\x16\n\tavg_score\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cscore1_count\x18\x04 \x01(\x03\x12\x14\n\x0cscore2_count\x18\x05 \x01(\x03\x12\x14\n\x0cscore3_count\x18\x06 \x01(\x03\x12\x14\n\x0cscore4_count\x18\x07 \x01(\x03\x12\x14\n\x0cscore5_count\x18\x08 \x01(\x03\x12\x17\n\x0fthumbs_up_count\x18\t \x01(\x03\x12\x19\n\x11thumbs_down_count\x18\n \x01(\x03\x12\x41\n\x0clabel_counts\x18\x0b \x03(\x0b\x32+.feedback.v1.FeedbackStats.LabelCountsEntry\x12\x1b\n\x0e\x61vg_latency_ms\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x17\n\navg_tokens\x18\r \x01(\x01H\x02\x88\x01\x01\x12\x17\n\x0fwith_text_count\x18\x0e \x01(\x03\x12\x1c\n\x0fthumbs_up_ratio\x18\x0f \x01(\x01H\x03\x88\x01\x01\x12\x38\n\x16latency_ms_percentiles\x18\x10 \x01(\x0b\x32\x18.feedback.v1.Percentiles\x12\x34\n\x12tokens_percentiles\x18\x11 \x01(\x0b\x32\x18.feedback.v1.Percentiles\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x0c\n\n_avg_scoreB\x11\n\x0f_avg_latency_msB\r\n\x0b_avg_tokensB\x12\n\x10_thumbs_up_ratio\"\x81\x02\n\x10InteractionStats\x12\x13\n\x0btotal_count\x18\x01 \x01(\x03\x12\x1b\n\x0e\x61vg_latency_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x61vg_total_tokens\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x38\n\x16latency_ms_percentiles\x18\x04 \x01(\x0b\x32\x18.feedback.v1.Percentiles\x12:\n\x18total_tokens_percentiles\x18\x05 \x01(\x0b\x32\x18.feedback.v1.PercentilesB\x11\n\x0f_avg_latency_msB\x13\n\x11_avg_total_tokens\"\x92\x01\n\nEventStats\x12\x13\n\x0btotal_count\x18\x01 \x01(\x03\x12<\n\x0btype_counts\x18\x02 \x03(\x0b\x32\'.feedback.v1.EventStats.TypeCountsEntry\x1a\x31\n\x0fTypeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xf7\x01\n\x0bStatsBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x01(\x0b\x32\x1a.feedback.v1.FeedbackStats\x12\x33\n\x0cinteractions\x18\x04 \x01(\x0b\x32\x1d.feedback.v1.InteractionStats\x12\'\n\x06\x65vents\x18\x05 \x01(\x0b\x32\x17.feedback.v1.EventStats\"\xa5\x01\n\nStatsGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\x0b\x32\x1a.feedback.v1.FeedbackStats\x12\x33\n\x0cinteractions\x18\x03 \x01(\x0b\x32\x1d.feedback.v1.InteractionStats\x12\'\n\x06\x65vents\x18\x04 \x01(\x0b\x32\x17.feedback.v1.EventStats\"\xf7\x01\n\x0bStatsPeriod\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x01(\x0b\x32\x1a.feedback.v1.FeedbackStats\x12\x33\n\x0cinteractions\x18\x04 \x01(\x0b\x32\x1d.feedback.v1.InteractionStats\x12\'\n\x06\x65vents\x18\x05 \x01(\x0b\x32\x17.feedback.v1.EventStats\"\xed\x02\n\x0bStatsChange\x12!\n\x14\x66\x65\x65\x64\x62\x61\x63k_count_ratio\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0f\x61vg_score_delta\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\"\n\x15thumbs_up_ratio_delta\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12$\n\x17interaction_count_ratio\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12!\n\x14\x61vg_latency_ms_delta\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x65vent_count_ratio\x18\x06 \x01(\x01H\x05\x88\x01\x01\x42\x17\n\x15_feedback_count_ratioB\x12\n\x10_avg_score_deltaB\x18\n\x16_thumbs_up_ratio_deltaB\x1a\n\x18_interaction_count_ratioB\x17\n\x15_avg_latency_ms_deltaB\x14\n\x12_event_count_ratio*\x81\x01\n\nTimeBucket\x12\x1b\n\x17TIME_BUCKET_UNSPECIFIED\x10\x00\x12\x14\n\x10TIME_BUCKET_HOUR\x10\x01\x12\x13\n\x0fTIME_BUCKET_DAY\x10\x02\x12\x14\n\x10TIME_BUCKET_WEEK\x10\x03\x12\x15\n\x11TIME_BUCKET_MONTH\x10\x04*\xa1\x01\n\x0cStatsGroupBy\x12\x1e\n\x1aSTATS_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14STATS_GROUP_BY_MODEL\x10\x01\x12\x1d\n\x19STATS_GROUP_BY_EVENT_TYPE\x10\x02\x12\x1f\n\x1bSTATS_GROUP_BY_CONVERSATION\x10\x03\x12\x17\n\x13STATS_GROUP_BY_USER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKSTATS_LABELCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_EVENTSTATS_TYPECOUNTSENTRY']._loaded_options = None
   _globals['_EVENTSTATS_TYPECOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_FEEDBACKSTATS']._serialized_start=41
-  _globals['_FEEDBACKSTATS']._serialized_end=531
-  _globals['_FEEDBACKSTATS_LABELCOUNTSENTRY']._serialized_start=433
-  _globals['_FEEDBACKSTATS_LABELCOUNTSENTRY']._serialized_end=483
-  _globals['_INTERACTIONSTATS']._serialized_start=534
-  _globals['_INTERACTIONSTATS']._serialized_end=673
-  _globals['_EVENTSTATS']._serialized_start=676
-  _globals['_EVENTSTATS']._serialized_end=822
-  _globals['_EVENTSTATS_TYPECOUNTSENTRY']._serialized_start=773
-  _globals['_EVENTSTATS_TYPECOUNTSENTRY']._serialized_end=822
+  _globals['_TIMEBUCKET']._serialized_start=2293
+  _globals['_TIMEBUCKET']._serialized_end=2422
+  _globals['_STATSGROUPBY']._serialized_start=2425
+  _globals['_STATSGROUPBY']._serialized_end=2586
+  _globals['_PERCENTILES']._serialized_start=73
+  _globals['_PERCENTILES']._serialized_end=190
+  _globals['_FEEDBACKSTATS']._serialized_start=193
+  _globals['_FEEDBACKSTATS']._serialized_end=845
+  _globals['_FEEDBACKSTATS_LABELCOUNTSENTRY']._serialized_start=727
+  _globals['_FEEDBACKSTATS_LABELCOUNTSENTRY']._serialized_end=777
+  _globals['_INTERACTIONSTATS']._serialized_start=848
+  _globals['_INTERACTIONSTATS']._serialized_end=1105
+  _globals['_EVENTSTATS']._serialized_start=1108
+  _globals['_EVENTSTATS']._serialized_end=1254
+  _globals['_EVENTSTATS_TYPECOUNTSENTRY']._serialized_start=1205
+  _globals['_EVENTSTATS_TYPECOUNTSENTRY']._serialized_end=1254
+  _globals['_STATSBUCKET']._serialized_start=1257
+  _globals['_STATSBUCKET']._serialized_end=1504
+  _globals['_STATSGROUP']._serialized_start=1507
+  _globals['_STATSGROUP']._serialized_end=1672
+  _globals['_STATSPERIOD']._serialized_start=1675
+  _globals['_STATSPERIOD']._serialized_end=1922
+  _globals['_STATSCHANGE']._serialized_start=1925
+  _globals['_STATSCHANGE']._serialized_end=2290
 # @@protoc_insertion_point(module_scope)

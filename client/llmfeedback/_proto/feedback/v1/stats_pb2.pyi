@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +19,132 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TimeBucket:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeBucketEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeBucket.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_BUCKET_UNSPECIFIED: _TimeBucket.ValueType  # 0
+    """No buckets."""
+    TIME_BUCKET_HOUR: _TimeBucket.ValueType  # 1
+    """Whole UTC hours."""
+    TIME_BUCKET_DAY: _TimeBucket.ValueType  # 2
+    """UTC days, from midnight."""
+    TIME_BUCKET_WEEK: _TimeBucket.ValueType  # 3
+    """ISO weeks, from Monday midnight UTC."""
+    TIME_BUCKET_MONTH: _TimeBucket.ValueType  # 4
+    """Calendar months, from the first day's midnight UTC."""
+
+class TimeBucket(_TimeBucket, metaclass=_TimeBucketEnumTypeWrapper):
+    """TimeBucket is the size of the UTC time buckets GetStats splits a range into."""
+
+TIME_BUCKET_UNSPECIFIED: TimeBucket.ValueType  # 0
+"""No buckets."""
+TIME_BUCKET_HOUR: TimeBucket.ValueType  # 1
+"""Whole UTC hours."""
+TIME_BUCKET_DAY: TimeBucket.ValueType  # 2
+"""UTC days, from midnight."""
+TIME_BUCKET_WEEK: TimeBucket.ValueType  # 3
+"""ISO weeks, from Monday midnight UTC."""
+TIME_BUCKET_MONTH: TimeBucket.ValueType  # 4
+"""Calendar months, from the first day's midnight UTC."""
+Global___TimeBucket: _TypeAlias = TimeBucket  # noqa: Y015
+
+class _StatsGroupBy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatsGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatsGroupBy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATS_GROUP_BY_UNSPECIFIED: _StatsGroupBy.ValueType  # 0
+    """No groups."""
+    STATS_GROUP_BY_MODEL: _StatsGroupBy.ValueType  # 1
+    """By model: feedback and interactions (events have none, so their stats are unset); records
+    without a model form the group with an empty key.
+    """
+    STATS_GROUP_BY_EVENT_TYPE: _StatsGroupBy.ValueType  # 2
+    """By event type: events only."""
+    STATS_GROUP_BY_CONVERSATION: _StatsGroupBy.ValueType  # 3
+    """By conversation: feedback and interactions."""
+    STATS_GROUP_BY_USER: _StatsGroupBy.ValueType  # 4
+    """By end user: feedback, interactions and events; anonymous records form the group with an
+    empty key.
+    """
+
+class StatsGroupBy(_StatsGroupBy, metaclass=_StatsGroupByEnumTypeWrapper):
+    """StatsGroupBy is the key GetStats groups by. Groups are ranked by the number of records they
+    hold across all kinds the key applies to.
+    """
+
+STATS_GROUP_BY_UNSPECIFIED: StatsGroupBy.ValueType  # 0
+"""No groups."""
+STATS_GROUP_BY_MODEL: StatsGroupBy.ValueType  # 1
+"""By model: feedback and interactions (events have none, so their stats are unset); records
+without a model form the group with an empty key.
+"""
+STATS_GROUP_BY_EVENT_TYPE: StatsGroupBy.ValueType  # 2
+"""By event type: events only."""
+STATS_GROUP_BY_CONVERSATION: StatsGroupBy.ValueType  # 3
+"""By conversation: feedback and interactions."""
+STATS_GROUP_BY_USER: StatsGroupBy.ValueType  # 4
+"""By end user: feedback, interactions and events; anonymous records form the group with an
+empty key.
+"""
+Global___StatsGroupBy: _TypeAlias = StatsGroupBy  # noqa: Y015
+
+@_typing.final
+class Percentiles(_message.Message):
+    """Percentiles of a measurement, each unset when no record carries the measurement. Values come
+    from a log-scale histogram whose buckets span 2 % of their value (zero has its own bucket), so
+    each is within 1 % (relative) of the nearest-rank percentile of the exact values.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    P50_FIELD_NUMBER: _builtins.int
+    P90_FIELD_NUMBER: _builtins.int
+    P95_FIELD_NUMBER: _builtins.int
+    P99_FIELD_NUMBER: _builtins.int
+    p50: _builtins.float
+    """Median."""
+    p90: _builtins.float
+    """90th percentile."""
+    p95: _builtins.float
+    """95th percentile."""
+    p99: _builtins.float
+    """99th percentile."""
+    def __init__(
+        self,
+        *,
+        p50: _builtins.float | None = ...,
+        p90: _builtins.float | None = ...,
+        p95: _builtins.float | None = ...,
+        p99: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_p50", b"_p50", "_p90", b"_p90", "_p95", b"_p95", "_p99", b"_p99", "p50", b"p50", "p90", b"p90", "p95", b"p95", "p99", b"p99"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_p50", b"_p50", "_p90", b"_p90", "_p95", b"_p95", "_p99", b"_p99", "p50", b"p50", "p90", b"p90", "p95", b"p95", "p99", b"p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__p50: _TypeAlias = _typing.Literal["p50"]  # noqa: Y015
+    _WhichOneofArgType__p50: _TypeAlias = _typing.Literal["_p50", b"_p50"]  # noqa: Y015
+    _WhichOneofReturnType__p90: _TypeAlias = _typing.Literal["p90"]  # noqa: Y015
+    _WhichOneofArgType__p90: _TypeAlias = _typing.Literal["_p90", b"_p90"]  # noqa: Y015
+    _WhichOneofReturnType__p95: _TypeAlias = _typing.Literal["p95"]  # noqa: Y015
+    _WhichOneofArgType__p95: _TypeAlias = _typing.Literal["_p95", b"_p95"]  # noqa: Y015
+    _WhichOneofReturnType__p99: _TypeAlias = _typing.Literal["p99"]  # noqa: Y015
+    _WhichOneofArgType__p99: _TypeAlias = _typing.Literal["_p99", b"_p99"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p50) -> _WhichOneofReturnType__p50 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p90) -> _WhichOneofReturnType__p90 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p95) -> _WhichOneofReturnType__p95 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p99) -> _WhichOneofReturnType__p99 | None: ...
+
+Global___Percentiles: _TypeAlias = Percentiles  # noqa: Y015
 
 @_typing.final
 class FeedbackStats(_message.Message):
@@ -58,6 +186,9 @@ class FeedbackStats(_message.Message):
     AVG_LATENCY_MS_FIELD_NUMBER: _builtins.int
     AVG_TOKENS_FIELD_NUMBER: _builtins.int
     WITH_TEXT_COUNT_FIELD_NUMBER: _builtins.int
+    THUMBS_UP_RATIO_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_PERCENTILES_FIELD_NUMBER: _builtins.int
+    TOKENS_PERCENTILES_FIELD_NUMBER: _builtins.int
     total_count: _builtins.int
     """Number of feedback entries of every rating kind."""
     scored_count: _builtins.int
@@ -84,9 +215,19 @@ class FeedbackStats(_message.Message):
     """Mean tokens used over entries that carry a count; unset when none do."""
     with_text_count: _builtins.int
     """Number of entries with non-empty text."""
+    thumbs_up_ratio: _builtins.float
+    """Share of thumbs-up among thumb ratings, 0-1; unset when there are none."""
     @_builtins.property
     def label_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Number of entries per categorical label."""
+
+    @_builtins.property
+    def latency_ms_percentiles(self) -> Global___Percentiles:
+        """Percentiles of latency_ms over entries that carry one."""
+
+    @_builtins.property
+    def tokens_percentiles(self) -> Global___Percentiles:
+        """Percentiles of tokens_used over entries that carry a count."""
 
     def __init__(
         self,
@@ -105,10 +246,13 @@ class FeedbackStats(_message.Message):
         avg_latency_ms: _builtins.float | None = ...,
         avg_tokens: _builtins.float | None = ...,
         with_text_count: _builtins.int = ...,
+        thumbs_up_ratio: _builtins.float | None = ...,
+        latency_ms_percentiles: Global___Percentiles | None = ...,
+        tokens_percentiles: Global___Percentiles | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_score", b"_avg_score", "_avg_tokens", b"_avg_tokens", "avg_latency_ms", b"avg_latency_ms", "avg_score", b"avg_score", "avg_tokens", b"avg_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_score", b"_avg_score", "_avg_tokens", b"_avg_tokens", "_thumbs_up_ratio", b"_thumbs_up_ratio", "avg_latency_ms", b"avg_latency_ms", "avg_score", b"avg_score", "avg_tokens", b"avg_tokens", "latency_ms_percentiles", b"latency_ms_percentiles", "thumbs_up_ratio", b"thumbs_up_ratio", "tokens_percentiles", b"tokens_percentiles"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_score", b"_avg_score", "_avg_tokens", b"_avg_tokens", "avg_latency_ms", b"avg_latency_ms", "avg_score", b"avg_score", "avg_tokens", b"avg_tokens", "label_counts", b"label_counts", "score1_count", b"score1_count", "score2_count", b"score2_count", "score3_count", b"score3_count", "score4_count", b"score4_count", "score5_count", b"score5_count", "scored_count", b"scored_count", "thumbs_down_count", b"thumbs_down_count", "thumbs_up_count", b"thumbs_up_count", "total_count", b"total_count", "with_text_count", b"with_text_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_score", b"_avg_score", "_avg_tokens", b"_avg_tokens", "_thumbs_up_ratio", b"_thumbs_up_ratio", "avg_latency_ms", b"avg_latency_ms", "avg_score", b"avg_score", "avg_tokens", b"avg_tokens", "label_counts", b"label_counts", "latency_ms_percentiles", b"latency_ms_percentiles", "score1_count", b"score1_count", "score2_count", b"score2_count", "score3_count", b"score3_count", "score4_count", b"score4_count", "score5_count", b"score5_count", "scored_count", b"scored_count", "thumbs_down_count", b"thumbs_down_count", "thumbs_up_count", b"thumbs_up_count", "thumbs_up_ratio", b"thumbs_up_ratio", "tokens_percentiles", b"tokens_percentiles", "total_count", b"total_count", "with_text_count", b"with_text_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_latency_ms: _TypeAlias = _typing.Literal["avg_latency_ms"]  # noqa: Y015
     _WhichOneofArgType__avg_latency_ms: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms"]  # noqa: Y015
@@ -116,12 +260,16 @@ class FeedbackStats(_message.Message):
     _WhichOneofArgType__avg_score: _TypeAlias = _typing.Literal["_avg_score", b"_avg_score"]  # noqa: Y015
     _WhichOneofReturnType__avg_tokens: _TypeAlias = _typing.Literal["avg_tokens"]  # noqa: Y015
     _WhichOneofArgType__avg_tokens: _TypeAlias = _typing.Literal["_avg_tokens", b"_avg_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__thumbs_up_ratio: _TypeAlias = _typing.Literal["thumbs_up_ratio"]  # noqa: Y015
+    _WhichOneofArgType__thumbs_up_ratio: _TypeAlias = _typing.Literal["_thumbs_up_ratio", b"_thumbs_up_ratio"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_latency_ms) -> _WhichOneofReturnType__avg_latency_ms | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_score) -> _WhichOneofReturnType__avg_score | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_tokens) -> _WhichOneofReturnType__avg_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__thumbs_up_ratio) -> _WhichOneofReturnType__thumbs_up_ratio | None: ...
 
 Global___FeedbackStats: _TypeAlias = FeedbackStats  # noqa: Y015
 
@@ -134,22 +282,34 @@ class InteractionStats(_message.Message):
     TOTAL_COUNT_FIELD_NUMBER: _builtins.int
     AVG_LATENCY_MS_FIELD_NUMBER: _builtins.int
     AVG_TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_PERCENTILES_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_PERCENTILES_FIELD_NUMBER: _builtins.int
     total_count: _builtins.int
     """Number of recorded interactions."""
     avg_latency_ms: _builtins.float
     """Mean latency over interactions that carry one, in milliseconds; unset when none do."""
     avg_total_tokens: _builtins.float
     """Mean total tokens over interactions that carry a count; unset when none do."""
+    @_builtins.property
+    def latency_ms_percentiles(self) -> Global___Percentiles:
+        """Percentiles of latency_ms over interactions that carry one."""
+
+    @_builtins.property
+    def total_tokens_percentiles(self) -> Global___Percentiles:
+        """Percentiles of total_tokens over interactions that carry a count."""
+
     def __init__(
         self,
         *,
         total_count: _builtins.int = ...,
         avg_latency_ms: _builtins.float | None = ...,
         avg_total_tokens: _builtins.float | None = ...,
+        latency_ms_percentiles: Global___Percentiles | None = ...,
+        total_tokens_percentiles: Global___Percentiles | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_total_tokens", b"_avg_total_tokens", "avg_latency_ms", b"avg_latency_ms", "avg_total_tokens", b"avg_total_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_total_tokens", b"_avg_total_tokens", "avg_latency_ms", b"avg_latency_ms", "avg_total_tokens", b"avg_total_tokens", "latency_ms_percentiles", b"latency_ms_percentiles", "total_tokens_percentiles", b"total_tokens_percentiles"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_total_tokens", b"_avg_total_tokens", "avg_latency_ms", b"avg_latency_ms", "avg_total_tokens", b"avg_total_tokens", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms", "_avg_total_tokens", b"_avg_total_tokens", "avg_latency_ms", b"avg_latency_ms", "avg_total_tokens", b"avg_total_tokens", "latency_ms_percentiles", b"latency_ms_percentiles", "total_count", b"total_count", "total_tokens_percentiles", b"total_tokens_percentiles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_latency_ms: _TypeAlias = _typing.Literal["avg_latency_ms"]  # noqa: Y015
     _WhichOneofArgType__avg_latency_ms: _TypeAlias = _typing.Literal["_avg_latency_ms", b"_avg_latency_ms"]  # noqa: Y015
@@ -209,3 +369,207 @@ class EventStats(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventStats: _TypeAlias = EventStats  # noqa: Y015
+
+@_typing.final
+class StatsBucket(_message.Message):
+    """StatsBucket is the aggregate of one time bucket."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the bucket (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the bucket (exclusive); the next bucket's start_time."""
+
+    @_builtins.property
+    def feedback(self) -> Global___FeedbackStats:
+        """Feedback stored in the bucket; unset when the request's filters exclude feedback."""
+
+    @_builtins.property
+    def interactions(self) -> Global___InteractionStats:
+        """Interactions that occurred in the bucket; unset when the filters exclude interactions."""
+
+    @_builtins.property
+    def events(self) -> Global___EventStats:
+        """Events that happened in the bucket; unset when the filters exclude events."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        feedback: Global___FeedbackStats | None = ...,
+        interactions: Global___InteractionStats | None = ...,
+        events: Global___EventStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "events", b"events", "feedback", b"feedback", "interactions", b"interactions", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "events", b"events", "feedback", b"feedback", "interactions", b"interactions", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015
+
+@_typing.final
+class StatsGroup(_message.Message):
+    """StatsGroup is the aggregate of one group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The group's value of the grouping key; empty for records without one."""
+    @_builtins.property
+    def feedback(self) -> Global___FeedbackStats:
+        """Feedback of the group; unset when the key does not apply to feedback."""
+
+    @_builtins.property
+    def interactions(self) -> Global___InteractionStats:
+        """Interactions of the group; unset when the key does not apply to interactions."""
+
+    @_builtins.property
+    def events(self) -> Global___EventStats:
+        """Events of the group; unset when the key does not apply to events."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        feedback: Global___FeedbackStats | None = ...,
+        interactions: Global___InteractionStats | None = ...,
+        events: Global___EventStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "feedback", b"feedback", "interactions", b"interactions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "feedback", b"feedback", "interactions", b"interactions", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsGroup: _TypeAlias = StatsGroup  # noqa: Y015
+
+@_typing.final
+class StatsPeriod(_message.Message):
+    """StatsPeriod is the aggregate of a whole period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period (inclusive)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the period (exclusive)."""
+
+    @_builtins.property
+    def feedback(self) -> Global___FeedbackStats:
+        """Feedback of the period; unset when the request's filters exclude feedback."""
+
+    @_builtins.property
+    def interactions(self) -> Global___InteractionStats:
+        """Interactions of the period; unset when the filters exclude interactions."""
+
+    @_builtins.property
+    def events(self) -> Global___EventStats:
+        """Events of the period; unset when the filters exclude events."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        feedback: Global___FeedbackStats | None = ...,
+        interactions: Global___InteractionStats | None = ...,
+        events: Global___EventStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "events", b"events", "feedback", b"feedback", "interactions", b"interactions", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "events", b"events", "feedback", b"feedback", "interactions", b"interactions", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsPeriod: _TypeAlias = StatsPeriod  # noqa: Y015
+
+@_typing.final
+class StatsChange(_message.Message):
+    """StatsChange compares the requested period with the previous one. Each ratio is this period's
+    value over the previous period's, unset when the previous value is zero or unset; each delta is
+    this period's value minus the previous period's, unset when either is unset.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_COUNT_RATIO_FIELD_NUMBER: _builtins.int
+    AVG_SCORE_DELTA_FIELD_NUMBER: _builtins.int
+    THUMBS_UP_RATIO_DELTA_FIELD_NUMBER: _builtins.int
+    INTERACTION_COUNT_RATIO_FIELD_NUMBER: _builtins.int
+    AVG_LATENCY_MS_DELTA_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_RATIO_FIELD_NUMBER: _builtins.int
+    feedback_count_ratio: _builtins.float
+    """Feedback count ratio."""
+    avg_score_delta: _builtins.float
+    """Change of the mean score."""
+    thumbs_up_ratio_delta: _builtins.float
+    """Change of the thumbs-up ratio."""
+    interaction_count_ratio: _builtins.float
+    """Interaction count ratio."""
+    avg_latency_ms_delta: _builtins.float
+    """Change of the mean interaction latency, in milliseconds."""
+    event_count_ratio: _builtins.float
+    """Event count ratio."""
+    def __init__(
+        self,
+        *,
+        feedback_count_ratio: _builtins.float | None = ...,
+        avg_score_delta: _builtins.float | None = ...,
+        thumbs_up_ratio_delta: _builtins.float | None = ...,
+        interaction_count_ratio: _builtins.float | None = ...,
+        avg_latency_ms_delta: _builtins.float | None = ...,
+        event_count_ratio: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms_delta", b"_avg_latency_ms_delta", "_avg_score_delta", b"_avg_score_delta", "_event_count_ratio", b"_event_count_ratio", "_feedback_count_ratio", b"_feedback_count_ratio", "_interaction_count_ratio", b"_interaction_count_ratio", "_thumbs_up_ratio_delta", b"_thumbs_up_ratio_delta", "avg_latency_ms_delta", b"avg_latency_ms_delta", "avg_score_delta", b"avg_score_delta", "event_count_ratio", b"event_count_ratio", "feedback_count_ratio", b"feedback_count_ratio", "interaction_count_ratio", b"interaction_count_ratio", "thumbs_up_ratio_delta", b"thumbs_up_ratio_delta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_latency_ms_delta", b"_avg_latency_ms_delta", "_avg_score_delta", b"_avg_score_delta", "_event_count_ratio", b"_event_count_ratio", "_feedback_count_ratio", b"_feedback_count_ratio", "_interaction_count_ratio", b"_interaction_count_ratio", "_thumbs_up_ratio_delta", b"_thumbs_up_ratio_delta", "avg_latency_ms_delta", b"avg_latency_ms_delta", "avg_score_delta", b"avg_score_delta", "event_count_ratio", b"event_count_ratio", "feedback_count_ratio", b"feedback_count_ratio", "interaction_count_ratio", b"interaction_count_ratio", "thumbs_up_ratio_delta", b"thumbs_up_ratio_delta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avg_latency_ms_delta: _TypeAlias = _typing.Literal["avg_latency_ms_delta"]  # noqa: Y015
+    _WhichOneofArgType__avg_latency_ms_delta: _TypeAlias = _typing.Literal["_avg_latency_ms_delta", b"_avg_latency_ms_delta"]  # noqa: Y015
+    _WhichOneofReturnType__avg_score_delta: _TypeAlias = _typing.Literal["avg_score_delta"]  # noqa: Y015
+    _WhichOneofArgType__avg_score_delta: _TypeAlias = _typing.Literal["_avg_score_delta", b"_avg_score_delta"]  # noqa: Y015
+    _WhichOneofReturnType__event_count_ratio: _TypeAlias = _typing.Literal["event_count_ratio"]  # noqa: Y015
+    _WhichOneofArgType__event_count_ratio: _TypeAlias = _typing.Literal["_event_count_ratio", b"_event_count_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__feedback_count_ratio: _TypeAlias = _typing.Literal["feedback_count_ratio"]  # noqa: Y015
+    _WhichOneofArgType__feedback_count_ratio: _TypeAlias = _typing.Literal["_feedback_count_ratio", b"_feedback_count_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__interaction_count_ratio: _TypeAlias = _typing.Literal["interaction_count_ratio"]  # noqa: Y015
+    _WhichOneofArgType__interaction_count_ratio: _TypeAlias = _typing.Literal["_interaction_count_ratio", b"_interaction_count_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__thumbs_up_ratio_delta: _TypeAlias = _typing.Literal["thumbs_up_ratio_delta"]  # noqa: Y015
+    _WhichOneofArgType__thumbs_up_ratio_delta: _TypeAlias = _typing.Literal["_thumbs_up_ratio_delta", b"_thumbs_up_ratio_delta"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_latency_ms_delta) -> _WhichOneofReturnType__avg_latency_ms_delta | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_score_delta) -> _WhichOneofReturnType__avg_score_delta | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__event_count_ratio) -> _WhichOneofReturnType__event_count_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__feedback_count_ratio) -> _WhichOneofReturnType__feedback_count_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__interaction_count_ratio) -> _WhichOneofReturnType__interaction_count_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__thumbs_up_ratio_delta) -> _WhichOneofReturnType__thumbs_up_ratio_delta | None: ...
+
+Global___StatsChange: _TypeAlias = StatsChange  # noqa: Y015
