@@ -164,12 +164,14 @@ class FeedbackClient:
         input_hash: str | None = None,
         output_hash: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        model: str | None = None,
         timeout: float | None = None,
     ) -> feedback_pb2.Feedback:
         """Submit one rating of an AI answer; returns it as stored, linked to its interaction.
 
         Rate with exactly one of `score` (1-5), `thumb` (True for up, False for down) or `label`.
-        Name the answer by `conversation_id`, `message_id`, or both.
+        Name the answer by `conversation_id`, `message_id`, or both. `model` defaults to the rated
+        interaction's; a different one fails with FailedPreconditionError (MODEL_MISMATCH).
         """
         request = feedback_request(
             conversation_id,
@@ -184,6 +186,7 @@ class FeedbackClient:
             input_hash=input_hash,
             output_hash=output_hash,
             metadata=metadata,
+            model=model,
         )
         response = self._call(self._stub.SubmitFeedback, request, timeout)
         return response.feedback

@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--input-hash")
     submit.add_argument("--output-hash")
     submit.add_argument("--metadata", type=_json_object, metavar="JSON")
+    submit.add_argument("--model", help="model of the rated answer (default: the interaction's)")
 
     log = subcommands.add_parser(
         "log", parents=[global_options], help="log one product analytics event"
@@ -256,6 +257,7 @@ def _submit(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> No
         input_hash=args.input_hash,
         output_hash=args.output_hash,
         metadata=args.metadata,
+        model=args.model,
     )
     _print_message(feedback, args, out)
 
