@@ -32,7 +32,7 @@ Order = Literal["newest_first", "oldest_first"]
 
 RatingKind = Literal["score", "thumb", "label"]
 
-RecordT = TypeVar("RecordT")
+RecordT_co = TypeVar("RecordT_co", covariant=True)
 ListRequestT = TypeVar(
     "ListRequestT",
     feedback_service_pb2.ListFeedbackRequest,
@@ -101,14 +101,14 @@ class EventFilters(TypedDict, total=False):
     end_time: datetime | None
 
 
-class ExportChunk(NamedTuple, Generic[RecordT]):
+class ExportChunk(NamedTuple, Generic[RecordT_co]):
     """One chunk of an export: up to 1000 records and the token that resumes right after them.
 
     Store `resume_token` once the records are safely processed; passing it as `resume_token`
     to the same export (same filters and order) continues with no gap and no repeat.
     """
 
-    records: Sequence[RecordT]
+    records: Sequence[RecordT_co]
     resume_token: str
 
 
