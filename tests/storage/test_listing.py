@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from storage.listing_records import (
     EventEntry,
@@ -290,3 +292,59 @@ def test_times_in_any_zone_select_the_same_instants(storage: Storage) -> None:
 
     assert count(EventFilter(start_time=same_instant)) == 1
     assert count(EventFilter(end_time=same_instant)) == 0
+
+
+# Time ranges on SQLite: read through the time index when it is cheaper, with the same result
+
+
+@pytest.fixture
+def statements(storage: Storage) -> Iterator[list[str]]:
+    """The SQL of every statement run meanwhile."""
+    seen: list[str] = []
+
+    def capture(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", capture)
+
+
+@pytest.mark.parametrize(
+    ("window", "cursor", "newest_first", "through_index"),
+    [
+        ((10, 20), None, True, True),  # far behind the start: the index skips 280 rows
+        ((250, 298), None, True, False),  # next to the start: walking ids is cheaper
+        ((10, 20), 150, False, True),  # behind the cursor: walking ids would read to the end
+        ((160, 170), 150, False, False),
+        ((100, 250), 200, True, False),
+        ((500, 600), None, True, True),  # nothing in range
+    ],
+)
+def test_time_ranges_read_through_the_cheaper_index(
+    storage: Storage,
+    statements: list[str],
+    window: tuple[int, int],
+    cursor: int | None,
+    newest_first: bool,
+    through_index: bool,
+) -> None:
+    # Backfilled rows (old times, new ids) keep the choice honest: it may only cost, never err.
+    times = [minutes(n) for n in range(300)] + [minutes(15), minutes(165), minutes(-1)]
+    news = [new_event(event_time=time) for time in times]
+    stored = storage.write(lambda repository: repository.insert_events(news))
+    ids = [record.id for record in stored]
+    start, end = minutes(window[0]), minutes(window[1])
+    selection = EventFilter(start_time=start, end_time=end)
+    keyset = Keyset(None if cursor is None else ids[cursor], newest_first, limit=7)
+
+    page = storage.read(lambda repository: repository.event_entries(selection, keyset))
+
+    matching = [i for i, time in zip(ids, times, strict=True) if start <= time < end]
+    if keyset.cursor is not None:
+        past = keyset.cursor
+        matching = [i for i in matching if (i < past if newest_first else i > past)]
+    expected = sorted(matching, reverse=newest_first)[:7]
+    assert [entry.id for entry in page] == expected
+    if "sqlite" in storage.url:
+        assert any("IN (SELECT" in sql for sql in statements) is through_index
