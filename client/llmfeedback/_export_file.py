@@ -292,6 +292,12 @@ class ExportFile:
         """Close the file, keeping the sidecar so the export can be resumed."""
         self._file.close()
 
+    def discard(self) -> None:
+        """Close and delete the file and its sidecar."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+        self.sidecar.unlink(missing_ok=True)
+
     def _write(self, data: bytes) -> None:
         self._file.write(data)
         self._file.flush()

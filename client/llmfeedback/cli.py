@@ -478,25 +478,34 @@ def _export(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
         else:
             complete = True
     except BaseException:
-        export_file.close()
-        progress.end()
-        sys.stderr.write(
-            f"export interrupted after {export_file.rows_written} records; run the same "
-            "command with --resume to continue\n"
-        )
+        if args.resume or export_file.rows_written:
+            progress.end()
+            export_file.close()
+            sys.stderr.write(
+                f"export interrupted after {export_file.rows_written} records; run the same "
+                "command with --resume to continue\n"
+            )
+        else:
+            # Nothing worth resuming (a rejected filter, say): leave no files behind.
+            export_file.discard()
         raise
     finally:
         chunks.close()
     progress.end()
     if complete:
         export_file.finish()
-        out.write(f"exported {export_file.rows_written} {kind} to {path}\n")
+        summary = f"exported {export_file.rows_written} {kind} to {path}"
     else:
         export_file.close()
-        out.write(
+        summary = (
             f"stopped after {args.max_chunks} chunks with {export_file.rows_written} {kind} "
-            f"in {path}; run the same command with --resume to continue\n"
+            f"in {path}; run the same command with --resume to continue"
         )
+    if args.json_output:
+        document = {"kind": kind, "file": str(path), "records": export_file.rows_written}
+        _print_json({**document, "complete": complete}, out)
+    else:
+        out.write(summary + "\n")
     return 0
 
 

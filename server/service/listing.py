@@ -103,13 +103,11 @@ async def list_page(
 ) -> Page[EntryT]:
     """One page, newest first unless order_by says otherwise; raises InvalidArgument."""
     check = Violations()
-    selection = listing.validate(request.selection, check)
-    newest_first = _newest_first(check, request.order_by, default=True)
     if request.page_size < 0:
         check.add("page_size", "must not be negative")
-    fingerprint = paging.filters_fingerprint(selection, newest_first)
-    cursor = _cursor(check, "page_token", request.page_token, fingerprint)
-    check.raise_if_any()
+    selection, newest_first, fingerprint, cursor = _start(
+        listing, request.selection, request.order_by, "page_token", request.page_token, check
+    )
     page_size = min(request.page_size or paging.DEFAULT_PAGE_SIZE, paging.MAX_PAGE_SIZE)
     # One extra row tells whether another page exists without a second query.
     keyset = Keyset(cursor, newest_first, page_size + 1)
@@ -130,12 +128,15 @@ async def export(
     transaction, so memory stays at two chunks whatever the size: the one being sent and the
     next, read while the caller sends (a slow reader is never read ahead of by more).
     """
-    check = Violations()
-    selection = listing.validate(request.selection, check)
-    newest_first = _newest_first(check, request.order_by, default=False)
-    fingerprint = paging.filters_fingerprint(selection, newest_first)
-    cursor = _cursor(check, "resume_token", request.resume_token, fingerprint)
-    check.raise_if_any()
+    selection, newest_first, fingerprint, cursor = _start(
+        listing,
+        request.selection,
+        request.order_by,
+        "resume_token",
+        request.resume_token,
+        Violations(),
+        newest_first_by_default=False,
+    )
 
     def chunk_after(cursor: int | None) -> asyncio.Future[list[EntryT]]:
         keyset = Keyset(cursor, newest_first, EXPORT_CHUNK_SIZE)
@@ -157,6 +158,28 @@ async def export(
                 return
     finally:
         _abandon(upcoming)
+
+
+def _start(
+    listing: Listing[SelectionT, FilterT, EntryT],
+    selection: SelectionT,
+    order_by: str,
+    token_field: str,
+    token: str,
+    check: Violations,
+    *,
+    newest_first_by_default: bool = True,
+) -> tuple[FilterT, bool, str, int | None]:
+    """Where a list or export starts: its filter, order, token fingerprint and cursor.
+
+    Raises InvalidArgument with every violation, those already in `check` included.
+    """
+    valid = listing.validate(selection, check)
+    newest_first = _newest_first(check, order_by, default=newest_first_by_default)
+    fingerprint = paging.filters_fingerprint(valid, newest_first)
+    cursor = _cursor(check, token_field, token, fingerprint)
+    check.raise_if_any()
+    return valid, newest_first, fingerprint, cursor
 
 
 def _abandon(future: asyncio.Future[Any]) -> None:

@@ -101,12 +101,18 @@ def test_export_events_as_csv_with_filters(
     ids = log_events(client, 10)
     output = tmp_path / "events.csv"
 
-    code, _, err = run(
-        server, capsys, "export", "events", "-o", str(output), "--user-id", "user-1",
+    code, out, err = run(
+        server, capsys, "--json", "export", "events", "-o", str(output), "--user-id", "user-1",
         "--order", "newest",
     )  # fmt: skip
 
     assert code == 0, err
+    assert json.loads(out) == {
+        "kind": "events",
+        "file": str(output),
+        "records": 5,
+        "complete": True,
+    }
     with output.open(newline="", encoding="utf-8") as file:
         lines = list(csv.reader(file))
     assert lines[0] == ["id", "event_time", "receive_time", "user_id", "event_type", "details"]
@@ -161,6 +167,21 @@ def test_resume_drops_a_half_written_chunk(
         lines = list(csv.reader(file))
     assert [int(line[0]) for line in lines[1:]] == ids
     assert lines[0][0] == "id"
+
+
+def test_a_rejected_export_leaves_no_files(
+    server: ServerThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    output = tmp_path / "out" / "events.jsonl"
+
+    code, _, err = run(server, capsys, "export", "events", "-o", str(output), "--user-id", "a b")
+
+    assert code == 1
+    assert err.startswith("error: INVALID_ARGUMENT")
+    assert "  user_id: must be" in err
+    assert "--resume" not in err
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_resume_without_an_interrupted_export_fails(
