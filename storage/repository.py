@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 
 from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, insert, inspect, select
 
+from storage import rollups
 from storage.error_translation import translated_errors
 from storage.models import EventRow, FeedbackRow, InteractionRow
 from storage.records import (
@@ -107,7 +108,9 @@ class Repository:
     def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
         """Store chat turns in one statement; raises Conflict if a message_id is taken."""
         ids = self._insert_many(InteractionRow, [interaction_row(new) for new in news])
-        return stored_records(InteractionRecord, news, ids)
+        records = stored_records(InteractionRecord, news, ids)
+        rollups.apply_interactions(self._rollup_target(), records, 1)
+        return records
 
     def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
         """Count and averages of interactions, by occur_time, in one query."""
@@ -142,7 +145,9 @@ class Repository:
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
         """Store feedback entries in one statement."""
         ids = self._insert_many(FeedbackRow, [feedback_row(new) for new in news])
-        return stored_records(FeedbackRecord, news, ids)
+        records = stored_records(FeedbackRecord, news, ids)
+        rollups.apply_feedback(self._rollup_target(), records, 1)
+        return records
 
     def list_feedback(self, query: FeedbackQuery) -> list[FeedbackRecord]:
         """One keyset page of feedback, newest (highest id) first.
@@ -259,7 +264,9 @@ class Repository:
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
         """Store analytics events in one statement."""
         ids = self._insert_many(EventRow, [event_row(new) for new in news])
-        return stored_records(EventRecord, news, ids)
+        records = stored_records(EventRecord, news, ids)
+        rollups.apply_events(self._rollup_target(), records, 1)
+        return records
 
     def event_stats(self, stats_filter: StatsFilter) -> EventStats:
         """Event counts per type, by event_time, in one query.
@@ -300,6 +307,57 @@ class Repository:
         statement = insert(model).returning(model.id, sort_by_parameter_order=True)  # type: ignore[attr-defined]
         with translated_errors():
             return list(self._session.scalars(statement, rows))
+
+    # Deletions: rows go and their contributions leave the rollups in the same transaction.
+
+    def delete_interactions(self, ids: Collection[int]) -> list[InteractionRecord]:
+        """Delete interactions by id and return what was deleted; unknown ids are ignored.
+
+        Feedback on them stays (unlinked: interaction_id becomes NULL), its rollups unchanged.
+        """
+        table = InteractionRow.__table__
+        rows = self._session.execute(select(table).where(table.c.id.in_(list(ids))))
+        records = [interaction_from_row(row._mapping) for row in rows]
+        self._delete_rows(InteractionRow, records)
+        rollups.apply_interactions(self._rollup_target(), records, -1)
+        return records
+
+    def delete_feedback(self, ids: Collection[int]) -> list[FeedbackRecord]:
+        """Delete feedback entries by id and return what was deleted; unknown ids are ignored."""
+        statement = select(FeedbackRow).where(FeedbackRow.id.in_(list(ids)))
+        records = [_feedback_record(row) for row in self._session.scalars(statement)]
+        self._delete_rows(FeedbackRow, records)
+        rollups.apply_feedback(self._rollup_target(), records, -1)
+        return records
+
+    def delete_events(self, ids: Collection[int]) -> list[EventRecord]:
+        """Delete analytics events by id and return what was deleted; unknown ids are ignored."""
+        statement = select(EventRow).where(EventRow.id.in_(list(ids)))
+        records = [_event_record(row) for row in self._session.scalars(statement)]
+        self._delete_rows(EventRow, records)
+        rollups.apply_events(self._rollup_target(), records, -1)
+        return records
+
+    def _delete_rows(
+        self, model: type[Base], records: Sequence[InteractionRecord | FeedbackRecord | EventRecord]
+    ) -> None:
+        if records:
+            table = model.__table__
+            ids = [record.id for record in records]
+            self._session.execute(table.delete().where(table.c.id.in_(ids)))  # type: ignore[attr-defined]
+            # The ORM rows read above are stale now; nothing may flush them back.
+            self._session.expunge_all()
+
+    def _rollup_target(self) -> rollups.SqlTarget:
+        """Rollup SQL on this unit's connection, inside its transaction."""
+        connection = self._session.connection()
+
+        def execute(sql: str, parameters: tuple[Any, ...]) -> Sequence[Any]:
+            result = connection.exec_driver_sql(sql, parameters)
+            return result.fetchall() if result.returns_rows else []
+
+        sqlite = connection.dialect.name == "sqlite"
+        return rollups.SqlTarget(execute, "sqlite" if sqlite else "postgresql")
 
 
 def _scope(

@@ -1,0 +1,304 @@
+"""Recompute every rollup from the raw tables with INSERT ... SELECT ... GROUP BY.
+
+Used by migration 0003 (backfill), Storage.rebuild_rollups() after bulk loads that bypass the
+service, and `feedback-server rebuild-rollups`. Hour cells come from the raw rows; days, months and
+totals from the level below, so the raw tables are read once per dimension and table. Histogram
+bins use the same function as the write path: a registered Python function on SQLite, the same
+IEEE operations (ln and a division by the same double) on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from storage.rollups import (
+    _LOG_GROWTH,
+    _NEGATIVE_BASE,
+    ALL,
+    CONVERSATION,
+    DAY,
+    EVENT_LEVELS,
+    EVENT_TYPE,
+    EVENT_TYPE_BREAKDOWN_DIMENSIONS,
+    FEEDBACK_LEVELS,
+    HOUR,
+    INTERACTION_LEVELS,
+    KEY_SPANS_TABLE,
+    LATENCY_METRIC,
+    MODEL,
+    MONTH,
+    TOKENS_METRIC,
+    TOTAL,
+    USER,
+    ZERO_BIN,
+    Dialect,
+    RollupTable,
+    _new_stamp,
+    histogram_bin,
+)
+from storage.rollups import (
+    EVENT_ROLLUPS as EVENTS,
+)
+from storage.rollups import (
+    EVENT_TYPE_ROLLUPS as EVENT_TYPES,
+)
+from storage.rollups import (
+    FEEDBACK_HISTOGRAM_ROLLUPS as FEEDBACK_HISTOGRAMS,
+)
+from storage.rollups import (
+    FEEDBACK_LABEL_ROLLUPS as FEEDBACK_LABELS,
+)
+from storage.rollups import (
+    FEEDBACK_ROLLUPS as FEEDBACK,
+)
+from storage.rollups import (
+    INTERACTION_HISTOGRAM_ROLLUPS as INTERACTION_HISTOGRAMS,
+)
+from storage.rollups import (
+    INTERACTION_ROLLUPS as INTERACTIONS,
+)
+
+RunSql = Callable[[str], None]
+"""Runs one statement without parameters in the caller's transaction."""
+
+SQLITE_BIN_FUNCTION = "rollup_histogram_bin"
+
+
+def register_sqlite_functions(connection: sqlite3.Connection) -> None:
+    """Give a sqlite3 connection the histogram bin function the rebuild statements call."""
+    connection.create_function(SQLITE_BIN_FUNCTION, 1, histogram_bin, deterministic=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    """Dialect-specific expressions."""
+
+    dialect: Dialect
+
+    def hour(self, column: str) -> str:
+        if self.dialect == "sqlite":
+            # Stored as fixed-width text "YYYY-MM-DD HH:MM:SS.ffffff" (UTC).
+            return f"CAST(strftime('%s', substr({column}, 1, 13) || ':00:00') AS INTEGER)"
+        return (
+            f"CAST(extract(epoch FROM date_trunc('hour', {column} AT TIME ZONE 'UTC')) AS BIGINT)"
+        )
+
+    def bucket(self, level: int, seconds: str) -> str:
+        if level == DAY:
+            # SQL % truncates towards zero; this floors, also before 1970.
+            return f"({seconds}) - ((({seconds}) % 86400) + 86400) % 86400"
+        if level == MONTH:
+            if self.dialect == "sqlite":
+                return f"CAST(strftime('%s', {seconds}, 'unixepoch', 'start of month') AS INTEGER)"
+            return (
+                "CAST(extract(epoch FROM date_trunc('month',"
+                f" to_timestamp({seconds}) AT TIME ZONE 'UTC')) AS BIGINT)"
+            )
+        assert level == TOTAL
+        return "0"
+
+    def histogram_bin(self, column: str) -> str:
+        if self.dialect == "sqlite":
+            return f"{SQLITE_BIN_FUNCTION}({column})"
+        value = f"CAST({column} AS double precision)"
+        # repr() round-trips, so PostgreSQL parses the very double the write path divides by.
+        log_growth = f"CAST('{_LOG_GROWTH!r}' AS double precision)"
+        return (
+            f"CASE WHEN {value} > 0 THEN CAST(floor(ln({value}) / {log_growth}) AS INTEGER)"
+            f" WHEN {value} = 0 THEN {ZERO_BIN}"
+            f" ELSE {_NEGATIVE_BASE} - CAST(floor(ln(-{value}) / {log_growth}) AS INTEGER) END"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """How one kind's raw table feeds its rollups."""
+
+    raw_table: str
+    time_column: str
+    dimension_keys: dict[int, str]
+    """Per dimension, the SQL of the key ('' for none)."""
+    row_columns: str
+    """The raw columns the counters and children read (never the JSON or the text itself)."""
+    levels: dict[int, tuple[int, ...]]
+    counters: RollupTable
+    counter_sql: Sequence[str]
+    """SELECT expressions of the counters, in the table's counter order."""
+    children: Sequence[tuple[RollupTable, Callable[[_Sql], tuple[str, str, str]]]]
+    """Per child table: (extra SELECT columns, FROM of the per-row values, extra GROUP BY)."""
+
+
+def _feedback_histograms(sql: _Sql) -> tuple[str, str, str]:
+    rows = (
+        f"SELECT *, {LATENCY_METRIC} AS metric, {sql.histogram_bin('latency_ms')} AS bin"
+        " FROM {rows} WHERE latency_ms IS NOT NULL"
+        f" UNION ALL SELECT *, {TOKENS_METRIC}, {sql.histogram_bin('tokens_used')}"
+        " FROM {rows} WHERE tokens_used IS NOT NULL"
+    )
+    return "metric, bin", rows, "metric, bin"
+
+
+def _interaction_histograms(sql: _Sql) -> tuple[str, str, str]:
+    rows = (
+        f"SELECT *, {LATENCY_METRIC} AS metric, {sql.histogram_bin('latency_ms')} AS bin"
+        " FROM {rows} WHERE latency_ms IS NOT NULL"
+        f" UNION ALL SELECT *, {TOKENS_METRIC}, {sql.histogram_bin('total_tokens')}"
+        " FROM {rows} WHERE total_tokens IS NOT NULL"
+    )
+    return "metric, bin", rows, "metric, bin"
+
+
+def _feedback_labels(sql: _Sql) -> tuple[str, str, str]:
+    return "label", "SELECT * FROM {rows} WHERE rating_kind = 'label'", "label"
+
+
+def _event_types(sql: _Sql) -> tuple[str, str, str]:
+    return "event_type", "SELECT * FROM {rows}", "event_type"
+
+
+def _count_where(condition: str) -> str:
+    return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+_SOURCES = (
+    _Source(
+        raw_table="feedback",
+        time_column="create_time",
+        dimension_keys={
+            ALL: "''",
+            MODEL: "COALESCE(model, '')",
+            CONVERSATION: "COALESCE(conversation_id, '')",
+            USER: "COALESCE(user_id, '')",
+        },
+        row_columns=(
+            "rating_kind, score, thumb_up, label,"
+            " CASE WHEN text <> '' THEN 1 ELSE 0 END AS has_text, latency_ms, tokens_used"
+        ),
+        levels=dict(FEEDBACK_LEVELS),
+        counters=FEEDBACK,
+        counter_sql=(
+            "count(*)",
+            *(_count_where(f"rating_kind = 'score' AND score = {value}") for value in range(1, 6)),
+            _count_where("rating_kind = 'thumb' AND thumb_up"),
+            _count_where("rating_kind = 'thumb' AND NOT thumb_up"),
+            "sum(has_text)",
+            "count(latency_ms)",
+            "COALESCE(sum(latency_ms), 0)",
+            "count(tokens_used)",
+            "COALESCE(sum(tokens_used), 0)",
+        ),
+        children=((FEEDBACK_LABELS, _feedback_labels), (FEEDBACK_HISTOGRAMS, _feedback_histograms)),
+    ),
+    _Source(
+        raw_table="interactions",
+        time_column="occur_time",
+        dimension_keys={
+            ALL: "''",
+            MODEL: "COALESCE(model, '')",
+            CONVERSATION: "conversation_id",
+            USER: "COALESCE(user_id, '')",
+        },
+        row_columns="latency_ms, total_tokens",
+        levels=dict(INTERACTION_LEVELS),
+        counters=INTERACTIONS,
+        counter_sql=(
+            "count(*)",
+            "count(latency_ms)",
+            "COALESCE(sum(latency_ms), 0)",
+            "count(total_tokens)",
+            "COALESCE(sum(total_tokens), 0)",
+        ),
+        children=((INTERACTION_HISTOGRAMS, _interaction_histograms),),
+    ),
+    _Source(
+        raw_table="events",
+        time_column="event_time",
+        dimension_keys={ALL: "''", EVENT_TYPE: "event_type", USER: "user_id"},
+        row_columns="event_type",
+        levels=dict(EVENT_LEVELS),
+        counters=EVENTS,
+        counter_sql=("count(*)",),
+        children=((EVENT_TYPES, _event_types),),
+    ),
+)
+
+_PARENT_LEVEL = {DAY: HOUR, MONTH: DAY, TOTAL: MONTH}
+
+
+def rebuild_rollups(run: RunSql, dialect: Dialect) -> None:
+    """Replace every rollup row with what the raw tables hold now, in the caller's transaction.
+
+    On PostgreSQL the caller must keep writers out meanwhile (see Storage.rebuild_rollups); on
+    SQLite the write transaction does. SQLite connections need register_sqlite_functions().
+    """
+    sql = _Sql(dialect)
+    stamp = _new_stamp()
+    for source in _SOURCES:
+        for table in (source.counters, *(child for child, _ in source.children)):
+            run(f"DELETE FROM {table.name}")
+        _rebuild_source(run, sql, source, stamp)
+    _rebuild_spans(run)
+
+
+def _rebuild_source(run: RunSql, sql: _Sql, source: _Source, stamp: int) -> None:
+    time_column = source.time_column
+    for dimension, key in source.dimension_keys.items():
+        rows = (
+            f"(SELECT {source.row_columns}, {sql.hour(time_column)} AS rollup_hour,"
+            f" {key} AS rollup_key FROM {source.raw_table}) AS raw_rows"
+        )
+        head = f"{HOUR}, rollup_hour, {dimension}, rollup_key"
+        table = source.counters
+        run(
+            f"INSERT INTO {table.name} ({', '.join(table.columns)})"
+            f" SELECT {head}, {stamp}, {', '.join(source.counter_sql)}"
+            f" FROM {rows} GROUP BY rollup_hour, rollup_key"
+        )
+        for child, shape in source.children:
+            if child is EVENT_TYPES and dimension not in EVENT_TYPE_BREAKDOWN_DIMENSIONS:
+                continue
+            columns, child_rows, group = shape(sql)
+            child_from = child_rows.replace("{rows}", rows)
+            run(
+                f"INSERT INTO {child.name} ({', '.join(child.columns)})"
+                f" SELECT {head}, {columns}, count(*) FROM ({child_from}) AS child_rows"
+                f" GROUP BY rollup_hour, rollup_key, {group}"
+            )
+    for level in (DAY, MONTH, TOTAL):
+        dimensions = [d for d, levels in source.levels.items() if level in levels]
+        if not dimensions:
+            continue
+        where = (
+            f"level = {_PARENT_LEVEL[level]}"
+            f" AND dimension IN ({', '.join(str(d) for d in dimensions)})"
+        )
+        bucket = sql.bucket(level, "bucket_start")
+        table = source.counters
+        sums = ", ".join(f"sum({column})" for column in table.counters)
+        run(
+            f"INSERT INTO {table.name} ({', '.join(table.columns)})"
+            f" SELECT {level}, {bucket}, dimension, dimension_key, {stamp}, {sums}"
+            f" FROM {table.name} WHERE {where} GROUP BY 2, dimension, dimension_key"
+        )
+        for child, _ in source.children:
+            extra = [c for c in child.key_columns if c not in ("level", "bucket_start")]
+            run(
+                f"INSERT INTO {child.name} ({', '.join(child.columns)})"
+                f" SELECT {level}, {bucket}, {', '.join(extra)}, sum(record_count)"
+                f" FROM {child.name} WHERE {where} GROUP BY 2, {', '.join(extra)}"
+            )
+
+
+def _rebuild_spans(run: RunSql) -> None:
+    days = " UNION ALL ".join(
+        f"SELECT dimension, dimension_key, bucket_start FROM {table.name} WHERE level = {DAY}"
+        for table in (FEEDBACK, INTERACTIONS, EVENTS)
+    )
+    run(f"DELETE FROM {KEY_SPANS_TABLE}")
+    run(
+        f"INSERT INTO {KEY_SPANS_TABLE} (dimension, dimension_key, first_day, last_day)"
+        f" SELECT dimension, dimension_key, min(bucket_start), max(bucket_start)"
+        f" FROM ({days}) AS days GROUP BY dimension, dimension_key"
+    )
