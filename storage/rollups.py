@@ -24,7 +24,7 @@ lock rows in the same order and never deadlock.
 from __future__ import annotations
 
 import math
-import random
+import secrets
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -755,8 +755,12 @@ def _update_spans(target: SqlTarget, cells: Iterable[Cell]) -> None:
 
 
 def _new_stamp() -> int:
-    """A fresh version for the cells a transaction changes (readers cache cell details by it)."""
-    return random.getrandbits(62)
+    """A fresh version for the cells a transaction changes (readers cache cell details by it).
+
+    From the OS, not the random module: anything that seeds `random` (test frameworks do) would
+    repeat stamps and let readers take a changed cell for a cached one.
+    """
+    return secrets.randbits(62)
 
 
 def _histogram_rows(

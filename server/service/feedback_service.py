@@ -20,6 +20,7 @@ from server.service.inputs import (
     ListFeedbackInput,
     StatsInput,
 )
+from server.service.stats import StatsChange, compare, valid_stats_query
 from server.service.validation import CONVERSATION_ID, IDENTIFIER, Violations
 from server.service.write_rules import (
     CONVERSATION_RULE,
@@ -45,8 +46,8 @@ from storage.records import (
     InteractionRecord,
     InteractionStats,
     NewInteraction,
-    StatsFilter,
 )
+from storage.stats_records import StatsBucket, StatsGroup, StatsPeriod
 
 T = TypeVar("T")
 
@@ -60,11 +61,15 @@ WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Exception
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """The three aggregates of one stats request; events is None when it does not apply."""
+    """Everything a stats request asked for; a kind is None when the filters exclude it."""
 
-    feedback: FeedbackStats
-    interactions: InteractionStats
+    feedback: FeedbackStats | None
+    interactions: InteractionStats | None
     events: EventStats | None
+    buckets: Sequence[StatsBucket] = ()
+    groups: Sequence[StatsGroup] = ()
+    previous: StatsPeriod | None = None
+    change: StatsChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,32 +191,23 @@ class FeedbackService:
     # ---- reads ----
 
     async def get_stats(self, request: StatsInput) -> Stats:
-        """Aggregate feedback, interactions and events for one selection."""
-        check = Violations()
-        selection = StatsFilter(
-            conversation_id=check.optional_match(
-                "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
-            ),
-            user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
-            message_id=check.optional_match(
-                "message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE
-            ),
-            start_time=request.start_time,
-            end_time=request.end_time,
+        """Aggregate feedback, interactions and events from the rollups; see service.stats."""
+        query = valid_stats_query(request)
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(self._executor, self._storage.read_stats, query)
+        except StorageUnavailable as error:
+            raise Unavailable("the database is unavailable; retry later") from error
+        overall = answer.overall
+        return Stats(
+            feedback=overall.feedback,
+            interactions=overall.interactions,
+            events=overall.events,
+            buckets=answer.buckets,
+            groups=answer.groups,
+            previous=answer.previous,
+            change=None if answer.previous is None else compare(overall, answer.previous.stats),
         )
-        if request.start_time and request.end_time and request.end_time < request.start_time:
-            check.add("end_time", "must not be before start_time")
-        check.raise_if_any()
-        events_apply = selection.conversation_id is None and selection.message_id is None
-
-        def aggregate(repository: Repository) -> Stats:
-            return Stats(
-                feedback=repository.feedback_stats(selection),
-                interactions=repository.interaction_stats(selection),
-                events=repository.event_stats(selection) if events_apply else None,
-            )
-
-        return await self._read(aggregate)
 
     async def list_feedback(self, request: ListFeedbackInput) -> FeedbackPage:
         """One page of feedback, newest first."""
