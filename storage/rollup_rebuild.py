@@ -1,10 +1,11 @@
 """Recompute every rollup from the raw tables with INSERT ... SELECT ... GROUP BY.
 
 Used by migration 0003 (backfill), Storage.rebuild_rollups() after bulk loads that bypass the
-service, and `feedback-server rebuild-rollups`. Hour cells come from the raw rows; days, months and
-totals from the level below, so the raw tables are read once per dimension and table. Histogram
-bins use the same function as the write path: a registered Python function on SQLite, the same
-IEEE operations (ln and a division by the same double) on PostgreSQL.
+service, and `feedback-server rebuild-rollups`. Each raw table is grouped once per cell shape: by
+(hour, model) or (hour, event type) for the dense dimensions, whose "all" cells and coarser levels
+are then summed from those cells, and by (month, user) and (month, conversation) for the sparse
+ones. Histogram bins use the write path's own function: a registered Python function on SQLite, the
+same IEEE operations (ln, then a division by the same double) on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from storage.rollups import (
     ALL,
     CONVERSATION,
     DAY,
-    EVENT_LEVELS,
+    DAY_SECONDS,
+    DETAILED_DIMENSIONS,
     EVENT_TYPE,
-    EVENT_TYPE_BREAKDOWN_DIMENSIONS,
-    FEEDBACK_LEVELS,
     HOUR,
-    INTERACTION_LEVELS,
     KEY_SPANS_TABLE,
     LATENCY_METRIC,
     MODEL,
@@ -38,27 +37,13 @@ from storage.rollups import (
     _new_stamp,
     histogram_bin,
 )
-from storage.rollups import (
-    EVENT_ROLLUPS as EVENTS,
-)
-from storage.rollups import (
-    EVENT_TYPE_ROLLUPS as EVENT_TYPES,
-)
-from storage.rollups import (
-    FEEDBACK_HISTOGRAM_ROLLUPS as FEEDBACK_HISTOGRAMS,
-)
-from storage.rollups import (
-    FEEDBACK_LABEL_ROLLUPS as FEEDBACK_LABELS,
-)
-from storage.rollups import (
-    FEEDBACK_ROLLUPS as FEEDBACK,
-)
-from storage.rollups import (
-    INTERACTION_HISTOGRAM_ROLLUPS as INTERACTION_HISTOGRAMS,
-)
-from storage.rollups import (
-    INTERACTION_ROLLUPS as INTERACTIONS,
-)
+from storage.rollups import EVENT_ROLLUPS as EVENTS
+from storage.rollups import EVENT_TYPE_ROLLUPS as EVENT_TYPES
+from storage.rollups import FEEDBACK_HISTOGRAM_ROLLUPS as FEEDBACK_HISTOGRAMS
+from storage.rollups import FEEDBACK_LABEL_ROLLUPS as FEEDBACK_LABELS
+from storage.rollups import FEEDBACK_ROLLUPS as FEEDBACK
+from storage.rollups import INTERACTION_HISTOGRAM_ROLLUPS as INTERACTION_HISTOGRAMS
+from storage.rollups import INTERACTION_ROLLUPS as INTERACTIONS
 
 RunSql = Callable[[str], None]
 """Runs one statement without parameters in the caller's transaction."""
@@ -77,15 +62,23 @@ class _Sql:
 
     dialect: Dialect
 
-    def hour(self, column: str) -> str:
+    def raw_bucket(self, level: int, column: str) -> str:
+        """Epoch seconds of the hour or month of a raw time column."""
         if self.dialect == "sqlite":
             # Stored as fixed-width text "YYYY-MM-DD HH:MM:SS.ffffff" (UTC).
-            return f"CAST(strftime('%s', substr({column}, 1, 13) || ':00:00') AS INTEGER)"
+            text = (
+                f"substr({column}, 1, 13) || ':00:00'"
+                if level == HOUR
+                else (f"substr({column}, 1, 7) || '-01'")
+            )
+            return f"CAST(strftime('%s', {text}) AS INTEGER)"
+        unit = "hour" if level == HOUR else "month"
         return (
-            f"CAST(extract(epoch FROM date_trunc('hour', {column} AT TIME ZONE 'UTC')) AS BIGINT)"
+            f"CAST(extract(epoch FROM date_trunc('{unit}', {column} AT TIME ZONE 'UTC')) AS BIGINT)"
         )
 
     def bucket(self, level: int, seconds: str) -> str:
+        """Epoch seconds of the day, month or total bucket holding epoch seconds `seconds`."""
         if level == DAY:
             # SQL % truncates towards zero; this floors, also before 1970.
             return f"({seconds}) - ((({seconds}) % 86400) + 86400) % 86400"
@@ -118,11 +111,12 @@ class _Source:
 
     raw_table: str
     time_column: str
-    dimension_keys: dict[int, str]
-    """Per dimension, the SQL of the key ('' for none)."""
     row_columns: str
     """The raw columns the counters and children read (never the JSON or the text itself)."""
-    levels: dict[int, tuple[int, ...]]
+    dense: tuple[int, str]
+    """The dense dimension grouped from the raw rows (model or event type) and its key SQL."""
+    sparse: dict[int, str]
+    """Sparse dimensions (month cells) and their key SQL."""
     counters: RollupTable
     counter_sql: Sequence[str]
     """SELECT expressions of the counters, in the table's counter order."""
@@ -166,17 +160,12 @@ _SOURCES = (
     _Source(
         raw_table="feedback",
         time_column="create_time",
-        dimension_keys={
-            ALL: "''",
-            MODEL: "COALESCE(model, '')",
-            CONVERSATION: "COALESCE(conversation_id, '')",
-            USER: "COALESCE(user_id, '')",
-        },
         row_columns=(
             "rating_kind, score, thumb_up, label,"
             " CASE WHEN text <> '' THEN 1 ELSE 0 END AS has_text, latency_ms, tokens_used"
         ),
-        levels=dict(FEEDBACK_LEVELS),
+        dense=(MODEL, "COALESCE(model, '')"),
+        sparse={CONVERSATION: "COALESCE(conversation_id, '')", USER: "COALESCE(user_id, '')"},
         counters=FEEDBACK,
         counter_sql=(
             "count(*)",
@@ -194,14 +183,9 @@ _SOURCES = (
     _Source(
         raw_table="interactions",
         time_column="occur_time",
-        dimension_keys={
-            ALL: "''",
-            MODEL: "COALESCE(model, '')",
-            CONVERSATION: "conversation_id",
-            USER: "COALESCE(user_id, '')",
-        },
         row_columns="latency_ms, total_tokens",
-        levels=dict(INTERACTION_LEVELS),
+        dense=(MODEL, "COALESCE(model, '')"),
+        sparse={CONVERSATION: "conversation_id", USER: "COALESCE(user_id, '')"},
         counters=INTERACTIONS,
         counter_sql=(
             "count(*)",
@@ -215,9 +199,9 @@ _SOURCES = (
     _Source(
         raw_table="events",
         time_column="event_time",
-        dimension_keys={ALL: "''", EVENT_TYPE: "event_type", USER: "user_id"},
         row_columns="event_type",
-        levels=dict(EVENT_LEVELS),
+        dense=(EVENT_TYPE, "event_type"),
+        sparse={USER: "user_id"},
         counters=EVENTS,
         counter_sql=("count(*)",),
         children=((EVENT_TYPES, _event_types),),
@@ -238,67 +222,109 @@ def rebuild_rollups(run: RunSql, dialect: Dialect) -> None:
     for source in _SOURCES:
         for table in (source.counters, *(child for child, _ in source.children)):
             run(f"DELETE FROM {table.name}")
-        _rebuild_source(run, sql, source, stamp)
+        dense, dense_key = source.dense
+        _from_raw(run, sql, source, HOUR, dense, dense_key, stamp)
+        _all_from_dense(run, source, dense, stamp)
+        for level in (DAY, MONTH, TOTAL):
+            _coarser(run, sql, source, level, (ALL, dense), stamp)
+        for dimension, key in source.sparse.items():
+            _from_raw(run, sql, source, MONTH, dimension, key, stamp)
     _rebuild_spans(run)
 
 
-def _rebuild_source(run: RunSql, sql: _Sql, source: _Source, stamp: int) -> None:
-    time_column = source.time_column
-    for dimension, key in source.dimension_keys.items():
-        rows = (
-            f"(SELECT {source.row_columns}, {sql.hour(time_column)} AS rollup_hour,"
-            f" {key} AS rollup_key FROM {source.raw_table}) AS raw_rows"
-        )
-        head = f"{HOUR}, rollup_hour, {dimension}, rollup_key"
-        table = source.counters
+def _from_raw(
+    run: RunSql, sql: _Sql, source: _Source, level: int, dimension: int, key: str, stamp: int
+) -> None:
+    """Cells of one dimension at the hour or month level, grouped from the raw rows."""
+    rows = (
+        f"(SELECT {source.row_columns}, {sql.raw_bucket(level, source.time_column)}"
+        f" AS rollup_bucket, {key} AS rollup_key FROM {source.raw_table}) AS raw_rows"
+    )
+    head = f"{level}, rollup_bucket, {dimension}, rollup_key"
+    table = source.counters
+    run(
+        f"INSERT INTO {table.name} ({', '.join(table.columns)})"
+        f" SELECT {head}, {stamp}, {', '.join(source.counter_sql)}"
+        f" FROM {rows} GROUP BY rollup_bucket, rollup_key"
+    )
+    if dimension not in DETAILED_DIMENSIONS:
+        return
+    for child, shape in source.children:
+        if child is EVENT_TYPES and dimension == EVENT_TYPE:
+            continue  # an event type cell is its own breakdown
+        columns, child_rows, group = shape(sql)
         run(
-            f"INSERT INTO {table.name} ({', '.join(table.columns)})"
-            f" SELECT {head}, {stamp}, {', '.join(source.counter_sql)}"
-            f" FROM {rows} GROUP BY rollup_hour, rollup_key"
+            f"INSERT INTO {child.name} ({', '.join(child.columns)})"
+            f" SELECT {head}, {columns}, count(*)"
+            f" FROM ({child_rows.replace('{rows}', rows)}) AS child_rows"
+            f" GROUP BY rollup_bucket, rollup_key, {group}"
         )
-        for child, shape in source.children:
-            if child is EVENT_TYPES and dimension not in EVENT_TYPE_BREAKDOWN_DIMENSIONS:
-                continue
-            columns, child_rows, group = shape(sql)
-            child_from = child_rows.replace("{rows}", rows)
+
+
+def _all_from_dense(run: RunSql, source: _Source, dense: int, stamp: int) -> None:
+    """Hour cells of ALL: the sum of the dense dimension's hour cells."""
+    table = source.counters
+    sums = ", ".join(f"sum({column})" for column in table.counters)
+    where = f"level = {HOUR} AND dimension = {dense}"
+    run(
+        f"INSERT INTO {table.name} ({', '.join(table.columns)})"
+        f" SELECT {HOUR}, bucket_start, {ALL}, '', {stamp}, {sums}"
+        f" FROM {table.name} WHERE {where} GROUP BY bucket_start"
+    )
+    for child, _ in source.children:
+        if child is EVENT_TYPES:
+            # Per type counts of all events are the event type cells' totals.
             run(
                 f"INSERT INTO {child.name} ({', '.join(child.columns)})"
-                f" SELECT {head}, {columns}, count(*) FROM ({child_from}) AS child_rows"
-                f" GROUP BY rollup_hour, rollup_key, {group}"
+                f" SELECT {HOUR}, bucket_start, {ALL}, '', dimension_key, total_count"
+                f" FROM {table.name} WHERE {where}"
             )
-    for level in (DAY, MONTH, TOTAL):
-        dimensions = [d for d, levels in source.levels.items() if level in levels]
-        if not dimensions:
             continue
-        where = (
-            f"level = {_PARENT_LEVEL[level]}"
-            f" AND dimension IN ({', '.join(str(d) for d in dimensions)})"
-        )
-        bucket = sql.bucket(level, "bucket_start")
-        table = source.counters
-        sums = ", ".join(f"sum({column})" for column in table.counters)
+        extra = child.key_columns[4:]
         run(
-            f"INSERT INTO {table.name} ({', '.join(table.columns)})"
-            f" SELECT {level}, {bucket}, dimension, dimension_key, {stamp}, {sums}"
-            f" FROM {table.name} WHERE {where} GROUP BY 2, dimension, dimension_key"
+            f"INSERT INTO {child.name} ({', '.join(child.columns)})"
+            f" SELECT {HOUR}, bucket_start, {ALL}, '', {', '.join(extra)}, sum(record_count)"
+            f" FROM {child.name} WHERE {where} GROUP BY bucket_start, {', '.join(extra)}"
         )
-        for child, _ in source.children:
-            extra = [c for c in child.key_columns if c not in ("level", "bucket_start")]
-            run(
-                f"INSERT INTO {child.name} ({', '.join(child.columns)})"
-                f" SELECT {level}, {bucket}, {', '.join(extra)}, sum(record_count)"
-                f" FROM {child.name} WHERE {where} GROUP BY 2, {', '.join(extra)}"
-            )
+
+
+def _coarser(
+    run: RunSql, sql: _Sql, source: _Source, level: int, dimensions: Sequence[int], stamp: int
+) -> None:
+    """Cells of a day, month or total level summed from the level below."""
+    parent = {DAY: HOUR, MONTH: DAY, TOTAL: MONTH}[level]
+    listed = ", ".join(str(dimension) for dimension in dimensions)
+    where = f"level = {parent} AND dimension IN ({listed})"
+    bucket = sql.bucket(level, "bucket_start")
+    table = source.counters
+    sums = ", ".join(f"sum({column})" for column in table.counters)
+    run(
+        f"INSERT INTO {table.name} ({', '.join(table.columns)})"
+        f" SELECT {level}, {bucket}, dimension, dimension_key, {stamp}, {sums}"
+        f" FROM {table.name} WHERE {where} GROUP BY 2, dimension, dimension_key"
+    )
+    for child, _ in source.children:
+        extra = [c for c in child.key_columns if c not in ("level", "bucket_start")]
+        run(
+            f"INSERT INTO {child.name} ({', '.join(child.columns)})"
+            f" SELECT {level}, {bucket}, {', '.join(extra)}, sum(record_count)"
+            f" FROM {child.name} WHERE {where} GROUP BY 2, {', '.join(extra)}"
+        )
 
 
 def _rebuild_spans(run: RunSql) -> None:
+    """First and last day per key; month cells give the month's first day and a day at or past
+    its last (a span may be wider than the records, never narrower)."""
     days = " UNION ALL ".join(
-        f"SELECT dimension, dimension_key, bucket_start FROM {table.name} WHERE level = {DAY}"
+        f"SELECT dimension, dimension_key, bucket_start AS first_day,"
+        f" bucket_start + CASE WHEN level = {MONTH} THEN {30 * DAY_SECONDS} ELSE 0 END AS last_day"
+        f" FROM {table.name} WHERE level = {DAY}"
+        f" OR (level = {MONTH} AND dimension IN ({CONVERSATION}, {USER}))"
         for table in (FEEDBACK, INTERACTIONS, EVENTS)
     )
     run(f"DELETE FROM {KEY_SPANS_TABLE}")
     run(
         f"INSERT INTO {KEY_SPANS_TABLE} (dimension, dimension_key, first_day, last_day)"
-        f" SELECT dimension, dimension_key, min(bucket_start), max(bucket_start)"
+        f" SELECT dimension, dimension_key, min(first_day), max(last_day)"
         f" FROM ({days}) AS days GROUP BY dimension, dimension_key"
     )

@@ -8,8 +8,11 @@ Removing a record applies the same contribution with sign -1.
 Levels are UTC hours, days, calendar months and "total" (one bucket for all time). Dimensions are
 "all" (one key, ""), model, conversation and user for feedback and interactions, and "all", event
 type and user for events. Dense dimensions (all, model, event type: a handful of keys shared by
-every batch) keep every level. Sparse ones (conversation, user: a new key for almost every record)
-keep hours, days and months but no total: each level costs one more upsert per record.
+every batch) keep every level with every detail (label or event type counts and histograms).
+Sparse ones get a new key for almost every record, so a finer level would hold about one cell per
+record, as many rows as the raw table and no faster to read than its index: users keep months only,
+with every detail; conversations keep month counters only (to rank conversations in GetStats
+groups), and a conversation's own stats read its few rows through its index.
 
 The primary keys start with (level, bucket_start), so the cells a batch touches are the few current
 buckets, a small hot region of each table, rather than one random page per user; readers seek one
@@ -50,7 +53,7 @@ ALL, MODEL, CONVERSATION, USER, EVENT_TYPE = 0, 1, 2, 3, 4
 """Rollup dimensions; ALL has the single key ""."""
 
 DENSE_LEVELS = (HOUR, DAY, MONTH, TOTAL)
-SPARSE_LEVELS = (HOUR, DAY, MONTH)
+SPARSE_LEVELS = (MONTH,)
 
 FEEDBACK_LEVELS: Mapping[int, tuple[int, ...]] = {
     ALL: DENSE_LEVELS,
@@ -66,6 +69,8 @@ EVENT_LEVELS: Mapping[int, tuple[int, ...]] = {
 }
 EVENT_TYPE_BREAKDOWN_DIMENSIONS = frozenset({ALL, USER})
 """Dimensions whose event cells also count per event type (an EVENT_TYPE cell is one type)."""
+DETAILED_DIMENSIONS = frozenset({ALL, MODEL, USER, EVENT_TYPE})
+"""Dimensions whose cells keep labels and histograms too; conversation cells are counters only."""
 
 HOUR_SECONDS = 3600
 DAY_SECONDS = 86_400
@@ -486,23 +491,39 @@ Cell = tuple[int, int, int, str]
 """(level, bucket_start, dimension, dimension_key)."""
 
 
+Spans = dict[tuple[int, str], tuple[int, int]]
+"""(dimension, key) -> (first day, last day) of some records, epoch seconds."""
+
+
 def _roll_up(
     hour_cells: dict[tuple[int, int, str], Any], levels: Mapping[int, tuple[int, ...]]
-) -> dict[Cell, Any]:
-    """Cells of every level from the hour cells (each a tally), merging per bucket."""
+) -> tuple[dict[Cell, Any], Spans]:
+    """Cells of every level from the hour tallies (merged per bucket), and each key's days."""
     cells: dict[Cell, Any] = {}
+    spans: dict[tuple[int, str], tuple[int, int]] = {}
     for (hour, dimension, key), tally in hour_cells.items():
-        for level in levels[dimension]:
+        day = hour - hour % DAY_SECONDS
+        span = spans.get((dimension, key))
+        if span is None:
+            spans[(dimension, key)] = (day, day)
+        elif day < span[0] or day > span[1]:
+            spans[(dimension, key)] = (min(day, span[0]), max(day, span[1]))
+        dimension_levels = levels[dimension]
+        for level in dimension_levels:
             cell = (level, hour if level == HOUR else bucket_start(level, hour), dimension, key)
             existing = cells.get(cell)
             if existing is None:
-                cells[cell] = tally if level == HOUR else tally.copy()
+                # The hour tally itself can serve as its only cell; other levels merge copies.
+                only = level == HOUR or len(dimension_levels) == 1
+                cells[cell] = tally if only else tally.copy()
             else:
                 existing.merge(tally)
-    return cells
+    return cells, spans
 
 
-def feedback_deltas(records: Iterable[FeedbackRecord], sign: int) -> dict[Cell, FeedbackTally]:
+def feedback_deltas(
+    records: Iterable[FeedbackRecord], sign: int
+) -> tuple[dict[Cell, FeedbackTally], Spans]:
     """Per cell, what adding (sign 1) or removing (sign -1) the entries changes."""
     hours: dict[tuple[int, int, str], FeedbackTally] = {}
     for record in records:
@@ -524,7 +545,7 @@ def feedback_deltas(records: Iterable[FeedbackRecord], sign: int) -> dict[Cell, 
 
 def interaction_deltas(
     records: Iterable[InteractionRecord], sign: int
-) -> dict[Cell, InteractionTally]:
+) -> tuple[dict[Cell, InteractionTally], Spans]:
     """Per cell, what adding or removing the interactions changes."""
     hours: dict[tuple[int, int, str], InteractionTally] = {}
     for record in records:
@@ -544,7 +565,7 @@ def interaction_deltas(
     return _roll_up(hours, INTERACTION_LEVELS)
 
 
-def event_deltas(records: Iterable[EventRecord], sign: int) -> dict[Cell, EventTally]:
+def event_deltas(records: Iterable[EventRecord], sign: int) -> tuple[dict[Cell, EventTally], Spans]:
     """Per cell, what adding or removing the events changes."""
     hours: dict[tuple[int, int, str], EventTally] = {}
     for record in records:
@@ -720,19 +741,8 @@ def _delete_zeros(target: SqlTarget, table: RollupTable, cells: Sequence[Cell]) 
         )
 
 
-def _update_spans(target: SqlTarget, cells: Iterable[Cell]) -> None:
-    """Widen each key's [first day, last day] to cover the day cells written."""
-    spans: dict[tuple[int, str], list[int]] = {}
-    for level, start, dimension, key in cells:
-        if level != DAY:
-            continue
-        span = spans.get((dimension, key))
-        if span is None:
-            spans[(dimension, key)] = [start, start]
-        elif start < span[0]:
-            span[0] = start
-        elif start > span[1]:
-            span[1] = start
+def _update_spans(target: SqlTarget, spans: Spans) -> None:
+    """Widen each key's [first day, last day] to cover the records written."""
     rows = sorted(
         (dimension, key, first, last) for (dimension, key), (first, last) in spans.items()
     )
@@ -775,26 +785,28 @@ def _histogram_rows(
 
 def _apply(
     target: SqlTarget,
-    cells: Mapping[Cell, Any],
+    deltas: tuple[Mapping[Cell, Any], Spans],
     sign: int,
     counters: RollupTable,
     children: Sequence[tuple[RollupTable, Callable[[Cell, Any], Iterable[tuple[Any, ...]]]]],
 ) -> None:
+    cells, spans = deltas
     if not cells:
         return
     stamp = _new_stamp()
     _upsert(target, counters, [(*cell, stamp, *tally.counts) for cell, tally in cells.items()])
+    detailed = [(cell, tally) for cell, tally in cells.items() if cell[2] in DETAILED_DIMENSIONS]
     for table, rows_of in children:
-        rows = [row for cell, tally in cells.items() for row in rows_of(cell, tally)]
+        rows = [row for cell, tally in detailed for row in rows_of(cell, tally)]
         if rows:
             _upsert(target, table, rows)
     if sign < 0:
         touched = sorted(cells)
         for table, _ in children:
-            _delete_zeros(target, table, touched)
+            _delete_zeros(target, table, sorted(cell for cell, _ in detailed))
         _delete_zeros(target, counters, touched)
     else:
-        _update_spans(target, cells)
+        _update_spans(target, spans)
 
 
 def _label_rows(cell: Cell, tally: FeedbackTally) -> Iterable[tuple[Any, ...]]:

@@ -1,11 +1,14 @@
 """GetStats from rollup cells: exact answers that never scan the raw tables.
 
-A time range [start, end) is cut into whole months, days and hours of the scope's key (the
-coarsest cells that fit, see _decompose); only the partial hours at unaligned edges are read from
-the raw rows, through the time index, so at most two hours of rows per range. Filters that no
-rollup dimension covers alone (a message, or two of conversation / user / model) read the rows of
-the narrowest filter through its index instead: a message, a conversation or a user has few rows.
-The same holds for groups under a filter on another key (say, models of one user's feedback).
+A time range [start, end) is cut into the coarsest whole cells of the scope's key that fit (see
+_decompose): months, days and hours for the dense dimensions (all, model, event type), months for a
+user. Only the partial finest buckets at unaligned ends are read from the raw rows: for the dense
+dimensions at most two partial hours, through the time index; for a user at most two partial
+months of that user's rows, through the user index. Filters that no rollup covers alone (a
+message, a conversation, or two of conversation / user / model) read the rows of the narrowest
+filter through its index: a message or a conversation has few rows; so does a user, usually. The
+same holds for groups under a filter on another key (say, models of one user's feedback), and for
+the details of the top conversations of a group-by-conversation (their cells count, nothing more).
 
 Cells are read with their stamp; a cell's labels, event types and histogram bins are cached per
 process under (cell, stamp) and fetched again only after a write changed the cell, so a year of
@@ -30,6 +33,7 @@ from storage.rollups import (
     CONVERSATION,
     DAY,
     DAY_SECONDS,
+    DETAILED_DIMENSIONS,
     EVENT_LEVELS,
     EVENT_ROLLUPS,
     EVENT_TYPE,
@@ -150,23 +154,24 @@ def _decompose(
 ) -> tuple[list[BucketKey], list[Interval]]:
     """The cells and raw ranges that exactly cover [low, high) microseconds.
 
-    Whole hours come from cells (whole days and months from coarser cells where they fit); the
-    partial hours at each unaligned end, at most two, are left to the raw rows.
+    Whole buckets of the finest level come from cells (whole coarser buckets from coarser cells
+    where they fit); the partial finest buckets at each unaligned end, at most two, are left to
+    the raw rows.
     """
     if low >= high:
         return [], []
-    hour = HOUR_SECONDS * _SECOND
-    first_hour = -(-low // hour) * HOUR_SECONDS
-    last_hour = high // hour * HOUR_SECONDS
-    if first_hour >= last_hour:
+    finite = [level for level in levels if level != TOTAL]
+    finest = finite[0]
+    first = ceil_to(finest, -(-low // _SECOND))
+    last = bucket_start(finest, high // _SECOND)
+    if first >= last:
         return [], [(low, high)]
     raw: list[Interval] = []
-    if low < first_hour * _SECOND:
-        raw.append((low, first_hour * _SECOND))
-    if last_hour * _SECOND < high:
-        raw.append((last_hour * _SECOND, high))
-    finite = [level for level in levels if level != TOTAL]
-    return _cover(first_hour, last_hour, finite, 0), raw
+    if low < first * _SECOND:
+        raw.append((low, first * _SECOND))
+    if last * _SECOND < high:
+        raw.append((last * _SECOND, high))
+    return _cover(first, last, finite, 0), raw
 
 
 def _cover(low: int, high: int, levels: Sequence[int], index: int) -> list[BucketKey]:
@@ -305,10 +310,9 @@ def _scope(kind: _Kind, query: StatsQuery) -> Scope:
     given = [(column, value) for column, value in filters.items() if value is not None]
     if not given:
         return _RollupScope(ALL, "")
-    if len(given) == 1 and given[0][0] != "message_id":
+    if len(given) == 1 and given[0][0] in ("user_id", "model"):
         column, value = given[0]
-        dimension = {"conversation_id": CONVERSATION, "user_id": USER, "model": MODEL}[column]
-        return _RollupScope(dimension, value)
+        return _RollupScope(USER if column == "user_id" else MODEL, value)
     given.sort(key=lambda condition: _NARROW_FIRST.index(condition[0]))
     return _RawScope(tuple(given))
 
@@ -616,11 +620,10 @@ class StatsReader:
             conditions = ((kind.key_columns[scope.dimension], scope.key),)
         if scope.event_type is not None:
             conditions += (("event_type", scope.event_type),)
-        rows = (
-            self._raw_rows(kind, conditions, raw_ranges, narrow=scope.dimension == CONVERSATION)
-            if raw_ranges
-            else []
-        )
+        # A user's partial months are that user's rows (user index); partial hours of the dense
+        # dimensions are every row of the hour (time index).
+        sparse = HOUR not in levels
+        rows = self._raw_rows(kind, conditions, raw_ranges, narrow=sparse) if raw_ranges else []
         times = [row[0] for row in rows]
         sums = []
         for (plan_cells, edges), _interval in zip(plans, intervals, strict=True):
@@ -641,19 +644,24 @@ class StatsReader:
     def _plan(
         self, interval: Interval, levels: Sequence[int], dimension: int, key: str
     ) -> tuple[list[BucketKey], list[Interval]]:
-        """Cells and raw edges covering an interval for one key; open ends use the key's span."""
+        """Cells and raw edges covering an interval for one key.
+
+        Open ends, and for months-only keys any end beyond the key's records, move to the key's
+        span rounded out to whole finest buckets: no record lies outside it, so the answer is the
+        same and no partial bucket is read raw there.
+        """
         low, high = interval
         if low is None and high is None and TOTAL in levels:
             return [(TOTAL, 0)], []
-        if low is None or high is None:
+        if low is None or high is None or HOUR not in levels:
             span = self._span(dimension, key)
             if span is None:
                 return [], []
-            first_day, last_day = span
-            if low is None:
-                low = first_day * _SECOND
-            if high is None:
-                high = (last_day + DAY_SECONDS) * _SECOND
+            finest = levels[0]
+            first = bucket_start(finest, span[0]) * _SECOND
+            last = ceil_to(finest, span[1] + DAY_SECONDS) * _SECOND
+            low = first if low is None else max(low, first)
+            high = last if high is None else min(high, last)
         return _decompose(low, high, levels)
 
     def _span(self, dimension: int, key: str) -> tuple[int, int] | None:
@@ -792,6 +800,9 @@ class StatsReader:
         """Full stats of the top keys from the same cells and edge rows the ranking used."""
         if not keys:
             return {}
+        if dimension not in DETAILED_DIMENSIONS:
+            # Conversation cells only count; the top conversations' rows are few.
+            return self._group_stats_from_rows(kind, dimension, keys, interval)
         plan_cells, rows_by_key = read
         cells = self._cells(kind, dimension, keys, plan_cells)
         result = {}
@@ -802,6 +813,24 @@ class StatsReader:
                 if cell is not None:
                     total.add_cell(cell)
             tally = _tally(kind, rows_by_key.get(key, []))
+            if tally is not None:
+                total.add_tally(tally)
+            result[key] = total.stats(kind, None)
+        return result
+
+    def _group_stats_from_rows(
+        self, kind: _Kind, dimension: int, keys: Sequence[str], interval: Interval
+    ) -> dict[str, Any]:
+        column = kind.key_columns[dimension]
+        rows = self._raw_rows(kind, (), [interval], narrow=True, key_in=(column, keys))
+        position = _key_position(kind, dimension)
+        by_key: dict[str, list[Sequence[Any]]] = {}
+        for row in rows:
+            by_key.setdefault(row[position] or "", []).append(row)
+        result = {}
+        for key in keys:
+            total = _Sum()
+            tally = _tally(kind, by_key.get(key, []))
             if tally is not None:
                 total.add_tally(tally)
             result[key] = total.stats(kind, None)
@@ -910,6 +939,7 @@ class StatsReader:
         ranges: Sequence[Interval],
         *,
         narrow: bool,
+        key_in: tuple[str, Sequence[str]] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Raw rows matching the conditions in the ranges, sorted by time (epoch microseconds).
 
@@ -926,6 +956,18 @@ class StatsReader:
             unary = "+" if self._dialect == "sqlite" and (index > 0 or not narrow) else ""
             where.append(f"{unary}{column} = {self._mark}")
             parameters.append(value)
+        if key_in is not None:
+            # "" stands for records without a key; the index finds the others.
+            column, keys = key_in
+            named = [key for key in keys if key]
+            matches = []
+            if named:
+                in_sql, in_parameters = self._in(column, named)
+                matches.append(in_sql)
+                parameters += in_parameters
+            if len(named) < len(keys):
+                matches.append(f"{column} IS NULL")
+            where.append(f"({' OR '.join(matches)})")
         if not ranges:
             return []
         selects, all_parameters = [], []
