@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from itertools import accumulate
+from operator import add
 from typing import Any, Literal
 
 from storage.records import (
@@ -234,7 +235,10 @@ class Histogram:
                     self.offset, self.counts = low, grown
                 start = other.offset - self.offset
                 end = start + len(other.counts)
-                self.counts[start:end] = map(int.__add__, self.counts[start:end], other.counts)
+                if start == 0 and end == len(self.counts):
+                    self.counts = list(map(add, self.counts, other.counts))
+                else:
+                    self.counts[start:end] = map(add, self.counts[start:end], other.counts)
         for bin_index, count in other.others.items():
             self.others[bin_index] = self.others.get(bin_index, 0) + count
 

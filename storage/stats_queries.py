@@ -174,6 +174,21 @@ def _decompose(
     return _cover(first, last, finite, 0), raw
 
 
+def _single_cell(low: int, high: int, levels: Sequence[int]) -> BucketKey | None:
+    """The one cell that is exactly [low, high), if any: the common case of an aligned bucket."""
+    if low % _SECOND or high % _SECOND:
+        return None
+    start = low // _SECOND
+    for level in levels:
+        if (
+            level != TOTAL
+            and bucket_start(level, start) == start
+            and next_bucket_start(level, start) * _SECOND == high
+        ):
+            return (level, start)
+    return None
+
+
 def _cover(low: int, high: int, levels: Sequence[int], index: int) -> list[BucketKey]:
     """Cells of levels[index:] covering [low, high) seconds, aligned to levels[index]."""
     level = levels[index]
@@ -363,6 +378,20 @@ class CellCache:
             self._entries.move_to_end(key)
             return entry[1]
 
+    def get_many(self, wanted: Sequence[tuple[tuple[Any, ...], int]]) -> list[_Cell | None]:
+        """get() of many (key, stamp) pairs under one lock."""
+        entries = self._entries
+        found: list[_Cell | None] = []
+        with self._lock:
+            for key, stamp in wanted:
+                entry = entries.get(key)
+                if entry is None or entry[0] != stamp:
+                    found.append(None)
+                else:
+                    entries.move_to_end(key)
+                    found.append(entry[1])
+        return found
+
     def put(self, key: tuple[Any, ...], stamp: int, cell: _Cell) -> None:
         """Remember a cell at `stamp`."""
         weight = cell.weight()
@@ -511,6 +540,7 @@ class StatsReader:
         self._mark = "?" if dialect == "sqlite" else "%s"
         self._cache = cache
         self._spans: dict[tuple[int, str], tuple[int, int] | None] = {}
+        self._plans: dict[tuple[Any, ...], tuple[list[BucketKey], list[Interval]]] = {}
 
     def read(self, query: StatsQuery) -> StatsAnswer:
         """Aggregate everything the query asks for."""
@@ -609,9 +639,7 @@ class StatsReader:
     ) -> list[_Sum]:
         """Per interval, the cells and raw edge rows of one key, added up."""
         levels = kind.levels[scope.dimension]
-        plans: list[tuple[list[BucketKey], list[Interval]]] = []
-        for interval in intervals:
-            plans.append(self._plan(interval, levels, scope.dimension, scope.key))
+        plans = [self._plan(interval, levels, scope.dimension, scope.key) for interval in intervals]
         wanted = sorted({cell for cells, _ in plans for cell in cells})
         cells = self._cells(kind, scope.dimension, [scope.key], wanted)
         raw_ranges = _union([edge for _, edges in plans for edge in edges])
@@ -626,12 +654,14 @@ class StatsReader:
         rows = self._raw_rows(kind, conditions, raw_ranges, narrow=sparse) if raw_ranges else []
         times = [row[0] for row in rows]
         sums = []
-        for (plan_cells, edges), _interval in zip(plans, intervals, strict=True):
+        key = scope.key
+        for plan_cells, edges in plans:
             total = _Sum()
-            for cell_key in plan_cells:
-                cell = cells.get((cell_key[0], cell_key[1], scope.key))
+            found = total.cells
+            for level, start in plan_cells:
+                cell = cells.get((level, start, key))
                 if cell is not None:
-                    total.add_cell(cell)
+                    found.append(cell)
             for low, high in edges:
                 assert low is not None
                 assert high is not None
@@ -650,9 +680,22 @@ class StatsReader:
         span rounded out to whole finest buckets: no record lies outside it, so the answer is the
         same and no partial bucket is read raw there.
         """
+        memo = (interval, tuple(levels), dimension, key)
+        plan = self._plans.get(memo)
+        if plan is None:
+            plan = self._plans[memo] = self._new_plan(interval, levels, dimension, key)
+        return plan
+
+    def _new_plan(
+        self, interval: Interval, levels: Sequence[int], dimension: int, key: str
+    ) -> tuple[list[BucketKey], list[Interval]]:
         low, high = interval
         if low is None and high is None and TOTAL in levels:
             return [(TOTAL, 0)], []
+        if low is not None and high is not None and HOUR in levels:
+            single = _single_cell(low, high, levels)
+            if single is not None:
+                return [single], []
         if low is None or high is None or HOUR not in levels:
             span = self._span(dimension, key)
             if span is None:
@@ -858,14 +901,15 @@ class StatsReader:
             parameters += [*bucket_parameters, *key_parameters]
         found: dict[tuple[int, int, str], _Cell] = {}
         missing: dict[tuple[int, int, str], tuple[int, tuple[Any, ...]]] = {}
-        for level, start, key, stamp, *row_counts in self._query(
-            " UNION ALL ".join(selects), tuple(parameters)
-        ):
-            cached = self._cache.get((table.name, level, start, dimension, key), stamp)
-            if cached is not None:
-                found[(level, start, key)] = cached
+        rows = self._query(" UNION ALL ".join(selects), tuple(parameters))
+        cached = self._cache.get_many(
+            [((table.name, row[0], row[1], dimension, row[2]), row[3]) for row in rows]
+        )
+        for row, cell in zip(rows, cached, strict=True):
+            if cell is not None:
+                found[(row[0], row[1], row[2])] = cell
             else:
-                missing[(level, start, key)] = (stamp, tuple(row_counts))
+                missing[(row[0], row[1], row[2])] = (row[3], tuple(row[4:]))
         if missing:
             details = self._details(kind, dimension, missing)
             for cell_key, (stamp, counts) in missing.items():
