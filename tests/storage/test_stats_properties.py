@@ -636,13 +636,17 @@ def rollup_contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def assert_same_rows(rebuilt: list[tuple[Any, ...]], incremental: list[tuple[Any, ...]]) -> None:
-    """Equal rows; float sums equal up to the order they were added in."""
+    """Equal rows; float sums equal up to rounding.
+
+    An incremental sum carries rounding error up to about 2**-52 times the magnitudes ever added
+    to it: removing a 86,400,000 ms latency leaves ~1e-8 ms behind in the remaining sum.
+    """
     assert len(rebuilt) == len(incremental)
     for got, want in zip(rebuilt, incremental, strict=True):
         assert len(got) == len(want)
         for a, b in zip(got, want, strict=True):
             if isinstance(a, float) or isinstance(b, float):
-                assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9), (got, want)
+                assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-6), (got, want)
             else:
                 assert a == b, (got, want)
 
