@@ -294,7 +294,8 @@ class EventTypeRollupRow(_RollupCell, Base):
 
 
 class RollupKeySpanRow(Base):
-    """First and last day holding records of each key, so open-ended reads know where to look."""
+    """First and last day holding records of each dense key (all, model, event type), so reads
+    of open-ended ranges know which buckets to look at."""
 
     __tablename__ = "rollup_key_spans"
     __table_args__ = (PrimaryKeyConstraint("dimension", "dimension_key"), ROLLUP_TABLE_OPTIONS)

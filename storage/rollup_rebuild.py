@@ -20,7 +20,6 @@ from storage.rollups import (
     ALL,
     CONVERSATION,
     DAY,
-    DAY_SECONDS,
     DETAILED_DIMENSIONS,
     EVENT_TYPE,
     HOUR,
@@ -313,18 +312,14 @@ def _coarser(
 
 
 def _rebuild_spans(run: RunSql) -> None:
-    """First and last day per key; month cells give the month's first day and a day at or past
-    its last (a span may be wider than the records, never narrower)."""
+    """First and last day of each dense key, from its day cells."""
     days = " UNION ALL ".join(
-        f"SELECT dimension, dimension_key, bucket_start AS first_day,"
-        f" bucket_start + CASE WHEN level = {MONTH} THEN {30 * DAY_SECONDS} ELSE 0 END AS last_day"
-        f" FROM {table.name} WHERE level = {DAY}"
-        f" OR (level = {MONTH} AND dimension IN ({CONVERSATION}, {USER}))"
+        f"SELECT dimension, dimension_key, bucket_start FROM {table.name} WHERE level = {DAY}"
         for table in (FEEDBACK, INTERACTIONS, EVENTS)
     )
     run(f"DELETE FROM {KEY_SPANS_TABLE}")
     run(
         f"INSERT INTO {KEY_SPANS_TABLE} (dimension, dimension_key, first_day, last_day)"
-        f" SELECT dimension, dimension_key, min(first_day), max(last_day)"
+        f" SELECT dimension, dimension_key, min(bucket_start), max(bucket_start)"
         f" FROM ({days}) AS days GROUP BY dimension, dimension_key"
     )

@@ -17,7 +17,8 @@ groups), and a conversation's own stats read its few rows through its index.
 The primary keys start with (level, bucket_start), so the cells a batch touches are the few current
 buckets, a small hot region of each table, rather than one random page per user; readers seek one
 bucket at a time with IN lists. rollup_key_spans keeps the first and last day of every key so
-readers know which buckets of a key to look at when a range is open-ended.
+readers know which buckets to look at when a range is open-ended (dense keys only: a user's or
+conversation's open range is bounded by the span of all records instead, at no cost per record).
 
 A batch is aggregated in Python first (one cell per distinct key) and applied with one multi-row
 INSERT ... ON CONFLICT DO UPDATE per table, rows sorted by key so concurrent PostgreSQL writers
@@ -32,7 +33,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
-from itertools import accumulate
+from itertools import accumulate, chain
 from operator import add
 from typing import Any, Literal
 
@@ -343,6 +344,22 @@ class FeedbackTally:
             counts[FEEDBACK_TOKENS_SUM] += sign * tokens
             _add_bin(self.tokens_bins, tokens_bin, sign)
 
+    def add_counts(self, contribution: FeedbackContribution, sign: int) -> None:
+        """Add one entry's counters only (cells that keep no labels or histograms)."""
+        slot, _, has_text, latency, _, tokens, _ = contribution
+        counts = self.counts
+        counts[0] += sign
+        if slot:
+            counts[slot] += sign
+        if has_text:
+            counts[WITH_TEXT_SLOT] += sign
+        if latency is not None:
+            counts[FEEDBACK_LATENCY_COUNT] += sign
+            counts[FEEDBACK_LATENCY_SUM] += sign * latency
+        if tokens is not None:
+            counts[FEEDBACK_TOKENS_COUNT] += sign
+            counts[FEEDBACK_TOKENS_SUM] += sign * tokens
+
     def merge(self, other: FeedbackTally) -> None:
         """Add another tally."""
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
@@ -385,6 +402,18 @@ class InteractionTally:
             counts[3] += sign
             counts[4] += sign * tokens
             _add_bin(self.tokens_bins, tokens_bin, sign)
+
+    def add_counts(self, contribution: InteractionContribution, sign: int) -> None:
+        """Add one interaction's counters only."""
+        latency, _, tokens, _ = contribution
+        counts = self.counts
+        counts[0] += sign
+        if latency is not None:
+            counts[1] += sign
+            counts[2] += sign * latency
+        if tokens is not None:
+            counts[3] += sign
+            counts[4] += sign * tokens
 
     def merge(self, other: InteractionTally) -> None:
         """Add another tally."""
@@ -498,11 +527,17 @@ Cell = tuple[int, int, int, str]
 Spans = dict[tuple[int, str], tuple[int, int]]
 """(dimension, key) -> (first day, last day) of some records, epoch seconds."""
 
+DENSE_DIMENSIONS = frozenset({ALL, MODEL, EVENT_TYPE})
+"""Keys that keep a span; readers bound a user's or conversation's range by the span of ALL."""
+
 
 def _roll_up(
-    hour_cells: dict[tuple[int, int, str], Any], levels: Mapping[int, tuple[int, ...]]
+    hour_cells: dict[tuple[int, int, str], Any],
+    month_cells: dict[tuple[int, int, str], Any],
+    levels: Mapping[int, tuple[int, ...]],
 ) -> tuple[dict[Cell, Any], Spans]:
-    """Cells of every level from the hour tallies (merged per bucket), and each key's days."""
+    """Cells of every level: dense hour tallies merged into coarser buckets, sparse month
+    tallies as they are; and the days each dense key's records fall on."""
     cells: dict[Cell, Any] = {}
     spans: dict[tuple[int, str], tuple[int, int]] = {}
     for (hour, dimension, key), tally in hour_cells.items():
@@ -512,16 +547,16 @@ def _roll_up(
             spans[(dimension, key)] = (day, day)
         elif day < span[0] or day > span[1]:
             spans[(dimension, key)] = (min(day, span[0]), max(day, span[1]))
-        dimension_levels = levels[dimension]
-        for level in dimension_levels:
+        for level in levels[dimension]:
             cell = (level, hour if level == HOUR else bucket_start(level, hour), dimension, key)
             existing = cells.get(cell)
             if existing is None:
-                # The hour tally itself can serve as its only cell; other levels merge copies.
-                only = level == HOUR or len(dimension_levels) == 1
-                cells[cell] = tally if only else tally.copy()
+                # The hour tally itself serves as its hour cell; coarser levels merge copies.
+                cells[cell] = tally if level == HOUR else tally.copy()
             else:
                 existing.merge(tally)
+    for (month, dimension, key), tally in month_cells.items():
+        cells[(MONTH, month, dimension, key)] = tally
     return cells, spans
 
 
@@ -530,21 +565,28 @@ def feedback_deltas(
 ) -> tuple[dict[Cell, FeedbackTally], Spans]:
     """Per cell, what adding (sign 1) or removing (sign -1) the entries changes."""
     hours: dict[tuple[int, int, str], FeedbackTally] = {}
+    months: dict[tuple[int, int, str], FeedbackTally] = {}
     for record in records:
         seconds = _epoch_seconds(record.create_time)
         hour = seconds - seconds % HOUR_SECONDS
+        month = month_start(hour - hour % DAY_SECONDS)
         contribution = _record_feedback_contribution(record)
-        for dimension, key in (
-            (ALL, ""),
-            (MODEL, record.model or ""),
-            (CONVERSATION, record.conversation_id or ""),
-            (USER, record.user_id or ""),
+        for cells, bucket, dimension, key in (
+            (hours, hour, ALL, ""),
+            (hours, hour, MODEL, record.model or ""),
+            (months, month, USER, record.user_id or ""),
         ):
-            tally = hours.get((hour, dimension, key))
+            tally = cells.get((bucket, dimension, key))
             if tally is None:
-                tally = hours[(hour, dimension, key)] = FeedbackTally()
+                tally = cells[(bucket, dimension, key)] = FeedbackTally()
             tally.add(contribution, sign)
-    return _roll_up(hours, FEEDBACK_LEVELS)
+        # Conversation cells only count (DETAILED_DIMENSIONS).
+        cell = (month, CONVERSATION, record.conversation_id or "")
+        tally = months.get(cell)
+        if tally is None:
+            tally = months[cell] = FeedbackTally()
+        tally.add_counts(contribution, sign)
+    return _roll_up(hours, months, FEEDBACK_LEVELS)
 
 
 def interaction_deltas(
@@ -552,39 +594,47 @@ def interaction_deltas(
 ) -> tuple[dict[Cell, InteractionTally], Spans]:
     """Per cell, what adding or removing the interactions changes."""
     hours: dict[tuple[int, int, str], InteractionTally] = {}
+    months: dict[tuple[int, int, str], InteractionTally] = {}
     for record in records:
         seconds = _epoch_seconds(record.occur_time)
         hour = seconds - seconds % HOUR_SECONDS
+        month = month_start(hour - hour % DAY_SECONDS)
         contribution = interaction_contribution(record.latency_ms, record.total_tokens)
-        for dimension, key in (
-            (ALL, ""),
-            (MODEL, record.model or ""),
-            (CONVERSATION, record.conversation_id),
-            (USER, record.user_id or ""),
+        for cells, bucket, dimension, key in (
+            (hours, hour, ALL, ""),
+            (hours, hour, MODEL, record.model or ""),
+            (months, month, USER, record.user_id or ""),
         ):
-            tally = hours.get((hour, dimension, key))
+            tally = cells.get((bucket, dimension, key))
             if tally is None:
-                tally = hours[(hour, dimension, key)] = InteractionTally()
+                tally = cells[(bucket, dimension, key)] = InteractionTally()
             tally.add(contribution, sign)
-    return _roll_up(hours, INTERACTION_LEVELS)
+        cell = (month, CONVERSATION, record.conversation_id)
+        tally = months.get(cell)
+        if tally is None:
+            tally = months[cell] = InteractionTally()
+        tally.add_counts(contribution, sign)
+    return _roll_up(hours, months, INTERACTION_LEVELS)
 
 
 def event_deltas(records: Iterable[EventRecord], sign: int) -> tuple[dict[Cell, EventTally], Spans]:
     """Per cell, what adding or removing the events changes."""
     hours: dict[tuple[int, int, str], EventTally] = {}
+    months: dict[tuple[int, int, str], EventTally] = {}
     for record in records:
         seconds = _epoch_seconds(record.event_time)
         hour = seconds - seconds % HOUR_SECONDS
-        for dimension, key in (
-            (ALL, ""),
-            (EVENT_TYPE, record.event_type),
-            (USER, record.user_id),
+        event_type = record.event_type
+        for cells, bucket, dimension, key in (
+            (hours, hour, ALL, ""),
+            (hours, hour, EVENT_TYPE, event_type),
+            (months, month_start(hour - hour % DAY_SECONDS), USER, record.user_id),
         ):
-            tally = hours.get((hour, dimension, key))
+            tally = cells.get((bucket, dimension, key))
             if tally is None:
-                tally = hours[(hour, dimension, key)] = EventTally()
-            tally.add(record.event_type, sign)
-    return _roll_up(hours, EVENT_LEVELS)
+                tally = cells[(bucket, dimension, key)] = EventTally()
+            tally.add(event_type, sign)
+    return _roll_up(hours, months, EVENT_LEVELS)
 
 
 # ---- SQL ----
@@ -727,9 +777,10 @@ def _chunks(
 
 def _upsert(target: SqlTarget, table: RollupTable, rows: list[tuple[Any, ...]]) -> None:
     """Add the rows' counters to the table, in key order (the lock order on PostgreSQL)."""
-    rows.sort(key=lambda row: row[: len(table.key_columns)])
+    # Whole tuples sort by their key columns first, and keys are unique within a batch.
+    rows.sort()
     for chunk in _chunks(target, len(table.columns), rows):
-        parameters = tuple(value for row in chunk for value in row)
+        parameters = tuple(chain.from_iterable(chunk))
         target.execute(_upsert_statement(table, len(chunk), target.dialect), parameters)
 
 

@@ -697,7 +697,8 @@ class StatsReader:
             if single is not None:
                 return [single], []
         if low is None or high is None or HOUR not in levels:
-            span = self._span(dimension, key)
+            # Only dense keys keep a span; a user's records lie within the span of all records.
+            span = self._span(dimension, key) if HOUR in levels else self._span(ALL, "")
             if span is None:
                 return [], []
             finest = levels[0]
