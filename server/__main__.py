@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from server.app import create_server
@@ -56,6 +57,21 @@ def migrate(settings: Settings) -> None:
         storage.close()
 
 
+def rebuild_rollups(settings: Settings) -> None:
+    """Migrate, then recompute every stats rollup from the raw tables, and exit."""
+    storage = Storage.connect(settings.database_url)
+    try:
+        storage.migrate()
+        started = time.perf_counter()
+        storage.rebuild_rollups()
+        log.info(
+            "rebuilt rollups",
+            extra={"database": storage.url, "seconds": round(time.perf_counter() - started, 3)},
+        )
+    finally:
+        storage.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `feedback-server` command."""
     from server.logs import configure_logging
@@ -65,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "migrate":
             migrate(settings)
+        elif command == "rebuild-rollups":
+            rebuild_rollups(settings)
         else:
             with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
                 runner.run(serve(settings))

@@ -47,7 +47,7 @@ class Settings:
 def parse_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[str, Settings]:
-    """The subcommand ("serve" or "migrate") and settings; flags win over the environment."""
+    """The subcommand (serve, migrate, rebuild-rollups) and settings; flags win over the env."""
     env = os.environ if environ is None else environ
     parser = _parser(env)
     args = parser.parse_args(argv)
@@ -86,8 +86,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "migrate"],
-        help="serve (default): migrate the database, then serve; migrate: only migrate",
+        choices=["serve", "migrate", "rebuild-rollups"],
+        help="serve (default): migrate the database, then serve; migrate: only migrate; "
+        "rebuild-rollups: migrate, then recompute the stats rollups from the stored rows (after "
+        "loading rows past the service)",
     )
     parser.add_argument(
         "--address", default=default("ADDRESS", DEFAULT_ADDRESS), help="FEEDBACK_ADDRESS"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -42,9 +44,11 @@ from storage.records import (
     InteractionRecord,
     InteractionStats,
     Label,
+    Percentiles,
     Score,
     Thumb,
 )
+from storage.stats_records import StatsBucket
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ANY_VALID_TIME = datetime.min.replace(tzinfo=UTC)
@@ -117,7 +121,34 @@ def stats_input(request: feedback_service_pb2.GetStatsRequest) -> StatsInput:
         message_id=request.message_id,
         start_time=_time_or_none(request, "start_time"),
         end_time=_time_or_none(request, "end_time"),
+        model=request.model,
+        event_type=request.event_type,
+        bucket=_enum_name(_TIME_BUCKETS, request.bucket),
+        group_by=_enum_name(_GROUP_KEYS, request.group_by),
+        top_n=request.top_n,
+        compare_previous=request.compare_previous,
     )
+
+
+_TIME_BUCKETS: dict[int, str] = {
+    stats_pb2.TIME_BUCKET_HOUR: "hour",
+    stats_pb2.TIME_BUCKET_DAY: "day",
+    stats_pb2.TIME_BUCKET_WEEK: "week",
+    stats_pb2.TIME_BUCKET_MONTH: "month",
+}
+_GROUP_KEYS: dict[int, str] = {
+    stats_pb2.STATS_GROUP_BY_MODEL: "model",
+    stats_pb2.STATS_GROUP_BY_EVENT_TYPE: "event_type",
+    stats_pb2.STATS_GROUP_BY_CONVERSATION: "conversation",
+    stats_pb2.STATS_GROUP_BY_USER: "user",
+}
+
+
+def _enum_name(names: dict[int, str], value: int) -> str:
+    """The service's name of an enum value; "" when unspecified, a rejected name when unknown."""
+    if value == 0:
+        return ""
+    return names.get(value, f"unknown value {value}")
 
 
 # ---- records -> protobuf ----
@@ -184,13 +215,113 @@ def event_message(record: EventRecord) -> event_pb2.Event:
 
 def stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
     """Write the aggregates of a stats request."""
-    response = feedback_service_pb2.GetStatsResponse(
-        feedback=_feedback_stats(stats.feedback),
-        interactions=_interaction_stats(stats.interactions),
-    )
-    if stats.events is not None:
-        response.events.CopyFrom(_event_stats(stats.events))
+    response = feedback_service_pb2.GetStatsResponse()
+    _write_kinds(response, stats.feedback, stats.interactions, stats.events)
+    if stats.buckets:
+        # Parsing the buckets' wire form at once is far cheaper than building 365 of them.
+        response.MergeFromString(
+            b"".join(_BUCKET_TAG + _framed(bucket) for bucket in stats.buckets)
+        )
+    for group in stats.groups:
+        added = response.groups.add(key=group.key)
+        _write_kinds(added, group.stats.feedback, group.stats.interactions, group.stats.events)
+    if stats.previous is not None:
+        previous = stats.previous
+        response.previous.start_time.CopyFrom(timestamp(previous.start_time))
+        response.previous.end_time.CopyFrom(timestamp(previous.end_time))
+        _write_kinds(
+            response.previous,
+            previous.stats.feedback,
+            previous.stats.interactions,
+            previous.stats.events,
+        )
+    if stats.change is not None:
+        change = stats.change
+        response.change.CopyFrom(
+            stats_pb2.StatsChange(
+                feedback_count_ratio=change.feedback_count_ratio,
+                avg_score_delta=change.avg_score_delta,
+                thumbs_up_ratio_delta=change.thumbs_up_ratio_delta,
+                interaction_count_ratio=change.interaction_count_ratio,
+                avg_latency_ms_delta=change.avg_latency_ms_delta,
+                event_count_ratio=change.event_count_ratio,
+            )
+        )
     return response
+
+
+_BUCKET_TAG = bytes([(feedback_service_pb2.GetStatsResponse.BUCKETS_FIELD_NUMBER << 3) | 2])
+"""Tag of a length-delimited GetStatsResponse.buckets element."""
+
+_MAX_CACHED_BUCKETS = 20_000
+_bucket_bytes: OrderedDict[tuple[Any, ...], tuple[StatsBucket, bytes]] = OrderedDict()
+_bucket_lock = threading.Lock()
+
+
+def _framed(bucket: StatsBucket) -> bytes:
+    """A bucket's length prefix and serialized StatsBucket, cached by what it was made of.
+
+    The storage layer hands out the same immutable stats objects for a cell while it is unchanged
+    (an aligned bucket is one cell), so their identities name the bucket's contents; the cache
+    holds the bucket, so those identities cannot be reused while cached.
+    """
+    kinds = bucket.stats
+    key = (
+        bucket.start_time,
+        bucket.end_time,
+        id(kinds.feedback),
+        id(kinds.interactions),
+        id(kinds.events),
+    )
+    with _bucket_lock:
+        cached = _bucket_bytes.get(key)
+        if cached is not None and _same_objects(cached[0].stats, kinds):
+            _bucket_bytes.move_to_end(key)
+            return cached[1]
+    message = stats_pb2.StatsBucket(
+        start_time=timestamp(bucket.start_time), end_time=timestamp(bucket.end_time)
+    )
+    _write_kinds(message, kinds.feedback, kinds.interactions, kinds.events)
+    body = message.SerializeToString()
+    framed = _varint(len(body)) + body
+    with _bucket_lock:
+        _bucket_bytes[key] = (bucket, framed)
+        if len(_bucket_bytes) > _MAX_CACHED_BUCKETS:
+            _bucket_bytes.popitem(last=False)
+    return framed
+
+
+def _same_objects(cached: Any, current: Any) -> bool:
+    return (
+        cached.feedback is current.feedback
+        and cached.interactions is current.interactions
+        and cached.events is current.events
+    )
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _write_kinds(
+    message: Any,
+    feedback: FeedbackStats | None,
+    interactions: InteractionStats | None,
+    events: EventStats | None,
+) -> None:
+    """Set the feedback, interactions and events fields of a response, bucket, group or period."""
+    if feedback is not None:
+        message.feedback.CopyFrom(_feedback_stats(feedback))
+    if interactions is not None:
+        message.interactions.CopyFrom(_interaction_stats(interactions))
+    if events is not None:
+        message.events.CopyFrom(_event_stats(events))
 
 
 def _feedback_stats(stats: FeedbackStats) -> stats_pb2.FeedbackStats:
@@ -210,6 +341,9 @@ def _feedback_stats(stats: FeedbackStats) -> stats_pb2.FeedbackStats:
         avg_latency_ms=stats.avg_latency_ms,
         avg_tokens=stats.avg_tokens,
         with_text_count=stats.with_text_count,
+        thumbs_up_ratio=stats.thumbs_up_ratio,
+        latency_ms_percentiles=_percentiles(stats.latency_ms_percentiles),
+        tokens_percentiles=_percentiles(stats.tokens_percentiles),
     )
 
 
@@ -218,6 +352,17 @@ def _interaction_stats(stats: InteractionStats) -> stats_pb2.InteractionStats:
         total_count=stats.total_count,
         avg_latency_ms=stats.avg_latency_ms,
         avg_total_tokens=stats.avg_total_tokens,
+        latency_ms_percentiles=_percentiles(stats.latency_ms_percentiles),
+        total_tokens_percentiles=_percentiles(stats.total_tokens_percentiles),
+    )
+
+
+def _percentiles(percentiles: Percentiles) -> stats_pb2.Percentiles | None:
+    """Unset when no record carries the measurement (all four are then unset)."""
+    if percentiles.p50 is None:
+        return None
+    return stats_pb2.Percentiles(
+        p50=percentiles.p50, p90=percentiles.p90, p95=percentiles.p95, p99=percentiles.p99
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,19 +17,23 @@ from storage.engines import (
     sqlite_engine,
     sqlite_file,
 )
-from storage.error_translation import translated_errors
+from storage.error_translation import driver_errors, translated_errors
 from storage.errors import StorageError, StorageUnavailable
 from storage.repository import BatchRepository, Repository
+from storage.rollup_rebuild import rebuild_rollups, register_sqlite_functions
 from storage.schema_migration import upgrade_to_head
 from storage.sqlite_batch_repository import SqliteBatchRepository, sqlite_errors
+from storage.stats_queries import CellCache, StatsReader
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
     from types import TracebackType
 
     from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
+
+    from storage.stats_records import StatsAnswer, StatsQuery
 
 T = TypeVar("T")
 
@@ -61,6 +65,7 @@ class Storage:
         self._read_sessions = sessionmaker(bind=read_engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
         self._closed = threading.Event()
+        self._stats_cache = CellCache()
 
     @classmethod
     def connect(
@@ -130,6 +135,34 @@ class Storage:
         with translated_errors(), self._read_sessions.begin() as session:
             return work(Repository(session))
 
+    def read_stats(self, query: StatsQuery) -> StatsAnswer:
+        """Answer a stats query from the rollups in one read transaction (one snapshot)."""
+        self._check_open()
+        with translated_errors(), self._read_sessions.begin() as session:
+            # Straight on the driver's cursor: SQLAlchemy's result machinery cost more than the
+            # queries themselves for a year of daily buckets.
+            cursor = session.connection().connection.cursor()
+            try:
+
+                def execute(sql: str, parameters: tuple[Any, ...]) -> Sequence[Any]:
+                    with driver_errors(sql, parameters):
+                        cursor.execute(sql, parameters)
+                        return cursor.fetchall()
+
+                return StatsReader(execute, self.dialect, self._stats_cache).read(query)
+            finally:
+                cursor.close()
+
+    def rebuild_rollups(self) -> None:
+        """Recompute every rollup from the raw tables in one transaction.
+
+        For rows written past the service (bulk loads with sqlite3.executemany, manual fixes).
+        Writers wait meanwhile: SQLite's write lock, a SHARE lock on PostgreSQL's raw tables.
+        """
+        self._check_open()
+        with translated_errors(), self._write_engine.begin() as connection:
+            rebuild_rollups_on(connection)
+
     def dedicated_writer(self) -> DedicatedWriter:
         """A writer for one thread that runs many short write transactions (group commit).
 
@@ -171,6 +204,24 @@ class Storage:
         """Refuse work after close(), which would otherwise silently open a new pool."""
         if self._closed.is_set():
             raise StorageError("storage is closed")
+
+
+def rebuild_rollups_on(connection: Connection) -> None:
+    """Rebuild the rollups inside `connection`'s write transaction (also used by migration 0004)."""
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        register_sqlite_functions(raw)
+        dialect: Dialect = "sqlite"
+    else:
+        # Writers insert raw rows first, so they wait here and cannot slip between the reads.
+        connection.exec_driver_sql("LOCK TABLE interactions, feedback, events IN SHARE MODE")
+        dialect = "postgresql"
+
+    def run(sql: str) -> None:
+        connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+    rebuild_rollups(run, dialect)
 
 
 class DedicatedWriter:

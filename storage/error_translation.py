@@ -49,6 +49,17 @@ def translated_errors() -> Iterator[None]:
         raise storage_error_for(error) from error
 
 
+@contextmanager
+def driver_errors(sql: str, parameters: tuple[object, ...] = ()) -> Iterator[None]:
+    """Translate errors of a statement run on a DBAPI cursor as SQLAlchemy's are translated."""
+    try:
+        yield
+    except (sqlite3.Error, psycopg.Error) as error:
+        base = sqlite3.Error if isinstance(error, sqlite3.Error) else psycopg.Error
+        wrapped = sa_exc.DBAPIError.instance(sql, parameters, error, base)
+        raise storage_error_for(wrapped) from error
+
+
 def storage_error_for(error: sa_exc.SQLAlchemyError) -> Exception:
     """Return the exception a caller of the storage layer should see for a SQLAlchemy error."""
     if isinstance(error, sa_exc.IntegrityError):

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     text,
@@ -179,3 +180,140 @@ class EventRow(Base):
     )
     event_time: Mapped[datetime] = mapped_column(UTCDateTime)
     receive_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Rollups (storage.rollups): exact aggregates kept in the same transaction as every write. Keys
+# start with (level, bucket_start) so a batch touches a few hot buckets, not a page per user.
+# WITHOUT ROWID on SQLite: the rows live in the primary key's B-tree, one lookup per upsert.
+
+ROLLUP_TABLE_OPTIONS: dict[str, Any] = {"sqlite_with_rowid": False}
+
+
+def _rollup_counter() -> Mapped[int]:
+    return mapped_column(BigInteger)
+
+
+class _RollupCell:
+    """The key every rollup table starts with: which bucket of which level, for which key."""
+
+    level: Mapped[int] = mapped_column(SmallInteger, sort_order=-4)
+    """storage.rollups.HOUR, DAY, MONTH or TOTAL."""
+    bucket_start: Mapped[int] = mapped_column(BigInteger, sort_order=-3)
+    """Epoch seconds (UTC) of the bucket's start; 0 for TOTAL."""
+    dimension: Mapped[int] = mapped_column(SmallInteger, sort_order=-2)
+    """storage.rollups.ALL, MODEL, CONVERSATION, USER or EVENT_TYPE."""
+    dimension_key: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), sort_order=-1)
+    """The model, conversation, user or event type; "" for ALL and for records without one."""
+
+
+_CELL = ("level", "bucket_start", "dimension", "dimension_key")
+
+
+def _rollup_table_args(*extra_key: str) -> tuple[Any, ...]:
+    """The primary key (cell first, then `extra_key`) and the table options."""
+    return (PrimaryKeyConstraint(*_CELL, *extra_key), ROLLUP_TABLE_OPTIONS)
+
+
+class FeedbackRollupRow(_RollupCell, Base):
+    """Counts and sums of the feedback of one cell."""
+
+    __tablename__ = "feedback_rollups"
+    __table_args__ = _rollup_table_args()
+
+    stamp: Mapped[int] = mapped_column(BigInteger)
+    """Random version set by every change; readers cache the cell's labels and bins by it."""
+    total_count: Mapped[int] = _rollup_counter()
+    score1_count: Mapped[int] = _rollup_counter()
+    score2_count: Mapped[int] = _rollup_counter()
+    score3_count: Mapped[int] = _rollup_counter()
+    score4_count: Mapped[int] = _rollup_counter()
+    score5_count: Mapped[int] = _rollup_counter()
+    thumbs_up_count: Mapped[int] = _rollup_counter()
+    thumbs_down_count: Mapped[int] = _rollup_counter()
+    with_text_count: Mapped[int] = _rollup_counter()
+    latency_count: Mapped[int] = _rollup_counter()
+    latency_sum: Mapped[float] = mapped_column(Float)
+    tokens_count: Mapped[int] = _rollup_counter()
+    tokens_sum: Mapped[int] = _rollup_counter()
+
+
+class FeedbackLabelRollupRow(_RollupCell, Base):
+    """Number of label ratings of one cell per label."""
+
+    __tablename__ = "feedback_label_rollups"
+    __table_args__ = _rollup_table_args("label")
+
+    label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    record_count: Mapped[int] = _rollup_counter()
+
+
+class FeedbackHistogramRollupRow(_RollupCell, Base):
+    """Number of feedback entries of one cell per log-scale bin of latency or tokens."""
+
+    __tablename__ = "feedback_histogram_rollups"
+    __table_args__ = _rollup_table_args("metric", "bin")
+
+    metric: Mapped[int] = mapped_column(SmallInteger)
+    """storage.rollups.LATENCY_METRIC or TOKENS_METRIC."""
+    bin: Mapped[int] = mapped_column(Integer)
+    """storage.rollups.histogram_bin() of the value."""
+    record_count: Mapped[int] = _rollup_counter()
+
+
+class InteractionRollupRow(_RollupCell, Base):
+    """Counts and sums of the interactions of one cell."""
+
+    __tablename__ = "interaction_rollups"
+    __table_args__ = _rollup_table_args()
+
+    stamp: Mapped[int] = mapped_column(BigInteger)
+    total_count: Mapped[int] = _rollup_counter()
+    latency_count: Mapped[int] = _rollup_counter()
+    latency_sum: Mapped[float] = mapped_column(Float)
+    tokens_count: Mapped[int] = _rollup_counter()
+    tokens_sum: Mapped[int] = _rollup_counter()
+
+
+class InteractionHistogramRollupRow(_RollupCell, Base):
+    """Number of interactions of one cell per log-scale bin of latency or total tokens."""
+
+    __tablename__ = "interaction_histogram_rollups"
+    __table_args__ = _rollup_table_args("metric", "bin")
+
+    metric: Mapped[int] = mapped_column(SmallInteger)
+    bin: Mapped[int] = mapped_column(Integer)
+    record_count: Mapped[int] = _rollup_counter()
+
+
+class EventRollupRow(_RollupCell, Base):
+    """Number of events of one cell."""
+
+    __tablename__ = "event_rollups"
+    __table_args__ = _rollup_table_args()
+
+    stamp: Mapped[int] = mapped_column(BigInteger)
+    total_count: Mapped[int] = _rollup_counter()
+
+
+class EventTypeRollupRow(_RollupCell, Base):
+    """Number of events of one cell per event type (cells of the "all" and user dimensions)."""
+
+    __tablename__ = "event_type_rollups"
+    __table_args__ = _rollup_table_args("event_type")
+
+    event_type: Mapped[str] = mapped_column(String(EVENT_TYPE_LENGTH))
+    record_count: Mapped[int] = _rollup_counter()
+
+
+class RollupKeySpanRow(Base):
+    """First and last day holding records of each dense key (all, model, event type), so reads
+    of open-ended ranges know which buckets to look at."""
+
+    __tablename__ = "rollup_key_spans"
+    __table_args__ = (PrimaryKeyConstraint("dimension", "dimension_key"), ROLLUP_TABLE_OPTIONS)
+
+    dimension: Mapped[int] = mapped_column(SmallInteger)
+    dimension_key: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH))
+    first_day: Mapped[int] = mapped_column(BigInteger)
+    """Epoch seconds of the first day; never narrowed when records are removed."""
+    last_day: Mapped[int] = mapped_column(BigInteger)

@@ -117,6 +117,19 @@ class StatsFilter:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Percentiles:
+    """Nearest-rank percentiles of a measurement; None when no record carries it."""
+
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+NO_PERCENTILES = Percentiles()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeedbackStats:
     """Aggregates over feedback; averages are None (never NaN) when nothing carries the value."""
 
@@ -130,6 +143,15 @@ class FeedbackStats:
     avg_latency_ms: float | None = None
     avg_tokens: float | None = None
     with_text_count: int = 0
+    latency_ms_percentiles: Percentiles = NO_PERCENTILES
+    """Filled by the rollup reader (GetStats); the full-scan Repository.feedback_stats leaves it."""
+    tokens_percentiles: Percentiles = NO_PERCENTILES
+
+    @property
+    def thumbs_up_ratio(self) -> float | None:
+        """Share of thumbs-up among thumb ratings; None when there are none."""
+        thumbs = self.thumbs_up_count + self.thumbs_down_count
+        return self.thumbs_up_count / thumbs if thumbs else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +161,8 @@ class InteractionStats:
     total_count: int = 0
     avg_latency_ms: float | None = None
     avg_total_tokens: float | None = None
+    latency_ms_percentiles: Percentiles = NO_PERCENTILES
+    total_tokens_percentiles: Percentiles = NO_PERCENTILES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

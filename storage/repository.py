@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 
 from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, insert, inspect, select
 
-from storage import listing_queries
+from storage import listing_queries, rollups
 from storage.error_translation import translated_errors
 from storage.listing_records import (
     EventEntry,
@@ -116,7 +116,9 @@ class Repository:
     def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
         """Store chat turns in one statement; raises Conflict if a message_id is taken."""
         ids = self._insert_many(InteractionRow, [interaction_row(new) for new in news])
-        return stored_records(InteractionRecord, news, ids)
+        records = stored_records(InteractionRecord, news, ids)
+        rollups.apply_interactions(self._rollup_target(), records, 1)
+        return records
 
     def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
         """Count and averages of interactions, by occur_time, in one query."""
@@ -151,7 +153,9 @@ class Repository:
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
         """Store feedback entries in one statement."""
         ids = self._insert_many(FeedbackRow, [feedback_row(new) for new in news])
-        return stored_records(FeedbackRecord, news, ids)
+        records = stored_records(FeedbackRecord, news, ids)
+        rollups.apply_feedback(self._rollup_target(), records, 1)
+        return records
 
     def feedback_stats(self, stats_filter: StatsFilter) -> FeedbackStats:
         """Counts per rating and averages of feedback, by create_time.
@@ -259,7 +263,9 @@ class Repository:
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
         """Store analytics events in one statement."""
         ids = self._insert_many(EventRow, [event_row(new) for new in news])
-        return stored_records(EventRecord, news, ids)
+        records = stored_records(EventRecord, news, ids)
+        rollups.apply_events(self._rollup_target(), records, 1)
+        return records
 
     def event_stats(self, stats_filter: StatsFilter) -> EventStats:
         """Event counts per type, by event_time, in one query.
@@ -300,6 +306,57 @@ class Repository:
         statement = insert(model).returning(model.id, sort_by_parameter_order=True)  # type: ignore[attr-defined]
         with translated_errors():
             return list(self._session.scalars(statement, rows))
+
+    # Deletions: rows go and their contributions leave the rollups in the same transaction.
+
+    def delete_interactions(self, ids: Collection[int]) -> list[InteractionRecord]:
+        """Delete interactions by id and return what was deleted; unknown ids are ignored.
+
+        Feedback on them stays (unlinked: interaction_id becomes NULL), its rollups unchanged.
+        """
+        table = InteractionRow.__table__
+        rows = self._session.execute(select(table).where(table.c.id.in_(list(ids))))
+        records = [interaction_from_row(row._mapping) for row in rows]
+        self._delete_rows(InteractionRow, records)
+        rollups.apply_interactions(self._rollup_target(), records, -1)
+        return records
+
+    def delete_feedback(self, ids: Collection[int]) -> list[FeedbackRecord]:
+        """Delete feedback entries by id and return what was deleted; unknown ids are ignored."""
+        statement = select(FeedbackRow).where(FeedbackRow.id.in_(list(ids)))
+        records = [_feedback_record(row) for row in self._session.scalars(statement)]
+        self._delete_rows(FeedbackRow, records)
+        rollups.apply_feedback(self._rollup_target(), records, -1)
+        return records
+
+    def delete_events(self, ids: Collection[int]) -> list[EventRecord]:
+        """Delete analytics events by id and return what was deleted; unknown ids are ignored."""
+        statement = select(EventRow).where(EventRow.id.in_(list(ids)))
+        records = [_event_record(row) for row in self._session.scalars(statement)]
+        self._delete_rows(EventRow, records)
+        rollups.apply_events(self._rollup_target(), records, -1)
+        return records
+
+    def _delete_rows(
+        self, model: type[Base], records: Sequence[InteractionRecord | FeedbackRecord | EventRecord]
+    ) -> None:
+        if records:
+            table = model.__table__
+            ids = [record.id for record in records]
+            self._session.execute(table.delete().where(table.c.id.in_(ids)))  # type: ignore[attr-defined]
+            # The ORM rows read above are stale now; nothing may flush them back.
+            self._session.expunge_all()
+
+    def _rollup_target(self) -> rollups.SqlTarget:
+        """Rollup SQL on this unit's connection, inside its transaction."""
+        connection = self._session.connection()
+
+        def execute(sql: str, parameters: tuple[Any, ...]) -> Sequence[Any]:
+            result = connection.exec_driver_sql(sql, parameters)
+            return result.fetchall() if result.returns_rows else []
+
+        sqlite = connection.dialect.name == "sqlite"
+        return rollups.SqlTarget(execute, "sqlite" if sqlite else "postgresql")
 
 
 def _scope(
@@ -458,6 +515,37 @@ def interaction_from_row(row: RowMapping | Mapping[str, Any]) -> InteractionReco
         metadata=row["metadata"],
         occur_time=row["occur_time"],
         create_time=row["create_time"],
+    )
+
+
+def _rating(row: FeedbackRow) -> Rating:
+    """The rating a row's kind column selects; the CHECK constraint guarantees its column is set."""
+    if row.rating_kind == "score" and row.score is not None:
+        return Score(row.score)
+    if row.rating_kind == "thumb" and row.thumb_up is not None:
+        return Thumb(row.thumb_up)
+    if row.rating_kind == "label" and row.label is not None:
+        return Label(row.label)
+    raise ValueError(f"feedback {row.id} has an inconsistent rating of kind {row.rating_kind!r}")
+
+
+def _feedback_record(row: FeedbackRow) -> FeedbackRecord:
+    """Copy a row into a record that outlives the session."""
+    return FeedbackRecord(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        user_id=row.user_id,
+        interaction_id=row.interaction_id,
+        model=row.model,
+        rating=_rating(row),
+        text=row.text,
+        latency_ms=row.latency_ms,
+        tokens_used=row.tokens_used,
+        input_hash=row.input_hash,
+        output_hash=row.output_hash,
+        metadata=row.metadata_,
+        create_time=_utc(row.create_time),
     )
 
 

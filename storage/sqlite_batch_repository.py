@@ -35,6 +35,7 @@ from storage.repository import (
     interaction_row,
     stored_records,
 )
+from storage.rollups import SqlTarget, apply_events, apply_feedback, apply_interactions
 from storage.sqlite_bulk_insert import insert_returning_ids
 
 _COLUMNS = tuple(column.name for column in InteractionRow.__table__.columns)
@@ -47,6 +48,7 @@ class SqliteBatchRepository:
     def __init__(self, connection: sqlite3.Connection) -> None:
         """Work inside `connection`'s current transaction."""
         self._connection = connection
+        self._rollups = SqlTarget(self._execute, "sqlite")
 
     def interactions_by_messages(
         self, message_ids: Collection[str]
@@ -77,19 +79,25 @@ class SqliteBatchRepository:
         """Store chat turns in one statement per chunk; raises Conflict if a message_id is taken."""
         rows = [interaction_row(new) for new in news]
         ids = insert_returning_ids(self._execute, inspect(InteractionRow), rows)
-        return stored_records(InteractionRecord, news, ids)
+        records = stored_records(InteractionRecord, news, ids)
+        apply_interactions(self._rollups, records, 1)
+        return records
 
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
         """Store feedback entries in one statement per chunk."""
         rows = [feedback_row(new) for new in news]
         ids = insert_returning_ids(self._execute, inspect(FeedbackRow), rows)
-        return stored_records(FeedbackRecord, news, ids)
+        records = stored_records(FeedbackRecord, news, ids)
+        apply_feedback(self._rollups, records, 1)
+        return records
 
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
         """Store analytics events in one statement per chunk."""
         rows = [event_row(new) for new in news]
         ids = insert_returning_ids(self._execute, inspect(EventRow), rows)
-        return stored_records(EventRecord, news, ids)
+        records = stored_records(EventRecord, news, ids)
+        apply_events(self._rollups, records, 1)
+        return records
 
     def _execute(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
         with sqlite_errors(sql, parameters):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
 import grpc
 
@@ -239,21 +239,39 @@ class FeedbackClient:
         message_id: str | None = None,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
+        model: str | None = None,
+        event_type: str | None = None,
+        bucket: TimeBucket | None = None,
+        group_by: StatsGroupBy | None = None,
+        top_n: int = 0,
+        compare_previous: bool = False,
         timeout: float | None = None,
     ) -> feedback_service_pb2.GetStatsResponse:
         """Aggregate feedback, interactions and events, overall or for the given filters.
 
-        The time range includes `start_time` and excludes `end_time`.
+        The time range includes `start_time` and excludes `end_time`. `bucket` ("hour", "day",
+        "week" or "month") also splits it into UTC buckets (`response.buckets`); `group_by`
+        ("model", "event_type", "conversation" or "user") returns the `top_n` largest groups
+        (0: the server's default, 10); `compare_previous` adds the period of the same length just
+        before (`response.previous`, `response.change`). Buckets and the comparison need both times.
         """
         request = feedback_service_pb2.GetStatsRequest(
             conversation_id=conversation_id or "",
             user_id=user_id or "",
             message_id=message_id or "",
+            model=model or "",
+            event_type=event_type or "",
+            top_n=top_n,
+            compare_previous=compare_previous,
         )
         if start_time is not None:
             request.start_time.CopyFrom(to_timestamp(start_time, name="start_time"))
         if end_time is not None:
             request.end_time.CopyFrom(to_timestamp(end_time, name="end_time"))
+        if bucket is not None:
+            request.bucket = _enum_value(request, "bucket", "TIME_BUCKET_", bucket)
+        if group_by is not None:
+            request.group_by = _enum_value(request, "group_by", "STATS_GROUP_BY_", group_by)
         return self._call(self._stub.GetStats, request, timeout)
 
     def list_feedback(
@@ -768,3 +786,26 @@ def _metadata_pairs(
         return ()
     pairs = metadata.items() if isinstance(metadata, Mapping) else metadata
     return tuple((str(key), str(value)) for key, value in pairs)
+
+
+TimeBucket = Literal["hour", "day", "week", "month"]
+"""Sizes of GetStats time buckets (UTC; weeks start on Monday)."""
+
+StatsGroupBy = Literal["model", "event_type", "conversation", "user"]
+"""Keys GetStats can group by."""
+
+
+def _enum_value(request: Message, field_name: str, prefix: str, name: str) -> Any:
+    """The number of the enum value `prefix + NAME` of a request field; ValueError if none.
+
+    Typed Any: the generated stubs type each enum field with its own int subtype.
+    """
+    enum = request.DESCRIPTOR.fields_by_name[field_name].enum_type
+    assert enum is not None
+    value = enum.values_by_name.get(prefix + name.upper())
+    if value is None or value.number == 0:
+        choices = ", ".join(
+            repr(v.name.removeprefix(prefix).lower()) for v in enum.values if v.number
+        )
+        raise ValueError(f"{field_name} must be one of {choices}, not {name!r}")
+    return value.number

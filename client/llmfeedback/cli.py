@@ -192,6 +192,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(stats)
     stats.add_argument("--since", type=_iso_time, metavar="TIME", help="from this time (included)")
     stats.add_argument("--until", type=_iso_time, metavar="TIME", help="to this time (excluded)")
+    stats.add_argument("--model", help="only feedback and interactions of this model")
+    stats.add_argument("--event-type", help="only events of this type")
+    stats.add_argument(
+        "--bucket",
+        choices=("hour", "day", "week", "month"),
+        help="also split --since..--until into UTC buckets of this size",
+    )
+    stats.add_argument(
+        "--group-by",
+        choices=("model", "event-type", "conversation", "user"),
+        help="also show the largest groups by this key",
+    )
+    stats.add_argument(
+        "--top",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="number of groups to show (default 10, at most 1000)",
+    )
+    stats.add_argument(
+        "--compare-previous",
+        action="store_true",
+        help="also compare with the period of the same length before --since",
+    )
 
     listing = subcommands.add_parser(
         "list",
@@ -406,6 +430,12 @@ def _stats(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> Non
         message_id=args.message_id,
         start_time=args.since,
         end_time=args.until,
+        model=args.model,
+        event_type=args.event_type,
+        bucket=args.bucket,
+        group_by=None if args.group_by is None else args.group_by.replace("-", "_"),
+        top_n=args.top,
+        compare_previous=args.compare_previous,
     )
     if args.json_output:
         # Zero counts are printed so scripts need not know proto3 omits default values.
@@ -741,47 +771,151 @@ def _number(value: float | None, *, unit: str = "", decimals: int | None = None)
 
 
 def _format_stats(stats: feedback_service_pb2.GetStatsResponse) -> str:
-    """Render statistics as a small aligned table with the score distribution."""
+    """Render statistics as small aligned tables: the totals, then buckets, groups, the change."""
     lines: list[str] = []
 
     def row(label: str, value: str) -> None:
         lines.append(f"{label:<{_LABEL_WIDTH}}{value}".rstrip())
 
-    feedback = stats.feedback
-    row(
-        "feedback",
-        f"{feedback.total_count} total, {feedback.scored_count} scored, "
-        f"{feedback.with_text_count} with text",
-    )
-    row("  avg score", _number(_present(feedback, "avg_score"), decimals=2))
-    distribution = (
-        feedback.score1_count,
-        feedback.score2_count,
-        feedback.score3_count,
-        feedback.score4_count,
-        feedback.score5_count,
-    )
-    width = max(5, *(len(str(count)) + 2 for count in distribution))
-    row("  score", "".join(f"{score:>{width}}" for score in range(1, 6)))
-    row("  count", "".join(f"{count:>{width}}" for count in distribution))
-    row("  thumbs", f"up {feedback.thumbs_up_count}, down {feedback.thumbs_down_count}")
-    if feedback.label_counts:
-        row("  labels", _counts(feedback.label_counts))
-    row("  avg latency", _number(_present(feedback, "avg_latency_ms"), unit=" ms"))
-    row("  avg tokens", _number(_present(feedback, "avg_tokens")))
+    if stats.HasField("feedback"):
+        feedback = stats.feedback
+        row(
+            "feedback",
+            f"{feedback.total_count} total, {feedback.scored_count} scored, "
+            f"{feedback.with_text_count} with text",
+        )
+        row("  avg score", _number(_present(feedback, "avg_score"), decimals=2))
+        distribution = (
+            feedback.score1_count,
+            feedback.score2_count,
+            feedback.score3_count,
+            feedback.score4_count,
+            feedback.score5_count,
+        )
+        width = max(5, *(len(str(count)) + 2 for count in distribution))
+        row("  score", "".join(f"{score:>{width}}" for score in range(1, 6)))
+        row("  count", "".join(f"{count:>{width}}" for count in distribution))
+        thumbs_ratio = _present(feedback, "thumbs_up_ratio")
+        ratio = "" if thumbs_ratio is None else f" ({thumbs_ratio:.0%} up)"
+        row("  thumbs", f"up {feedback.thumbs_up_count}, down {feedback.thumbs_down_count}{ratio}")
+        if feedback.label_counts:
+            row("  labels", _counts(feedback.label_counts))
+        row("  avg latency", _number(_present(feedback, "avg_latency_ms"), unit=" ms"))
+        row("  latency p50-p99", _percentiles(feedback.latency_ms_percentiles, " ms"))
+        row("  avg tokens", _number(_present(feedback, "avg_tokens")))
+        row("  tokens p50-p99", _percentiles(feedback.tokens_percentiles))
+    else:
+        row("feedback", "n/a (feedback has no event type)")
 
-    interactions = stats.interactions
-    row("interactions", f"{interactions.total_count} total")
-    row("  avg latency", _number(_present(interactions, "avg_latency_ms"), unit=" ms"))
-    row("  avg tokens", _number(_present(interactions, "avg_total_tokens")))
+    if stats.HasField("interactions"):
+        interactions = stats.interactions
+        row("interactions", f"{interactions.total_count} total")
+        row("  avg latency", _number(_present(interactions, "avg_latency_ms"), unit=" ms"))
+        row("  latency p50-p99", _percentiles(interactions.latency_ms_percentiles, " ms"))
+        row("  avg tokens", _number(_present(interactions, "avg_total_tokens")))
+        row("  tokens p50-p99", _percentiles(interactions.total_tokens_percentiles))
+    else:
+        row("interactions", "n/a (interactions have no event type)")
 
     if stats.HasField("events"):
         row("events", f"{stats.events.total_count} total")
         if stats.events.type_counts:
             row("  by type", _counts(stats.events.type_counts))
     else:
-        row("events", "n/a (events have no conversation or message)")
+        row("events", "n/a (events have no conversation, message or model)")
+    text = "\n".join(lines) + "\n"
+    if stats.buckets:
+        text += "\n" + _stats_table(
+            "BUCKET", [(bucket.start_time.ToJsonString(), bucket) for bucket in stats.buckets]
+        )
+    if stats.groups:
+        text += "\n" + _stats_table(
+            "GROUP", [(group.key or "(none)", group) for group in stats.groups]
+        )
+    if stats.HasField("previous"):
+        text += "\n" + _format_change(stats)
+    return text
+
+
+def _stats_table(title: str, entries: Sequence[tuple[str, Any]]) -> str:
+    """One line per bucket or group: counts and the main averages of each kind that applies."""
+    header = (title, "FEEDBACK", "AVG SCORE", "INTERACTIONS", "AVG LATENCY", "EVENTS")
+    rows = [header]
+    for name, entry in entries:
+        has = entry.HasField
+        rows.append(
+            (
+                name,
+                str(entry.feedback.total_count) if has("feedback") else "-",
+                _number(_present(entry.feedback, "avg_score"), decimals=2)
+                if has("feedback")
+                else "-",
+                str(entry.interactions.total_count) if has("interactions") else "-",
+                _number(_present(entry.interactions, "avg_latency_ms"), unit=" ms")
+                if has("interactions")
+                else "-",
+                str(entry.events.total_count) if has("events") else "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+def _format_change(stats: feedback_service_pb2.GetStatsResponse) -> str:
+    """The previous period's totals and how this period changed from them."""
+    previous, change = stats.previous, stats.change
+    lines = [
+        f"previous period {previous.start_time.ToJsonString()} to "
+        f"{previous.end_time.ToJsonString()}"
+    ]
+
+    def row(label: str, before: str, value: str) -> None:
+        lines.append(f"  {label:<{_LABEL_WIDTH - 2}}{before:<14}{value}".rstrip())
+
+    def ratio(name: str) -> str:
+        value = _present(change, name)
+        return "-" if value is None else f"x{value:.3g}"
+
+    def delta(name: str, unit: str = "") -> str:
+        value = _present(change, name)
+        return "-" if value is None else f"{value:+.4g}{unit}"
+
+    if previous.HasField("feedback"):
+        row("feedback", str(previous.feedback.total_count), ratio("feedback_count_ratio"))
+        row(
+            "avg score",
+            _number(_present(previous.feedback, "avg_score"), decimals=2),
+            delta("avg_score_delta"),
+        )
+        row(
+            "thumbs up ratio",
+            _number(_present(previous.feedback, "thumbs_up_ratio"), decimals=2),
+            delta("thumbs_up_ratio_delta"),
+        )
+    if previous.HasField("interactions"):
+        row(
+            "interactions", str(previous.interactions.total_count), ratio("interaction_count_ratio")
+        )
+        row(
+            "avg latency",
+            _number(_present(previous.interactions, "avg_latency_ms"), unit=" ms"),
+            delta("avg_latency_ms_delta", " ms"),
+        )
+    if previous.HasField("events"):
+        row("events", str(previous.events.total_count), ratio("event_count_ratio"))
     return "\n".join(lines) + "\n"
+
+
+def _percentiles(percentiles: Message, unit: str = "") -> str:
+    """p50 / p90 / p95 / p99, or "-" when no record carries the measurement."""
+    values = [_present(percentiles, name) for name in ("p50", "p90", "p95", "p99")]
+    if values[0] is None:
+        return "-"
+    return " / ".join(_number(value, decimals=None) for value in values) + unit
 
 
 def _present(message: Message, field_name: str) -> float | None:

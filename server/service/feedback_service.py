@@ -28,12 +28,11 @@ from server.service.listing import (
     export,
     list_page,
 )
-from server.service.validation import CONVERSATION_ID, IDENTIFIER, Violations
+from server.service.stats import StatsChange, compare, valid_stats_query
+from server.service.validation import Violations
 from server.service.write_rules import (
-    CONVERSATION_RULE,
     EVENT,
     FEEDBACK,
-    IDENTIFIER_RULE,
     INTERACTION,
     Rules,
     apply_batch,
@@ -52,8 +51,8 @@ from storage.records import (
     InteractionRecord,
     InteractionStats,
     NewInteraction,
-    StatsFilter,
 )
+from storage.stats_records import StatsBucket, StatsGroup, StatsPeriod
 
 T = TypeVar("T")
 
@@ -67,11 +66,15 @@ WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Exception
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """The three aggregates of one stats request; events is None when it does not apply."""
+    """Everything a stats request asked for; a kind is None when the filters exclude it."""
 
-    feedback: FeedbackStats
-    interactions: InteractionStats
+    feedback: FeedbackStats | None
+    interactions: InteractionStats | None
     events: EventStats | None
+    buckets: Sequence[StatsBucket] = ()
+    groups: Sequence[StatsGroup] = ()
+    previous: StatsPeriod | None = None
+    change: StatsChange | None = None
 
 
 def _utc_now() -> datetime:
@@ -185,32 +188,23 @@ class FeedbackService:
     # ---- reads ----
 
     async def get_stats(self, request: StatsInput) -> Stats:
-        """Aggregate feedback, interactions and events for one selection."""
-        check = Violations()
-        selection = StatsFilter(
-            conversation_id=check.optional_match(
-                "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
-            ),
-            user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
-            message_id=check.optional_match(
-                "message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE
-            ),
-            start_time=request.start_time,
-            end_time=request.end_time,
+        """Aggregate feedback, interactions and events from the rollups; see service.stats."""
+        query = valid_stats_query(request)
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(self._executor, self._storage.read_stats, query)
+        except StorageUnavailable as error:
+            raise Unavailable("the database is unavailable; retry later") from error
+        overall = answer.overall
+        return Stats(
+            feedback=overall.feedback,
+            interactions=overall.interactions,
+            events=overall.events,
+            buckets=answer.buckets,
+            groups=answer.groups,
+            previous=answer.previous,
+            change=None if answer.previous is None else compare(overall, answer.previous.stats),
         )
-        if request.start_time and request.end_time and request.end_time < request.start_time:
-            check.add("end_time", "must not be before start_time")
-        check.raise_if_any()
-        events_apply = selection.conversation_id is None and selection.message_id is None
-
-        def aggregate(repository: Repository) -> Stats:
-            return Stats(
-                feedback=repository.feedback_stats(selection),
-                interactions=repository.interaction_stats(selection),
-                events=repository.event_stats(selection) if events_apply else None,
-            )
-
-        return await self._read(aggregate)
 
     async def list_page(
         self, listing: Listing[SelectionT, FilterT, EntryT], request: PageRequest[SelectionT]

@@ -72,3 +72,11 @@ class StatsInput:
     message_id: str = ""
     start_time: datetime | None = None
     end_time: datetime | None = None
+    model: str = ""
+    event_type: str = ""
+    bucket: str = ""
+    """"hour", "day", "week" or "month"; "" for none, anything else is invalid."""
+    group_by: str = ""
+    """"model", "event_type", "conversation" or "user"; "" for none."""
+    top_n: int = 0
+    compare_previous: bool = False

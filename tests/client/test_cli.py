@@ -19,6 +19,7 @@ from llmfeedback import (
     ListFeedbackResponse,
 )
 from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from llmfeedback._proto.feedback.v1.stats_pb2 import Percentiles
 from llmfeedback.cli import main
 
 from .fake_service import Abort, unused_address
@@ -40,8 +41,15 @@ STATS = GetStatsResponse(
         label_counts={"good": 1},
         avg_latency_ms=812.5,
         with_text_count=3,
+        thumbs_up_ratio=1.0,
+        latency_ms_percentiles=Percentiles(p50=600.5, p90=900, p95=1200, p99=2500),
     ),
-    interactions=InteractionStats(total_count=40, avg_latency_ms=700.25, avg_total_tokens=312),
+    interactions=InteractionStats(
+        total_count=40,
+        avg_latency_ms=700.25,
+        avg_total_tokens=312,
+        total_tokens_percentiles=Percentiles(p50=300, p90=500, p95=510, p99=700),
+    ),
     events=EventStats(total_count=7, type_counts={"page_view": 5, "click": 2}),
 )
 
@@ -192,13 +200,17 @@ def test_stats_prints_a_table_with_the_score_distribution(
         "  avg score       4.20",
         "  score               1    2    3    4    5",
         "  count               0    1    1    4    4",
-        "  thumbs          up 3, down 0",
+        "  thumbs          up 3, down 0 (100% up)",
         "  labels          good 1",
         "  avg latency     812.5 ms",
+        "  latency p50-p99 600.5 / 900 / 1200 / 2500 ms",
         "  avg tokens      -",
+        "  tokens p50-p99  -",
         "interactions      40 total",
         "  avg latency     700.25 ms",
+        "  latency p50-p99 -",
         "  avg tokens      312",
+        "  tokens p50-p99  300 / 500 / 510 / 700",
         "events            7 total",
         "  by type         page_view 5, click 2",
     ]
@@ -229,7 +241,7 @@ def test_stats_says_when_events_do_not_apply(
 
     output = capsys.readouterr().out
     assert "  avg score       -" in output
-    assert "events            n/a (events have no conversation or message)" in output
+    assert "events            n/a (events have no conversation, message or model)" in output
 
 
 def test_stats_json_includes_zero_counts(

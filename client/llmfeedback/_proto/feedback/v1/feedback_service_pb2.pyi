@@ -378,7 +378,9 @@ class GetStatsRequest(_message.Message):
     """
     bucket: _stats_pb2.TimeBucket.ValueType
     """Split the selection into consecutive UTC time buckets of this size from start_time (rounded
-    down to the bucket's boundary) to end_time; needs both times and at most 1000 buckets.
+    down to the bucket's boundary) to end_time: one bucket per boundary before end_time. Buckets
+    keep their whole boundaries, but the first and last count only records inside
+    [start_time, end_time). Needs both times and at most 1000 buckets.
     """
     group_by: _stats_pb2.StatsGroupBy.ValueType
     """Split the selection into groups by this key, largest first; see StatsGroupBy."""
@@ -387,8 +389,8 @@ class GetStatsRequest(_message.Message):
     values are lowered to 1000), negative is rejected.
     """
     compare_previous: _builtins.bool
-    """Also aggregate the period of the same length just before [start_time, end_time) and report
-    the change; needs both times.
+    """Also aggregate the period of the same length just before [start_time, end_time), that is
+    [start_time - (end_time - start_time), start_time), and report the change; needs both times.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:

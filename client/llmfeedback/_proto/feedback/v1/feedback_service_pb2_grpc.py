@@ -163,11 +163,15 @@ class FeedbackServiceServicer:
         """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
         into time buckets or groups and compared with the previous period. Answers come from
         aggregates maintained in the same transaction as every write, so they are exact and never
-        scan the stored rows; percentiles are within the error bound documented on Percentiles.
+        scan the stored rows; percentiles are within the error bound documented on Percentiles. The
+        only rows read are bounded ones, through an index: those in the partial hours at the ends of
+        a range that does not start or end on a whole hour, and the rows of the narrowest filter when
+        no aggregate covers the filters together (a message, or two of conversation, user and model).
         Empty selections give zero counts and unset averages, never NaN.
-        Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
-        are asked for without a time range or would number more than 1000, or top_n is negative;
-        UNAVAILABLE if the database is unreachable.
+        Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, bucket or
+        group_by is not a known value, buckets or compare_previous are asked for without both times,
+        buckets would number more than 1000, or top_n is negative; UNAVAILABLE if the database is
+        unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,11 +65,15 @@ class FeedbackServiceStub:
     """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
     into time buckets or groups and compared with the previous period. Answers come from
     aggregates maintained in the same transaction as every write, so they are exact and never
-    scan the stored rows; percentiles are within the error bound documented on Percentiles.
+    scan the stored rows; percentiles are within the error bound documented on Percentiles. The
+    only rows read are bounded ones, through an index: those in the partial hours at the ends of
+    a range that does not start or end on a whole hour, and the rows of the narrowest filter when
+    no aggregate covers the filters together (a message, or two of conversation, user and model).
     Empty selections give zero counts and unset averages, never NaN.
-    Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
-    are asked for without a time range or would number more than 1000, or top_n is negative;
-    UNAVAILABLE if the database is unreachable.
+    Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, bucket or
+    group_by is not a known value, buckets or compare_previous are asked for without both times,
+    buckets would number more than 1000, or top_n is negative; UNAVAILABLE if the database is
+    unreachable.
     """
     ListFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackRequest, _feedback_service_pb2.ListFeedbackResponse]
     """ListFeedback pages through feedback (AIP-132, AIP-158), newest first unless order_by says
@@ -165,11 +169,15 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
     into time buckets or groups and compared with the previous period. Answers come from
     aggregates maintained in the same transaction as every write, so they are exact and never
-    scan the stored rows; percentiles are within the error bound documented on Percentiles.
+    scan the stored rows; percentiles are within the error bound documented on Percentiles. The
+    only rows read are bounded ones, through an index: those in the partial hours at the ends of
+    a range that does not start or end on a whole hour, and the rows of the narrowest filter when
+    no aggregate covers the filters together (a message, or two of conversation, user and model).
     Empty selections give zero counts and unset averages, never NaN.
-    Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
-    are asked for without a time range or would number more than 1000, or top_n is negative;
-    UNAVAILABLE if the database is unreachable.
+    Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, bucket or
+    group_by is not a known value, buckets or compare_previous are asked for without both times,
+    buckets would number more than 1000, or top_n is negative; UNAVAILABLE if the database is
+    unreachable.
     """
     ListFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackRequest, _feedback_service_pb2.ListFeedbackResponse]  # type: ignore[assignment]
     """ListFeedback pages through feedback (AIP-132, AIP-158), newest first unless order_by says
@@ -286,11 +294,15 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
         into time buckets or groups and compared with the previous period. Answers come from
         aggregates maintained in the same transaction as every write, so they are exact and never
-        scan the stored rows; percentiles are within the error bound documented on Percentiles.
+        scan the stored rows; percentiles are within the error bound documented on Percentiles. The
+        only rows read are bounded ones, through an index: those in the partial hours at the ends of
+        a range that does not start or end on a whole hour, and the rows of the narrowest filter when
+        no aggregate covers the filters together (a message, or two of conversation, user and model).
         Empty selections give zero counts and unset averages, never NaN.
-        Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, buckets
-        are asked for without a time range or would number more than 1000, or top_n is negative;
-        UNAVAILABLE if the database is unreachable.
+        Returns INVALID_ARGUMENT if a filter breaks its rules, the time range is reversed, bucket or
+        group_by is not a known value, buckets or compare_previous are asked for without both times,
+        buckets would number more than 1000, or top_n is negative; UNAVAILABLE if the database is
+        unreachable.
         """
 
     @_abc_1.abstractmethod

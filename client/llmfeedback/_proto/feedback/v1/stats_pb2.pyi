@@ -67,7 +67,9 @@ class _StatsGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatsGro
     STATS_GROUP_BY_EVENT_TYPE: _StatsGroupBy.ValueType  # 2
     """By event type: events only."""
     STATS_GROUP_BY_CONVERSATION: _StatsGroupBy.ValueType  # 3
-    """By conversation: feedback and interactions."""
+    """By conversation: feedback and interactions; feedback stored without a conversation (on an
+    unrecorded message) forms the group with an empty key.
+    """
     STATS_GROUP_BY_USER: _StatsGroupBy.ValueType  # 4
     """By end user: feedback, interactions and events; anonymous records form the group with an
     empty key.
@@ -75,7 +77,8 @@ class _StatsGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatsGro
 
 class StatsGroupBy(_StatsGroupBy, metaclass=_StatsGroupByEnumTypeWrapper):
     """StatsGroupBy is the key GetStats groups by. Groups are ranked by the number of records they
-    hold across all kinds the key applies to.
+    hold across all kinds the key applies to (and the request's filters keep); groups without
+    records are left out.
     """
 
 STATS_GROUP_BY_UNSPECIFIED: StatsGroupBy.ValueType  # 0
@@ -87,7 +90,9 @@ without a model form the group with an empty key.
 STATS_GROUP_BY_EVENT_TYPE: StatsGroupBy.ValueType  # 2
 """By event type: events only."""
 STATS_GROUP_BY_CONVERSATION: StatsGroupBy.ValueType  # 3
-"""By conversation: feedback and interactions."""
+"""By conversation: feedback and interactions; feedback stored without a conversation (on an
+unrecorded message) forms the group with an empty key.
+"""
 STATS_GROUP_BY_USER: StatsGroupBy.ValueType  # 4
 """By end user: feedback, interactions and events; anonymous records form the group with an
 empty key.
@@ -96,9 +101,11 @@ Global___StatsGroupBy: _TypeAlias = StatsGroupBy  # noqa: Y015
 
 @_typing.final
 class Percentiles(_message.Message):
-    """Percentiles of a measurement, each unset when no record carries the measurement. Values come
-    from a log-scale histogram whose buckets span 2 % of their value (zero has its own bucket), so
-    each is within 1 % (relative) of the nearest-rank percentile of the exact values.
+    """Percentiles of a measurement, each unset when no record carries the measurement (the message
+    itself is then left unset). Values come from a log-scale histogram whose buckets span 2 % of
+    their value (zero has its own bucket); each is the geometric middle of the bucket holding the
+    nearest-rank percentile of the exact values (the value at rank ceil(p * n / 100) of n sorted
+    values), so within 1 % (relative) of it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -372,7 +379,7 @@ Global___EventStats: _TypeAlias = EventStats  # noqa: Y015
 
 @_typing.final
 class StatsBucket(_message.Message):
-    """StatsBucket is the aggregate of one time bucket."""
+    """StatsBucket is the aggregate of one time bucket: its records within the request's range."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -383,11 +390,13 @@ class StatsBucket(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Start of the bucket (inclusive)."""
+        """Start of the bucket (inclusive); the first bucket's may precede the request's start_time."""
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """End of the bucket (exclusive); the next bucket's start_time."""
+        """End of the bucket (exclusive); the next bucket's start_time. The last bucket's may follow
+        the request's end_time.
+        """
 
     @_builtins.property
     def feedback(self) -> Global___FeedbackStats:

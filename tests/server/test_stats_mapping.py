@@ -1,0 +1,65 @@
+"""GetStatsResponse mapping: buckets from their cached wire form equal buckets built in full."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from llmfeedback._proto.feedback.v1 import feedback_service_pb2, stats_pb2
+from server.mapping import stats_response, timestamp
+from server.service import Stats
+from storage.records import EventStats, FeedbackStats, InteractionStats, Percentiles
+from storage.stats_records import StatsBucket, StatsSet
+
+DAY0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def bucket(day: int, feedback: FeedbackStats, events: EventStats | None) -> StatsBucket:
+    start = DAY0 + timedelta(days=day)
+    return StatsBucket(
+        start, start + timedelta(days=1), StatsSet(feedback, InteractionStats(), events)
+    )
+
+
+def test_buckets_are_the_same_whether_built_or_taken_from_the_cache() -> None:
+    rated = FeedbackStats(
+        total_count=2,
+        scored_count=1,
+        avg_score=4.0,
+        thumbs_up_count=1,
+        label_counts={"good": 1},
+        latency_ms_percentiles=Percentiles(p50=10.0, p90=20.0, p95=20.0, p99=20.0),
+    )
+    buckets = [bucket(0, rated, EventStats(total_count=1, type_counts={"click": 1}))]
+    buckets += [bucket(1, FeedbackStats(), None), bucket(2, rated, None)]
+    stats = Stats(feedback=rated, interactions=None, events=None, buckets=buckets)
+
+    first = stats_response(stats)
+    again = stats_response(stats)
+
+    expected = feedback_service_pb2.GetStatsResponse(feedback=first.feedback)
+    for day, (feedback, events) in enumerate(
+        [(first.feedback, stats_pb2.EventStats(total_count=1, type_counts={"click": 1})),
+         (stats_pb2.FeedbackStats(), None),
+         (first.feedback, None)]
+    ):  # fmt: skip
+        added = expected.buckets.add(
+            start_time=timestamp(DAY0 + timedelta(days=day)),
+            end_time=timestamp(DAY0 + timedelta(days=day + 1)),
+            feedback=feedback,
+            interactions=stats_pb2.InteractionStats(),
+        )
+        if events is not None:
+            added.events.CopyFrom(events)
+    assert first == expected
+    assert again == expected
+    assert not first.HasField("interactions")
+    assert first.buckets[0].feedback.thumbs_up_ratio == 1.0
+    assert not first.buckets[1].feedback.HasField("latency_ms_percentiles")
+
+
+def test_a_bucket_with_new_contents_is_not_served_from_the_cache() -> None:
+    before = Stats(None, None, None, buckets=[bucket(0, FeedbackStats(total_count=1), None)])
+    after = Stats(None, None, None, buckets=[bucket(0, FeedbackStats(total_count=2), None)])
+
+    assert stats_response(before).buckets[0].feedback.total_count == 1
+    assert stats_response(after).buckets[0].feedback.total_count == 2
