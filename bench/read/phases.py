@@ -67,9 +67,10 @@ class ReadProfile:
     """Measured calls per GetStats and ListFeedback phase."""
     warm_up_calls: int
     reference_runs: int
-    """Runs of each SQL reference; the median counts."""
-    walk_limit: int
-    """Largest table whose middle is also reached by paging from the start (1000 per page)."""
+    """Runs of each SQL reference, fewer once reference_seconds are spent; the median counts."""
+    reference_seconds: float
+    walk_rows: int
+    """How deep list-walked pages from the start (1000 rows a page), at most half the table."""
     export_rows: int
     """Rows exported (and read by SELECT *) per size: the whole table when it is smaller."""
     write_requests: int
@@ -83,9 +84,10 @@ FULL = ReadProfile(
     calls=200,
     warm_up_calls=20,
     reference_runs=3,
-    walk_limit=1_000_000,
-    export_rows=1_000_000,
-    write_requests=4000,
+    reference_seconds=10.0,
+    walk_rows=100_000,
+    export_rows=500_000,
+    write_requests=3000,
     h2load_timeout_seconds=120.0,
 )
 QUICK = ReadProfile(
@@ -94,7 +96,8 @@ QUICK = ReadProfile(
     calls=30,
     warm_up_calls=5,
     reference_runs=2,
-    walk_limit=20_000,
+    reference_seconds=10.0,
+    walk_rows=10_000,
     export_rows=20_000,
     write_requests=300,
     h2load_timeout_seconds=30.0,
@@ -229,17 +232,19 @@ class ReadPhases:
         self, phase: str, selections: list[sql.Selection]
     ) -> sql.Timed[aggregates.Aggregate | dict[str, aggregates.Aggregate]]:
         """The full-scan SQL aggregate over feedback; per conversation or user, a new id a run."""
-        runs = self._profile.reference_runs
+        runs, budget = self._profile.reference_runs, self._profile.reference_seconds
         chosen = iter(selections * runs)
         with pinned_thread(self._pinning.server_core), sql.connected(self._database) as db:
             if phase == "stats-daily":
                 start, end = selections[0].start or "", selections[0].end or ""
                 daily: sql.Timed[aggregates.Aggregate | dict[str, aggregates.Aggregate]] = (
-                    sql.timed(lambda: sql.daily_feedback(db, start, end), runs)
+                    sql.timed(lambda: sql.daily_feedback(db, start, end), runs, budget)
                 )
                 return daily
             return sql.timed(
-                lambda: sql.aggregate(db, next(chosen), tables=("feedback",), indexed=False), runs
+                lambda: sql.aggregate(db, next(chosen), tables=("feedback",), indexed=False),
+                runs,
+                budget,
             )
 
     def _stats_differences(
@@ -308,9 +313,8 @@ class ReadPhases:
             ("list-newest", self._newest_case),
             ("list-middle-by-time", self._middle_by_time_case),
             ("list-oldest", self._oldest_case),
+            ("list-walked", self._walked_case),
         ]
-        if self._shape.feedback <= self._profile.walk_limit:
-            builders.append(("list-middle-walked", self._walked_middle_case))
         pages = _Pages(channel)
         for phase, build in builders:
             self._list_phase(channel, phase, partial(build, pages))
@@ -349,11 +353,11 @@ class ReadPhases:
             expected = sql.page_ids(db, offset=PAGE_SIZE, limit=PAGE_SIZE, descending=False)
             return ListCase(second, expected, sql.rows_after(db, expected[-1]) if expected else 0)
 
-    def _walked_middle_case(self, pages: _Pages) -> ListCase:
-        """The page half way down the default order, reached by paging 1000 rows at a time."""
+    def _walked_case(self, pages: _Pages) -> ListCase:
+        """A page deep in the default order, reached by paging 1000 rows at a time."""
         started = time.perf_counter()
         token, depth = "", 0
-        while depth < self._shape.feedback // 2:
+        while depth < min(self._profile.walk_rows, self._shape.feedback // 2):
             answer = pages.fetch(pb.ListFeedbackRequest(page_size=WALK_PAGE_SIZE, page_token=token))
             depth += len(answer.feedback)
             token = answer.next_page_token
@@ -386,7 +390,9 @@ class ReadPhases:
         comparison.value, comparison.p99_ms = _p50_p99(latencies)
         with pinned_thread(self._pinning.server_core), sql.connected(self._database) as db:
             offset = sql.timed(
-                lambda: sql.offset_page(db, case.depth, PAGE_SIZE), self._profile.reference_runs
+                lambda: sql.offset_page(db, case.depth, PAGE_SIZE),
+                self._profile.reference_runs,
+                self._profile.reference_seconds,
             )
         comparison.reference = offset.seconds * 1000
         comparison.extra["depth"] = case.depth
@@ -421,7 +427,7 @@ class ReadPhases:
             return
         comparison.value = export.rows / export.seconds
         with pinned_thread(self._pinning.server_core), sql.connected(self._database) as db:
-            raw = sql.timed(lambda: sql.select_all(db, limit), 1)
+            raw = sql.timed(lambda: sql.select_all(db, limit), 1, 0.0)
         count, last_id = raw.value
         comparison.reference = count / raw.seconds
         self._check(

@@ -22,9 +22,11 @@ MIN_EXPORT_ROWS_PER_SECOND = 50_000.0
 MIN_WRITES_UNDER_STATS_RATIO = 0.8
 
 STATS_PHASES = ("stats-overall", "stats-conversation", "stats-user", "stats-daily")
+LIST_PHASES = ("list-newest", "list-middle-by-time", "list-oldest", "list-walked")
 LIST_PREFIX = "list-"
 EXPORT_PHASE = "export"
 WRITES_PHASE = "writes-under-stats"
+PHASE_ORDER = (*STATS_PHASES, *LIST_PHASES, EXPORT_PHASE, WRITES_PHASE)
 
 
 @dataclass(slots=True)
@@ -95,7 +97,7 @@ class ReadReport:
             "machine": self.machine,
             "settings": self.settings,
             "loads": self.loads,
-            "comparisons": [comparison.to_json() for comparison in self.comparisons],
+            "comparisons": [comparison.to_json() for comparison in in_order(self.comparisons)],
             "targets": [target.to_json() for target in self.targets],
             "notes": self.notes,
             "correctness": {
@@ -108,6 +110,11 @@ class ReadReport:
         """Write the JSON report, creating its directory."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def in_order(comparisons: list[Comparison]) -> list[Comparison]:
+    """By size, then in the order the phases run."""
+    return sorted(comparisons, key=lambda c: (c.rows, PHASE_ORDER.index(c.phase)))
 
 
 def evaluate_targets(comparisons: list[Comparison]) -> list[TargetResult]:
@@ -214,7 +221,7 @@ HEADER = (
 
 def render(report: ReadReport) -> str:
     """The comparisons table, the targets with PASS/FAIL, notes and the correctness verdict."""
-    lines = aligned(HEADER, [_row(comparison) for comparison in report.comparisons])
+    lines = aligned(HEADER, [_row(comparison) for comparison in in_order(report.comparisons)])
     lines.append("")
     lines.append(
         "value: p50 ms or throughput; ratio: times better than the reference "
@@ -266,6 +273,8 @@ def _row(comparison: Comparison) -> tuple[str, ...]:
         if comparison.reference is None
         else f"{_figure(comparison.reference, comparison.unit)} {comparison.reference_name}"
     )
+    if "depth" in comparison.extra and comparison.reference is not None:
+        reference += f" {comparison.extra['depth']:,}"
     ratio = comparison.ratio
     return (
         f"{comparison.rows:,}",

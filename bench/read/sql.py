@@ -1,9 +1,10 @@
 """Plain SQL over the raw tables: what the server is compared with, and the truth it is checked by.
 
-The full-scan aggregates are what the seed systems ran for every stats request (COUNT/SUM CASE
-over the rows; NOT INDEXED makes a per-conversation or per-user query scan as theirs did); the
-same queries with indexes check GetStats' answers exactly. OFFSET pages are the naive way to read
-deep into a table, SELECT * the limit of reading it.
+The timed references are what the seed systems ran for every stats request: COUNT/SUM CASE over
+the feedback table in one full scan (NOT INDEXED makes a per-conversation or per-user query scan
+as theirs did; the daily one groups the scan by day). The same figures with indexes, interactions
+and events included, check GetStats' answers exactly. OFFSET pages are the naive way to read deep
+into a table, SELECT * the limit of reading it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def daily_feedback(connection: sqlite3.Connection, start: str, end: str) -> dict
     return {day: _merged([part]) for day, part in sorted(figures.items())}
 
 
-def timed(work: Callable[[], T], runs: int, budget_seconds: float = 20.0) -> Timed[T]:
+def timed(work: Callable[[], T], runs: int, budget_seconds: float) -> Timed[T]:
     """Run `work` up to `runs` times (fewer once `budget_seconds` are spent); the median time."""
     seconds: list[float] = []
     result: T | None = None
@@ -132,14 +133,6 @@ def select_all(connection: sqlite3.Connection, limit: int) -> tuple[int, int]:
         count += len(rows)
         last_id = int(rows[-1][0])
     return count, last_id
-
-
-def newest_feedback(connection: sqlite3.Connection, limit: int) -> list[tuple[object, ...]]:
-    """The newest feedback rows as stored, every column, newest first."""
-    columns = ", ".join(FEEDBACK_COLUMNS)
-    return connection.execute(
-        f"SELECT {columns} FROM feedback ORDER BY id DESC LIMIT ?", (limit,)
-    ).fetchall()
 
 
 Part = tuple[dict[str, int], dict[str, float | None]]

@@ -24,7 +24,7 @@ PHASES = {
     "list-newest",
     "list-middle-by-time",
     "list-oldest",
-    "list-middle-walked",
+    "list-walked",
     "export",
     WRITES_PHASE,
 }
