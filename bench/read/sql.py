@@ -79,7 +79,7 @@ def timed(work: Callable[[], T], runs: int, budget_seconds: float) -> Timed[T]:
     """Run `work` up to `runs` times (fewer once `budget_seconds` are spent); the median time."""
     seconds: list[float] = []
     result: T | None = None
-    while len(seconds) < max(1, runs) and sum(seconds) < budget_seconds:
+    while not seconds or (len(seconds) < runs and sum(seconds) < budget_seconds):
         started = time.perf_counter()
         result = work()
         seconds.append(time.perf_counter() - started)
