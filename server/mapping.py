@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from llmfeedback._proto.feedback.v1 import (
     event_pb2,
@@ -19,10 +21,19 @@ from server.service import (
     EventInput,
     FeedbackInput,
     InteractionInput,
-    ListFeedbackInput,
     Stats,
     StatsInput,
 )
+from server.service.list_inputs import (
+    EventSelection,
+    ExportRequest,
+    FeedbackSelection,
+    InteractionSelection,
+    PageRequest,
+    SelectionT,
+)
+from server.service.listing import Chunk, Page
+from storage.listing_records import EventEntry, FeedbackEntry, InteractionEntry
 from storage.records import (
     EventRecord,
     EventStats,
@@ -106,19 +117,6 @@ def stats_input(request: feedback_service_pb2.GetStatsRequest) -> StatsInput:
         message_id=request.message_id,
         start_time=_time_or_none(request, "start_time"),
         end_time=_time_or_none(request, "end_time"),
-    )
-
-
-def list_feedback_input(request: feedback_service_pb2.ListFeedbackRequest) -> ListFeedbackInput:
-    """Read a ListFeedbackRequest."""
-    return ListFeedbackInput(
-        conversation_id=request.conversation_id,
-        message_id=request.message_id,
-        user_id=request.user_id,
-        min_score=request.min_score if request.HasField("min_score") else None,
-        max_score=request.max_score if request.HasField("max_score") else None,
-        page_size=request.page_size,
-        page_token=request.page_token,
     )
 
 
@@ -252,8 +250,41 @@ def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     """Plain JSON values as a Struct."""
     struct = struct_pb2.Struct()
     if value:
-        struct.update(value)
+        fill_struct(struct, value)
     return struct
+
+
+def fill_struct(struct: struct_pb2.Struct, value: dict[str, Any]) -> None:
+    """Set plain JSON values into a Struct in place.
+
+    Three times faster than Struct.update, which checks and dispatches in Python per value:
+    exports convert a metadata or details object on most rows.
+    """
+    fields = struct.fields
+    for key, item in value.items():
+        _set_value(fields[key], item)
+
+
+def _set_value(target: struct_pb2.Value, item: Any) -> None:
+    kind = item.__class__
+    if kind is str:
+        target.string_value = item
+    elif kind is bool:
+        target.bool_value = item
+    elif kind is int or kind is float:
+        target.number_value = item
+    elif item is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif kind is dict:
+        target.struct_value.SetInParent()  # an empty object is still an object
+        fill_struct(target.struct_value, item)
+    elif kind is list:
+        target.list_value.SetInParent()
+        add = target.list_value.values.add
+        for element in item:
+            _set_value(add(), element)
+    else:
+        raise ValueError(f"not a JSON value: {item!r}")
 
 
 def _value_to_python(value: struct_pb2.Value) -> Any:
@@ -297,3 +328,216 @@ def _thumb_name(value: int) -> str:
     if value == feedback_pb2.THUMB_DOWN:
         return "down"
     return "unspecified"
+
+
+# ---- lists and exports ----
+
+_RATING_KIND_NAMES = {
+    feedback_pb2.RATING_KIND_UNSPECIFIED: "",
+    feedback_pb2.RATING_KIND_SCORE: "score",
+    feedback_pb2.RATING_KIND_THUMB: "thumb",
+    feedback_pb2.RATING_KIND_LABEL: "label",
+}
+
+_FeedbackFilters = (
+    feedback_service_pb2.ListFeedbackRequest | feedback_service_pb2.ExportFeedbackRequest
+)
+_InteractionFilters = (
+    feedback_service_pb2.ListInteractionsRequest | feedback_service_pb2.ExportInteractionsRequest
+)
+_EventFilters = feedback_service_pb2.ListEventsRequest | feedback_service_pb2.ExportEventsRequest
+_ListRequest = (
+    feedback_service_pb2.ListFeedbackRequest
+    | feedback_service_pb2.ListInteractionsRequest
+    | feedback_service_pb2.ListEventsRequest
+)
+_ExportRequest = (
+    feedback_service_pb2.ExportFeedbackRequest
+    | feedback_service_pb2.ExportInteractionsRequest
+    | feedback_service_pb2.ExportEventsRequest
+)
+
+
+def feedback_selection(request: _FeedbackFilters) -> FeedbackSelection:
+    """Read the filters of a ListFeedbackRequest or an ExportFeedbackRequest."""
+    return FeedbackSelection(
+        conversation_id=request.conversation_id,
+        message_id=request.message_id,
+        user_id=request.user_id,
+        model=request.model,
+        min_score=request.min_score if request.HasField("min_score") else None,
+        max_score=request.max_score if request.HasField("max_score") else None,
+        # An enum value this server does not know reaches the rules as its number.
+        rating_kind=_RATING_KIND_NAMES.get(request.rating_kind, str(request.rating_kind)),
+        label=request.label,
+        has_text=request.has_text if request.HasField("has_text") else None,
+        start_time=_time_or_none(request, "start_time"),
+        end_time=_time_or_none(request, "end_time"),
+    )
+
+
+def interaction_selection(request: _InteractionFilters) -> InteractionSelection:
+    """Read the filters of a ListInteractionsRequest or an ExportInteractionsRequest."""
+    return InteractionSelection(
+        conversation_id=request.conversation_id,
+        message_id=request.message_id,
+        user_id=request.user_id,
+        model=request.model,
+        start_time=_time_or_none(request, "start_time"),
+        end_time=_time_or_none(request, "end_time"),
+    )
+
+
+def event_selection(request: _EventFilters) -> EventSelection:
+    """Read the filters of a ListEventsRequest or an ExportEventsRequest."""
+    return EventSelection(
+        user_id=request.user_id,
+        event_type=request.event_type,
+        start_time=_time_or_none(request, "start_time"),
+        end_time=_time_or_none(request, "end_time"),
+    )
+
+
+def page_request(request: _ListRequest, selection: SelectionT) -> PageRequest[SelectionT]:
+    """Read the paging fields of any List request, around its selection."""
+    return PageRequest(
+        selection=selection,
+        page_size=request.page_size,
+        page_token=request.page_token,
+        order_by=request.order_by,
+    )
+
+
+def export_request(request: _ExportRequest, selection: SelectionT) -> ExportRequest[SelectionT]:
+    """Read the order and resume token of any Export request, around its selection."""
+    return ExportRequest(
+        selection=selection, order_by=request.order_by, resume_token=request.resume_token
+    )
+
+
+def feedback_page(page: Page[FeedbackEntry]) -> feedback_service_pb2.ListFeedbackResponse:
+    """Write a page of feedback."""
+    response = feedback_service_pb2.ListFeedbackResponse(next_page_token=page.next_page_token)
+    add_feedback(response.feedback, page.items)
+    return response
+
+
+def feedback_chunk(chunk: Chunk[FeedbackEntry]) -> feedback_service_pb2.ExportFeedbackResponse:
+    """Write a chunk of exported feedback."""
+    response = feedback_service_pb2.ExportFeedbackResponse(resume_token=chunk.resume_token)
+    add_feedback(response.feedback, chunk.items)
+    return response
+
+
+def interaction_page(
+    page: Page[InteractionEntry],
+) -> feedback_service_pb2.ListInteractionsResponse:
+    """Write a page of interactions."""
+    response = feedback_service_pb2.ListInteractionsResponse(next_page_token=page.next_page_token)
+    add_interactions(response.interactions, page.items)
+    return response
+
+
+def interaction_chunk(
+    chunk: Chunk[InteractionEntry],
+) -> feedback_service_pb2.ExportInteractionsResponse:
+    """Write a chunk of exported interactions."""
+    response = feedback_service_pb2.ExportInteractionsResponse(resume_token=chunk.resume_token)
+    add_interactions(response.interactions, chunk.items)
+    return response
+
+
+def event_page(page: Page[EventEntry]) -> feedback_service_pb2.ListEventsResponse:
+    """Write a page of events."""
+    response = feedback_service_pb2.ListEventsResponse(next_page_token=page.next_page_token)
+    add_events(response.events, page.items)
+    return response
+
+
+def event_chunk(chunk: Chunk[EventEntry]) -> feedback_service_pb2.ExportEventsResponse:
+    """Write a chunk of exported events."""
+    response = feedback_service_pb2.ExportEventsResponse(resume_token=chunk.resume_token)
+    add_events(response.events, chunk.items)
+    return response
+
+
+# Lists and exports build up to 1000 messages per response, at export rates of 50k rows/s, so
+# these build each message in place (`add`) and set the Timestamp's fields directly: about
+# 4 us per row, against 11 us through an intermediate message.
+
+
+def add_feedback(
+    target: RepeatedCompositeFieldContainer[feedback_pb2.Feedback],
+    entries: Iterable[FeedbackEntry],
+) -> None:
+    """Append listed feedback to a repeated Feedback field."""
+    add = target.add
+    for entry in entries:
+        thumb_up = entry.thumb_up
+        message = add(
+            id=entry.id,
+            conversation_id=entry.conversation_id,
+            message_id=entry.message_id,
+            user_id=entry.user_id,
+            interaction_id=entry.interaction_id,
+            model=entry.model,
+            score=entry.score,
+            thumb=None if thumb_up is None else _THUMBS[thumb_up],
+            label=entry.label,
+            text=entry.text,
+            latency_ms=entry.latency_ms,
+            tokens_used=entry.tokens_used,
+            input_hash=entry.input_hash,
+            output_hash=entry.output_hash,
+        )
+        if entry.metadata:
+            fill_struct(message.metadata, entry.metadata)
+        _set_time(message.create_time, entry.create_time)
+
+
+def add_interactions(
+    target: RepeatedCompositeFieldContainer[interaction_pb2.Interaction],
+    entries: Iterable[InteractionEntry],
+) -> None:
+    """Append listed interactions to a repeated Interaction field."""
+    add = target.add
+    for entry in entries:
+        message = add(
+            id=entry.id,
+            conversation_id=entry.conversation_id,
+            message_id=entry.message_id,
+            user_id=entry.user_id,
+            model=entry.model,
+            input_hash=entry.input_hash,
+            output_hash=entry.output_hash,
+            latency_ms=entry.latency_ms,
+            prompt_tokens=entry.prompt_tokens,
+            completion_tokens=entry.completion_tokens,
+            total_tokens=entry.total_tokens,
+        )
+        if entry.metadata:
+            fill_struct(message.metadata, entry.metadata)
+        _set_time(message.occur_time, entry.occur_time)
+        _set_time(message.create_time, entry.create_time)
+
+
+def add_events(
+    target: RepeatedCompositeFieldContainer[event_pb2.Event], entries: Iterable[EventEntry]
+) -> None:
+    """Append listed events to a repeated Event field."""
+    add = target.add
+    for entry in entries:
+        message = add(id=entry.id, user_id=entry.user_id, event_type=entry.event_type)
+        if entry.details:
+            fill_struct(message.details, entry.details)
+        _set_time(message.event_time, entry.event_time)
+        _set_time(message.receive_time, entry.receive_time)
+
+
+_THUMBS = {True: feedback_pb2.THUMB_UP, False: feedback_pb2.THUMB_DOWN}
+
+
+def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:
+    since_epoch = value - _EPOCH
+    target.seconds = since_epoch.days * 86_400 + since_epoch.seconds
+    target.nanos = since_epoch.microseconds * 1000

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from functools import wraps
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from server.service import (
     WriteInput,
     WriteOutcome,
 )
+from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS
 from server.status import abort, status_for
 
 Request = TypeVar("Request")
@@ -47,6 +49,32 @@ def _unary(
     async def handle(self: FeedbackServicer, request: Request, context: Context) -> Response:
         try:
             return await method(self, request, context)
+        except Exception as error:
+            if isinstance(error, grpc.aio.AbortError):
+                raise
+            await abort(context, error)
+
+    return handle
+
+
+def _streaming(
+    method: Callable[[FeedbackServicer, Request, Context], AsyncGenerator[Response, None]],
+) -> Callable[[FeedbackServicer, Request, Context], AsyncGenerator[Response, None]]:
+    """_unary for server-streaming handlers: an exception ends the stream with its status.
+
+    Responses already sent stay sent; an export's client resumes from the last one's token.
+    The handler's generator is closed as soon as the call ends, so a cancelled export stops
+    reading at once instead of when the garbage collector finds it.
+    """
+
+    @wraps(method)
+    async def handle(
+        self: FeedbackServicer, request: Request, context: Context
+    ) -> AsyncGenerator[Response, None]:
+        try:
+            async with aclosing(method(self, request, context)) as responses:
+                async for response in responses:
+                    yield response
         except Exception as error:
             if isinstance(error, grpc.aio.AbortError):
                 raise
@@ -89,11 +117,55 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     async def ListFeedback(
         self, request: pb.ListFeedbackRequest, context: Context
     ) -> pb.ListFeedbackResponse:
-        page = await self._service.list_feedback(mapping.list_feedback_input(request))
-        return pb.ListFeedbackResponse(
-            feedback=[mapping.feedback_message(record) for record in page.items],
-            next_page_token=page.next_page_token,
-        )
+        selection = mapping.feedback_selection(request)
+        page = await self._service.list_page(FEEDBACK, mapping.page_request(request, selection))
+        return mapping.feedback_page(page)
+
+    @_unary
+    async def ListInteractions(
+        self, request: pb.ListInteractionsRequest, context: Context
+    ) -> pb.ListInteractionsResponse:
+        selection = mapping.interaction_selection(request)
+        page = await self._service.list_page(INTERACTIONS, mapping.page_request(request, selection))
+        return mapping.interaction_page(page)
+
+    @_unary
+    async def ListEvents(
+        self, request: pb.ListEventsRequest, context: Context
+    ) -> pb.ListEventsResponse:
+        selection = mapping.event_selection(request)
+        page = await self._service.list_page(EVENTS, mapping.page_request(request, selection))
+        return mapping.event_page(page)
+
+    @_streaming
+    async def ExportFeedback(
+        self, request: pb.ExportFeedbackRequest, context: Context
+    ) -> AsyncGenerator[pb.ExportFeedbackResponse, None]:
+        selection = mapping.feedback_selection(request)
+        export = self._service.export(FEEDBACK, mapping.export_request(request, selection))
+        async with aclosing(export) as chunks:
+            async for chunk in chunks:
+                yield mapping.feedback_chunk(chunk)
+
+    @_streaming
+    async def ExportInteractions(
+        self, request: pb.ExportInteractionsRequest, context: Context
+    ) -> AsyncGenerator[pb.ExportInteractionsResponse, None]:
+        selection = mapping.interaction_selection(request)
+        export = self._service.export(INTERACTIONS, mapping.export_request(request, selection))
+        async with aclosing(export) as chunks:
+            async for chunk in chunks:
+                yield mapping.interaction_chunk(chunk)
+
+    @_streaming
+    async def ExportEvents(
+        self, request: pb.ExportEventsRequest, context: Context
+    ) -> AsyncGenerator[pb.ExportEventsResponse, None]:
+        selection = mapping.event_selection(request)
+        export = self._service.export(EVENTS, mapping.export_request(request, selection))
+        async with aclosing(export) as chunks:
+            async for chunk in chunks:
+                yield mapping.event_chunk(chunk)
 
     @_unary
     async def RecordInteractions(

@@ -65,7 +65,10 @@ class InteractionRow(Base):
     __table_args__ = (
         # latest_interaction() reads the highest id within a conversation.
         Index("ix_interactions_conversation_id_id", "conversation_id", "id"),
-        Index("ix_interactions_user_id", "user_id"),
+        # Filter indexes end with id, so a keyset page is read in id order from the index alone
+        # (SQLite appends the rowid anyway; PostgreSQL needs it spelled out).
+        Index("ix_interactions_user_id_id", "user_id", "id"),
+        Index("ix_interactions_model_id", "model", "id"),
         Index("ix_interactions_occur_time", "occur_time"),
         # Ids are never reused after retention deletes, so clients' keyset cursors stay valid.
         {"sqlite_autoincrement": True},
@@ -117,9 +120,18 @@ class FeedbackRow(Base):
         Index("ix_feedback_score", "score"),
         Index("ix_feedback_create_time", "create_time"),
         Index("ix_feedback_message_id", "message_id"),
-        Index("ix_feedback_user_id", "user_id"),
+        Index("ix_feedback_user_id_id", "user_id", "id"),
         Index("ix_feedback_interaction_id", "interaction_id"),
-        Index("ix_feedback_model", "model"),
+        Index("ix_feedback_model_id", "model", "id"),
+        # A rare or unused label would otherwise scan the whole table (200 ms at 1M rows).
+        Index("ix_feedback_label_id", "label", "id"),
+        # has_text=true when few entries carry text; the condition matches the query's literally.
+        Index(
+            "ix_feedback_id_with_text",
+            "id",
+            sqlite_where=text("text IS NOT NULL AND text != ''"),
+            postgresql_where=text("text IS NOT NULL AND text != ''"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -153,8 +165,8 @@ class EventRow(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_event_type", "event_type"),
-        Index("ix_events_user_id", "user_id"),
+        Index("ix_events_event_type_id", "event_type", "id"),
+        Index("ix_events_user_id_id", "user_id", "id"),
         Index("ix_events_event_time", "event_time"),
         {"sqlite_autoincrement": True},
     )

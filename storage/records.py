@@ -147,19 +147,3 @@ class EventStats:
 
     total_count: int = 0
     type_counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FeedbackQuery:
-    """A keyset page of feedback, newest (highest id) first."""
-
-    conversation_id: str | None = None
-    message_id: str | None = None
-    user_id: str | None = None
-    min_score: int | None = None
-    """Inclusive; when set (or max_score is), only score-rated feedback matches."""
-    max_score: int | None = None
-    """Inclusive."""
-    before_id: int | None = None
-    """Only rows with id < before_id: the keyset cursor of the previous page."""
-    limit: int = 50

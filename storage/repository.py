@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 
 from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, insert, inspect, select
 
+from storage import listing_queries
 from storage.error_translation import translated_errors
+from storage.listing_records import (
+    EventEntry,
+    EventFilter,
+    FeedbackEntry,
+    FeedbackFilter,
+    InteractionEntry,
+    InteractionFilter,
+    Keyset,
+)
 from storage.models import EventRow, FeedbackRow, InteractionRow
 from storage.records import (
     EventRecord,
     EventStats,
-    FeedbackQuery,
     FeedbackRecord,
     FeedbackStats,
     InteractionRecord,
@@ -144,31 +153,6 @@ class Repository:
         ids = self._insert_many(FeedbackRow, [feedback_row(new) for new in news])
         return stored_records(FeedbackRecord, news, ids)
 
-    def list_feedback(self, query: FeedbackQuery) -> list[FeedbackRecord]:
-        """One keyset page of feedback, newest (highest id) first.
-
-        A score bound (inclusive) restricts the page to score-rated feedback.
-        """
-        if query.limit < 1:
-            raise ValueError(f"limit must be at least 1, not {query.limit}")
-        statement = select(FeedbackRow)
-        if query.conversation_id is not None:
-            statement = statement.where(FeedbackRow.conversation_id == query.conversation_id)
-        if query.message_id is not None:
-            statement = statement.where(FeedbackRow.message_id == query.message_id)
-        if query.user_id is not None:
-            statement = statement.where(FeedbackRow.user_id == query.user_id)
-        if query.min_score is not None or query.max_score is not None:
-            statement = statement.where(FeedbackRow.rating_kind == "score")
-        if query.min_score is not None:
-            statement = statement.where(FeedbackRow.score >= query.min_score)
-        if query.max_score is not None:
-            statement = statement.where(FeedbackRow.score <= query.max_score)
-        if query.before_id is not None:
-            statement = statement.where(FeedbackRow.id < query.before_id)
-        statement = statement.order_by(FeedbackRow.id.desc()).limit(query.limit)
-        return [_feedback_record(row) for row in self._session.scalars(statement)]
-
     def feedback_stats(self, stats_filter: StatsFilter) -> FeedbackStats:
         """Counts per rating and averages of feedback, by create_time.
 
@@ -249,6 +233,22 @@ class Repository:
             avg_tokens=_average(tokens_sum, tokens_count),
             with_text_count=with_text,
         )
+
+    # Lists and exports (storage.listing_queries)
+
+    def feedback_entries(self, selection: FeedbackFilter, keyset: Keyset) -> list[FeedbackEntry]:
+        """One keyset page of feedback."""
+        return listing_queries.feedback_entries(self._session, selection, keyset)
+
+    def interaction_entries(
+        self, selection: InteractionFilter, keyset: Keyset
+    ) -> list[InteractionEntry]:
+        """One keyset page of interactions."""
+        return listing_queries.interaction_entries(self._session, selection, keyset)
+
+    def event_entries(self, selection: EventFilter, keyset: Keyset) -> list[EventEntry]:
+        """One keyset page of analytics events."""
+        return listing_queries.event_entries(self._session, selection, keyset)
 
     # Events
 
@@ -348,17 +348,6 @@ def _rating_columns(rating: Rating) -> tuple[str, int | None, bool | None, str |
             return "label", None, None, name
         case _:
             assert_never(rating)
-
-
-def _rating(row: FeedbackRow) -> Rating:
-    """The rating a row's kind column selects; the CHECK constraint guarantees its column is set."""
-    if row.rating_kind == "score" and row.score is not None:
-        return Score(row.score)
-    if row.rating_kind == "thumb" and row.thumb_up is not None:
-        return Thumb(row.thumb_up)
-    if row.rating_kind == "label" and row.label is not None:
-        return Label(row.label)
-    raise ValueError(f"feedback {row.id} has an inconsistent rating of kind {row.rating_kind!r}")
 
 
 def interaction_row(new: NewInteraction) -> dict[str, Any]:
@@ -469,26 +458,6 @@ def interaction_from_row(row: RowMapping | Mapping[str, Any]) -> InteractionReco
         metadata=row["metadata"],
         occur_time=row["occur_time"],
         create_time=row["create_time"],
-    )
-
-
-def _feedback_record(row: FeedbackRow) -> FeedbackRecord:
-    """Copy a row into a record that outlives the session."""
-    return FeedbackRecord(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        message_id=row.message_id,
-        user_id=row.user_id,
-        interaction_id=row.interaction_id,
-        model=row.model,
-        rating=_rating(row),
-        text=row.text,
-        latency_ms=row.latency_ms,
-        tokens_used=row.tokens_used,
-        input_hash=row.input_hash,
-        output_hash=row.output_hash,
-        metadata=row.metadata_,
-        create_time=_utc(row.create_time),
     )
 
 

@@ -35,9 +35,15 @@ from ._errors import (
 )
 from ._hashing import compute_hash
 from ._items import EventItem, FeedbackItem, InteractionItem
+from ._listing import EventFilters, ExportChunk, FeedbackFilters, InteractionFilters, Order
 from ._proto.feedback.v1.event_pb2 import Event
 from ._proto.feedback.v1.feedback_pb2 import Feedback, Thumb
-from ._proto.feedback.v1.feedback_service_pb2 import GetStatsResponse, ListFeedbackResponse
+from ._proto.feedback.v1.feedback_service_pb2 import (
+    GetStatsResponse,
+    ListEventsResponse,
+    ListFeedbackResponse,
+    ListInteractionsResponse,
+)
 from ._proto.feedback.v1.interaction_pb2 import Interaction
 from ._proto.feedback.v1.stats_pb2 import EventStats, FeedbackStats, InteractionStats
 from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
@@ -58,26 +64,33 @@ __all__ = [
     "DeadlineExceededError",
     "Event",
     "EventBatcher",
+    "EventFilters",
     "EventItem",
     "EventStats",
+    "ExportChunk",
     "FailedPreconditionError",
     "Feedback",
     "FeedbackClient",
     "FeedbackError",
+    "FeedbackFilters",
     "FeedbackItem",
     "FeedbackStats",
     "FieldViolation",
     "GetStatsResponse",
     "IngestResult",
     "Interaction",
+    "InteractionFilters",
     "InteractionItem",
     "InteractionStats",
     "InternalError",
     "InvalidArgumentError",
     "ItemResult",
+    "ListEventsResponse",
     "ListFeedbackResponse",
+    "ListInteractionsResponse",
     "NotFoundError",
     "OnFull",
+    "Order",
     "PermissionDeniedError",
     "QueueFullError",
     "ResourceExhaustedError",

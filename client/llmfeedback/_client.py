@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import grpc
 
@@ -13,6 +13,16 @@ from ._batcher import EventBatcher, OnFull
 from ._conversions import to_timestamp
 from ._errors import FeedbackError, error_from_rpc_error, error_from_status
 from ._items import EventItem, FeedbackItem, InteractionItem, coerce_items
+from ._listing import (
+    EventFilters,
+    ExportChunk,
+    FeedbackFilters,
+    InteractionFilters,
+    Order,
+    filter_fields,
+    list_request,
+    order_by,
+)
 from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
 from ._requests import event_request, feedback_request, interaction_request
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
@@ -21,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
     from types import TracebackType
+    from typing import Unpack
 
     from google.protobuf.message import Message
 
@@ -36,6 +47,21 @@ DEFAULT_TIMEOUT = 10.0
 
 _RequestT = TypeVar("_RequestT")
 _ResponseT = TypeVar("_ResponseT")
+_RecordT = TypeVar("_RecordT")
+_ExportRequestT = TypeVar(
+    "_ExportRequestT",
+    feedback_service_pb2.ExportFeedbackRequest,
+    feedback_service_pb2.ExportInteractionsRequest,
+    feedback_service_pb2.ExportEventsRequest,
+)
+_ExportResponseT = TypeVar("_ExportResponseT", bound="_ExportResponse")
+_ListRequestT = TypeVar(
+    "_ListRequestT",
+    feedback_service_pb2.ListFeedbackRequest,
+    feedback_service_pb2.ListInteractionsRequest,
+    feedback_service_pb2.ListEventsRequest,
+)
+_PageT = TypeVar("_PageT", bound="_Page")
 _ItemRequestT = TypeVar("_ItemRequestT", bound="Message")
 
 
@@ -164,12 +190,14 @@ class FeedbackClient:
         input_hash: str | None = None,
         output_hash: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        model: str | None = None,
         timeout: float | None = None,
     ) -> feedback_pb2.Feedback:
         """Submit one rating of an AI answer; returns it as stored, linked to its interaction.
 
         Rate with exactly one of `score` (1-5), `thumb` (True for up, False for down) or `label`.
-        Name the answer by `conversation_id`, `message_id`, or both.
+        Name the answer by `conversation_id`, `message_id`, or both. `model` defaults to the rated
+        interaction's; a different one fails with FailedPreconditionError (MODEL_MISMATCH).
         """
         request = feedback_request(
             conversation_id,
@@ -184,6 +212,7 @@ class FeedbackClient:
             input_hash=input_hash,
             output_hash=output_hash,
             metadata=metadata,
+            model=model,
         )
         response = self._call(self._stub.SubmitFeedback, request, timeout)
         return response.feedback
@@ -230,62 +259,185 @@ class FeedbackClient:
     def list_feedback(
         self,
         *,
-        conversation_id: str | None = None,
-        message_id: str | None = None,
-        user_id: str | None = None,
-        min_score: int | None = None,
-        max_score: int | None = None,
         page_size: int = 0,
         page_token: str = "",
+        order: Order | None = None,
         timeout: float | None = None,
+        **filters: Unpack[FeedbackFilters],
     ) -> feedback_service_pb2.ListFeedbackResponse:
         """Fetch one page of feedback, newest first; see `iter_feedback` to walk every page.
 
-        `page_size` 0 lets the server choose (50); pass the response's `next_page_token` with the
-        same filters to get the following page.
+        The filters are those of `FeedbackFilters`. `page_size` 0 lets the server choose (50;
+        at most 1000); pass the response's `next_page_token` with the same filters and order to
+        get the following page. Rows stored meanwhile never make pages skip or repeat an entry.
         """
-        request = feedback_service_pb2.ListFeedbackRequest(
-            conversation_id=conversation_id or "",
-            message_id=message_id or "",
-            user_id=user_id or "",
-            min_score=min_score,
-            max_score=max_score,
+        request = list_request(
+            feedback_service_pb2.ListFeedbackRequest,
+            FeedbackFilters,
+            filters,
             page_size=page_size,
             page_token=page_token,
+            order=order,
         )
         return self._call(self._stub.ListFeedback, request, timeout)
+
+    def list_interactions(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        order: Order | None = None,
+        timeout: float | None = None,
+        **filters: Unpack[InteractionFilters],
+    ) -> feedback_service_pb2.ListInteractionsResponse:
+        """Fetch one page of recorded chat turns, newest first; paging as in `list_feedback`."""
+        request = list_request(
+            feedback_service_pb2.ListInteractionsRequest,
+            InteractionFilters,
+            filters,
+            page_size=page_size,
+            page_token=page_token,
+            order=order,
+        )
+        return self._call(self._stub.ListInteractions, request, timeout)
+
+    def list_events(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        order: Order | None = None,
+        timeout: float | None = None,
+        **filters: Unpack[EventFilters],
+    ) -> feedback_service_pb2.ListEventsResponse:
+        """Fetch one page of analytics events, newest first; paging as in `list_feedback`."""
+        request = list_request(
+            feedback_service_pb2.ListEventsRequest,
+            EventFilters,
+            filters,
+            page_size=page_size,
+            page_token=page_token,
+            order=order,
+        )
+        return self._call(self._stub.ListEvents, request, timeout)
 
     def iter_feedback(
         self,
         *,
-        conversation_id: str | None = None,
-        message_id: str | None = None,
-        user_id: str | None = None,
-        min_score: int | None = None,
-        max_score: int | None = None,
         page_size: int = 0,
+        order: Order | None = None,
         timeout: float | None = None,
+        **filters: Unpack[FeedbackFilters],
     ) -> Iterator[feedback_pb2.Feedback]:
         """Yield every matching feedback, newest first, fetching pages as the loop needs them.
 
         `timeout` applies to each page fetch. Stop iterating early to avoid fetching more pages.
+        Arguments are checked before the first fetch.
         """
-        page_token = ""
-        while True:
-            page = self.list_feedback(
-                conversation_id=conversation_id,
-                message_id=message_id,
-                user_id=user_id,
-                min_score=min_score,
-                max_score=max_score,
-                page_size=page_size,
-                page_token=page_token,
-                timeout=timeout,
-            )
-            yield from page.feedback
-            if not page.next_page_token:
-                return
-            page_token = page.next_page_token
+        request = list_request(
+            feedback_service_pb2.ListFeedbackRequest,
+            FeedbackFilters,
+            filters,
+            page_size=page_size,
+            order=order,
+        )
+        return self._walk_pages(
+            self._stub.ListFeedback, request, timeout, lambda page: page.feedback
+        )
+
+    def iter_interactions(
+        self,
+        *,
+        page_size: int = 0,
+        order: Order | None = None,
+        timeout: float | None = None,
+        **filters: Unpack[InteractionFilters],
+    ) -> Iterator[interaction_pb2.Interaction]:
+        """Yield every matching interaction, newest first, as `iter_feedback` does."""
+        request = list_request(
+            feedback_service_pb2.ListInteractionsRequest,
+            InteractionFilters,
+            filters,
+            page_size=page_size,
+            order=order,
+        )
+        return self._walk_pages(
+            self._stub.ListInteractions, request, timeout, lambda page: page.interactions
+        )
+
+    def iter_events(
+        self,
+        *,
+        page_size: int = 0,
+        order: Order | None = None,
+        timeout: float | None = None,
+        **filters: Unpack[EventFilters],
+    ) -> Iterator[event_pb2.Event]:
+        """Yield every matching event, newest first, as `iter_feedback` does."""
+        request = list_request(
+            feedback_service_pb2.ListEventsRequest,
+            EventFilters,
+            filters,
+            page_size=page_size,
+            order=order,
+        )
+        return self._walk_pages(self._stub.ListEvents, request, timeout, lambda page: page.events)
+
+    def export_feedback(
+        self,
+        *,
+        order: Order | None = None,
+        resume_token: str = "",
+        timeout: float | None = None,
+        **filters: Unpack[FeedbackFilters],
+    ) -> Generator[ExportChunk[feedback_pb2.Feedback], None, None]:
+        """Stream every matching feedback in chunks of up to 1000, oldest first by default.
+
+        Each `ExportChunk` carries the token that resumes right after it: pass it back as
+        `resume_token` (same filters and order) to continue an interrupted export with no gap
+        and no repeat. A transient failure (UNAVAILABLE) is retried from the last chunk under
+        the client's RetryPolicy, so the records never repeat. `timeout` bounds the whole
+        export; by default it has none. Close the generator (or stop iterating it and drop it)
+        to cancel the stream.
+        """
+        request = feedback_service_pb2.ExportFeedbackRequest(
+            **filter_fields(filters, FeedbackFilters), order_by=order_by(order)
+        )
+        return self._export(
+            self._stub.ExportFeedback, request, resume_token, timeout, lambda r: r.feedback
+        )
+
+    def export_interactions(
+        self,
+        *,
+        order: Order | None = None,
+        resume_token: str = "",
+        timeout: float | None = None,
+        **filters: Unpack[InteractionFilters],
+    ) -> Generator[ExportChunk[interaction_pb2.Interaction], None, None]:
+        """Stream every matching interaction in chunks, as `export_feedback` does."""
+        request = feedback_service_pb2.ExportInteractionsRequest(
+            **filter_fields(filters, InteractionFilters), order_by=order_by(order)
+        )
+        return self._export(
+            self._stub.ExportInteractions, request, resume_token, timeout, lambda r: r.interactions
+        )
+
+    def export_events(
+        self,
+        *,
+        order: Order | None = None,
+        resume_token: str = "",
+        timeout: float | None = None,
+        **filters: Unpack[EventFilters],
+    ) -> Generator[ExportChunk[event_pb2.Event], None, None]:
+        """Stream every matching event in chunks, as `export_feedback` does."""
+        request = feedback_service_pb2.ExportEventsRequest(
+            **filter_fields(filters, EventFilters), order_by=order_by(order)
+        )
+        return self._export(
+            self._stub.ExportEvents, request, resume_token, timeout, lambda r: r.events
+        )
 
     def record_interactions(
         self,
@@ -505,6 +657,57 @@ class FeedbackClient:
                 raise failure
         return BatchResult(tuple(results))
 
+    def _walk_pages(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_ListRequestT, _PageT],
+        request: _ListRequestT,
+        timeout: float | None,
+        records: Callable[[_PageT], Sequence[_RecordT]],
+    ) -> Iterator[_RecordT]:
+        """Yield the records of every page, fetching the next page only when the loop needs it."""
+        while True:
+            page = self._call(method, request, timeout)
+            yield from records(page)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def _export(
+        self,
+        method: grpc.UnaryStreamMultiCallable[_ExportRequestT, _ExportResponseT],
+        request: _ExportRequestT,
+        resume_token: str,
+        timeout: float | None,
+        records: Callable[[_ExportResponseT], Sequence[_RecordT]],
+    ) -> Generator[ExportChunk[_RecordT], None, None]:
+        """Stream one export, resuming after the last chunk when a transient failure breaks it."""
+        self._check_open()
+        policy = self._retry
+        deadline = None if timeout is None else policy.clock() + timeout
+        failures = 0
+        while True:
+            request.resume_token = resume_token
+            remaining = None if deadline is None else max(0.0, deadline - policy.clock())
+            call = method(request, timeout=remaining, metadata=self._metadata)
+            try:
+                for response in call:
+                    failures = 0
+                    resume_token = response.resume_token
+                    yield ExportChunk(records(response), resume_token)
+                return
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc_error(rpc_error)
+                failures += 1
+                if failures >= policy.max_attempts or not policy.should_retry(error):
+                    raise error from rpc_error
+                wait = policy.backoff(failures, error)
+                if deadline is not None and policy.clock() + wait >= deadline:
+                    raise error from rpc_error
+                policy.sleep(wait)
+            finally:
+                # Ends the stream when the caller stops early; a no-op once it is over.
+                call.cancel()  # type: ignore[no-untyped-call]
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the FeedbackClient is closed")
@@ -526,6 +729,14 @@ class FeedbackClient:
             policy=self._retry,
             timeout=self._timeout if timeout is None else timeout,
         )
+
+
+class _ExportResponse(Protocol):
+    resume_token: str
+
+
+class _Page(Protocol):
+    next_page_token: str
 
 
 _INGEST_ITEMS_PER_MESSAGE = 500

@@ -140,6 +140,8 @@ class FeedbackItem:
     """SHA-256 of the rated answer."""
     metadata: Mapping[str, Any] | None = None
     """Any JSON-like mapping."""
+    model: str | None = None
+    """Model that produced the rated answer; taken from the rated interaction when omitted."""
     _request: feedback_service_pb2.SubmitFeedbackRequest = field(
         init=False, repr=False, compare=False
     )
@@ -158,6 +160,7 @@ class FeedbackItem:
             input_hash=self.input_hash,
             output_hash=self.output_hash,
             metadata=self.metadata,
+            model=self.model,
         )
         _check_size(request, "feedback")
         object.__setattr__(self, "_request", request)

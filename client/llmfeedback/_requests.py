@@ -78,6 +78,7 @@ def feedback_request(
     input_hash: str | None = None,
     output_hash: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    model: str | None = None,
 ) -> feedback_service_pb2.SubmitFeedbackRequest:
     """Build a SubmitFeedbackRequest carrying exactly one of score, thumb or label."""
     given = [
@@ -97,6 +98,7 @@ def feedback_request(
         tokens_used=tokens_used,
         input_hash=input_hash or "",
         output_hash=output_hash or "",
+        model=model or "",
     )
     if score is not None:
         # bool is an int subclass; True must not silently become a score of 1.

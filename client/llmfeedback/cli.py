@@ -12,7 +12,9 @@ import itertools
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -20,20 +22,52 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from . import __version__
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
 from ._errors import FeedbackError, InvalidArgumentError
+from ._export_file import ExportFile, ExportFileError, Format, Kind
 from ._items import EventItem, FeedbackItem, InteractionItem
-from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
+from ._proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
     from google.protobuf.descriptor import FieldDescriptor
     from google.protobuf.message import Message
+
+    from ._listing import ExportChunk
 
 __all__ = ["build_parser", "main"]
 
 ADDRESS_ENVIRONMENT_VARIABLE = "FEEDBACK_ADDRESS"
 """Environment variable holding the service address when --address is not given."""
 
+_KINDS: tuple[Kind, ...] = ("feedback", "interactions", "events")
+_FILTERS: dict[Kind, type[Any]] = {
+    "feedback": FeedbackFilters,
+    "interactions": InteractionFilters,
+    "events": EventFilters,
+}
+# Each filter (a key of the kinds' TypedDicts) and the option that sets it.
+_FILTER_OPTIONS = {
+    "conversation_id": "--conversation-id",
+    "message_id": "--message-id",
+    "user_id": "--user-id",
+    "model": "--model",
+    "event_type": "--event-type",
+    "min_score": "--min-score",
+    "max_score": "--max-score",
+    "rating_kind": "--rating-kind",
+    "label": "--label",
+    "has_text": "--with-text/--without-text",
+    "start_time": "--since",
+    "end_time": "--until",
+}
+_ORDERS: dict[str | None, Order | None] = {
+    None: None,
+    "newest": "newest_first",
+    "oldest": "oldest_first",
+}
+_PROGRESS_TTY_SECONDS = 0.2
+_PROGRESS_SECONDS = 5.0
 _DEFAULT_LIST_LIMIT = 20
 _MAX_PAGE_SIZE = 1000
 _LABEL_WIDTH = 18
@@ -58,6 +92,10 @@ _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+class _UsageError(Exception):
+    """The command line is wrong in a way argparse cannot see (exit code 2)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run feedbackctl with the given arguments (default: sys.argv) and return its exit code."""
     parser = build_parser()
@@ -74,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeedbackError as error:
         _print_error(error, sys.stderr)
         return 1
+    except _UsageError as error:
+        sys.stderr.write(f"feedbackctl: error: {error}\n")
+        return 2
     except KeyboardInterrupt:
         return 130
     return exit_code or 0
@@ -133,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--input-hash")
     submit.add_argument("--output-hash")
     submit.add_argument("--metadata", type=_json_object, metavar="JSON")
+    submit.add_argument("--model", help="model of the rated answer (default: the interaction's)")
 
     log = subcommands.add_parser(
         "log", parents=[global_options], help="log one product analytics event"
@@ -152,17 +194,49 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--until", type=_iso_time, metavar="TIME", help="to this time (excluded)")
 
     listing = subcommands.add_parser(
-        "list", parents=[global_options], help="list feedback, newest first"
+        "list",
+        parents=[global_options],
+        help="list feedback, interactions or events, newest first",
+        description="Filters a kind does not have are refused (exit 2).",
     )
     listing.set_defaults(command=_list)
-    _add_filters(listing)
-    listing.add_argument("--min-score", type=int)
-    listing.add_argument("--max-score", type=int)
+    listing.add_argument("--kind", choices=_KINDS, default="feedback", help="default: feedback")
+    _add_list_filters(listing)
     listing.add_argument(
         "--limit",
         type=_non_negative_int,
         default=_DEFAULT_LIST_LIMIT,
         help=f"show at most this many entries (default {_DEFAULT_LIST_LIMIT}; 0 for all)",
+    )
+
+    export = subcommands.add_parser(
+        "export",
+        parents=[global_options],
+        help="export feedback, interactions or events to a JSON Lines or CSV file",
+        description=(
+            "Streams every matching record, oldest first unless --order says otherwise, into "
+            "FILE: one JSON object per line, or CSV with a fixed header (metadata and details "
+            "as JSON text). Progress goes to standard error. After each chunk is on disk, FILE."
+            "resume records where to continue; if the export is interrupted (Ctrl-C, a crash, "
+            "a lost connection), run the same command with --resume to finish it with no gap "
+            "and no duplicate. Runs without a deadline unless --timeout is given."
+        ),
+    )
+    export.set_defaults(command=_export)
+    export.add_argument("kind", choices=_KINDS, metavar="KIND", help=", ".join(_KINDS))
+    export.add_argument("--output", "-o", type=Path, required=True, metavar="FILE")
+    export.add_argument(
+        "--format", choices=("jsonl", "csv"), help="default: csv for a .csv FILE, else jsonl"
+    )
+    _add_list_filters(export)
+    export.add_argument(
+        "--resume", action="store_true", help="continue the interrupted export to FILE"
+    )
+    export.add_argument(
+        "--max-chunks",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N chunks of up to 1000 records, leaving the export resumable",
     )
 
     ingest = subcommands.add_parser(
@@ -216,10 +290,67 @@ def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool)
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
-    """Add the filters shared by stats and list."""
+    """Add the filters of stats."""
     parser.add_argument("--conversation-id")
     parser.add_argument("--message-id")
     parser.add_argument("--user-id")
+
+
+def _add_list_filters(parser: argparse.ArgumentParser) -> None:
+    """Add the filters and the order of list and export (see _FILTER_OPTIONS)."""
+    parser.add_argument("--conversation-id", help="feedback and interactions")
+    parser.add_argument("--message-id", help="feedback and interactions")
+    parser.add_argument("--user-id")
+    parser.add_argument("--model", help="feedback and interactions")
+    parser.add_argument("--event-type", help="events only")
+    parser.add_argument("--min-score", type=int, help="feedback only; inclusive")
+    parser.add_argument("--max-score", type=int, help="feedback only; inclusive")
+    parser.add_argument("--rating-kind", choices=("score", "thumb", "label"), help="feedback only")
+    parser.add_argument("--label", help="feedback only")
+    text = parser.add_mutually_exclusive_group()
+    text.add_argument(
+        "--with-text",
+        dest="has_text",
+        action="store_const",
+        const=True,
+        help="feedback only: only entries with text",
+    )
+    text.add_argument(
+        "--without-text",
+        dest="has_text",
+        action="store_const",
+        const=False,
+        help="feedback only: only entries without text",
+    )
+    parser.add_argument(
+        "--since",
+        dest="start_time",
+        type=_iso_time,
+        metavar="TIME",
+        help="from this time (included): feedback by storage, interactions and events by "
+        "occurrence",
+    )
+    parser.add_argument(
+        "--until", dest="end_time", type=_iso_time, metavar="TIME", help="to this time (excluded)"
+    )
+    parser.add_argument(
+        "--order", choices=("newest", "oldest"), help="default: newest for list, oldest for export"
+    )
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters given on the command line, refusing those the kind does not have."""
+    kind: Kind = args.kind
+    allowed = _FILTERS[kind].__optional_keys__
+    filters: dict[str, Any] = {}
+    for name, option in _FILTER_OPTIONS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in allowed:
+            raise _UsageError(f"{option} does not apply to {kind}")
+        filters[name] = value
+    return filters
 
 
 def _record(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -256,6 +387,7 @@ def _submit(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> No
         input_hash=args.input_hash,
         output_hash=args.output_hash,
         metadata=args.metadata,
+        model=args.model,
     )
     _print_message(feedback, args, out)
 
@@ -283,26 +415,132 @@ def _stats(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> Non
 
 
 def _list(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    kind: Kind = args.kind
+    filters = _selection(args)
     limit: int = args.limit
     # One entry past the limit tells whether the listing was cut short.
     page_size = min(limit + 1, _MAX_PAGE_SIZE) if limit else _MAX_PAGE_SIZE
-    entries = client.iter_feedback(
-        conversation_id=args.conversation_id,
-        message_id=args.message_id,
-        user_id=args.user_id,
-        min_score=args.min_score,
-        max_score=args.max_score,
-        page_size=page_size,
-    )
-    feedback = list(itertools.islice(entries, limit + 1 if limit else None))
-    truncated = bool(limit) and len(feedback) > limit
-    feedback = feedback[:limit] if limit else feedback
+    walks: dict[Kind, Callable[..., Iterator[Message]]] = {
+        "feedback": client.iter_feedback,
+        "interactions": client.iter_interactions,
+        "events": client.iter_events,
+    }
+    entries = walks[kind](page_size=page_size, order=_ORDERS[args.order], **filters)
+    records = list(itertools.islice(entries, limit + 1 if limit else None))
+    truncated = bool(limit) and len(records) > limit
+    records = records[:limit] if limit else records
     if args.json_output:
-        _print_json({"feedback": [_to_dict(entry) for entry in feedback]}, out)
+        _print_json({kind: [_to_dict(record) for record in records]}, out)
         return
-    out.write(_format_feedback_table(feedback))
+    out.write(_TABLES[kind](records))
     if truncated:
         print(f"(first {limit} shown; pass --limit 0 for all)", file=sys.stderr)
+
+
+def _export(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> int:
+    kind: Kind = args.kind
+    filters = _selection(args)
+    path: Path = args.output
+    file_format: Format = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    # What makes a later --resume the same export; times as text so it can be stored as JSON.
+    selection = {
+        "filters": {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in filters.items()
+        },
+        "order": args.order,
+    }
+    try:
+        start = ExportFile.resume if args.resume else ExportFile.start
+        export_file = start(path, kind, file_format, selection)
+    except (ExportFileError, OSError) as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+    streams: dict[Kind, Callable[..., Generator[ExportChunk[Message], None, None]]] = {
+        "feedback": client.export_feedback,
+        "interactions": client.export_interactions,
+        "events": client.export_events,
+    }
+    chunks = streams[kind](
+        order=_ORDERS[args.order],
+        resume_token=export_file.resume_token,
+        timeout=args.timeout,
+        **filters,
+    )
+    progress = _Progress(sys.stderr, already=export_file.rows_written)
+    complete = False
+    try:
+        for count, chunk in enumerate(chunks, start=1):
+            export_file.append(chunk.records, chunk.resume_token)
+            progress.show(export_file.rows_written)
+            if count == args.max_chunks:
+                break
+        else:
+            complete = True
+    except BaseException:
+        if args.resume or export_file.rows_written:
+            progress.end()
+            export_file.close()
+            sys.stderr.write(
+                f"export interrupted after {export_file.rows_written} records; run the same "
+                "command with --resume to continue\n"
+            )
+        else:
+            # Nothing worth resuming (a rejected filter, say): leave no files behind.
+            export_file.discard()
+        raise
+    finally:
+        chunks.close()
+    progress.end()
+    if complete:
+        export_file.finish()
+        summary = f"exported {export_file.rows_written} {kind} to {path}"
+    else:
+        export_file.close()
+        summary = (
+            f"stopped after {args.max_chunks} chunks with {export_file.rows_written} {kind} "
+            f"in {path}; run the same command with --resume to continue"
+        )
+    if args.json_output:
+        document = {"kind": kind, "file": str(path), "records": export_file.rows_written}
+        _print_json({**document, "complete": complete}, out)
+    else:
+        out.write(summary + "\n")
+    return 0
+
+
+class _Progress:
+    """Rows and rows/s on standard error: a line rewritten in place on a terminal, else a line
+    every few seconds."""
+
+    def __init__(self, err: TextIO, *, already: int) -> None:
+        self._err = err
+        self._tty = err.isatty()
+        self._already = already
+        self._start = self._last = time.monotonic()
+        self._shown = False
+        self._rows = already
+
+    def show(self, rows: int) -> None:
+        """Report that `rows` records are in the file, if it is time for a new report."""
+        self._rows = rows
+        now = time.monotonic()
+        if now - self._last < (_PROGRESS_TTY_SECONDS if self._tty else _PROGRESS_SECONDS):
+            return
+        self._last = now
+        self._write(now)
+
+    def end(self) -> None:
+        """Give the final figures, then end the progress line."""
+        self._write(time.monotonic())
+        if self._tty:
+            self._err.write("\n")
+
+    def _write(self, now: float) -> None:
+        rate = (self._rows - self._already) / max(now - self._start, 1e-9)
+        line = f"{self._rows:,} records, {rate:,.0f} records/s"
+        self._err.write(f"\r{line}\x1b[K" if self._tty else f"{line}\n")
+        self._err.flush()
 
 
 class _IngestInput:
@@ -562,13 +800,11 @@ def _counts(counts: Mapping[str, int]) -> str:
 
 def _format_feedback_table(feedback: Sequence[feedback_pb2.Feedback]) -> str:
     """Render feedback entries as an aligned table, one line each."""
-    if not feedback:
-        return "no feedback found\n"
     header = ("ID", "CREATED", "CONVERSATION", "MESSAGE", "USER", "RATING", "TEXT")
-    rows = [header] + [
+    rows = [
         (
             str(entry.id),
-            entry.create_time.ToJsonString() if entry.HasField("create_time") else "-",
+            _when(entry, "create_time"),
             entry.conversation_id or "-",
             entry.message_id or "-",
             entry.user_id or "-",
@@ -577,12 +813,69 @@ def _format_feedback_table(feedback: Sequence[feedback_pb2.Feedback]) -> str:
         )
         for entry in feedback
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return _table(header, rows) if rows else "no feedback found\n"
+
+
+def _format_interaction_table(interactions: Sequence[interaction_pb2.Interaction]) -> str:
+    """Render interactions as an aligned table, one line each."""
+    header = ("ID", "OCCURRED", "CONVERSATION", "MESSAGE", "USER", "MODEL", "LATENCY", "TOKENS")
+    rows = [
+        (
+            str(entry.id),
+            _when(entry, "occur_time"),
+            entry.conversation_id or "-",
+            entry.message_id or "-",
+            entry.user_id or "-",
+            entry.model or "-",
+            _number(_present(entry, "latency_ms"), unit=" ms"),
+            str(entry.total_tokens) if entry.HasField("total_tokens") else "-",
+        )
+        for entry in interactions
+    ]
+    return _table(header, rows) if rows else "no interactions found\n"
+
+
+def _format_event_table(events: Sequence[event_pb2.Event]) -> str:
+    """Render events as an aligned table, one line each."""
+    header = ("ID", "TIME", "USER", "TYPE", "DETAILS")
+    rows = [
+        (
+            str(entry.id),
+            _when(entry, "event_time"),
+            entry.user_id,
+            entry.event_type,
+            _shorten(json.dumps(json_format.MessageToDict(entry.details), ensure_ascii=False))
+            if entry.details.fields
+            else "-",
+        )
+        for entry in events
+    ]
+    return _table(header, rows) if rows else "no events found\n"
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    """Align columns two spaces apart, header first."""
+    lines = [header, *rows]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         + "\n"
-        for row in rows
+        for line in lines
     )
+
+
+def _when(message: Message, field_name: str) -> str:
+    if not message.HasField(field_name):
+        return "-"
+    value: timestamp_pb2.Timestamp = getattr(message, field_name)
+    return value.ToJsonString()
+
+
+_TABLES: dict[Kind, Callable[[Any], str]] = {
+    "feedback": _format_feedback_table,
+    "interactions": _format_interaction_table,
+    "events": _format_event_table,
+}
 
 
 def _rating(entry: feedback_pb2.Feedback) -> str:
@@ -632,6 +925,13 @@ def _positive_float(value: str) -> float:
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from error
     if not parsed > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return parsed
+
+
+def _positive_int(value: str) -> int:
+    parsed = _non_negative_int(value)
+    if parsed == 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return parsed
 

@@ -12,7 +12,6 @@ from server.service.errors import (
 )
 from server.service.feedback_service import (
     MAX_BATCH_ITEMS,
-    FeedbackPage,
     FeedbackService,
     Stats,
     WriteInput,
@@ -22,7 +21,6 @@ from server.service.inputs import (
     EventInput,
     FeedbackInput,
     InteractionInput,
-    ListFeedbackInput,
     StatsInput,
 )
 from server.service.write_rules import DEFAULT_LABELS, Rules
@@ -34,12 +32,10 @@ __all__ = [
     "EventInput",
     "FailedPrecondition",
     "FeedbackInput",
-    "FeedbackPage",
     "FeedbackService",
     "FieldViolation",
     "InteractionInput",
     "InvalidArgument",
-    "ListFeedbackInput",
     "NotFound",
     "ResourceExhausted",
     "Rules",

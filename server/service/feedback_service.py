@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from server.service import paging
 from server.service.errors import InvalidArgument, ServiceError, Unavailable
 from server.service.group_commit import GroupCommitter, Job
 from server.service.inputs import (
     EventInput,
     FeedbackInput,
     InteractionInput,
-    ListFeedbackInput,
     StatsInput,
+)
+from server.service.list_inputs import ExportRequest, PageRequest, SelectionT
+from server.service.listing import (
+    Chunk,
+    EntryT,
+    FilterT,
+    Listing,
+    Page,
+    export,
+    list_page,
 )
 from server.service.validation import CONVERSATION_ID, IDENTIFIER, Violations
 from server.service.write_rules import (
@@ -39,7 +47,6 @@ from storage.errors import StorageUnavailable
 from storage.records import (
     EventRecord,
     EventStats,
-    FeedbackQuery,
     FeedbackRecord,
     FeedbackStats,
     InteractionRecord,
@@ -65,14 +72,6 @@ class Stats:
     feedback: FeedbackStats
     interactions: InteractionStats
     events: EventStats | None
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackPage:
-    """One page of feedback and the token of the next one ("" on the last page)."""
-
-    items: list[FeedbackRecord]
-    next_page_token: str
 
 
 def _utc_now() -> datetime:
@@ -213,47 +212,17 @@ class FeedbackService:
 
         return await self._read(aggregate)
 
-    async def list_feedback(self, request: ListFeedbackInput) -> FeedbackPage:
-        """One page of feedback, newest first."""
-        check = Violations()
-        query = FeedbackQuery(
-            conversation_id=check.optional_match(
-                "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
-            ),
-            message_id=check.optional_match(
-                "message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE
-            ),
-            user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
-            min_score=request.min_score,
-            max_score=request.max_score,
-        )
-        for field, score in (("min_score", request.min_score), ("max_score", request.max_score)):
-            if score is not None and not 1 <= score <= 5:
-                check.add(field, f"must be from 1 to 5, got {score}")
-        if (
-            request.min_score is not None
-            and request.max_score is not None
-            and request.min_score > request.max_score
-        ):
-            check.add("max_score", "must not be below min_score")
-        if request.page_size < 0:
-            check.add("page_size", "must not be negative")
-        fingerprint = paging.filters_fingerprint(replace(query, limit=0))
-        before_id = None
-        if request.page_token:
-            try:
-                before_id = paging.decode_page_token(request.page_token, fingerprint)
-            except paging.InvalidPageToken as error:
-                check.add("page_token", str(error))
-        check.raise_if_any()
-        page_size = min(request.page_size or paging.DEFAULT_PAGE_SIZE, paging.MAX_PAGE_SIZE)
-        # One extra row tells whether another page exists without a second query.
-        query = replace(query, before_id=before_id, limit=page_size + 1)
-        rows = await self._read(lambda repository: repository.list_feedback(query))
-        items = rows[:page_size]
-        has_more = len(rows) > page_size
-        token = paging.encode_page_token(items[-1].id, fingerprint) if has_more else ""
-        return FeedbackPage(items=items, next_page_token=token)
+    async def list_page(
+        self, listing: Listing[SelectionT, FilterT, EntryT], request: PageRequest[SelectionT]
+    ) -> Page[EntryT]:
+        """One page of feedback, interactions or events (see server.service.listing)."""
+        return await list_page(listing, request, self._read)
+
+    def export(
+        self, listing: Listing[SelectionT, FilterT, EntryT], request: ExportRequest[SelectionT]
+    ) -> AsyncGenerator[Chunk[EntryT], None]:
+        """Every matching row, chunk by chunk (see server.service.listing)."""
+        return export(listing, request, self._read)
 
     async def _read(self, work: Callable[[Repository], T]) -> T:
         """Run a read on the executor so the event loop keeps serving."""

@@ -72,16 +72,3 @@ class StatsInput:
     message_id: str = ""
     start_time: datetime | None = None
     end_time: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListFeedbackInput:
-    """A page request for feedback."""
-
-    conversation_id: str = ""
-    message_id: str = ""
-    user_id: str = ""
-    min_score: int | None = None
-    max_score: int | None = None
-    page_size: int = 0
-    page_token: str = ""

@@ -76,7 +76,15 @@ class Reply:
     build: Callable[[Message], Message]
 
 
-Planned: TypeAlias = "Message | Abort | Stall | Hold | Reply"
+@dataclass(frozen=True)
+class Stream:
+    """A planned server stream: send these responses, then end with `then` (OK when None)."""
+
+    responses: Sequence[Message]
+    then: Abort | None = None
+
+
+Planned: TypeAlias = "Message | Abort | Stall | Hold | Reply | Stream"
 
 
 @dataclass
@@ -124,6 +132,8 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self.verdict: Verdict | None = None
         self.ingested: list[feedback_service_pb2.IngestItem] = []
         self.ingest_message_sizes: list[int] = []
+        self.ended_streams: list[str] = []
+        """Stream methods whose handler ended, OK or not, in the order they ended."""
         self._planned: dict[str, deque[Planned]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._last_id = 0
@@ -254,6 +264,82 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> feedback_service_pb2.ListFeedbackResponse:
         default = feedback_service_pb2.ListFeedbackResponse()
         return self._answer("ListFeedback", request, context, lambda: default, type(default))
+
+    def ListInteractions(
+        self,
+        request: feedback_service_pb2.ListInteractionsRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.ListInteractionsResponse:
+        default = feedback_service_pb2.ListInteractionsResponse()
+        return self._answer("ListInteractions", request, context, lambda: default, type(default))
+
+    def ListEvents(
+        self,
+        request: feedback_service_pb2.ListEventsRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.ListEventsResponse:
+        default = feedback_service_pb2.ListEventsResponse()
+        return self._answer("ListEvents", request, context, lambda: default, type(default))
+
+    def ExportFeedback(
+        self, request: feedback_service_pb2.ExportFeedbackRequest, context: grpc.ServicerContext
+    ) -> Iterator[feedback_service_pb2.ExportFeedbackResponse]:
+        return self._stream(
+            "ExportFeedback", request, context, feedback_service_pb2.ExportFeedbackResponse
+        )
+
+    def ExportInteractions(
+        self,
+        request: feedback_service_pb2.ExportInteractionsRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[feedback_service_pb2.ExportInteractionsResponse]:
+        return self._stream(
+            "ExportInteractions", request, context, feedback_service_pb2.ExportInteractionsResponse
+        )
+
+    def ExportEvents(
+        self, request: feedback_service_pb2.ExportEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[feedback_service_pb2.ExportEventsResponse]:
+        return self._stream(
+            "ExportEvents", request, context, feedback_service_pb2.ExportEventsResponse
+        )
+
+    def _stream(
+        self,
+        method: str,
+        request: Message,
+        context: grpc.ServicerContext,
+        response_type: type[_ResponseT],
+    ) -> Iterator[_ResponseT]:
+        """Record the call, then play its planned Stream (or Abort); an empty stream by default."""
+        with self._lock:
+            self.calls[method].append(
+                ReceivedCall(
+                    request=request,
+                    time_remaining=context.time_remaining(),
+                    metadata=dict(context.invocation_metadata()),
+                )
+            )
+            planned = self._planned[method]
+            outcome = planned.popleft() if planned else Stream(())
+        if isinstance(outcome, Abort):
+            outcome = Stream((), then=outcome)
+        assert isinstance(outcome, Stream), f"planned {outcome!r} for {method}"
+        try:
+            for response in outcome.responses:
+                assert isinstance(response, response_type), f"planned {response!r} for {method}"
+                yield response
+            if outcome.then is not None:
+                abort_with_rich_status(
+                    context,
+                    outcome.then.code,
+                    outcome.then.message,
+                    outcome.then.details,
+                    status_code=outcome.then.status_code,
+                )
+        finally:
+            with self._lock:
+                self.ended_streams.append(method)
 
     def RecordInteractions(
         self,

@@ -97,3 +97,57 @@ def test_health_is_serving(server: ServerThread) -> None:
 
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+def test_pages_through_events_as_json(server: ServerThread) -> None:
+    for n in range(3):
+        logged = grpcurl(
+            server,
+            "feedback.v1.FeedbackService/LogEvent",
+            data=json.dumps({"user_id": "u1", "event_type": f"view_{n}"}),
+        )
+        assert logged.returncode == 0, logged.stderr
+    query = {"user_id": "u1", "page_size": 2, "order_by": "create_time asc"}
+
+    first = grpcurl(server, "feedback.v1.FeedbackService/ListEvents", data=json.dumps(query))
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout)
+    second = grpcurl(
+        server,
+        "feedback.v1.FeedbackService/ListEvents",
+        data=json.dumps({**query, "page_token": page["nextPageToken"]}),
+    )
+
+    assert second.returncode == 0, second.stderr
+    assert [event["eventType"] for event in page["events"]] == ["view_0", "view_1"]
+    assert [event["eventType"] for event in json.loads(second.stdout)["events"]] == ["view_2"]
+    assert "nextPageToken" not in json.loads(second.stdout)
+
+
+def test_bad_list_filters_get_invalid_argument(server: ServerThread) -> None:
+    result = grpcurl(
+        server,
+        "feedback.v1.FeedbackService/ListEvents",
+        data='{"event_type": "9lives", "page_size": -1}',
+    )
+
+    assert result.returncode != 0
+    assert "Code: InvalidArgument" in result.stderr
+    assert "event_type: must be a letter followed by" in result.stderr
+    assert "page_size: must not be negative" in result.stderr
+
+
+def test_exports_events_as_a_stream(server: ServerThread) -> None:
+    logged = grpcurl(
+        server,
+        "feedback.v1.FeedbackService/LogEvent",
+        data=json.dumps({"user_id": "u1", "event_type": "view"}),
+    )
+    assert logged.returncode == 0, logged.stderr
+
+    result = grpcurl(server, "feedback.v1.FeedbackService/ExportEvents", data="{}")
+
+    assert result.returncode == 0, result.stderr
+    chunk = json.loads(result.stdout)
+    assert [event["eventType"] for event in chunk["events"]] == ["view"]
+    assert chunk["resumeToken"]

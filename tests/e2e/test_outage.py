@@ -9,7 +9,14 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from llmfeedback import FeedbackClient, RetryPolicy, UnavailableError
+from llmfeedback import (
+    Event,
+    EventItem,
+    ExportChunk,
+    FeedbackClient,
+    RetryPolicy,
+    UnavailableError,
+)
 from server.config import Settings
 from tests.databases import (
     create_postgres_database,
@@ -67,3 +74,57 @@ def test_outage_gives_unavailable_and_the_service_recovers_by_itself(own_databas
     assert caught.value.retry_delay == 1.0
     assert "retry later" in caught.value.message
     assert dict(stats.type_counts) == {"before": 1, "after": 1}
+
+
+def test_an_export_broken_by_an_outage_resumes_from_its_last_chunk(own_database: str) -> None:
+    settings = Settings(database_url=own_database, storage_threads=2, log_level="ERROR")
+    with (
+        ServerThread(settings) as server,
+        FeedbackClient(server.address, retry=RetryPolicy(max_attempts=1)) as client,
+    ):
+        ids = [r.id for r in client.log_events(EventItem("u", "e") for _ in range(6000)).results]
+        chunks: list[ExportChunk[Event]] = []
+
+        def drain(export: Iterator[ExportChunk[Event]]) -> None:
+            for chunk in export:
+                chunks.append(chunk)
+
+        export = client.export_events()
+        chunks.append(next(export))
+        _allow_connections(own_database, allowed=False)
+        try:
+            with pytest.raises(UnavailableError):
+                drain(export)
+        finally:
+            _allow_connections(own_database, allowed=True)
+        token = chunks[-1].resume_token
+        rest = [e.id for chunk in client.export_events(resume_token=token) for e in chunk.records]
+
+    received = [event.id for chunk in chunks for event in chunk.records]
+    assert len(received) < len(ids), "the outage did not break the export"
+    assert received + rest == ids
+
+
+def test_the_client_resumes_an_export_across_an_outage_by_itself(own_database: str) -> None:
+    settings = Settings(database_url=own_database, storage_threads=2, log_level="ERROR")
+    waits: list[float] = []
+
+    def recover(seconds: float) -> None:
+        waits.append(seconds)
+        _allow_connections(own_database, allowed=True)
+
+    with (
+        ServerThread(settings) as server,
+        FeedbackClient(server.address, retry=RetryPolicy(sleep=recover)) as client,
+    ):
+        ids = [r.id for r in client.log_events(EventItem("u", "e") for _ in range(6000)).results]
+        export = client.export_events()
+        first = next(export)
+        _allow_connections(own_database, allowed=False)
+        try:
+            rest = [event.id for chunk in export for event in chunk.records]
+        finally:
+            _allow_connections(own_database, allowed=True)
+
+    assert len(waits) >= 1, "the outage did not break the export"
+    assert [event.id for event in first.records] + rest == ids

@@ -9,8 +9,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from storage.listing_records import EventEntry, FeedbackEntry, InteractionEntry, RatingKind
 from storage.models import EventRow
-from storage.records import EventRecord, NewEvent, NewFeedback, NewInteraction, Score
+from storage.records import (
+    EventRecord,
+    FeedbackRecord,
+    InteractionRecord,
+    Label,
+    NewEvent,
+    NewFeedback,
+    NewInteraction,
+    Score,
+    Thumb,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,3 +87,40 @@ def stored_events(database_url: str) -> list[EventRecord]:
             ]
     finally:
         engine.dispose()
+
+
+def feedback_entry(record: FeedbackRecord) -> FeedbackEntry:
+    """The entry a list should read back for a stored feedback record."""
+    rating = record.rating
+    return FeedbackEntry(
+        id=record.id,
+        conversation_id=record.conversation_id,
+        message_id=record.message_id,
+        user_id=record.user_id,
+        interaction_id=record.interaction_id,
+        model=record.model,
+        rating_kind=_RATING_KINDS[type(rating)],
+        score=rating.value if isinstance(rating, Score) else None,
+        thumb_up=rating.up if isinstance(rating, Thumb) else None,
+        label=rating.name if isinstance(rating, Label) else None,
+        text=record.text,
+        latency_ms=record.latency_ms,
+        tokens_used=record.tokens_used,
+        input_hash=record.input_hash,
+        output_hash=record.output_hash,
+        metadata=record.metadata,
+        create_time=record.create_time,
+    )
+
+
+_RATING_KINDS: dict[type, RatingKind] = {Score: "score", Thumb: "thumb", Label: "label"}
+
+
+def interaction_entry(record: InteractionRecord) -> InteractionEntry:
+    """The entry a list should read back for a stored interaction."""
+    return InteractionEntry(**{name: getattr(record, name) for name in InteractionEntry._fields})
+
+
+def event_entry(record: EventRecord) -> EventEntry:
+    """The entry a list should read back for a stored event."""
+    return EventEntry(**{name: getattr(record, name) for name in EventEntry._fields})

@@ -9,10 +9,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from storage import Conflict, StorageError
+from storage.listing_records import (
+    EventFilter,
+    FeedbackEntry,
+    FeedbackFilter,
+    InteractionFilter,
+    Keyset,
+)
 from storage.records import (
     EventRecord,
     EventStats,
-    FeedbackQuery,
     FeedbackRecord,
     FeedbackStats,
     InteractionRecord,
@@ -27,6 +33,9 @@ from storage.records import (
 )
 from tests.storage.factories import (
     T0,
+    event_entry,
+    feedback_entry,
+    interaction_entry,
     new_event,
     new_feedback,
     new_interaction,
@@ -48,6 +57,13 @@ RICH_METADATA: dict[str, Any] = {
 }
 
 PLUS_0530 = timezone(timedelta(hours=5, minutes=30))
+
+
+def list_all_feedback(storage: Storage) -> list[FeedbackEntry]:
+    """Every stored feedback entry, newest first."""
+    return storage.read(
+        lambda repository: repository.feedback_entries(FeedbackFilter(), Keyset(limit=1000))
+    )
 
 
 def count_everything(storage: Storage) -> tuple[int, int, int]:
@@ -88,6 +104,9 @@ def test_interaction_round_trips_every_field(storage: Storage) -> None:
     assert inserted == stored(new, InteractionRecord, inserted.id)
     assert by_message == inserted
     assert latest == inserted
+    assert storage.read(
+        lambda repository: repository.interaction_entries(InteractionFilter(), Keyset())
+    ) == [interaction_entry(inserted)]
     assert by_message is not None
     assert by_message.occur_time.tzinfo is UTC
     assert by_message.occur_time == datetime(2025, 1, 1, 21, 34, 5, 678901, tzinfo=UTC)
@@ -148,11 +167,10 @@ def test_feedback_round_trips_every_field(storage: Storage, rating: Rating) -> N
     )
 
     inserted = storage.write(lambda repository: repository.insert_feedback(new))
-    listed = storage.read(lambda repository: repository.list_feedback(query()))
+    listed = list_all_feedback(storage)
 
     assert inserted == stored(new, FeedbackRecord, inserted.id)
-    assert listed == [inserted]
-    assert listed[0].rating == rating
+    assert listed == [feedback_entry(inserted)]
     assert listed[0].create_time.tzinfo is UTC
 
 
@@ -162,13 +180,13 @@ def test_feedback_keeps_none_zero_and_empty_apart(storage: Storage) -> None:
 
     storage.write(lambda repository: repository.insert_feedback(zeros))
     storage.write(lambda repository: repository.insert_feedback(nothing))
-    newest_first = storage.read(lambda repository: repository.list_feedback(query()))
+    newest_first = list_all_feedback(storage)
 
     assert [record.text for record in newest_first] == [None, ""]
     assert [record.latency_ms for record in newest_first] == [None, 0.0]
     assert [record.tokens_used for record in newest_first] == [None, 0]
     assert [record.user_id for record in newest_first] == [None, ""]
-    assert newest_first[1] == stored(zeros, FeedbackRecord, newest_first[1].id)
+    assert newest_first[1] == feedback_entry(stored(zeros, FeedbackRecord, newest_first[1].id))
 
 
 def test_feedback_on_an_unknown_message_may_lack_a_conversation(storage: Storage) -> None:
@@ -177,7 +195,7 @@ def test_feedback_on_an_unknown_message_may_lack_a_conversation(storage: Storage
     inserted = storage.write(lambda repository: repository.insert_feedback(new))
 
     assert inserted.conversation_id is None
-    assert storage.read(lambda repository: repository.list_feedback(query())) == [inserted]
+    assert list_all_feedback(storage) == [feedback_entry(inserted)]
 
 
 def test_event_round_trips_every_field(storage: Storage, database_url: str) -> None:
@@ -194,6 +212,9 @@ def test_event_round_trips_every_field(storage: Storage, database_url: str) -> N
     assert inserted == stored(new, EventRecord, inserted.id)
     assert stored_events(database_url) == [inserted]
     assert stored_events(database_url)[0].event_time.tzinfo is UTC
+    assert storage.read(lambda repository: repository.event_entries(EventFilter(), Keyset())) == [
+        event_entry(inserted)
+    ]
 
 
 def test_ids_increase_in_insertion_order(storage: Storage) -> None:
@@ -330,118 +351,6 @@ def test_invalid_values_raise_value_error_and_keep_nothing(
         storage.write(insert_after_a_valid_one)
 
     assert count_everything(storage) == (0, 0, 0)
-
-
-# Listing feedback
-
-LISTED = {
-    "f1": new_feedback(
-        conversation_id="conv-a", user_id="user-1", message_id="m1", rating=Score(1)
-    ),
-    "f2": new_feedback(
-        conversation_id="conv-a", user_id="user-2", message_id="m2", rating=Score(3)
-    ),
-    "f3": new_feedback(
-        conversation_id="conv-b", user_id="user-1", message_id="m3", rating=Score(5)
-    ),
-    "f4": new_feedback(
-        conversation_id="conv-b", user_id="user-2", message_id="m3", rating=Thumb(True)
-    ),
-    "f5": new_feedback(conversation_id="conv-a", user_id="user-1", rating=Label("good")),
-    "f6": new_feedback(
-        conversation_id="conv-c", user_id="user-3", message_id="m4", rating=Score(4)
-    ),
-    "f7": new_feedback(conversation_id=None, user_id="user-3", message_id="m9", rating=Score(2)),
-}
-"""Inserted in this order, so f7 has the highest id and lists first."""
-
-
-def query(**changes: Any) -> FeedbackQuery:
-    """A FeedbackQuery with `changes`, so the table of cases stays short."""
-    return FeedbackQuery(**changes)
-
-
-@pytest.fixture
-def listed(storage: Storage) -> dict[str, FeedbackRecord]:
-    """LISTED stored in order, by name."""
-    return {name: insert_feedback(storage, new) for name, new in LISTED.items()}
-
-
-def insert_feedback(storage: Storage, new: NewFeedback) -> FeedbackRecord:
-    """Store one feedback entry in a unit of its own."""
-    return storage.write(lambda repository: repository.insert_feedback(new))
-
-
-@pytest.mark.parametrize(
-    ("changes", "expected"),
-    [
-        ({}, ["f7", "f6", "f5", "f4", "f3", "f2", "f1"]),
-        ({"conversation_id": "conv-a"}, ["f5", "f2", "f1"]),
-        ({"message_id": "m3"}, ["f4", "f3"]),
-        ({"user_id": "user-1"}, ["f5", "f3", "f1"]),
-        ({"conversation_id": "conv-a", "user_id": "user-1"}, ["f5", "f1"]),
-        ({"min_score": 3}, ["f6", "f3", "f2"]),
-        ({"max_score": 3}, ["f7", "f2", "f1"]),
-        ({"min_score": 3, "max_score": 3}, ["f2"]),
-        ({"min_score": 2, "max_score": 4}, ["f7", "f6", "f2"]),
-        ({"min_score": 1}, ["f7", "f6", "f3", "f2", "f1"]),
-        ({"max_score": 5}, ["f7", "f6", "f3", "f2", "f1"]),
-        ({"min_score": 4, "max_score": 2}, []),
-        ({"conversation_id": "conv-a", "min_score": 2}, ["f2"]),
-        ({"conversation_id": "nope"}, []),
-        ({"limit": 2}, ["f7", "f6"]),
-        ({"limit": 1000}, ["f7", "f6", "f5", "f4", "f3", "f2", "f1"]),
-    ],
-)
-def test_list_feedback_filters_newest_first(
-    storage: Storage,
-    listed: dict[str, FeedbackRecord],
-    changes: dict[str, Any],
-    expected: list[str],
-) -> None:
-    page = storage.read(lambda repository: repository.list_feedback(query(**changes)))
-
-    assert page == [listed[name] for name in expected]
-
-
-def test_list_feedback_pages_by_keyset_without_gaps_or_repeats(
-    storage: Storage, listed: dict[str, FeedbackRecord]
-) -> None:
-    def page_before(before_id: int | None) -> list[FeedbackRecord]:
-        return storage.read(
-            lambda repository: repository.list_feedback(query(limit=3, before_id=before_id))
-        )
-
-    pages = [page_before(None)]
-    while pages[-1]:
-        pages.append(page_before(pages[-1][-1].id))
-    pages.pop()  # the empty page that ended the walk
-
-    assert [len(page) for page in pages] == [3, 3, 1]
-    assert [record for page in pages for record in page] == sorted(
-        listed.values(), key=lambda record: record.id, reverse=True
-    )
-
-
-def test_list_feedback_keyset_combines_with_filters(
-    storage: Storage, listed: dict[str, FeedbackRecord]
-) -> None:
-    page = storage.read(
-        lambda repository: repository.list_feedback(
-            query(user_id="user-1", before_id=listed["f5"].id)
-        )
-    )
-
-    assert page == [listed["f3"], listed["f1"]]
-    assert (
-        storage.read(lambda repository: repository.list_feedback(query(before_id=listed["f1"].id)))
-        == []
-    )
-
-
-def test_list_feedback_rejects_a_non_positive_limit(storage: Storage) -> None:
-    with pytest.raises(ValueError, match="limit"):
-        storage.read(lambda repository: repository.list_feedback(query(limit=0)))
 
 
 # Feedback statistics

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from storage import Conflict, Storage, StorageUnavailable
-from storage.records import FeedbackQuery, Label, StatsFilter
-from tests.storage.factories import new_event, new_feedback, new_interaction
+from storage.listing_records import FeedbackFilter, Keyset
+from storage.records import Label, StatsFilter
+from tests.storage.factories import feedback_entry, new_event, new_feedback, new_interaction
 
 
 def test_records_written_are_the_records_read(storage: Storage) -> None:
@@ -37,8 +38,10 @@ def test_records_written_are_the_records_read(storage: Storage) -> None:
     assert by_message == {"m1": interaction}
     assert latest == {interaction.conversation_id: interaction}
     assert storage.read(lambda repository: repository.interaction_by_message("m1")) == interaction
-    listed = storage.read(lambda repository: repository.list_feedback(FeedbackQuery(limit=5)))
-    assert listed == [feedback]
+    listed = storage.read(
+        lambda repository: repository.feedback_entries(FeedbackFilter(), Keyset(limit=5))
+    )
+    assert listed == [feedback_entry(feedback)]
     assert event.id == 1
 
 

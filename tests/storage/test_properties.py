@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.records import FeedbackQuery, StatsFilter
+from storage.listing_records import FeedbackFilter, Keyset
+from storage.records import StatsFilter
 from tests.storage.factories import T0, new_event, new_feedback
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def test_any_aware_datetime_round_trips_to_the_microsecond_in_utc(
     )
 
     [read] = storage.read(
-        lambda repository: repository.list_feedback(FeedbackQuery(user_id=user_id))
+        lambda repository: repository.feedback_entries(FeedbackFilter(user_id=user_id), Keyset())
     )
 
     assert read.create_time == moment
@@ -96,7 +97,7 @@ def test_any_json_object_round_trips(storage: Storage, metadata: dict[str, Any])
     )
 
     [read] = storage.read(
-        lambda repository: repository.list_feedback(FeedbackQuery(user_id=user_id))
+        lambda repository: repository.feedback_entries(FeedbackFilter(user_id=user_id), Keyset())
     )
 
     assert read.metadata == metadata
