@@ -95,6 +95,7 @@ def _run(
     every_core: set[int],
     stats_without_rollups: bool,
 ) -> None:
+    """Load each size in turn (extending the same file), then measure it on a fresh server."""
     # The orchestrator, the Python clients and h2load share the load core; the loader does not.
     pin_this_thread(pinning.load_core)
     database = workdir / "feedback.sqlite3"
@@ -103,38 +104,10 @@ def _run(
     loader = BulkLoader(database, year)
     for size in sizes:
         shape = Shape(size)
-        _progress(
-            f"loading {shape.feedback:,} feedback, {shape.interactions:,} interactions, "
-            f"{shape.events:,} events ({shape.conversations:,} conversations, "
-            f"{shape.users:,} users) over {year.start:%Y-%m-%d}..{year.end:%Y-%m-%d}"
-        )
         with running_on(every_core):
-            load = loader.extend_to(shape, _progress)
-            rollup_seconds = rebuild_rollups(database)
-        rollups = rollup_seconds is not None
-        report.loads.append(
-            {
-                "rows": size,
-                "added": load.rows,
-                "seconds": load.seconds,
-                "insert_seconds": load.insert_seconds,
-                "index_seconds": load.index_seconds,
-                "rollup_seconds": None if rollup_seconds is None else round(rollup_seconds, 1),
-            }
-        )
-        _progress(
-            f"loaded in {load.seconds:.0f} s ({load.rows_per_second:,.0f} rows/s); "
-            + (f"rollups rebuilt in {rollup_seconds:.1f} s" if rollups else NO_ROLLUPS)
-        )
+            rollups = _load(report, loader, database, shape)
         if not rollups:
-            if not any(note.startswith(NO_ROLLUPS) for note in report.notes):
-                report.notes.append(
-                    f"{NO_ROLLUPS}: Storage.rebuild_rollups() is missing, so the GetStats and "
-                    "writes-under-stats phases "
-                    + ("measure the scanning GetStats" if stats_without_rollups else "are skipped")
-                )
-            if not stats_without_rollups:
-                report.comparisons.extend(_without_rollups(size))
+            _note_no_rollups(report, size, stats_without_rollups)
         phases = ReadPhases(
             profile=profile,
             database=database,
@@ -156,6 +129,43 @@ def _run(
         )
         with server:
             phases.run_all(server, loader.newest_feedback, stats=rollups or stats_without_rollups)
+
+
+def _load(report: ReadReport, loader: BulkLoader, database: Path, shape: Shape) -> bool:
+    """Extend the file to `shape` and rebuild the rollups; False when there are no rollups."""
+    _progress(
+        f"loading {shape.feedback:,} feedback, {shape.interactions:,} interactions, "
+        f"{shape.events:,} events ({shape.conversations:,} conversations, {shape.users:,} users)"
+    )
+    load = loader.extend_to(shape, _progress)
+    rollup_seconds = rebuild_rollups(database)
+    report.loads.append(
+        {
+            "rows": shape.feedback,
+            "added": load.rows,
+            "seconds": load.seconds,
+            "insert_seconds": load.insert_seconds,
+            "index_seconds": load.index_seconds,
+            "rollup_seconds": rollup_seconds,
+        }
+    )
+    _progress(
+        f"loaded in {load.seconds:.0f} s ({load.rows_per_second:,.0f} rows/s); "
+        + (NO_ROLLUPS if rollup_seconds is None else f"rollups rebuilt in {rollup_seconds:.0f} s")
+    )
+    return rollup_seconds is not None
+
+
+def _note_no_rollups(report: ReadReport, size: int, stats_without_rollups: bool) -> None:
+    """Say once why the stats phases are skipped (or measure the scanning GetStats)."""
+    if not any(note.startswith(NO_ROLLUPS) for note in report.notes):
+        report.notes.append(
+            f"{NO_ROLLUPS}: Storage.rebuild_rollups() is missing, so the GetStats and "
+            "writes-under-stats phases "
+            + ("measure the scanning GetStats" if stats_without_rollups else "are skipped")
+        )
+    if not stats_without_rollups:
+        report.comparisons.extend(_without_rollups(size))
 
 
 def _without_rollups(size: int) -> list[Comparison]:
