@@ -53,5 +53,11 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+## bench-read: GetStats, ListFeedback and ExportFeedback on bulk-loaded 1M and 10M-row SQLite
+## files next to plain SQL; writes bench-results/bench-read.json (BENCH_READ_ARGS=--quick)
+.PHONY: bench-read
+bench-read: $(STAMP)
+	$(BIN)/python -m bench.read $(BENCH_READ_ARGS)
+
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -48,8 +49,16 @@ def pin_this_thread(core: int | None) -> None:
 @contextmanager
 def pinned_thread(core: int | None) -> Iterator[None]:
     """Run the calling thread on `core` for the duration of the block."""
+    with running_on(None if core is None else {core}):
+        yield
+
+
+@contextmanager
+def running_on(cores: AbstractSet[int] | None) -> Iterator[None]:
+    """Run the calling thread (and processes it starts) on `cores` for the block; None: as is."""
     before = os.sched_getaffinity(0)
-    pin_this_thread(core)
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
     try:
         yield
     finally:

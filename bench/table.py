@@ -23,12 +23,9 @@ HEADER = (
 
 def render(report: BenchReport) -> str:
     """The phases table, the targets with PASS/FAIL, and the correctness verdict."""
-    rows = [HEADER] + [
-        _phase_row(phase) for phase in report.phases if phase.phase not in HIDDEN_PHASES
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(HEADER))]
-    lines = [_join(row, widths) for row in rows]
-    lines.insert(1, _join(tuple("-" * width for width in widths), widths))
+    lines = aligned(
+        HEADER, [_phase_row(phase) for phase in report.phases if phase.phase not in HIDDEN_PHASES]
+    )
     lines.append("")
     lines.append("x columns: over the ceiling at the same c (req/s), over raw executemany (rows/s)")
     lines.append("")
@@ -91,6 +88,13 @@ def _correctness(report: BenchReport) -> str:
     ]
     summary = f"correctness: no acknowledged write missing in {len(checks)} row checks"
     return summary if not inexact else summary + "; not exact: " + "; ".join(inexact)
+
+
+def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """The header, a rule and the rows, each column padded to its widest cell."""
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    rule = tuple("-" * width for width in widths)
+    return [_join(row, widths) for row in [header, rule, *rows]]
 
 
 def _number(value: float | None, digits: int = 2) -> str:

@@ -1,0 +1,1 @@
+"""`make bench-read`: GetStats, ListFeedback and ExportFeedback on a bulk-loaded SQLite file."""
