@@ -50,6 +50,7 @@ from storage.rollups import (
     KEY_SPANS_TABLE,
     LATENCY_METRIC,
     MODEL,
+    MONTH,
     TOTAL,
     USER,
     WEEK_SECONDS,
@@ -90,6 +91,9 @@ Interval = tuple[int | None, int | None]
 BucketKey = tuple[int, int]
 """(level, bucket_start)."""
 
+Plan = tuple[list[BucketKey], list[Interval]]
+"""The cells and raw ranges that cover one interval."""
+
 
 # ---- time buckets of a response ----
 
@@ -121,6 +125,7 @@ def bucket_bounds(
 
 
 _BUCKET_SECONDS = {"hour": HOUR_SECONDS, "day": DAY_SECONDS, "week": WEEK_SECONDS}
+_BUCKET_LEVELS: Mapping[str | None, int] = {"hour": HOUR, "day": DAY, "month": MONTH}
 
 
 def _floor_bucket(bucket: TimeBucket, seconds: int) -> int:
@@ -358,8 +363,9 @@ class CellCache:
     """Cells by (table, level, bucket, dimension, key), valid while their stamp is unchanged.
 
     A stamp is a random 62-bit version written with every change of a cell (and a fresh one by
-    every rebuild), so equal stamps mean equal contents. Least recently used cells go first once
-    the cached values exceed `max_weight`. Shared by the threads that serve reads.
+    every rebuild), so equal stamps mean equal contents. The oldest cells go first once the cached
+    values exceed `max_weight` (insertion order: reordering on every hit cost more than it saved).
+    Shared by the threads that serve reads.
     """
 
     def __init__(self, max_weight: int = 4_000_000) -> None:
@@ -385,11 +391,7 @@ class CellCache:
         with self._lock:
             for key, stamp in wanted:
                 entry = entries.get(key)
-                if entry is None or entry[0] != stamp:
-                    found.append(None)
-                else:
-                    entries.move_to_end(key)
-                    found.append(entry[1])
+                found.append(entry[1] if entry is not None and entry[0] == stamp else None)
         return found
 
     def put(self, key: tuple[Any, ...], stamp: int, cell: _Cell) -> None:
@@ -412,10 +414,12 @@ class CellCache:
 class _Sum:
     """Cells and raw tallies of one interval (or group) added up."""
 
-    __slots__ = ("cells",)
+    __slots__ = ("cells", "raw")
 
     def __init__(self) -> None:
         self.cells: list[_Cell] = []
+        self.raw = False
+        """Whether raw rows were added (their stats are never cached)."""
 
     def add_cell(self, cell: _Cell) -> None:
         self.cells.append(cell)
@@ -431,6 +435,7 @@ class _Sum:
         if not isinstance(tally, EventTally):
             histograms = tuple(Histogram.from_bins(bins.items()) for bins in tally.histograms())
         self.cells.append(_Cell(tuple(counts), dict(parts), histograms))
+        self.raw = True
 
     def stats(self, kind: _Kind, event_type: str | None) -> Any:
         """The kind's stats record over everything added."""
@@ -442,28 +447,52 @@ class _Sum:
             return cell.stats
         if not cells:
             return _stats_of(kind, None, {}, ())
-        columns = zip(*(cell.counts for cell in cells), strict=True)
-        # Float sums (latency) are added with fsum, which does not depend on the cells' order.
-        counts: Sequence[Any] = [
-            math.fsum(column) if index in kind.float_counters else sum(column)
-            for index, column in enumerate(columns)
-        ]
-        parts: dict[str, int] = {}
+        if self.raw:
+            return _sum_stats(kind, cells, event_type)
+        # Cached cells are immutable and replaced when they change, so their identities name the
+        # sum (a year is twelve month cells; merging their histograms is the costly part).
+        key = (kind.name, event_type, *map(id, cells))
+        with _sums_lock:
+            cached = _sums.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], cells, strict=True)):
+            return cached[1]
+        stats = _sum_stats(kind, cells, event_type)
+        with _sums_lock:
+            _sums[key] = (tuple(cells), stats)
+            if len(_sums) > _MAX_CACHED_SUMS:
+                _sums.popitem(last=False)
+        return stats
+
+
+_MAX_CACHED_SUMS = 4096
+_sums: OrderedDict[tuple[Any, ...], tuple[tuple[_Cell, ...], Any]] = OrderedDict()
+_sums_lock = threading.Lock()
+
+
+def _sum_stats(kind: _Kind, cells: Sequence[_Cell], event_type: str | None) -> Any:
+    """The kind's stats over several cells (cached ones or tallies of raw rows)."""
+    columns = zip(*(cell.counts for cell in cells), strict=True)
+    # Float sums (latency) are added with fsum, which does not depend on the cells' order.
+    counts: Sequence[Any] = [
+        math.fsum(column) if index in kind.float_counters else sum(column)
+        for index, column in enumerate(columns)
+    ]
+    parts: dict[str, int] = {}
+    for cell in cells:
+        for name, count in cell.parts.items():
+            parts[name] = parts.get(name, 0) + count
+    histograms: tuple[Histogram, ...] = ()
+    if kind.histograms:
+        merged = [Histogram(), Histogram()]
         for cell in cells:
-            for name, count in cell.parts.items():
-                parts[name] = parts.get(name, 0) + count
-        histograms: tuple[Histogram, ...] = ()
-        if kind.histograms:
-            merged = [Histogram(), Histogram()]
-            for cell in cells:
-                for target, histogram in zip(merged, cell.histograms, strict=True):
-                    target.merge(histogram)
-            histograms = tuple(merged)
-        if event_type is not None:
-            count = parts.get(event_type, 0)
-            counts = (count,)
-            parts = {event_type: count} if count else {}
-        return _stats_of(kind, counts, parts, histograms)
+            for target, histogram in zip(merged, cell.histograms, strict=True):
+                target.merge(histogram)
+        histograms = tuple(merged)
+    if event_type is not None:
+        count = parts.get(event_type, 0)
+        counts = (count,)
+        parts = {event_type: count} if count else {}
+    return _stats_of(kind, counts, parts, histograms)
 
 
 def _average(total: float, count: int) -> float | None:
@@ -541,6 +570,11 @@ class StatsReader:
         self._cache = cache
         self._spans: dict[tuple[int, str], tuple[int, int] | None] = {}
         self._plans: dict[tuple[Any, ...], tuple[list[BucketKey], list[Interval]]] = {}
+        self._interval_plans: dict[
+            tuple[Any, ...], tuple[list[Plan], dict[int, list[int]], list[Interval]]
+        ] = {}
+        self._whole: dict[Interval, BucketKey] = {}
+        """Intervals known to be exactly one bucket of a level (the response's whole buckets)."""
 
     def read(self, query: StatsQuery) -> StatsAnswer:
         """Aggregate everything the query asks for."""
@@ -555,7 +589,11 @@ class StatsReader:
             edges = [epoch_microseconds(bound) for bound in bounds]
             assert low is not None
             assert high is not None
+            level = _BUCKET_LEVELS.get(query.bucket)
             for start, end in itertools.pairwise(edges):
+                if level is not None and low <= start and end <= high:
+                    # A whole bucket of a rollup level: its plan is its own cell.
+                    self._whole[(start, end)] = (level, start // _SECOND)
                 intervals.append((max(start, low), min(end, high)))
         previous: Interval | None = None
         if query.compare_previous:
@@ -569,18 +607,20 @@ class StatsReader:
             kind.name: self._interval_stats(kind, _scope(kind, query), intervals) for kind in kinds
         }
 
-        def stats_set(index: int) -> StatsSet:
-            return StatsSet(
-                feedback=results["feedback"][index] if "feedback" in results else None,
-                interactions=(
-                    results["interactions"][index] if "interactions" in results else None
-                ),
-                events=results["events"][index] if "events" in results else None,
-            )
+        absent = [None] * len(intervals)
+        per_kind = (
+            results.get("feedback", absent),
+            results.get("interactions", absent),
+            results.get("events", absent),
+        )
 
+        def stats_set(index: int) -> StatsSet:
+            return StatsSet(per_kind[0][index], per_kind[1][index], per_kind[2][index])
+
+        sets = [StatsSet(*kinds_stats) for kinds_stats in zip(*per_kind, strict=True)]
         buckets = [
-            StatsBucket(start, end, stats_set(index + 1))
-            for index, (start, end) in enumerate(itertools.pairwise(bounds))
+            StatsBucket(start, end, stats)
+            for (start, end), stats in zip(itertools.pairwise(bounds), sets[1:], strict=False)
         ]
         previous_period = None
         if previous is not None:
@@ -615,8 +655,17 @@ class StatsReader:
     ) -> list[Any]:
         if isinstance(scope, _RawScope):
             return self._raw_interval_stats(kind, scope, intervals)
-        sums = self._rollup_sums(kind, scope, intervals)
-        return [total.stats(kind, scope.event_type) for total in sums]
+        event_type = scope.event_type
+        results = []
+        for total in self._rollup_sums(kind, scope, intervals):
+            if isinstance(total, _Cell):
+                # An interval that is exactly one cell: the cell's own (cached) stats.
+                if total.stats is None:
+                    total.stats = _stats_of(kind, total.counts, total.parts, total.histograms)
+                results.append(total.stats)
+            else:
+                results.append(total.stats(kind, event_type))
+        return results
 
     def _raw_interval_stats(
         self, kind: _Kind, scope: _RawScope, intervals: Sequence[Interval]
@@ -636,13 +685,15 @@ class StatsReader:
 
     def _rollup_sums(
         self, kind: _Kind, scope: _RollupScope, intervals: Sequence[Interval]
-    ) -> list[_Sum]:
-        """Per interval, the cells and raw edge rows of one key, added up."""
+    ) -> list[_Sum | _Cell]:
+        """Per interval, the cells and raw edge rows of one key, added up.
+
+        An interval that is exactly one present cell, with no event type to pick out of it, is
+        the cell itself; one with no cells and no rows is an empty _Sum.
+        """
         levels = kind.levels[scope.dimension]
-        plans = [self._plan(interval, levels, scope.dimension, scope.key) for interval in intervals]
-        wanted = sorted({cell for cells, _ in plans for cell in cells})
+        plans, wanted, raw_ranges = self._plans_of(intervals, levels, scope.dimension, scope.key)
         cells = self._cells(kind, scope.dimension, [scope.key], wanted)
-        raw_ranges = _union([edge for _, edges in plans for edge in edges])
         conditions: tuple[tuple[str, str], ...] = ()
         if scope.dimension != ALL:
             conditions = ((kind.key_columns[scope.dimension], scope.key),)
@@ -653,9 +704,15 @@ class StatsReader:
         sparse = HOUR not in levels
         rows = self._raw_rows(kind, conditions, raw_ranges, narrow=sparse) if raw_ranges else []
         times = [row[0] for row in rows]
-        sums = []
         key = scope.key
+        whole_cell = scope.event_type is None
+        sums: list[_Sum | _Cell] = []
         for plan_cells, edges in plans:
+            if whole_cell and not edges and len(plan_cells) == 1:
+                level, start = plan_cells[0]
+                cell = cells.get((level, start, key))
+                sums.append(cell if cell is not None else _Sum())
+                continue
             total = _Sum()
             found = total.cells
             for level, start in plan_cells:
@@ -670,6 +727,28 @@ class StatsReader:
                     total.add_tally(tally)
             sums.append(total)
         return sums
+
+    def _plans_of(
+        self, intervals: Sequence[Interval], levels: Sequence[int], dimension: int, key: str
+    ) -> tuple[list[Plan], dict[int, list[int]], list[Interval]]:
+        """The plans of a list of intervals, the cells they need by level, and the raw ranges.
+
+        Shared by the kinds with the same levels and key (all three, for unfiltered stats).
+        """
+        memo = (tuple(intervals), tuple(levels), dimension, key)
+        found = self._interval_plans.get(memo)
+        if found is None:
+            whole = self._whole
+            plans: list[Plan] = [
+                ([cell], [])
+                if (cell := whole.get(interval)) is not None and cell[0] in levels
+                else self._plan(interval, levels, dimension, key)
+                for interval in intervals
+            ]
+            wanted = _by_level({cell for cells, _ in plans for cell in cells})
+            raw_ranges = _union([edge for _, edges in plans for edge in edges])
+            found = self._interval_plans[memo] = (plans, wanted, raw_ranges)
+        return found
 
     def _plan(
         self, interval: Interval, levels: Sequence[int], dimension: int, key: str
@@ -848,7 +927,7 @@ class StatsReader:
             # Conversation cells only count; the top conversations' rows are few.
             return self._group_stats_from_rows(kind, dimension, keys, interval)
         plan_cells, rows_by_key = read
-        cells = self._cells(kind, dimension, keys, plan_cells)
+        cells = self._cells(kind, dimension, keys, _by_level(plan_cells))
         result = {}
         for key in keys:
             total = _Sum()
@@ -883,49 +962,69 @@ class StatsReader:
     # -- SQL --
 
     def _cells(
-        self, kind: _Kind, dimension: int, keys: Sequence[str], wanted: Sequence[BucketKey]
+        self, kind: _Kind, dimension: int, keys: Sequence[str], wanted: Mapping[int, list[int]]
     ) -> dict[tuple[int, int, str], _Cell]:
-        """The cells of the keys at the wanted buckets that hold records, with their details."""
+        """The cells of the keys at the wanted buckets that hold records, with their details.
+
+        Stamps first: a cell cached at its stamp needs nothing more, and fetching the counters
+        of a year of cells costs three times as much as their stamps.
+        """
         if not wanted or not keys:
             return {}
         table = kind.counters
-        columns = ", ".join(table.counters)
+        stamps = self._query(*self._cell_select(table, "stamp", dimension, keys, wanted))
+        cached = self._cache.get_many(
+            [((table.name, row[0], row[1], dimension, row[2]), row[3]) for row in stamps]
+        )
+        found: dict[tuple[int, int, str], _Cell] = {}
+        stale: dict[int, list[int]] = {}
+        for row, cell in zip(stamps, cached, strict=True):
+            if cell is not None:
+                found[(row[0], row[1], row[2])] = cell
+            else:
+                stale.setdefault(row[0], []).append(row[1])
+        if not stale:
+            return found
+        columns = "stamp, " + ", ".join(table.counters)
+        missing: dict[tuple[int, int, str], tuple[int, tuple[Any, ...]]] = {
+            (row[0], row[1], row[2]): (row[3], tuple(row[4:]))
+            for row in self._query(*self._cell_select(table, columns, dimension, keys, stale))
+        }
+        details = self._details(kind, dimension, missing)
+        for cell_key, (stamp, counts) in missing.items():
+            parts, histograms = details.get(cell_key, ({}, {}))
+            cell = _Cell(
+                counts,
+                parts,
+                tuple(
+                    Histogram.from_bins(histograms.get(metric, {}).items())
+                    for metric in (range(2) if kind.histograms else ())
+                ),
+            )
+            self._cache.put((table.name, *cell_key[:2], dimension, cell_key[2]), stamp, cell)
+            found[cell_key] = cell
+        return found
+
+    def _cell_select(
+        self,
+        table: RollupTable,
+        columns: str,
+        dimension: int,
+        keys: Sequence[str],
+        wanted: Mapping[int, list[int]],
+    ) -> tuple[str, list[Any]]:
+        """SELECT level, bucket_start, dimension_key, `columns` of the wanted cells of the keys."""
         selects, parameters = [], []
         key_sql, key_parameters = self._in("dimension_key", keys)
-        for level, starts in _by_level(wanted).items():
+        for level, starts in wanted.items():
             bucket_sql, bucket_parameters = self._in("bucket_start", starts)
             selects.append(
-                f"SELECT level, bucket_start, dimension_key, stamp, {columns} FROM {table.name}"
+                f"SELECT level, bucket_start, dimension_key, {columns} FROM {table.name}"
                 f" WHERE level = {level} AND {bucket_sql} AND dimension = {dimension}"
                 f" AND {key_sql}"
             )
             parameters += [*bucket_parameters, *key_parameters]
-        found: dict[tuple[int, int, str], _Cell] = {}
-        missing: dict[tuple[int, int, str], tuple[int, tuple[Any, ...]]] = {}
-        rows = self._query(" UNION ALL ".join(selects), tuple(parameters))
-        cached = self._cache.get_many(
-            [((table.name, row[0], row[1], dimension, row[2]), row[3]) for row in rows]
-        )
-        for row, cell in zip(rows, cached, strict=True):
-            if cell is not None:
-                found[(row[0], row[1], row[2])] = cell
-            else:
-                missing[(row[0], row[1], row[2])] = (row[3], tuple(row[4:]))
-        if missing:
-            details = self._details(kind, dimension, missing)
-            for cell_key, (stamp, counts) in missing.items():
-                parts, histograms = details.get(cell_key, ({}, {}))
-                cell = _Cell(
-                    counts,
-                    parts,
-                    tuple(
-                        Histogram.from_bins(histograms.get(metric, {}).items())
-                        for metric in (range(2) if kind.histograms else ())
-                    ),
-                )
-                self._cache.put((table.name, *cell_key[:2], dimension, cell_key[2]), stamp, cell)
-                found[cell_key] = cell
-        return found
+        return " UNION ALL ".join(selects), parameters
 
     def _details(
         self,
