@@ -206,8 +206,9 @@ class Storage:
             raise StorageError("storage is closed")
 
 
-def rebuild_rollups_on(connection: Connection) -> None:
-    """Rebuild the rollups inside `connection`'s write transaction (also used by migration 0004)."""
+def rebuild_rollups_on(connection: Connection, *, id_bounds: bool = True) -> None:
+    """Rebuild the rollups inside `connection`'s write transaction (also used by migration 0004,
+    with `id_bounds=False`: its tables have no id bounds yet)."""
     if connection.dialect.name == "sqlite":
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
@@ -221,7 +222,7 @@ def rebuild_rollups_on(connection: Connection) -> None:
     def run(sql: str) -> None:
         connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
-    rebuild_rollups(run, dialect)
+    rebuild_rollups(run, dialect, id_bounds=id_bounds)
 
 
 class DedicatedWriter:

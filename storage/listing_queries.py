@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     FromClause,
+    Select,
+    Table,
     and_,
     func,
     literal_column,
@@ -34,7 +38,27 @@ from storage.listing_records import (
     InteractionFilter,
     Keyset,
 )
-from storage.models import EventRow, FeedbackRow, InteractionRow
+from storage.models import (
+    EventRollupRow,
+    EventRow,
+    FeedbackRollupRow,
+    FeedbackRow,
+    InteractionRollupRow,
+    InteractionRow,
+    RollupKeySpanRow,
+)
+from storage.rollups import (
+    ALL,
+    DAY,
+    DAY_SECONDS,
+    HOUR,
+    HOUR_SECONDS,
+    MONTH,
+    ceil_to,
+    epoch_microseconds,
+    month_start,
+    next_month_start,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -44,6 +68,17 @@ _EMPTY: ColumnElement[str] = literal_column("''")
 _FEEDBACK = FeedbackRow.__table__
 _INTERACTIONS = InteractionRow.__table__
 _EVENTS = EventRow.__table__
+_ROLLUPS: dict[FromClause, Table] = {
+    _FEEDBACK: FeedbackRollupRow.__table__,  # type: ignore[dict-item]
+    _INTERACTIONS: InteractionRollupRow.__table__,  # type: ignore[dict-item]
+    _EVENTS: EventRollupRow.__table__,  # type: ignore[dict-item]
+}
+"""The counter rollups whose "all" cells bound the ids of each table's records in time."""
+_SPANS = RollupKeySpanRow.__table__
+_ALL_SPAN = select(_SPANS.c.first_day, _SPANS.c.last_day).where(
+    _SPANS.c.dimension == ALL, _SPANS.c.dimension_key == ""
+)
+"""First and last day holding records of any kind: where open-ended ranges stop."""
 
 
 def feedback_entries(
@@ -150,9 +185,26 @@ def _page(
     id_column = table.c.id
     connection = session.connection()
     sqlite = connection.dialect.name == "sqlite"
+    decoder = _SQLITE if sqlite else _POSTGRES
     ordered = id_column.desc() if keyset.newest_first else id_column.asc()
     columns = [table.c[name] for name in entry_type._fields]
-    if sqlite and _through_time_index(connection, table, window, keyset):
+    range_ids = _range_ids(connection, _ROLLUPS[table], window)
+    if range_ids is not None:
+        walk = range_ids.past_cursor(keyset)
+        if walk is None:
+            return [], decoder  # no record of the range lies past the cursor
+        if not sqlite or walk <= _WALK_PER_RANGE_ROW * range_ids.records:
+            # Walking the ids from the cursor reads the range's rows first when times follow ids
+            # (all but a few rows), and never more than the ids the range spans.
+            where = [
+                *conditions,
+                *window.conditions(),
+                *_past_cursor(id_column, keyset),
+                id_column.between(range_ids.low, range_ids.high),
+            ]
+            statement = select(*columns).where(*where).order_by(ordered).limit(keyset.limit)
+            return _fetch(connection, statement), decoder
+    if sqlite and (range_ids is not None or _through_time_index(connection, table, window, keyset)):
         # "id + 0" keeps SQLite from reading the cursor's range through the primary key, so
         # it searches the time range through its index and sorts the few ids found.
         where = [*conditions, *window.conditions(), *_past_cursor(id_column + 0, keyset)]
@@ -161,12 +213,137 @@ def _page(
     else:
         where = [*conditions, *window.conditions(), *_past_cursor(id_column, keyset)]
         statement = select(*columns).where(*where).order_by(ordered).limit(keyset.limit)
+    return _fetch(connection, statement), decoder
+
+
+def _fetch(connection: Connection, statement: Select[Any]) -> Sequence[Any]:
     result = connection.execute(statement)
     try:
-        rows = result.cursor.fetchall()
+        return result.cursor.fetchall()
     finally:
         result.close()
-    return rows, _SQLITE if sqlite else _POSTGRES
+
+
+_WALK_PER_RANGE_ROW = 2
+"""Ids walked per row of the range before its time index becomes the cheaper plan (SQLite).
+
+Through the time index a page costs every row of the range plus a sort; walking ids costs at
+most the ids between the cursor and the far bound, and only the page's rows when times follow
+ids. Scattered rows (imports, client clocks) widen the bounds far beyond the range's rows.
+"""
+
+
+class _RangeIds(NamedTuple):
+    """Ids bounding every record of a time range, from the rollups' "all" cells covering it."""
+
+    low: int
+    high: int
+    records: int
+    """Records of the cells read: the range's, and at most two hours more at its edges."""
+
+    def past_cursor(self, keyset: Keyset) -> int | None:
+        """How many ids a walk from the cursor to the far bound passes; None if none are left."""
+        cursor = keyset.cursor
+        if keyset.newest_first:
+            top = self.high if cursor is None else min(self.high, cursor - 1)
+            walk = top - self.low + 1
+        else:
+            bottom = self.low if cursor is None else max(self.low, cursor + 1)
+            walk = self.high - bottom + 1
+        return walk if walk > 0 else None
+
+
+_NO_RECORDS = _RangeIds(1, 0, 0)
+
+
+def _range_ids(connection: Connection, rollups: Table, window: _Window) -> _RangeIds | None:
+    """The ids of the range's records, bounded by the "all" cells that cover it; None when
+    there is no range or a cell has no bounds.
+
+    The range is cut into whole hours at its edges, whole days next to them and whole months in
+    between, each cell one primary key lookup. The bounds are a superset (removals never narrow
+    them), so filtering the rows in them by time stays exact, however times and ids relate. The
+    read unit's snapshot (storage.database) keeps them in step with the page's own query.
+    """
+    if window.start is None and window.end is None:
+        return None
+    start = None if window.start is None else _hour_start(window.start)
+    end = None if window.end is None else _hour_start(window.end, ceil=True)
+    if start is None or end is None:
+        # Open ends stop at the first and last day holding any records.
+        span = connection.execute(_ALL_SPAN).first()
+        if span is None:
+            return _NO_RECORDS
+        start = span.first_day if start is None else max(start, span.first_day)
+        end = span.last_day + DAY_SECONDS if end is None else min(end, span.last_day + DAY_SECONDS)
+    if start >= end:
+        return _NO_RECORDS
+    buckets = _covering_buckets(start, end)
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = _bounds_sql(rollups.name, mark, tuple(len(starts) for starts in buckets.values()))
+    result = connection.exec_driver_sql(sql, tuple(chain.from_iterable(buckets.values())))
+    try:
+        row = result.cursor.fetchone()
+    finally:
+        result.close()
+    assert row is not None  # an aggregate: always one row
+    low, high, records, unbounded = row
+    if unbounded:
+        return None
+    if low is None:
+        return _NO_RECORDS
+    return _RangeIds(low, high, records)
+
+
+@cache
+def _bounds_sql(table: str, mark: str, counts: tuple[int, ...]) -> str:
+    """The statement reading the bounds and counts of `counts` hour, day and month cells.
+
+    Driver-level SQL: building the statement with SQLAlchemy cost more than running it.
+    """
+    lookups = [
+        f"SELECT min_id, max_id, total_count FROM {table} WHERE level = {level}"
+        f" AND bucket_start IN ({', '.join([mark] * count)})"
+        f" AND dimension = {ALL} AND dimension_key = ''"
+        for level, count in zip((HOUR, DAY, MONTH), counts, strict=True)
+        if count
+    ]
+    return (
+        "SELECT min(min_id), max(max_id), coalesce(sum(total_count), 0),"
+        f" count(*) - count(min_id) FROM ({' UNION ALL '.join(lookups)}) AS cells"
+    )
+
+
+def _hour_start(moment: datetime, *, ceil: bool = False) -> int:
+    """Epoch seconds of the start of the hour holding `moment`, or with `ceil` of the first
+    hour starting at or after it."""
+    hour_microseconds = HOUR_SECONDS * 1_000_000
+    hours, rest = divmod(epoch_microseconds(moment), hour_microseconds)
+    return (hours + (1 if ceil and rest else 0)) * HOUR_SECONDS
+
+
+def _covering_buckets(start: int, end: int) -> dict[int, list[int]]:
+    """Bucket starts per level that tile [start, end), both whole hours: hours, days and
+    calendar months, the coarsest that fit."""
+    buckets: dict[int, list[int]] = {HOUR: [], DAY: [], MONTH: []}
+    first_day, last_day = ceil_to(DAY, start), end - end % DAY_SECONDS
+    if first_day >= last_day:
+        buckets[HOUR] = list(range(start, end, HOUR_SECONDS))
+        return buckets
+    buckets[HOUR] = [*range(start, first_day, HOUR_SECONDS), *range(last_day, end, HOUR_SECONDS)]
+    first_month, last_month = ceil_to(MONTH, first_day), month_start(last_day)
+    if first_month >= last_month:
+        buckets[DAY] = list(range(first_day, last_day, DAY_SECONDS))
+        return buckets
+    buckets[DAY] = [
+        *range(first_day, first_month, DAY_SECONDS),
+        *range(last_month, last_day, DAY_SECONDS),
+    ]
+    month = first_month
+    while month < last_month:
+        buckets[MONTH].append(month)
+        month = next_month_start(month)
+    return buckets
 
 
 def _past_cursor(key: ColumnElement[int], keyset: Keyset) -> list[ColumnElement[bool]]:

@@ -193,6 +193,17 @@ def _rollup_counter() -> Mapped[int]:
     return mapped_column(BigInteger)
 
 
+class _IdBounds:
+    """Ids of the records of an "all" cell, for lists with a time range (storage.listing_queries).
+
+    A superset: every record of the cell has min_id <= id <= max_id, but removals never narrow
+    the bounds. NULL on the cells of other dimensions.
+    """
+
+    min_id: Mapped[int | None] = mapped_column(BigInteger, sort_order=1)
+    max_id: Mapped[int | None] = mapped_column(BigInteger, sort_order=2)
+
+
 class _RollupCell:
     """The key every rollup table starts with: which bucket of which level, for which key."""
 
@@ -214,7 +225,7 @@ def _rollup_table_args(*extra_key: str) -> tuple[Any, ...]:
     return (PrimaryKeyConstraint(*_CELL, *extra_key), ROLLUP_TABLE_OPTIONS)
 
 
-class FeedbackRollupRow(_RollupCell, Base):
+class FeedbackRollupRow(_RollupCell, _IdBounds, Base):
     """Counts and sums of the feedback of one cell."""
 
     __tablename__ = "feedback_rollups"
@@ -260,7 +271,7 @@ class FeedbackHistogramRollupRow(_RollupCell, Base):
     record_count: Mapped[int] = _rollup_counter()
 
 
-class InteractionRollupRow(_RollupCell, Base):
+class InteractionRollupRow(_RollupCell, _IdBounds, Base):
     """Counts and sums of the interactions of one cell."""
 
     __tablename__ = "interaction_rollups"
@@ -285,7 +296,7 @@ class InteractionHistogramRollupRow(_RollupCell, Base):
     record_count: Mapped[int] = _rollup_counter()
 
 
-class EventRollupRow(_RollupCell, Base):
+class EventRollupRow(_RollupCell, _IdBounds, Base):
     """Number of events of one cell."""
 
     __tablename__ = "event_rollups"

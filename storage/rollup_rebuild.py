@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from storage.rollups import (
     _LOG_GROWTH,
@@ -210,25 +210,51 @@ _SOURCES = (
 _PARENT_LEVEL = {DAY: HOUR, MONTH: DAY, TOTAL: MONTH}
 
 
-def rebuild_rollups(run: RunSql, dialect: Dialect) -> None:
+def rebuild_rollups(run: RunSql, dialect: Dialect, *, id_bounds: bool = True) -> None:
     """Replace every rollup row with what the raw tables hold now, in the caller's transaction.
 
     On PostgreSQL the caller must keep writers out meanwhile (see Storage.rebuild_rollups); on
     SQLite the write transaction does. SQLite connections need register_sqlite_functions().
+    `id_bounds=False` is for schemas before revision 0005, whose counter tables have no bounds.
     """
     sql = _Sql(dialect)
     stamp = _new_stamp()
     for source in _SOURCES:
-        for table in (source.counters, *(child for child, _ in source.children)):
+        source_ = source if id_bounds else _without_bounds(source)
+        for table in (source_.counters, *(child for child, _ in source_.children)):
             run(f"DELETE FROM {table.name}")
-        dense, dense_key = source.dense
-        _from_raw(run, sql, source, HOUR, dense, dense_key, stamp)
-        _all_from_dense(run, source, dense, stamp)
+        dense, dense_key = source_.dense
+        _from_raw(run, sql, source_, HOUR, dense, dense_key, stamp)
+        _all_from_dense(run, source_, dense, stamp)
         for level in (DAY, MONTH, TOTAL):
-            _coarser(run, sql, source, level, (ALL, dense), stamp)
-        for dimension, key in source.sparse.items():
-            _from_raw(run, sql, source, MONTH, dimension, key, stamp)
+            _coarser(run, sql, source_, level, (ALL, dense), stamp)
+        if id_bounds:
+            # Dense cells got bounds only to sum them into "all" cells; writes keep no others.
+            run(
+                f"UPDATE {source_.counters.name} SET min_id = NULL, max_id = NULL"
+                f" WHERE dimension <> {ALL} AND min_id IS NOT NULL"
+            )
+        for dimension, key in source_.sparse.items():
+            _from_raw(run, sql, source_, MONTH, dimension, key, stamp)
     _rebuild_spans(run)
+
+
+def _without_bounds(source: _Source) -> _Source:
+    """The source writing counter tables as they were before revision 0005."""
+    table = source.counters
+    unbounded = RollupTable(
+        table.name,
+        table.key_columns,
+        table.counters,
+        stamped=table.stamped,
+        zero_column=table.zero_column,
+    )
+    return replace(source, counters=unbounded)
+
+
+def _bounds_sql(table: RollupTable, bounds: str) -> str:
+    """`bounds` (two SELECT expressions) after a comma when the table keeps id bounds."""
+    return f", {bounds}" if table.bounded else ""
 
 
 def _from_raw(
@@ -236,7 +262,8 @@ def _from_raw(
 ) -> None:
     """Cells of one dimension at the hour or month level, grouped from the raw rows."""
     rows = (
-        f"(SELECT {source.row_columns}, {sql.raw_bucket(level, source.time_column)}"
+        f"(SELECT id AS rollup_id, {source.row_columns},"
+        f" {sql.raw_bucket(level, source.time_column)}"
         f" AS rollup_bucket, {key} AS rollup_key FROM {source.raw_table}) AS raw_rows"
     )
     head = f"{level}, rollup_bucket, {dimension}, rollup_key"
@@ -244,7 +271,8 @@ def _from_raw(
     run(
         f"INSERT INTO {table.name} ({', '.join(table.columns)})"
         f" SELECT {head}, {stamp}, {', '.join(source.counter_sql)}"
-        f" FROM {rows} GROUP BY rollup_bucket, rollup_key"
+        + _bounds_sql(table, "min(rollup_id), max(rollup_id)" if level == HOUR else "NULL, NULL")
+        + f" FROM {rows} GROUP BY rollup_bucket, rollup_key"
     )
     if dimension not in DETAILED_DIMENSIONS:
         return
@@ -268,7 +296,8 @@ def _all_from_dense(run: RunSql, source: _Source, dense: int, stamp: int) -> Non
     run(
         f"INSERT INTO {table.name} ({', '.join(table.columns)})"
         f" SELECT {HOUR}, bucket_start, {ALL}, '', {stamp}, {sums}"
-        f" FROM {table.name} WHERE {where} GROUP BY bucket_start"
+        + _bounds_sql(table, "min(min_id), max(max_id)")
+        + f" FROM {table.name} WHERE {where} GROUP BY bucket_start"
     )
     for child, _ in source.children:
         if child is EVENT_TYPES:
@@ -300,7 +329,8 @@ def _coarser(
     run(
         f"INSERT INTO {table.name} ({', '.join(table.columns)})"
         f" SELECT {level}, {bucket}, dimension, dimension_key, {stamp}, {sums}"
-        f" FROM {table.name} WHERE {where} GROUP BY 2, dimension, dimension_key"
+        + _bounds_sql(table, "min(min_id), max(max_id)")
+        + f" FROM {table.name} WHERE {where} GROUP BY 2, dimension, dimension_key"
     )
     for child, _ in source.children:
         extra = [c for c in child.key_columns if c not in ("level", "bucket_start")]

@@ -658,6 +658,9 @@ class SqlTarget:
 
 
 CELL_COLUMNS = ("level", "bucket_start", "dimension", "dimension_key")
+ID_BOUND_COLUMNS = ("min_id", "max_id")
+"""Lowest and highest id of an "all" cell's records (a superset: removals never narrow them)."""
+NO_ID_BOUNDS = (None, None)
 
 
 class RollupTable:
@@ -672,14 +675,22 @@ class RollupTable:
         stamped: bool,
         zero_column: str,
         sums: Mapping[str, str] | None = None,
+        bounded: bool = False,
     ) -> None:
-        """`sums` maps float sum columns to the count column that resets them at zero."""
+        """`sums` maps float sum columns to the count column that resets them at zero;
+        `bounded` tables end with the id bounds of "all" cells (ID_BOUND_COLUMNS)."""
         self.name = name
         self.key_columns = key_columns
         self.counters = counters
         self.stamped = stamped
+        self.bounded = bounded
         self.zero_column = zero_column
-        self.columns = key_columns + (("stamp",) if stamped else ()) + counters
+        self.columns = (
+            key_columns
+            + (("stamp",) if stamped else ())
+            + counters
+            + (ID_BOUND_COLUMNS if bounded else ())
+        )
         assignments = []
         if stamped:
             assignments.append("stamp = excluded.stamp")
@@ -694,6 +705,15 @@ class RollupTable:
                     f"{column} = CASE WHEN {name}.{count_column} + excluded.{count_column} = 0"
                     f" THEN 0 ELSE {total} END"
                 )
+        if bounded:
+            # Bounds only widen; a row without bounds (NULL: a removal, another dimension) keeps
+            # the stored ones. Portable CASE: SQLite's min()/max() are NULL if either side is.
+            for column, keeps in (("min_id", "<="), ("max_id", ">=")):
+                assignments.append(
+                    f"{column} = CASE WHEN excluded.{column} IS NULL"
+                    f" OR {name}.{column} {keeps} excluded.{column}"
+                    f" THEN {name}.{column} ELSE excluded.{column} END"
+                )
         self.update = ", ".join(assignments)
 
 
@@ -704,6 +724,7 @@ FEEDBACK_ROLLUPS = RollupTable(
     stamped=True,
     zero_column="total_count",
     sums={"latency_sum": "latency_count"},
+    bounded=True,
 )
 FEEDBACK_LABEL_ROLLUPS = RollupTable(
     "feedback_label_rollups",
@@ -726,6 +747,7 @@ INTERACTION_ROLLUPS = RollupTable(
     stamped=True,
     zero_column="total_count",
     sums={"latency_sum": "latency_count"},
+    bounded=True,
 )
 INTERACTION_HISTOGRAM_ROLLUPS = RollupTable(
     "interaction_histogram_rollups",
@@ -735,7 +757,12 @@ INTERACTION_HISTOGRAM_ROLLUPS = RollupTable(
     zero_column="record_count",
 )
 EVENT_ROLLUPS = RollupTable(
-    "event_rollups", CELL_COLUMNS, EVENT_COUNTERS, stamped=True, zero_column="total_count"
+    "event_rollups",
+    CELL_COLUMNS,
+    EVENT_COUNTERS,
+    stamped=True,
+    zero_column="total_count",
+    bounded=True,
 )
 EVENT_TYPE_ROLLUPS = RollupTable(
     "event_type_rollups",
@@ -838,18 +865,52 @@ def _histogram_rows(
                 yield (*cell, metric, bin_index, count)
 
 
+def id_bounds(ids_and_times: Iterable[tuple[int, datetime]]) -> dict[Cell, tuple[int, int]]:
+    """The (lowest, highest) id of the records of every "all" cell they fall in, at every level."""
+    hours: dict[int, list[int]] = {}
+    for record_id, moment in ids_and_times:
+        seconds = _epoch_seconds(moment)
+        hour = seconds - seconds % HOUR_SECONDS
+        bounds = hours.get(hour)
+        if bounds is None:
+            hours[hour] = [record_id, record_id]
+        elif record_id < bounds[0]:
+            bounds[0] = record_id
+        elif record_id > bounds[1]:
+            bounds[1] = record_id
+    cells: dict[Cell, tuple[int, int]] = {}
+    for hour, (low, high) in hours.items():
+        for level in DENSE_LEVELS:
+            cell = (level, hour if level == HOUR else bucket_start(level, hour), ALL, "")
+            known = cells.get(cell)
+            cells[cell] = (
+                (low, high) if known is None else (min(low, known[0]), max(high, known[1]))
+            )
+    return cells
+
+
 def _apply(
     target: SqlTarget,
     deltas: tuple[Mapping[Cell, Any], Spans],
     sign: int,
     counters: RollupTable,
     children: Sequence[tuple[RollupTable, Callable[[Cell, Any], Iterable[tuple[Any, ...]]]]],
+    bounds: Callable[[], Mapping[Cell, tuple[int, int]]],
 ) -> None:
     cells, spans = deltas
     if not cells:
         return
     stamp = _new_stamp()
-    _upsert(target, counters, [(*cell, stamp, *tally.counts) for cell, tally in cells.items()])
+    # Removals leave the bounds as they are: a superset stays a superset.
+    bounds_of = bounds() if sign > 0 else {}
+    _upsert(
+        target,
+        counters,
+        [
+            (*cell, stamp, *tally.counts, *bounds_of.get(cell, NO_ID_BOUNDS))
+            for cell, tally in cells.items()
+        ],
+    )
     detailed = [(cell, tally) for cell, tally in cells.items() if cell[2] in DETAILED_DIMENSIONS]
     for table, rows_of in children:
         rows = [row for cell, tally in detailed for row in rows_of(cell, tally)]
@@ -882,6 +943,7 @@ def apply_feedback(target: SqlTarget, records: Sequence[FeedbackRecord], sign: i
         sign,
         FEEDBACK_ROLLUPS,
         ((FEEDBACK_LABEL_ROLLUPS, _label_rows), (FEEDBACK_HISTOGRAM_ROLLUPS, _histogram_rows)),
+        lambda: id_bounds((record.id, record.create_time) for record in records),
     )
 
 
@@ -893,6 +955,7 @@ def apply_interactions(target: SqlTarget, records: Sequence[InteractionRecord], 
         sign,
         INTERACTION_ROLLUPS,
         ((INTERACTION_HISTOGRAM_ROLLUPS, _histogram_rows),),
+        lambda: id_bounds((record.id, record.occur_time) for record in records),
     )
 
 
@@ -904,4 +967,5 @@ def apply_events(target: SqlTarget, records: Sequence[EventRecord], sign: int) -
         sign,
         EVENT_ROLLUPS,
         ((EVENT_TYPE_ROLLUPS, _type_rows),),
+        lambda: id_bounds((record.id, record.event_time) for record in records),
     )
