@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import MetaData, create_engine, insert, text
 
 from storage import Storage
-from storage.models import Base
+from storage.database import rebuild_rollups_on
+from storage.models import Base, EventRow
 from storage.records import StatsFilter
-from storage.schema_migration import current_revision, head_revision
+from storage.schema_migration import alembic_config, current_revision, head_revision
 from tests.databases import (
     create_postgres_database,
     drop_postgres_database,
     postgres_server_url,
     sqlite_url,
 )
-from tests.storage.factories import new_interaction
+from tests.storage.factories import T0, new_interaction
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -121,3 +124,49 @@ def test_racing_first_migrations_all_succeed_once(unmigrated_database_url: str) 
     assert failures == []
     assert revision_of(unmigrated_database_url) == head_revision()
     assert schema_differences(unmigrated_database_url, Base.metadata) == []
+
+
+def test_revision_0005_fills_the_id_bounds_a_rebuild_would(unmigrated_database_url: str) -> None:
+    """Bounds backfilled from rows stored before 0005 equal those of a rebuild of the rollups."""
+    engine = create_engine(unmigrated_database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0004")
+        with engine.begin() as connection:
+            # Ids against time order: a later row per hour and one far behind its hour.
+            times = [T0 + timedelta(hours=hours) for hours in (0, 30, 0.5, 800, 1, -5, 30.2)]
+            connection.execute(
+                insert(EventRow),
+                [
+                    {"user_id": "u", "event_type": "t", "event_time": time, "receive_time": time}
+                    for time in times
+                ],
+            )
+            rebuild_rollups_on(connection, id_bounds=False)
+    finally:
+        engine.dispose()
+
+    with Storage.connect(unmigrated_database_url) as storage:
+        storage.migrate()
+        migrated = rollup_bounds(unmigrated_database_url)
+        storage.rebuild_rollups()
+
+    assert migrated == rollup_bounds(unmigrated_database_url)
+    # Five hours, three days, two months and the total hold the seven events.
+    assert len([bounds for bounds in migrated if bounds[-1] is not None]) == 5 + 3 + 2 + 1
+
+
+def rollup_bounds(database_url: str) -> list[tuple[Any, ...]]:
+    """(level, bucket_start, dimension, key, min_id, max_id) of every event counter cell."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT level, bucket_start, dimension, dimension_key, min_id, max_id"
+                    " FROM event_rollups ORDER BY 1, 2, 3, 4"
+                )
+            )
+            return [tuple(row) for row in rows]
+    finally:
+        engine.dispose()
