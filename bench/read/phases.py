@@ -52,6 +52,8 @@ CALL_TIMEOUT_SECONDS = 120.0
 WRITE_CONCURRENCY = 16
 WRITE_WARM_UP_REQUESTS = 500
 OLDEST_FIRST = "create_time asc"
+DAY_RANGE_DAYS_BACK = 30
+"""list-day-month-back lists the day that starts this many days before the year's end."""
 
 Progress = Callable[[str], None]
 
@@ -312,6 +314,7 @@ class ReadPhases:
         builders: list[tuple[str, Callable[[_Pages], ListCase]]] = [
             ("list-newest", self._newest_case),
             ("list-middle-by-time", self._middle_by_time_case),
+            ("list-day-month-back", self._day_month_back_case),
             ("list-oldest", self._oldest_case),
             ("list-walked", self._walked_case),
         ]
@@ -339,6 +342,26 @@ class ReadPhases:
             expected = sql.page_ids(
                 db, offset=PAGE_SIZE, limit=PAGE_SIZE, before=sqlite_time(middle)
             )
+            return ListCase(second, expected, sql.rows_after(db, expected[0]) if expected else 0)
+
+    def _day_month_back_case(self, pages: _Pages) -> ListCase:
+        """The second page, newest first, of one day's feedback a month back: a closed range far
+        behind the newest rows (its rows all lie past the page's cursor in the id walk)."""
+        day = self._year.end - timedelta(days=DAY_RANGE_DAYS_BACK)
+        first = pb.ListFeedbackRequest(page_size=PAGE_SIZE)
+        first.start_time.CopyFrom(_timestamp(day))
+        first.end_time.CopyFrom(_timestamp(day + timedelta(days=1)))
+        answer = pages.fetch(first)
+        if any(entry.create_time.ToDatetime(tzinfo=UTC) < day for entry in answer.feedback):
+            raise NotInCheckout("ListFeedback ignores start_time")
+        second = _next_request(first, answer)
+        with sql.connected(self._database) as db:
+            rows = db.execute(
+                "SELECT id FROM feedback WHERE create_time >= ? AND create_time < ?"
+                " ORDER BY id DESC LIMIT ? OFFSET ?",
+                (sqlite_time(day), sqlite_time(day + timedelta(days=1)), PAGE_SIZE, PAGE_SIZE),
+            ).fetchall()
+            expected = [int(row[0]) for row in rows]
             return ListCase(second, expected, sql.rows_after(db, expected[0]) if expected else 0)
 
     def _oldest_case(self, pages: _Pages) -> ListCase:

@@ -22,7 +22,13 @@ MIN_EXPORT_ROWS_PER_SECOND = 50_000.0
 MIN_WRITES_UNDER_STATS_RATIO = 0.8
 
 STATS_PHASES = ("stats-overall", "stats-conversation", "stats-user", "stats-daily")
-LIST_PHASES = ("list-newest", "list-middle-by-time", "list-oldest", "list-walked")
+LIST_PHASES = (
+    "list-newest",
+    "list-middle-by-time",
+    "list-day-month-back",
+    "list-oldest",
+    "list-walked",
+)
 LIST_PREFIX = "list-"
 EXPORT_PHASE = "export"
 WRITES_PHASE = "writes-under-stats"

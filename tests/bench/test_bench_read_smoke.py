@@ -23,6 +23,7 @@ PHASES = {
     *STATS_PHASES,
     "list-newest",
     "list-middle-by-time",
+    "list-day-month-back",
     "list-oldest",
     "list-walked",
     "export",
