@@ -193,7 +193,7 @@ def _page(
         walk = range_ids.past_cursor(keyset)
         if walk is None:
             return [], decoder  # no record of the range lies past the cursor
-        if not sqlite or walk <= _WALK_PER_RANGE_ROW * range_ids.records:
+        if walk <= _WALK_PER_RANGE_ROW * range_ids.records:
             # Walking the ids from the cursor reads the range's rows first when times follow ids
             # (all but a few rows), and never more than the ids the range spans.
             where = [
@@ -204,11 +204,21 @@ def _page(
             ]
             statement = select(*columns).where(*where).order_by(ordered).limit(keyset.limit)
             return _fetch(connection, statement), decoder
-    if sqlite and (range_ids is not None or _through_time_index(connection, table, window, keyset)):
-        # "id + 0" keeps SQLite from reading the cursor's range through the primary key, so
-        # it searches the time range through its index and sorts the few ids found.
-        where = [*conditions, *window.conditions(), *_past_cursor(id_column + 0, keyset)]
-        ids = select(id_column).where(*where).order_by(ordered).limit(keyset.limit)
+        through_time_index = True  # scattered times: the bounds span far more ids than rows
+    else:
+        through_time_index = sqlite and _through_time_index(connection, table, window, keyset)
+    if through_time_index:
+        # "id + 0" keeps the database from walking the primary key in page order (PostgreSQL
+        # would, to skip the sort), so it searches the time range through its index and sorts
+        # the ids found.
+        key = id_column + 0
+        where = [*conditions, *window.conditions(), *_past_cursor(key, keyset)]
+        ids = (
+            select(id_column)
+            .where(*where)
+            .order_by(key.desc() if keyset.newest_first else key.asc())
+            .limit(keyset.limit)
+        )
         statement = select(*columns).where(id_column.in_(ids.scalar_subquery())).order_by(ordered)
     else:
         where = [*conditions, *window.conditions(), *_past_cursor(id_column, keyset)]
@@ -224,8 +234,8 @@ def _fetch(connection: Connection, statement: Select[Any]) -> Sequence[Any]:
         result.close()
 
 
-_WALK_PER_RANGE_ROW = 2
-"""Ids walked per row of the range before its time index becomes the cheaper plan (SQLite).
+_WALK_PER_RANGE_ROW = 8
+"""Ids walked per row of the range before its time index becomes the cheaper plan.
 
 Through the time index a page costs every row of the range plus a sort; walking ids costs at
 most the ids between the cursor and the far bound, and only the page's rows when times follow

@@ -314,14 +314,15 @@ def statements(storage: Storage) -> Iterator[list[str]]:
     ("window", "cursor", "newest_first", "through_index"),
     [
         # Far behind the start, and minute 15 was backfilled at the end: the ids of its hour
-        # span the table, so the time index skips 280 rows.
+        # span the table, so the time index skips 1,480 rows.
         ((10, 20), None, True, True),
-        ((250, 298), None, True, False),  # next to the start: walking ids is cheaper
+        ((250, 298), None, True, False),  # ids follow times: the walk starts at the range
+        ((600, 660), None, True, False),  # far behind the start, yet the walk starts at it
         ((10, 20), 150, False, True),  # behind the cursor: walking ids would read to the end
         # The backfilled row at minute 165 stretches its hour's ids to the end of the table.
         ((160, 170), 150, False, True),
         ((100, 250), 200, True, False),
-        ((500, 600), None, True, False),  # nothing in range: the rollups say so at once
+        ((2000, 2100), None, True, False),  # nothing in range: the rollups say so at once
     ],
 )
 def test_time_ranges_read_through_the_cheaper_index(
@@ -333,7 +334,7 @@ def test_time_ranges_read_through_the_cheaper_index(
     through_index: bool,
 ) -> None:
     # Backfilled rows (old times, new ids) keep the choice honest: it may only cost, never err.
-    times = [minutes(n) for n in range(300)] + [minutes(15), minutes(165), minutes(-1)]
+    times = [minutes(n) for n in range(1500)] + [minutes(15), minutes(165), minutes(-1)]
     news = [new_event(event_time=time) for time in times]
     stored = storage.write(lambda repository: repository.insert_events(news))
     ids = [record.id for record in stored]
