@@ -277,15 +277,16 @@ def _range_ids(connection: Connection, rollups: Table, window: _Window) -> _Rang
     """
     if window.start is None and window.end is None:
         return None
-    start = None if window.start is None else _hour_start(window.start)
-    end = None if window.end is None else _hour_start(window.end, ceil=True)
-    if start is None or end is None:
-        # Open ends stop at the first and last day holding any records.
-        span = connection.execute(_ALL_SPAN).first()
-        if span is None:
-            return _NO_RECORDS
-        start = span.first_day if start is None else max(start, span.first_day)
-        end = span.last_day + DAY_SECONDS if end is None else min(end, span.last_day + DAY_SECONDS)
+    # The range stops at the first and last day holding any records: open ends get an end, and
+    # the cells read stay few (and their dates valid) whatever the request's times.
+    span = connection.execute(_ALL_SPAN).first()
+    if span is None:
+        return _NO_RECORDS
+    start, end = span.first_day, span.last_day + DAY_SECONDS
+    if window.start is not None:
+        start = max(start, _hour_start(window.start))
+    if window.end is not None:
+        end = min(end, _hour_start(window.end, ceil=True))
     if start >= end:
         return _NO_RECORDS
     buckets = _covering_buckets(start, end)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from storage import Storage
 
 DAYS = 75
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 """Times spread over this many days from T0: ranges span hours, days and whole months."""
 
 
@@ -120,6 +122,8 @@ def _ranges(rng: random.Random) -> list[tuple[datetime | None, datetime | None]]
         (T0 + timedelta(days=5, minutes=13), T0 + timedelta(days=6, hours=2)),  # a day, ragged
         (T0 - timedelta(days=3), T0 + timedelta(days=DAYS + 3)),  # beyond every record
         (T0 + timedelta(days=DAYS + 10), T0 + timedelta(days=DAYS + 11)),  # no records
+        (EARLIEST, T0 + timedelta(days=9)),  # the protobuf Timestamp's extremes
+        (T0 + timedelta(days=9), LATEST),
     ]
     for _ in range(5):
         first, second = sorted((_random_time(rng), _random_time(rng)))
