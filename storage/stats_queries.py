@@ -17,6 +17,7 @@ daily buckets costs one query per kind once the past days are cached.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -106,6 +107,15 @@ def bucket_bounds(
     n buckets have n + 1 boundaries; a bucket exists for every boundary before `end`. Returns None
     when there would be more than `limit` buckets.
     """
+    bounds = _bucket_bounds(bucket, start, end, limit)
+    return None if bounds is None else list(bounds)
+
+
+@functools.lru_cache(maxsize=256)
+def _bucket_bounds(
+    bucket: TimeBucket, start: datetime, end: datetime, limit: int
+) -> tuple[datetime, ...] | None:
+    # Both the rules and the reader ask for a year of daily bounds on every call.
     low, high = epoch_microseconds(start), epoch_microseconds(end)
     first = _floor_bucket(bucket, low // _SECOND)
     if bucket == "month":
@@ -121,7 +131,7 @@ def bucket_bounds(
     bounds = [first]
     for _ in range(count):
         bounds.append(_next_bucket(bucket, bounds[-1]))
-    return [from_epoch_microseconds(seconds * _SECOND) for seconds in bounds]
+    return tuple(from_epoch_microseconds(seconds * _SECOND) for seconds in bounds)
 
 
 _BUCKET_SECONDS = {"hour": HOUR_SECONDS, "day": DAY_SECONDS, "week": WEEK_SECONDS}
@@ -359,6 +369,54 @@ class _Cell:
         return 8 + len(self.parts) + sum(len(h.counts) + len(h.others) for h in self.histograms)
 
 
+Fingerprint = tuple[int, int, int]
+"""Count of a set of cells, sum of the low 32 bits and sum of the high bits of their stamps.
+
+Every write gives the cells it touches one fresh random 62-bit stamp, so the sums move with any
+change of any cell (a new cell moves the count): as reliable as comparing stamps one by one, and
+the database adds them up without handing a row to Python.
+"""
+
+_LOW_BITS = (1 << 32) - 1
+
+
+def _fingerprint(stamps: Iterable[int]) -> Fingerprint:
+    """What _CellRead.sql answers for cells with these stamps."""
+    listed = list(stamps)
+    return (
+        len(listed),
+        sum(stamp & _LOW_BITS for stamp in listed),
+        sum(stamp >> 32 for stamp in listed),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _CellRead:
+    """The cells one kind's answer was made of: a query for their fingerprint, and its value."""
+
+    sql: str
+    parameters: tuple[Any, ...]
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class _KindAnswer:
+    """One kind's stats per interval of a query, valid while its cells' fingerprints hold."""
+
+    reads: tuple[_CellRead, ...]
+    results: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedAnswer:
+    """A whole answer read only from cells (no raw rows, no spans), with what it was made of."""
+
+    kinds: Mapping[str, _KindAnswer]
+    answer: StatsAnswer
+    weight: int
+    """Intervals times kinds: what the cache's budget counts."""
+
+
 class CellCache:
     """Cells by (table, level, bucket, dimension, key), valid while their stamp is unchanged.
 
@@ -368,11 +426,19 @@ class CellCache:
     Shared by the threads that serve reads.
     """
 
-    def __init__(self, max_weight: int = 4_000_000) -> None:
-        """A cache holding about `max_weight` counters and bins (8 bytes each in arrays)."""
+    def __init__(self, max_weight: int = 4_000_000, max_answer_weight: int = 50_000) -> None:
+        """A cache holding about `max_weight` counters and bins (8 bytes each in arrays).
+
+        It also keeps whole answers of the queries read only from cells, up to
+        `max_answer_weight` intervals (buckets) in all; their stats objects are mostly the
+        cells' own, so an answer costs little beyond its lists.
+        """
         self._entries: OrderedDict[tuple[Any, ...], tuple[int, _Cell]] = OrderedDict()
         self._weight = 0
         self._max_weight = max_weight
+        self._answers: OrderedDict[StatsQuery, _CachedAnswer] = OrderedDict()
+        self._answer_weight = 0
+        self._max_answer_weight = max_answer_weight
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...], stamp: int) -> _Cell | None:
@@ -393,6 +459,23 @@ class CellCache:
                 entry = entries.get(key)
                 found.append(entry[1] if entry is not None and entry[0] == stamp else None)
         return found
+
+    def answer(self, query: StatsQuery) -> _CachedAnswer | None:
+        """The answer last computed for `query`, to be checked against its cells' fingerprints."""
+        with self._lock:
+            return self._answers.get(query)
+
+    def put_answer(self, query: StatsQuery, answer: _CachedAnswer) -> None:
+        """Remember an answer; the oldest go first beyond `max_answer_weight` intervals."""
+        with self._lock:
+            previous = self._answers.pop(query, None)
+            if previous is not None:
+                self._answer_weight -= previous.weight
+            self._answers[query] = answer
+            self._answer_weight += answer.weight
+            while self._answer_weight > self._max_answer_weight and self._answers:
+                _, evicted = self._answers.popitem(last=False)
+                self._answer_weight -= evicted.weight
 
     def put(self, key: tuple[Any, ...], stamp: int, cell: _Cell) -> None:
         """Remember a cell at `stamp`."""
@@ -575,9 +658,20 @@ class StatsReader:
         ] = {}
         self._whole: dict[Interval, BucketKey] = {}
         """Intervals known to be exactly one bucket of a level (the response's whole buckets)."""
+        self._reads: list[_CellRead] | None = None
+        """While answering a kind that may be cached: the cells it read."""
+        self._outside_cells = False
+        """Whether anything but cells was read (raw rows or spans): such answers are not cached."""
 
     def read(self, query: StatsQuery) -> StatsAnswer:
         """Aggregate everything the query asks for."""
+        kinds = self._kinds(query)
+        cacheable = self._cacheable(query, kinds)
+        cached = self._cache.answer(query) if cacheable else None
+        unchanged = self._unchanged_kinds(cached) if cached is not None else set()
+        if cached is not None and len(unchanged) == len(cached.kinds) == len(kinds):
+            # Every cell it was made of is unchanged: the same answer, down to its objects.
+            return cached.answer
         low = None if query.start_time is None else epoch_microseconds(query.start_time)
         high = None if query.end_time is None else epoch_microseconds(query.end_time)
         intervals: list[Interval] = [(low, high)]
@@ -602,10 +696,18 @@ class StatsReader:
             previous = (low - (high - low), low)
             intervals.append(previous)
 
-        kinds = self._kinds(query)
-        results: dict[str, list[Any]] = {
-            kind.name: self._interval_stats(kind, _scope(kind, query), intervals) for kind in kinds
-        }
+        results: dict[str, list[Any]] = {}
+        kind_answers: dict[str, _KindAnswer] = {}
+        for kind in kinds:
+            if cached is not None and kind.name in unchanged:
+                kind_answers[kind.name] = cached.kinds[kind.name]
+                results[kind.name] = cached.kinds[kind.name].results
+                continue
+            self._reads = [] if cacheable else None
+            results[kind.name] = self._interval_stats(kind, _scope(kind, query), intervals)
+            if self._reads is not None:
+                kind_answers[kind.name] = _KindAnswer(tuple(self._reads), results[kind.name])
+            self._reads = None
 
         absent = [None] * len(intervals)
         per_kind = (
@@ -635,9 +737,55 @@ class StatsReader:
         if query.group_by is not None:
             overall = {name: stats[0] for name, stats in results.items()}
             groups = self._groups(query, kinds, (low, high), overall)
-        return StatsAnswer(
+        answer = StatsAnswer(
             overall=stats_set(0), buckets=buckets, groups=groups, previous=previous_period
         )
+        if cacheable and not self._outside_cells:
+            self._cache.put_answer(
+                query, _CachedAnswer(kind_answers, answer, len(intervals) * len(kinds) + 1)
+            )
+        return answer
+
+    @staticmethod
+    def _cacheable(query: StatsQuery, kinds: Sequence[_Kind]) -> bool:
+        """Whether the answer may come from cells alone: a closed range of dense keys, no groups.
+
+        Dense keys' plans never consult spans when both ends are given; unaligned ends still read
+        raw rows, which read() notices (_outside_cells) before caching.
+        """
+        if query.group_by is not None or query.start_time is None or query.end_time is None:
+            return False
+        for kind in kinds:
+            scope = _scope(kind, query)
+            if not isinstance(scope, _RollupScope) or HOUR not in kind.levels[scope.dimension]:
+                return False
+        return True
+
+    def _unchanged_kinds(self, cached: _CachedAnswer) -> set[str]:
+        """The kinds of a cached answer whose cells all still have their fingerprints.
+
+        One statement for every kind: on a year of daily buckets, fetching the stamps row by row
+        cost more than everything else once the cells were cached.
+        """
+        reads = [
+            (name, read) for name, kind_answer in cached.kinds.items() for read in kind_answer.reads
+        ]
+        if not reads:
+            return set(cached.kinds)
+        selects: list[str] = []
+        parameters: list[Any] = []
+        for index, (_, read) in enumerate(reads):
+            selects.append(
+                f"SELECT {index}, count(*), coalesce(sum(stamp & {_LOW_BITS}), 0),"
+                f" coalesce(sum(stamp >> 32), 0) FROM ({read.sql}) AS cells"
+            )
+            parameters += read.parameters
+        changed = set()
+        for row in self._query(" UNION ALL ".join(selects), parameters):
+            name, read = reads[int(row[0])]
+            if (int(row[1]), int(row[2]), int(row[3])) != read.fingerprint:
+                changed.add(name)
+        return {name for name in cached.kinds if name not in changed}
 
     @staticmethod
     def _kinds(query: StatsQuery) -> list[_Kind]:
@@ -788,6 +936,7 @@ class StatsReader:
         return _decompose(low, high, levels)
 
     def _span(self, dimension: int, key: str) -> tuple[int, int] | None:
+        self._outside_cells = True
         if (dimension, key) not in self._spans:
             rows = self._query(
                 f"SELECT first_day, last_day FROM {KEY_SPANS_TABLE}"
@@ -972,7 +1121,16 @@ class StatsReader:
         if not wanted or not keys:
             return {}
         table = kind.counters
-        stamps = self._query(*self._cell_select(table, "stamp", dimension, keys, wanted))
+        stamps_sql, stamps_parameters = self._cell_select(table, "stamp", dimension, keys, wanted)
+        stamps = self._query(stamps_sql, stamps_parameters)
+        if self._reads is not None:
+            self._reads.append(
+                _CellRead(
+                    stamps_sql,
+                    tuple(stamps_parameters),
+                    _fingerprint(int(row[3]) for row in stamps),
+                )
+            )
         cached = self._cache.get_many(
             [((table.name, row[0], row[1], dimension, row[2]), row[3]) for row in stamps]
         )
@@ -1090,6 +1248,7 @@ class StatsReader:
         `narrow` lets the database pick the conditions' index (a message, conversation or user
         filter); otherwise SQLite is kept on the time index, whose ranges are partial hours.
         """
+        self._outside_cells = True
         key_columns = [kind.key_columns.get(dimension, "NULL") for dimension in _KEY_ORDER]
         selected = ", ".join([kind.time_column, *key_columns, *kind.measure_columns])
         where: list[str] = []
