@@ -412,6 +412,8 @@ class _CachedAnswer:
     """A whole answer read only from cells (no raw rows, no spans), with what it was made of."""
 
     kinds: Mapping[str, _KindAnswer]
+    spans: Mapping[tuple[int, str], tuple[int, int] | None]
+    """The key spans that bounded open or months-only ranges: a change moves the plans."""
     answer: StatsAnswer
     weight: int
     """Intervals times kinds: what the cache's budget counts."""
@@ -661,7 +663,7 @@ class StatsReader:
         self._reads: list[_CellRead] | None = None
         """While answering a kind that may be cached: the cells it read."""
         self._outside_cells = False
-        """Whether anything but cells was read (raw rows or spans): such answers are not cached."""
+        """Whether raw rows were read: such answers are not cached."""
 
     def read(self, query: StatsQuery) -> StatsAnswer:
         """Aggregate everything the query asks for."""
@@ -741,28 +743,29 @@ class StatsReader:
             overall=stats_set(0), buckets=buckets, groups=groups, previous=previous_period
         )
         if cacheable and not self._outside_cells:
+            # Kinds taken from the cached answer were planned with the same spans (else none is).
+            spans = {**(cached.spans if cached is not None else {}), **self._spans}
             self._cache.put_answer(
-                query, _CachedAnswer(kind_answers, answer, len(intervals) * len(kinds) + 1)
+                query,
+                _CachedAnswer(kind_answers, spans, answer, len(intervals) * len(kinds) + 1),
             )
         return answer
 
     @staticmethod
     def _cacheable(query: StatsQuery, kinds: Sequence[_Kind]) -> bool:
-        """Whether the answer may come from cells alone: a closed range of dense keys, no groups.
+        """Whether the answer may come from cells (and spans) alone: one rollup key, no groups.
 
-        Dense keys' plans never consult spans when both ends are given; unaligned ends still read
-        raw rows, which read() notices (_outside_cells) before caching.
+        Unaligned ends of dense keys still read raw rows, which read() notices (_outside_cells)
+        before caching.
         """
-        if query.group_by is not None or query.start_time is None or query.end_time is None:
+        if query.group_by is not None:
             return False
-        for kind in kinds:
-            scope = _scope(kind, query)
-            if not isinstance(scope, _RollupScope) or HOUR not in kind.levels[scope.dimension]:
-                return False
-        return True
+        return all(isinstance(_scope(kind, query), _RollupScope) for kind in kinds)
 
     def _unchanged_kinds(self, cached: _CachedAnswer) -> set[str]:
         """The kinds of a cached answer whose cells all still have their fingerprints.
+
+        None of them once a span it was planned with has changed.
 
         One statement for every kind: on a year of daily buckets, fetching the stamps row by row
         cost more than everything else once the cells were cached.
@@ -770,10 +773,18 @@ class StatsReader:
         reads = [
             (name, read) for name, kind_answer in cached.kinds.items() for read in kind_answer.reads
         ]
-        if not reads:
-            return set(cached.kinds)
         selects: list[str] = []
         parameters: list[Any] = []
+        spans = list(cached.spans.items())
+        for index, ((dimension, _), _) in enumerate(spans):
+            selects.append(
+                f"SELECT {-1 - index}, count(*), coalesce(max(first_day), 0),"
+                f" coalesce(max(last_day), 0) FROM {KEY_SPANS_TABLE}"
+                f" WHERE dimension = {dimension} AND dimension_key = {self._mark}"
+            )
+        parameters += [key for (_, key), _ in spans]
+        if not reads and not spans:
+            return set(cached.kinds)
         for index, (_, read) in enumerate(reads):
             selects.append(
                 f"SELECT {index}, count(*), coalesce(sum(stamp & {_LOW_BITS}), 0),"
@@ -782,6 +793,12 @@ class StatsReader:
             parameters += read.parameters
         changed = set()
         for row in self._query(" UNION ALL ".join(selects), parameters):
+            if int(row[0]) < 0:
+                _, span = spans[-1 - int(row[0])]
+                now = (int(row[2]), int(row[3])) if int(row[1]) else None
+                if now != span:
+                    return set()
+                continue
             name, read = reads[int(row[0])]
             if (int(row[1]), int(row[2]), int(row[3])) != read.fingerprint:
                 changed.add(name)
@@ -936,7 +953,6 @@ class StatsReader:
         return _decompose(low, high, levels)
 
     def _span(self, dimension: int, key: str) -> tuple[int, int] | None:
-        self._outside_cells = True
         if (dimension, key) not in self._spans:
             rows = self._query(
                 f"SELECT first_day, last_day FROM {KEY_SPANS_TABLE}"

@@ -109,6 +109,47 @@ def test_answers_with_raw_edges_are_recomputed(storage: Storage) -> None:
     assert (feedback_count(first), feedback_count(second)) == (1, 2)
 
 
+def test_a_write_beyond_the_span_of_an_open_range_changes_the_answer(
+    storage: Storage, database_url: str
+) -> None:
+    # An open end is planned up to the span of the records: a write past it adds cells the
+    # cached answer never read; the span's change must reveal them.
+    query = StatsQuery(start_time=MIDNIGHT - 3 * DAY)
+    write_feedback(storage, 4)
+    first = storage.read_stats(query)
+    assert storage.read_stats(query) is first
+    write_feedback(storage, 2, timedelta(days=70))
+
+    second = storage.read_stats(query)
+
+    assert (feedback_count(first), feedback_count(second)) == (1, 2)
+    assert second == fresh_read(database_url, query)
+
+
+def test_a_users_answer_follows_writes_in_new_months(storage: Storage, database_url: str) -> None:
+    # A user's cells are months, planned within the span of all records.
+    query = StatsQuery(user_id="u1")
+
+    def write(user: str, offset: timedelta) -> None:
+        storage.write(
+            lambda repository: repository.insert_feedback_entries(
+                [new_feedback(user_id=user, create_time=T0 + offset)]
+            )
+        )
+
+    write("u1", timedelta())
+    first = storage.read_stats(query)
+    assert storage.read_stats(query) is first
+    write("u2", timedelta(days=-100))
+    assert storage.read_stats(query) == first
+    write("u1", timedelta(days=-70))
+
+    second = storage.read_stats(query)
+
+    assert (feedback_count(first), feedback_count(second)) == (1, 2)
+    assert second == fresh_read(database_url, query)
+
+
 def test_the_cache_keeps_to_its_budget(storage: Storage) -> None:
     write_feedback(storage, 4)
     answer = storage.read_stats(DAILY)
@@ -120,7 +161,7 @@ def test_the_cache_keeps_to_its_budget(storage: Storage) -> None:
         for days in range(3)
     ]
     for query in queries:
-        cache.put_answer(query, _CachedAnswer({}, answer, weight))
+        cache.put_answer(query, _CachedAnswer({}, {}, answer, weight))
     assert cache.answer(queries[0]) is None
     assert cache.answer(queries[1]) is not None
     assert cache.answer(queries[2]) is not None
