@@ -24,7 +24,7 @@ import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -400,11 +400,23 @@ class _CellRead:
 
 
 @dataclass(frozen=True, slots=True)
+class _Guard:
+    """The total cell of a dense key and its stamp (None: no such cell) when an answer was read."""
+
+    table: str
+    dimension: int
+    key: str
+    stamp: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class _KindAnswer:
     """One kind's stats per interval of a query, valid while its cells' fingerprints hold."""
 
     reads: tuple[_CellRead, ...]
     results: list[Any]
+    guard: _Guard | None
+    """Unchanged, it vouches for every cell of the key; changed, the reads' fingerprints decide."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,7 +682,7 @@ class StatsReader:
         kinds = self._kinds(query)
         cacheable = self._cacheable(query, kinds)
         cached = self._cache.answer(query) if cacheable else None
-        unchanged = self._unchanged_kinds(cached) if cached is not None else set()
+        unchanged = self._unchanged_kinds(query, cached) if cached is not None else set()
         if cached is not None and len(unchanged) == len(cached.kinds) == len(kinds):
             # Every cell it was made of is unchanged: the same answer, down to its objects.
             return cached.answer
@@ -708,7 +720,9 @@ class StatsReader:
             self._reads = [] if cacheable else None
             results[kind.name] = self._interval_stats(kind, _scope(kind, query), intervals)
             if self._reads is not None:
-                kind_answers[kind.name] = _KindAnswer(tuple(self._reads), results[kind.name])
+                kind_answers[kind.name] = _KindAnswer(
+                    tuple(self._reads), results[kind.name], self._guard(kind, query)
+                )
             self._reads = None
 
         absent = [None] * len(intervals)
@@ -751,6 +765,20 @@ class StatsReader:
             )
         return answer
 
+    def _guard(self, kind: _Kind, query: StatsQuery) -> _Guard | None:
+        """The total cell of the kind's key, if the key keeps one (dense keys do)."""
+        scope = _scope(kind, query)
+        assert isinstance(scope, _RollupScope)
+        if TOTAL not in kind.levels[scope.dimension]:
+            return None
+        table = kind.counters.name
+        rows = self._query(
+            f"SELECT stamp FROM {table} WHERE level = {TOTAL} AND bucket_start = 0"
+            f" AND dimension = {scope.dimension} AND dimension_key = {self._mark}",
+            (scope.key,),
+        )
+        return _Guard(table, scope.dimension, scope.key, int(rows[0][0]) if rows else None)
+
     @staticmethod
     def _cacheable(query: StatsQuery, kinds: Sequence[_Kind]) -> bool:
         """Whether the answer may come from cells (and spans) alone: one rollup key, no groups.
@@ -762,29 +790,60 @@ class StatsReader:
             return False
         return all(isinstance(_scope(kind, query), _RollupScope) for kind in kinds)
 
-    def _unchanged_kinds(self, cached: _CachedAnswer) -> set[str]:
+    def _unchanged_kinds(self, query: StatsQuery, cached: _CachedAnswer) -> set[str]:
         """The kinds of a cached answer whose cells all still have their fingerprints.
 
-        None of them once a span it was planned with has changed.
-
-        One statement for every kind: on a year of daily buckets, fetching the stamps row by row
-        cost more than everything else once the cells were cached.
+        None of them once a span it was planned with has changed. A kind whose key's total cell
+        kept its stamp is unchanged without looking further: every write to a dense key's cells
+        writes its total cell too, with the same fresh stamp (as does a rebuild). Other kinds'
+        cells are fingerprinted, all in one more statement; where they hold, the answer is cached
+        again with the new total stamps, so the next call stops at the first statement.
         """
-        reads = [
-            (name, read) for name, kind_answer in cached.kinds.items() for read in kind_answer.reads
-        ]
         selects: list[str] = []
         parameters: list[Any] = []
         spans = list(cached.spans.items())
         for index, ((dimension, _), _) in enumerate(spans):
             selects.append(
-                f"SELECT {-1 - index}, count(*), coalesce(max(first_day), 0),"
+                f"SELECT {index}, count(*), coalesce(max(first_day), 0),"
                 f" coalesce(max(last_day), 0) FROM {KEY_SPANS_TABLE}"
                 f" WHERE dimension = {dimension} AND dimension_key = {self._mark}"
             )
-        parameters += [key for (_, key), _ in spans]
-        if not reads and not spans:
-            return set(cached.kinds)
+            parameters.append(spans[index][0][1])
+        guarded = [(name, kind) for name, kind in cached.kinds.items() if kind.guard is not None]
+        for index, (_, kind_answer) in enumerate(guarded):
+            guard = kind_answer.guard
+            assert guard is not None
+            selects.append(
+                f"SELECT {len(spans) + index}, count(*), coalesce(max(stamp), 0), 0"
+                f" FROM {guard.table} WHERE level = {TOTAL} AND bucket_start = 0"
+                f" AND dimension = {guard.dimension} AND dimension_key = {self._mark}"
+            )
+            parameters.append(guard.key)
+        guards: dict[str, int | None] = {}
+        if selects:
+            for row in self._query(" UNION ALL ".join(selects), parameters):
+                index = int(row[0])
+                if index < len(spans):
+                    now = (int(row[2]), int(row[3])) if int(row[1]) else None
+                    if now != spans[index][1]:
+                        return set()
+                else:
+                    name = guarded[index - len(spans)][0]
+                    guards[name] = int(row[2]) if int(row[1]) else None
+        unchanged = {
+            name
+            for name, kind_answer in cached.kinds.items()
+            if kind_answer.guard is not None
+            and kind_answer.guard.stamp is not None
+            and guards.get(name) == kind_answer.guard.stamp
+        }
+        reads = [
+            (name, read)
+            for name, kind_answer in cached.kinds.items()
+            if name not in unchanged
+            for read in kind_answer.reads
+        ]
+        selects, parameters = [], []
         for index, (_, read) in enumerate(reads):
             selects.append(
                 f"SELECT {index}, count(*), coalesce(sum(stamp & {_LOW_BITS}), 0),"
@@ -792,17 +851,20 @@ class StatsReader:
             )
             parameters += read.parameters
         changed = set()
-        for row in self._query(" UNION ALL ".join(selects), parameters):
-            if int(row[0]) < 0:
-                _, span = spans[-1 - int(row[0])]
-                now = (int(row[2]), int(row[3])) if int(row[1]) else None
-                if now != span:
-                    return set()
-                continue
-            name, read = reads[int(row[0])]
-            if (int(row[1]), int(row[2]), int(row[3])) != read.fingerprint:
-                changed.add(name)
-        return {name for name in cached.kinds if name not in changed}
+        if selects:
+            for row in self._query(" UNION ALL ".join(selects), parameters):
+                name, read = reads[int(row[0])]
+                if (int(row[1]), int(row[2]), int(row[3])) != read.fingerprint:
+                    changed.add(name)
+        checked = {name for name in cached.kinds if name not in unchanged and name not in changed}
+        refreshed = {
+            name: replace(kind_answer, guard=replace(kind_answer.guard, stamp=guards.get(name)))
+            for name, kind_answer in cached.kinds.items()
+            if name in checked and kind_answer.guard is not None
+        }
+        if refreshed and not changed:
+            self._cache.put_answer(query, replace(cached, kinds={**cached.kinds, **refreshed}))
+        return unchanged | checked
 
     @staticmethod
     def _kinds(query: StatsQuery) -> list[_Kind]:

@@ -68,6 +68,24 @@ def test_a_write_between_two_identical_queries_changes_the_answer(
     assert day.stats.feedback.score_counts[2] == 1
 
 
+def test_a_write_to_the_same_key_outside_the_range_keeps_the_answer(
+    storage: Storage, database_url: str
+) -> None:
+    # The key's total cell changes, the cells of the range do not: the answer stands, and the
+    # next write inside the range is still seen.
+    write_feedback(storage, 4)
+    first = storage.read_stats(DAILY)
+    write_feedback(storage, 1, timedelta(days=30))
+    assert storage.read_stats(DAILY) is first
+    assert storage.read_stats(DAILY) is first
+    write_feedback(storage, 2)
+
+    second = storage.read_stats(DAILY)
+
+    assert (feedback_count(first), feedback_count(second)) == (1, 2)
+    assert second == fresh_read(database_url, DAILY)
+
+
 def test_a_write_to_another_kind_changes_only_that_kind(
     storage: Storage, database_url: str
 ) -> None:
