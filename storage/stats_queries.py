@@ -543,7 +543,8 @@ class _Sum:
                 cell.stats = _stats_of(kind, cell.counts, cell.parts, cell.histograms)
             return cell.stats
         if not cells:
-            return _stats_of(kind, None, {}, ())
+            # One shared object per kind: empty buckets then hit the response's bucket cache.
+            return _EMPTY_STATS[kind.name]
         if self.raw:
             return _sum_stats(kind, cells, event_type)
         # Cached cells are immutable and replaced when they change, so their identities name the
@@ -651,6 +652,14 @@ def _stats_of(
         latency_ms_percentiles=latency,
         tokens_percentiles=tokens,
     )
+
+
+_EMPTY_STATS: Mapping[str, Any] = {
+    "feedback": FeedbackStats(),
+    "interactions": InteractionStats(),
+    "events": EventStats(),
+}
+"""The stats of no records, per kind; never changed by anyone, like every stats record."""
 
 
 # ---- the reader ----
