@@ -1203,13 +1203,22 @@ class StatsReader:
         """The cells of the keys at the wanted buckets that hold records, with their details.
 
         Stamps first: a cell cached at its stamp needs nothing more, and fetching the counters
-        of a year of cells costs three times as much as their stamps.
+        of a year of cells costs three times as much as their stamps. A few cells (a user's
+        months) come with their counters at once: a second query would cost more.
         """
         if not wanted or not keys:
             return {}
         table = kind.counters
         stamps_sql, stamps_parameters = self._cell_select(table, "stamp", dimension, keys, wanted)
-        stamps = self._query(stamps_sql, stamps_parameters)
+        counters = ", ".join(table.counters)
+        small = len(keys) * sum(map(len, wanted.values())) <= _FEW_CELLS
+        stamps = self._query(
+            *(
+                self._cell_select(table, f"stamp, {counters}", dimension, keys, wanted)
+                if small
+                else (stamps_sql, stamps_parameters)
+            )
+        )
         if self._reads is not None:
             self._reads.append(
                 _CellRead(
@@ -1230,10 +1239,16 @@ class StatsReader:
                 stale.setdefault(row[0], []).append(row[1])
         if not stale:
             return found
-        columns = "stamp, " + ", ".join(table.counters)
         missing: dict[tuple[int, int, str], tuple[int, tuple[Any, ...]]] = {
             (row[0], row[1], row[2]): (row[3], tuple(row[4:]))
-            for row in self._query(*self._cell_select(table, columns, dimension, keys, stale))
+            for row in (
+                stamps
+                if small
+                else self._query(
+                    *self._cell_select(table, f"stamp, {counters}", dimension, keys, stale)
+                )
+            )
+            if not small or (row[0], row[1], row[2]) not in found
         }
         details = self._details(kind, dimension, missing)
         for cell_key, (stamp, counts) in missing.items():
@@ -1294,11 +1309,12 @@ class StatsReader:
             return found
 
         key_sql, key_parameters = self._in("dimension_key", sorted(keys))
-        for child, extra in ((kind.parts, "name"), (kind.histograms, "bins")):
+        # Parts (a name) and bins (metric, bin) in one statement, padded to the same columns.
+        selects, parameters = [], []
+        for child, columns in ((kind.parts, "{}, 0, 0"), (kind.histograms, "NULL, {}")):
             if child is None or (child is EVENT_TYPE_ROLLUPS and dimension == EVENT_TYPE):
                 continue
-            names = ", ".join(child.key_columns[4:])
-            selects, parameters = [], []
+            names = columns.format(", ".join(child.key_columns[4:]))
             for level, starts in by_level.items():
                 bucket_sql, bucket_parameters = self._in("bucket_start", sorted(starts))
                 selects.append(
@@ -1307,15 +1323,16 @@ class StatsReader:
                     f" AND dimension = {dimension} AND {key_sql}"
                 )
                 parameters += [*bucket_parameters, *key_parameters]
-            for row in self._query(" UNION ALL ".join(selects), tuple(parameters)):
-                cell_key = (row[0], row[1], row[2])
-                if cell_key not in cells:
-                    continue
-                parts, histograms = entry(cell_key)
-                if extra == "name":
-                    parts[row[3]] = row[4]
-                else:
-                    histograms.setdefault(row[3], {})[row[4]] = row[5]
+        rows = self._query(" UNION ALL ".join(selects), tuple(parameters)) if selects else []
+        for row in rows:
+            cell_key = (row[0], row[1], row[2])
+            if cell_key not in cells:
+                continue
+            parts, histograms = entry(cell_key)
+            if row[3] is not None:
+                parts[row[3]] = row[6]
+            else:
+                histograms.setdefault(row[4], {})[row[5]] = row[6]
         if kind is EVENTS and dimension == EVENT_TYPE:
             for cell_key, (_, cell_counts) in cells.items():
                 entry(cell_key)[0][cell_key[2]] = cell_counts[0]
@@ -1403,6 +1420,9 @@ class StatsReader:
     def _query(self, sql: str, parameters: Sequence[Any]) -> Sequence[Sequence[Any]]:
         return self._execute(sql, tuple(parameters))
 
+
+_FEW_CELLS = 32
+"""Cells read with their counters in one query rather than stamps first."""
 
 _KEY_ORDER = (MODEL, CONVERSATION, USER, EVENT_TYPE)
 """Key columns in raw rows, after the time: row[1 + index]."""
