@@ -236,15 +236,23 @@ def stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
     if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
         return cached[1]
     response = _new_stats_response(stats)
+    global _cached_response_buckets
     with _response_lock:
         # The entry holds the parts, so their identities are not reused while it is cached.
+        previous = _responses.pop(key, None)
+        if previous is not None:
+            _cached_response_buckets -= len(previous[0][3])
         _responses[key] = (parts, response)
-        if len(_responses) > _MAX_CACHED_RESPONSES:
-            _responses.popitem(last=False)
+        _cached_response_buckets += len(stats.buckets)
+        while _cached_response_buckets > _MAX_CACHED_RESPONSE_BUCKETS and _responses:
+            _, (evicted, _) = _responses.popitem(last=False)
+            _cached_response_buckets -= len(evicted[3])
     return response
 
 
-_MAX_CACHED_RESPONSES = 32
+_MAX_CACHED_RESPONSE_BUCKETS = 10_000
+"""Buckets in all cached responses: about 700 bytes each on the wire for three kinds."""
+_cached_response_buckets = 0
 _responses: OrderedDict[
     tuple[Any, ...], tuple[tuple[Any, ...], feedback_service_pb2.GetStatsResponse]
 ] = OrderedDict()

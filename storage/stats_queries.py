@@ -111,7 +111,7 @@ def bucket_bounds(
     return None if bounds is None else list(bounds)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _bucket_bounds(
     bucket: TimeBucket, start: datetime, end: datetime, limit: int
 ) -> tuple[datetime, ...] | None:

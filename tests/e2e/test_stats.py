@@ -241,15 +241,17 @@ def test_a_write_between_two_identical_requests_changes_the_answer(
     client: FeedbackClient, day0: datetime
 ) -> None:
     # Whole days up to tomorrow: an answer read from cells alone, which the server caches.
-    request = {"start_time": day0, "end_time": day0 + 11 * DAY, "bucket": "day"}
+    def read() -> pb.GetStatsResponse:
+        return client.get_stats(start_time=day0, end_time=day0 + 11 * DAY, bucket="day")
+
     client.record_interaction("conv-1", latency_ms=50)
     client.submit_feedback("conv-1", score=4)
-    first = client.get_stats(**request)
-    assert client.get_stats(**request) == first
+    first = read()
+    assert read() == first
     client.submit_feedback("conv-1", score=2)
     client.log_event("alice", "click")
 
-    second = client.get_stats(**request)
+    second = read()
 
     assert (first.feedback.total_count, second.feedback.total_count) == (1, 2)
     assert (first.events.total_count, second.events.total_count) == (0, 1)
