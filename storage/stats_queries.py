@@ -13,6 +13,12 @@ the details of the top conversations of a group-by-conversation (their cells cou
 Cells are read with their stamp; a cell's labels, event types and histogram bins are cached per
 process under (cell, stamp) and fetched again only after a write changed the cell, so a year of
 daily buckets costs one query per kind once the past days are cached.
+
+Whole answers read from cells alone (one rollup key per kind, no groups, no raw rows) are cached
+per query too, with what they were made of: the stamp of each kind's total cell, a fingerprint of
+the stamps of the cells read, and the key spans that bounded the plans. A later call checks those
+in one or two statements and, when nothing changed, hands out the same answer objects again (the
+response mapping then reuses its serialized buckets as well).
 """
 
 from __future__ import annotations
@@ -421,7 +427,7 @@ class _KindAnswer:
 
 @dataclass(frozen=True, slots=True)
 class _CachedAnswer:
-    """A whole answer read only from cells (no raw rows, no spans), with what it was made of."""
+    """A whole answer read from cells and spans alone (no raw rows), with what it was made of."""
 
     kinds: Mapping[str, _KindAnswer]
     spans: Mapping[tuple[int, str], tuple[int, int] | None]
@@ -818,7 +824,11 @@ class StatsReader:
                 f" WHERE dimension = {dimension} AND dimension_key = {self._mark}"
             )
             parameters.append(spans[index][0][1])
-        guarded = [(name, kind) for name, kind in cached.kinds.items() if kind.guard is not None]
+        guarded = [
+            (name, kind_answer)
+            for name, kind_answer in cached.kinds.items()
+            if kind_answer.guard is not None
+        ]
         for index, (_, kind_answer) in enumerate(guarded):
             guard = kind_answer.guard
             assert guard is not None
