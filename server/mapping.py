@@ -214,7 +214,52 @@ def event_message(record: EventRecord) -> event_pb2.Event:
 
 
 def stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
-    """Write the aggregates of a stats request."""
+    """Write the aggregates of a stats request.
+
+    A response with buckets is built once per set of answer objects and then shared by the calls
+    that get the same objects again (the storage layer hands out the same answer while its cells
+    are unchanged): gRPC only reads it, and callers must not change it either.
+    """
+    if not stats.buckets:
+        return _new_stats_response(stats)
+    parts = (
+        stats.feedback,
+        stats.interactions,
+        stats.events,
+        stats.buckets,
+        stats.groups,
+        stats.previous,
+    )
+    key = (*map(id, parts), stats.change)
+    with _response_lock:
+        cached = _responses.get(key)
+    if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
+        return cached[1]
+    response = _new_stats_response(stats)
+    global _cached_response_buckets
+    with _response_lock:
+        # The entry holds the parts, so their identities are not reused while it is cached.
+        previous = _responses.pop(key, None)
+        if previous is not None:
+            _cached_response_buckets -= len(previous[0][3])
+        _responses[key] = (parts, response)
+        _cached_response_buckets += len(stats.buckets)
+        while _cached_response_buckets > _MAX_CACHED_RESPONSE_BUCKETS and _responses:
+            _, (evicted, _) = _responses.popitem(last=False)
+            _cached_response_buckets -= len(evicted[3])
+    return response
+
+
+_MAX_CACHED_RESPONSE_BUCKETS = 10_000
+"""Buckets in all cached responses: about 700 bytes each on the wire for three kinds."""
+_cached_response_buckets = 0
+_responses: OrderedDict[
+    tuple[Any, ...], tuple[tuple[Any, ...], feedback_service_pb2.GetStatsResponse]
+] = OrderedDict()
+_response_lock = threading.Lock()
+
+
+def _new_stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
     response = feedback_service_pb2.GetStatsResponse()
     _write_kinds(response, stats.feedback, stats.interactions, stats.events)
     if stats.buckets:

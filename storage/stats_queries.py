@@ -13,17 +13,24 @@ the details of the top conversations of a group-by-conversation (their cells cou
 Cells are read with their stamp; a cell's labels, event types and histogram bins are cached per
 process under (cell, stamp) and fetched again only after a write changed the cell, so a year of
 daily buckets costs one query per kind once the past days are cached.
+
+Whole answers read from cells alone (one rollup key per kind, no groups, no raw rows) are cached
+per query too, with what they were made of: the stamp of each kind's total cell, a fingerprint of
+the stamps of the cells read, and the key spans that bounded the plans. A later call checks those
+in one or two statements and, when nothing changed, hands out the same answer objects again (the
+response mapping then reuses its serialized buckets as well).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +113,15 @@ def bucket_bounds(
     n buckets have n + 1 boundaries; a bucket exists for every boundary before `end`. Returns None
     when there would be more than `limit` buckets.
     """
+    bounds = _bucket_bounds(bucket, start, end, limit)
+    return None if bounds is None else list(bounds)
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_bounds(
+    bucket: TimeBucket, start: datetime, end: datetime, limit: int
+) -> tuple[datetime, ...] | None:
+    # Both the rules and the reader ask for a year of daily bounds on every call.
     low, high = epoch_microseconds(start), epoch_microseconds(end)
     first = _floor_bucket(bucket, low // _SECOND)
     if bucket == "month":
@@ -121,7 +137,7 @@ def bucket_bounds(
     bounds = [first]
     for _ in range(count):
         bounds.append(_next_bucket(bucket, bounds[-1]))
-    return [from_epoch_microseconds(seconds * _SECOND) for seconds in bounds]
+    return tuple(from_epoch_microseconds(seconds * _SECOND) for seconds in bounds)
 
 
 _BUCKET_SECONDS = {"hour": HOUR_SECONDS, "day": DAY_SECONDS, "week": WEEK_SECONDS}
@@ -359,6 +375,68 @@ class _Cell:
         return 8 + len(self.parts) + sum(len(h.counts) + len(h.others) for h in self.histograms)
 
 
+Fingerprint = tuple[int, int, int]
+"""Count of a set of cells, sum of the low 32 bits and sum of the high bits of their stamps.
+
+Every write gives the cells it touches one fresh random 62-bit stamp, so the sums move with any
+change of any cell (a new cell moves the count): as reliable as comparing stamps one by one, and
+the database adds them up without handing a row to Python.
+"""
+
+_LOW_BITS = (1 << 32) - 1
+
+
+def _fingerprint(stamps: Iterable[int]) -> Fingerprint:
+    """What _CellRead.sql answers for cells with these stamps."""
+    listed = list(stamps)
+    return (
+        len(listed),
+        sum(stamp & _LOW_BITS for stamp in listed),
+        sum(stamp >> 32 for stamp in listed),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _CellRead:
+    """The cells one kind's answer was made of: a query for their fingerprint, and its value."""
+
+    sql: str
+    parameters: tuple[Any, ...]
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """The total cell of a dense key and its stamp (None: no such cell) when an answer was read."""
+
+    table: str
+    dimension: int
+    key: str
+    stamp: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _KindAnswer:
+    """One kind's stats per interval of a query, valid while its cells' fingerprints hold."""
+
+    reads: tuple[_CellRead, ...]
+    results: list[Any]
+    guard: _Guard | None
+    """Unchanged, it vouches for every cell of the key; changed, the reads' fingerprints decide."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedAnswer:
+    """A whole answer read from cells and spans alone (no raw rows), with what it was made of."""
+
+    kinds: Mapping[str, _KindAnswer]
+    spans: Mapping[tuple[int, str], tuple[int, int] | None]
+    """The key spans that bounded open or months-only ranges: a change moves the plans."""
+    answer: StatsAnswer
+    weight: int
+    """Intervals times kinds: what the cache's budget counts."""
+
+
 class CellCache:
     """Cells by (table, level, bucket, dimension, key), valid while their stamp is unchanged.
 
@@ -368,11 +446,19 @@ class CellCache:
     Shared by the threads that serve reads.
     """
 
-    def __init__(self, max_weight: int = 4_000_000) -> None:
-        """A cache holding about `max_weight` counters and bins (8 bytes each in arrays)."""
+    def __init__(self, max_weight: int = 4_000_000, max_answer_weight: int = 50_000) -> None:
+        """A cache holding about `max_weight` counters and bins (8 bytes each in arrays).
+
+        It also keeps whole answers of the queries read only from cells, up to
+        `max_answer_weight` intervals (buckets) in all; their stats objects are mostly the
+        cells' own, so an answer costs little beyond its lists.
+        """
         self._entries: OrderedDict[tuple[Any, ...], tuple[int, _Cell]] = OrderedDict()
         self._weight = 0
         self._max_weight = max_weight
+        self._answers: OrderedDict[StatsQuery, _CachedAnswer] = OrderedDict()
+        self._answer_weight = 0
+        self._max_answer_weight = max_answer_weight
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...], stamp: int) -> _Cell | None:
@@ -393,6 +479,23 @@ class CellCache:
                 entry = entries.get(key)
                 found.append(entry[1] if entry is not None and entry[0] == stamp else None)
         return found
+
+    def answer(self, query: StatsQuery) -> _CachedAnswer | None:
+        """The answer last computed for `query`, to be checked against its cells' fingerprints."""
+        with self._lock:
+            return self._answers.get(query)
+
+    def put_answer(self, query: StatsQuery, answer: _CachedAnswer) -> None:
+        """Remember an answer; the oldest go first beyond `max_answer_weight` intervals."""
+        with self._lock:
+            previous = self._answers.pop(query, None)
+            if previous is not None:
+                self._answer_weight -= previous.weight
+            self._answers[query] = answer
+            self._answer_weight += answer.weight
+            while self._answer_weight > self._max_answer_weight and self._answers:
+                _, evicted = self._answers.popitem(last=False)
+                self._answer_weight -= evicted.weight
 
     def put(self, key: tuple[Any, ...], stamp: int, cell: _Cell) -> None:
         """Remember a cell at `stamp`."""
@@ -446,7 +549,8 @@ class _Sum:
                 cell.stats = _stats_of(kind, cell.counts, cell.parts, cell.histograms)
             return cell.stats
         if not cells:
-            return _stats_of(kind, None, {}, ())
+            # One shared object per kind: empty buckets then hit the response's bucket cache.
+            return _EMPTY_STATS[kind.name]
         if self.raw:
             return _sum_stats(kind, cells, event_type)
         # Cached cells are immutable and replaced when they change, so their identities name the
@@ -556,6 +660,14 @@ def _stats_of(
     )
 
 
+_EMPTY_STATS: Mapping[str, Any] = {
+    "feedback": FeedbackStats(),
+    "interactions": InteractionStats(),
+    "events": EventStats(),
+}
+"""The stats of no records, per kind; never changed by anyone, like every stats record."""
+
+
 # ---- the reader ----
 
 
@@ -575,9 +687,20 @@ class StatsReader:
         ] = {}
         self._whole: dict[Interval, BucketKey] = {}
         """Intervals known to be exactly one bucket of a level (the response's whole buckets)."""
+        self._reads: list[_CellRead] | None = None
+        """While answering a kind that may be cached: the cells it read."""
+        self._outside_cells = False
+        """Whether raw rows were read: such answers are not cached."""
 
     def read(self, query: StatsQuery) -> StatsAnswer:
         """Aggregate everything the query asks for."""
+        kinds = self._kinds(query)
+        cacheable = self._cacheable(query, kinds)
+        cached = self._cache.answer(query) if cacheable else None
+        unchanged = self._unchanged_kinds(query, cached) if cached is not None else set()
+        if cached is not None and len(unchanged) == len(cached.kinds) == len(kinds):
+            # Every cell it was made of is unchanged: the same answer, down to its objects.
+            return cached.answer
         low = None if query.start_time is None else epoch_microseconds(query.start_time)
         high = None if query.end_time is None else epoch_microseconds(query.end_time)
         intervals: list[Interval] = [(low, high)]
@@ -602,10 +725,20 @@ class StatsReader:
             previous = (low - (high - low), low)
             intervals.append(previous)
 
-        kinds = self._kinds(query)
-        results: dict[str, list[Any]] = {
-            kind.name: self._interval_stats(kind, _scope(kind, query), intervals) for kind in kinds
-        }
+        results: dict[str, list[Any]] = {}
+        kind_answers: dict[str, _KindAnswer] = {}
+        for kind in kinds:
+            if cached is not None and kind.name in unchanged:
+                kind_answers[kind.name] = cached.kinds[kind.name]
+                results[kind.name] = cached.kinds[kind.name].results
+                continue
+            self._reads = [] if cacheable else None
+            results[kind.name] = self._interval_stats(kind, _scope(kind, query), intervals)
+            if self._reads is not None:
+                kind_answers[kind.name] = _KindAnswer(
+                    tuple(self._reads), results[kind.name], self._guard(kind, query)
+                )
+            self._reads = None
 
         absent = [None] * len(intervals)
         per_kind = (
@@ -635,9 +768,122 @@ class StatsReader:
         if query.group_by is not None:
             overall = {name: stats[0] for name, stats in results.items()}
             groups = self._groups(query, kinds, (low, high), overall)
-        return StatsAnswer(
+        answer = StatsAnswer(
             overall=stats_set(0), buckets=buckets, groups=groups, previous=previous_period
         )
+        if cacheable and not self._outside_cells:
+            # Kinds taken from the cached answer were planned with the same spans (else none is).
+            spans = {**(cached.spans if cached is not None else {}), **self._spans}
+            self._cache.put_answer(
+                query,
+                _CachedAnswer(kind_answers, spans, answer, len(intervals) * len(kinds) + 1),
+            )
+        return answer
+
+    def _guard(self, kind: _Kind, query: StatsQuery) -> _Guard | None:
+        """The total cell of the kind's key, if the key keeps one (dense keys do)."""
+        scope = _scope(kind, query)
+        assert isinstance(scope, _RollupScope)
+        if TOTAL not in kind.levels[scope.dimension]:
+            return None
+        table = kind.counters.name
+        rows = self._query(
+            f"SELECT stamp FROM {table} WHERE level = {TOTAL} AND bucket_start = 0"
+            f" AND dimension = {scope.dimension} AND dimension_key = {self._mark}",
+            (scope.key,),
+        )
+        return _Guard(table, scope.dimension, scope.key, int(rows[0][0]) if rows else None)
+
+    @staticmethod
+    def _cacheable(query: StatsQuery, kinds: Sequence[_Kind]) -> bool:
+        """Whether the answer may come from cells (and spans) alone: one rollup key, no groups.
+
+        Unaligned ends of dense keys still read raw rows, which read() notices (_outside_cells)
+        before caching.
+        """
+        if query.group_by is not None:
+            return False
+        return all(isinstance(_scope(kind, query), _RollupScope) for kind in kinds)
+
+    def _unchanged_kinds(self, query: StatsQuery, cached: _CachedAnswer) -> set[str]:
+        """The kinds of a cached answer whose cells all still have their fingerprints.
+
+        None of them once a span it was planned with has changed. A kind whose key's total cell
+        kept its stamp is unchanged without looking further: every write to a dense key's cells
+        writes its total cell too, with the same fresh stamp (as does a rebuild). Other kinds'
+        cells are fingerprinted, all in one more statement; where they hold, the answer is cached
+        again with the new total stamps, so the next call stops at the first statement.
+        """
+        selects: list[str] = []
+        parameters: list[Any] = []
+        spans = list(cached.spans.items())
+        for index, ((dimension, _), _) in enumerate(spans):
+            selects.append(
+                f"SELECT {index}, count(*), coalesce(max(first_day), 0),"
+                f" coalesce(max(last_day), 0) FROM {KEY_SPANS_TABLE}"
+                f" WHERE dimension = {dimension} AND dimension_key = {self._mark}"
+            )
+            parameters.append(spans[index][0][1])
+        guarded = [
+            (name, kind_answer)
+            for name, kind_answer in cached.kinds.items()
+            if kind_answer.guard is not None
+        ]
+        for index, (_, kind_answer) in enumerate(guarded):
+            guard = kind_answer.guard
+            assert guard is not None
+            selects.append(
+                f"SELECT {len(spans) + index}, count(*), coalesce(max(stamp), 0), 0"
+                f" FROM {guard.table} WHERE level = {TOTAL} AND bucket_start = 0"
+                f" AND dimension = {guard.dimension} AND dimension_key = {self._mark}"
+            )
+            parameters.append(guard.key)
+        guards: dict[str, int | None] = {}
+        if selects:
+            for row in self._query(" UNION ALL ".join(selects), parameters):
+                index = int(row[0])
+                if index < len(spans):
+                    now = (int(row[2]), int(row[3])) if int(row[1]) else None
+                    if now != spans[index][1]:
+                        return set()
+                else:
+                    name = guarded[index - len(spans)][0]
+                    guards[name] = int(row[2]) if int(row[1]) else None
+        unchanged = {
+            name
+            for name, kind_answer in cached.kinds.items()
+            if kind_answer.guard is not None
+            and kind_answer.guard.stamp is not None
+            and guards.get(name) == kind_answer.guard.stamp
+        }
+        reads = [
+            (name, read)
+            for name, kind_answer in cached.kinds.items()
+            if name not in unchanged
+            for read in kind_answer.reads
+        ]
+        selects, parameters = [], []
+        for index, (_, read) in enumerate(reads):
+            selects.append(
+                f"SELECT {index}, count(*), coalesce(sum(stamp & {_LOW_BITS}), 0),"
+                f" coalesce(sum(stamp >> 32), 0) FROM ({read.sql}) AS cells"
+            )
+            parameters += read.parameters
+        changed = set()
+        if selects:
+            for row in self._query(" UNION ALL ".join(selects), parameters):
+                name, read = reads[int(row[0])]
+                if (int(row[1]), int(row[2]), int(row[3])) != read.fingerprint:
+                    changed.add(name)
+        checked = {name for name in cached.kinds if name not in unchanged and name not in changed}
+        refreshed = {
+            name: replace(kind_answer, guard=replace(kind_answer.guard, stamp=guards.get(name)))
+            for name, kind_answer in cached.kinds.items()
+            if name in checked and kind_answer.guard is not None
+        }
+        if refreshed and not changed:
+            self._cache.put_answer(query, replace(cached, kinds={**cached.kinds, **refreshed}))
+        return unchanged | checked
 
     @staticmethod
     def _kinds(query: StatsQuery) -> list[_Kind]:
@@ -967,12 +1213,30 @@ class StatsReader:
         """The cells of the keys at the wanted buckets that hold records, with their details.
 
         Stamps first: a cell cached at its stamp needs nothing more, and fetching the counters
-        of a year of cells costs three times as much as their stamps.
+        of a year of cells costs three times as much as their stamps. A few cells (a user's
+        months) come with their counters at once: a second query would cost more.
         """
         if not wanted or not keys:
             return {}
         table = kind.counters
-        stamps = self._query(*self._cell_select(table, "stamp", dimension, keys, wanted))
+        stamps_sql, stamps_parameters = self._cell_select(table, "stamp", dimension, keys, wanted)
+        counters = ", ".join(table.counters)
+        small = len(keys) * sum(map(len, wanted.values())) <= _FEW_CELLS
+        stamps = self._query(
+            *(
+                self._cell_select(table, f"stamp, {counters}", dimension, keys, wanted)
+                if small
+                else (stamps_sql, stamps_parameters)
+            )
+        )
+        if self._reads is not None:
+            self._reads.append(
+                _CellRead(
+                    stamps_sql,
+                    tuple(stamps_parameters),
+                    _fingerprint(int(row[3]) for row in stamps),
+                )
+            )
         cached = self._cache.get_many(
             [((table.name, row[0], row[1], dimension, row[2]), row[3]) for row in stamps]
         )
@@ -985,10 +1249,16 @@ class StatsReader:
                 stale.setdefault(row[0], []).append(row[1])
         if not stale:
             return found
-        columns = "stamp, " + ", ".join(table.counters)
         missing: dict[tuple[int, int, str], tuple[int, tuple[Any, ...]]] = {
             (row[0], row[1], row[2]): (row[3], tuple(row[4:]))
-            for row in self._query(*self._cell_select(table, columns, dimension, keys, stale))
+            for row in (
+                stamps
+                if small
+                else self._query(
+                    *self._cell_select(table, f"stamp, {counters}", dimension, keys, stale)
+                )
+            )
+            if not small or (row[0], row[1], row[2]) not in found
         }
         details = self._details(kind, dimension, missing)
         for cell_key, (stamp, counts) in missing.items():
@@ -1049,11 +1319,12 @@ class StatsReader:
             return found
 
         key_sql, key_parameters = self._in("dimension_key", sorted(keys))
-        for child, extra in ((kind.parts, "name"), (kind.histograms, "bins")):
+        # Parts (a name) and bins (metric, bin) in one statement, padded to the same columns.
+        selects, parameters = [], []
+        for child, columns in ((kind.parts, "{}, 0, 0"), (kind.histograms, "NULL, {}")):
             if child is None or (child is EVENT_TYPE_ROLLUPS and dimension == EVENT_TYPE):
                 continue
-            names = ", ".join(child.key_columns[4:])
-            selects, parameters = [], []
+            names = columns.format(", ".join(child.key_columns[4:]))
             for level, starts in by_level.items():
                 bucket_sql, bucket_parameters = self._in("bucket_start", sorted(starts))
                 selects.append(
@@ -1062,15 +1333,16 @@ class StatsReader:
                     f" AND dimension = {dimension} AND {key_sql}"
                 )
                 parameters += [*bucket_parameters, *key_parameters]
-            for row in self._query(" UNION ALL ".join(selects), tuple(parameters)):
-                cell_key = (row[0], row[1], row[2])
-                if cell_key not in cells:
-                    continue
-                parts, histograms = entry(cell_key)
-                if extra == "name":
-                    parts[row[3]] = row[4]
-                else:
-                    histograms.setdefault(row[3], {})[row[4]] = row[5]
+        rows = self._query(" UNION ALL ".join(selects), tuple(parameters)) if selects else []
+        for row in rows:
+            cell_key = (row[0], row[1], row[2])
+            if cell_key not in cells:
+                continue
+            parts, histograms = entry(cell_key)
+            if row[3] is not None:
+                parts[row[3]] = row[6]
+            else:
+                histograms.setdefault(row[4], {})[row[5]] = row[6]
         if kind is EVENTS and dimension == EVENT_TYPE:
             for cell_key, (_, cell_counts) in cells.items():
                 entry(cell_key)[0][cell_key[2]] = cell_counts[0]
@@ -1090,6 +1362,7 @@ class StatsReader:
         `narrow` lets the database pick the conditions' index (a message, conversation or user
         filter); otherwise SQLite is kept on the time index, whose ranges are partial hours.
         """
+        self._outside_cells = True
         key_columns = [kind.key_columns.get(dimension, "NULL") for dimension in _KEY_ORDER]
         selected = ", ".join([kind.time_column, *key_columns, *kind.measure_columns])
         where: list[str] = []
@@ -1157,6 +1430,9 @@ class StatsReader:
     def _query(self, sql: str, parameters: Sequence[Any]) -> Sequence[Sequence[Any]]:
         return self._execute(sql, tuple(parameters))
 
+
+_FEW_CELLS = 32
+"""Cells read with their counters in one query rather than stamps first."""
 
 _KEY_ORDER = (MODEL, CONVERSATION, USER, EVENT_TYPE)
 """Key columns in raw rows, after the time: row[1 + index]."""

@@ -235,3 +235,25 @@ def test_1000_buckets_are_allowed_and_top_n_is_capped(client: FeedbackClient) ->
         client.get_stats(
             start_time=start, end_time=start + timedelta(hours=1000, seconds=1), bucket="hour"
         )
+
+
+def test_a_write_between_two_identical_requests_changes_the_answer(
+    client: FeedbackClient, day0: datetime
+) -> None:
+    # Whole days up to tomorrow: an answer read from cells alone, which the server caches.
+    def read() -> pb.GetStatsResponse:
+        return client.get_stats(start_time=day0, end_time=day0 + 11 * DAY, bucket="day")
+
+    client.record_interaction("conv-1", latency_ms=50)
+    client.submit_feedback("conv-1", score=4)
+    first = read()
+    assert read() == first
+    client.submit_feedback("conv-1", score=2)
+    client.log_event("alice", "click")
+
+    second = read()
+
+    assert (first.feedback.total_count, second.feedback.total_count) == (1, 2)
+    assert (first.events.total_count, second.events.total_count) == (0, 1)
+    assert sum(bucket.feedback.total_count for bucket in second.buckets) == 2
+    assert (first.feedback.score2_count, second.feedback.score2_count) == (0, 1)

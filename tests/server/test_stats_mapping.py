@@ -63,3 +63,18 @@ def test_a_bucket_with_new_contents_is_not_served_from_the_cache() -> None:
 
     assert stats_response(before).buckets[0].feedback.total_count == 1
     assert stats_response(after).buckets[0].feedback.total_count == 2
+
+
+def test_the_same_answer_objects_share_one_response_and_new_ones_get_their_own() -> None:
+    buckets = [bucket(0, FeedbackStats(total_count=1), None)]
+    overall = FeedbackStats(total_count=1)
+    stats = Stats(overall, None, None, buckets=buckets)
+
+    first = stats_response(stats)
+
+    assert stats_response(Stats(overall, None, None, buckets=buckets)) is first
+    # Equal contents in new objects, another overall, other buckets: each built afresh.
+    assert stats_response(Stats(overall, None, None, buckets=list(buckets))) is not first
+    recounted = stats_response(Stats(FeedbackStats(total_count=3), None, None, buckets=buckets))
+    assert recounted.feedback.total_count == 3
+    assert recounted.buckets[0].feedback.total_count == 1
