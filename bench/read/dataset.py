@@ -259,9 +259,7 @@ class BulkLoader:
                 missing=(missing["interactions"], missing["feedback"], missing["events"]),
             )
             _bulk_pragmas(connection)
-            import os
-
-            schema = _drop_secondary_schema(connection) if not os.environ.get("KEEPIDX") else []
+            schema = _drop_secondary_schema(connection)
             started = time.perf_counter()
             for step, (interactions, feedback, events) in enumerate(_generated(plan), 1):
                 connection.execute("BEGIN")
@@ -584,7 +582,7 @@ def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
 
 def _bulk_pragmas(connection: sqlite3.Connection) -> None:
     """No journal, no fsync, a large cache: a crash mid-load loses the file, which is scratch."""
-    connection.execute("PRAGMA journal_mode = OFF")
+    _set_journal_mode(connection, "off")
     connection.execute("PRAGMA synchronous = OFF")
     connection.execute("PRAGMA cache_size = -1000000")  # KiB: 1 GB
     connection.execute("PRAGMA temp_store = MEMORY")
@@ -593,8 +591,15 @@ def _bulk_pragmas(connection: sqlite3.Connection) -> None:
 
 def _normal_pragmas(connection: sqlite3.Connection) -> None:
     """Back to what the server expects: WAL (stored in the file) and durable syncs."""
-    connection.execute("PRAGMA journal_mode = WAL")
+    _set_journal_mode(connection, "wal")
     connection.execute("PRAGMA synchronous = FULL")
+
+
+def _set_journal_mode(connection: sqlite3.Connection, mode: str) -> None:
+    """Switch the journal mode, or fail: SQLite keeps WAL without a word while anyone reads."""
+    (actual,) = connection.execute(f"PRAGMA journal_mode = {mode}").fetchone()
+    if actual.lower() != mode:
+        raise RuntimeError(f"journal_mode stayed {actual!r}, not {mode!r}: is a server still open?")
 
 
 def _drop_secondary_schema(connection: sqlite3.Connection) -> list[str]:
