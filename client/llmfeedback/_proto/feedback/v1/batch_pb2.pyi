@@ -32,6 +32,10 @@ class _ItemOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemOutco
     """The item was not stored; error says why. Retry it only if error.code is UNAVAILABLE or
     RESOURCE_EXHAUSTED.
     """
+    ITEM_OUTCOME_DUPLICATE: _ItemOutcome.ValueType  # 3
+    """Nothing new was stored: the item repeats an earlier request with the same request_id and
+    content, or is an event whose event_id is already stored. id names the stored record.
+    """
 
 class ItemOutcome(_ItemOutcome, metaclass=_ItemOutcomeEnumTypeWrapper):
     """ItemOutcome says what happened to one item of a batch call or ingest stream."""
@@ -43,6 +47,10 @@ ITEM_OUTCOME_ACCEPTED: ItemOutcome.ValueType  # 1
 ITEM_OUTCOME_REJECTED: ItemOutcome.ValueType  # 2
 """The item was not stored; error says why. Retry it only if error.code is UNAVAILABLE or
 RESOURCE_EXHAUSTED.
+"""
+ITEM_OUTCOME_DUPLICATE: ItemOutcome.ValueType  # 3
+"""Nothing new was stored: the item repeats an earlier request with the same request_id and
+content, or is an event whose event_id is already stored. id names the stored record.
 """
 Global___ItemOutcome: _TypeAlias = ItemOutcome  # noqa: Y015
 
@@ -65,7 +73,7 @@ class BatchItemResult(_message.Message):
     outcome: Global___ItemOutcome.ValueType
     """Whether the item was stored."""
     id: _builtins.int
-    """Identifier of the stored record when ACCEPTED; 0 otherwise."""
+    """Identifier of the stored record when ACCEPTED or DUPLICATE; 0 otherwise."""
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """Why the item was REJECTED, exactly as the single-item RPC would have failed: a canonical code,

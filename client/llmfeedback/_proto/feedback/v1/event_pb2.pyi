@@ -30,6 +30,7 @@ class Event(_message.Message):
     DETAILS_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     RECEIVE_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique and increasing. Output only."""
     user_id: _builtins.str
@@ -38,13 +39,17 @@ class Event(_message.Message):
     """Kind of event, for example "page_view": a letter, then up to 63 letters, digits and '.',
     '_', ':', '-'.
     """
+    event_id: _builtins.str
+    """The client's identifier of the event; empty when it sent none."""
     @_builtins.property
     def details(self) -> _struct_pb2.Struct:
         """Event-specific data; any JSON object of at most 32 KiB as a serialized Struct."""
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """When the event happened, as reported by the client (the receive time when not reported)."""
+        """When the event happened, as reported by the client and corrected for its clock skew when it
+        sent sent_time (the receive time when not reported).
+        """
 
     @_builtins.property
     def receive_time(self) -> _timestamp_pb2.Timestamp:
@@ -59,10 +64,11 @@ class Event(_message.Message):
         details: _struct_pb2.Struct | None = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
         receive_time: _timestamp_pb2.Timestamp | None = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time", "receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time", "event_type", b"event_type", "id", b"id", "receive_time", b"receive_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "id", b"id", "receive_time", b"receive_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -95,6 +95,9 @@ class Feedback(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    REPLACES_ID_FIELD_NUMBER: _builtins.int
+    REPLACE_TIME_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique and increasing. Output only."""
     conversation_id: _builtins.str
@@ -127,6 +130,12 @@ class Feedback(_message.Message):
     """Model that produced the rated answer; from the linked interaction when not given, empty when
     unknown.
     """
+    replaces_id: _builtins.int
+    """Id of the earlier vote of the same user on the same message that this one replaced; 0 when it
+    replaced none. Output only.
+    """
+    replaced_by_id: _builtins.int
+    """Id of the vote that replaced this one; 0 while this is the current vote. Output only."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form JSON metadata the client attached; empty when none."""
@@ -134,6 +143,12 @@ class Feedback(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the server stored the feedback. Output only."""
+
+    @_builtins.property
+    def replace_time(self) -> _timestamp_pb2.Timestamp:
+        """When a newer vote of the same user on the same message replaced this one; unset while this is
+        the current vote. Output only.
+        """
 
     def __init__(
         self,
@@ -154,10 +169,13 @@ class Feedback(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         model: _builtins.str = ...,
+        replaces_id: _builtins.int = ...,
+        replace_time: _timestamp_pb2.Timestamp | None = ...,
+        replaced_by_id: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "create_time", b"create_time", "label", b"label", "latency_ms", b"latency_ms", "metadata", b"metadata", "rating", b"rating", "score", b"score", "thumb", b"thumb", "tokens_used", b"tokens_used"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "create_time", b"create_time", "label", b"label", "latency_ms", b"latency_ms", "metadata", b"metadata", "rating", b"rating", "replace_time", b"replace_time", "score", b"score", "thumb", b"thumb", "tokens_used", b"tokens_used"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "interaction_id", b"interaction_id", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "interaction_id", b"interaction_id", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "replace_time", b"replace_time", "replaced_by_id", b"replaced_by_id", "replaces_id", b"replaces_id", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_ms: _TypeAlias = _typing.Literal["latency_ms"]  # noqa: Y015
     _WhichOneofArgType__latency_ms: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms"]  # noqa: Y015

@@ -45,6 +45,8 @@ class RecordInteractionRequest(_message.Message):
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SENT_TIME_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Required conversation identifier: 1-128 characters of letters, digits, '-' and '_'."""
     message_id: _builtins.str
@@ -73,14 +75,27 @@ class RecordInteractionRequest(_message.Message):
     """Optional total token count: 0 to 2147483647. Computed from prompt and completion when both are
     given and this is not; must equal their sum when all three are given.
     """
+    request_id: _builtins.str
+    """Optional idempotency key (AIP-155): a UUID in its 36-character hyphenated form, any case.
+    See the FeedbackService comment for what a repeat does.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
 
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
-        """Optional time the turn happened: not before 1970 and at most one day ahead of the server clock.
+        """Optional time the turn happened, by the client's clock: not before 1970 and, after the
+        sent_time correction, at most one day ahead of the server clock (INVALID_ARGUMENT otherwise).
         Defaults to the receive time.
+        """
+
+    @_builtins.property
+    def sent_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional time the client sent this request, by the client's clock. When given with
+        occur_time, the server corrects the client's clock skew: the stored occur_time is
+        occur_time + (receive time - sent_time), as Segment and PostHog do. Not part of the content
+        a request_id is checked against, so a retry may send a fresh one.
         """
 
     def __init__(
@@ -100,10 +115,12 @@ class RecordInteractionRequest(_message.Message):
         total_tokens: _builtins.int | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+        sent_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "input", b"input", "input_hash", b"input_hash", "input_text", b"input_text", "latency_ms", b"latency_ms", "metadata", b"metadata", "occur_time", b"occur_time", "output", b"output", "output_hash", b"output_hash", "output_text", b"output_text", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "input", b"input", "input_hash", b"input_hash", "input_text", b"input_text", "latency_ms", b"latency_ms", "metadata", b"metadata", "occur_time", b"occur_time", "output", b"output", "output_hash", b"output_hash", "output_text", b"output_text", "prompt_tokens", b"prompt_tokens", "sent_time", b"sent_time", "total_tokens", b"total_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "conversation_id", b"conversation_id", "input", b"input", "input_hash", b"input_hash", "input_text", b"input_text", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "occur_time", b"occur_time", "output", b"output", "output_hash", b"output_hash", "output_text", b"output_text", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "conversation_id", b"conversation_id", "input", b"input", "input_hash", b"input_hash", "input_text", b"input_text", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "occur_time", b"occur_time", "output", b"output", "output_hash", b"output_hash", "output_text", b"output_text", "prompt_tokens", b"prompt_tokens", "request_id", b"request_id", "sent_time", b"sent_time", "total_tokens", b"total_tokens", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completion_tokens: _TypeAlias = _typing.Literal["completion_tokens"]  # noqa: Y015
     _WhichOneofArgType__completion_tokens: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens"]  # noqa: Y015
@@ -177,6 +194,7 @@ class SubmitFeedbackRequest(_message.Message):
     OUTPUT_HASH_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Conversation being rated: 1-128 characters of letters, digits, '-' and '_'. Required unless
     message_id is given, in which case it is taken from the recorded message.
@@ -213,6 +231,10 @@ class SubmitFeedbackRequest(_message.Message):
     interaction when empty. Must match the interaction's model when both are known
     (FAILED_PRECONDITION, ErrorInfo reason MODEL_MISMATCH).
     """
+    request_id: _builtins.str
+    """Optional idempotency key (AIP-155): a UUID in its 36-character hyphenated form, any case.
+    See the FeedbackService comment for what a repeat does.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
@@ -233,10 +255,11 @@ class SubmitFeedbackRequest(_message.Message):
         output_hash: _builtins.str = ...,
         metadata: _struct_pb2.Struct | None = ...,
         model: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "label", b"label", "latency_ms", b"latency_ms", "metadata", b"metadata", "rating", b"rating", "score", b"score", "thumb", b"thumb", "tokens_used", b"tokens_used"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "input_hash", b"input_hash", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "input_hash", b"input_hash", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "request_id", b"request_id", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_ms: _TypeAlias = _typing.Literal["latency_ms"]  # noqa: Y015
     _WhichOneofArgType__latency_ms: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms"]  # noqa: Y015
@@ -287,12 +310,25 @@ class LogEventRequest(_message.Message):
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SENT_TIME_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Required user who triggered the event: 1-128 characters of letters, digits and '.', '_', ':',
     '@', '-'.
     """
     event_type: _builtins.str
     """Required kind of event: a letter, then up to 63 letters, digits and '.', '_', ':', '-'."""
+    event_id: _builtins.str
+    """Optional client identifier of the event (like Segment's messageId or PostHog's uuid), 1-128
+    characters of letters, digits and '.', '_', ':', '@', '-'. Unique across the service: an
+    event whose event_id is already stored is dropped exactly, whatever its content, and reported
+    as a duplicate (LogEvent returns the stored event, batches ITEM_OUTCOME_DUPLICATE).
+    """
+    request_id: _builtins.str
+    """Optional idempotency key (AIP-155): a UUID in its 36-character hyphenated form, any case.
+    See the FeedbackService comment for what a repeat does.
+    """
     @_builtins.property
     def details(self) -> _struct_pb2.Struct:
         """Optional event data, any JSON object of at most 32 KiB as a serialized Struct, nested at
@@ -301,8 +337,15 @@ class LogEventRequest(_message.Message):
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """Optional time the event happened: not before 1970 and at most one day ahead of the server
-        clock. Defaults to the receive time.
+        """Optional time the event happened, by the client's clock: not before 1970 and, after the
+        sent_time correction, at most one day ahead of the server clock (INVALID_ARGUMENT otherwise).
+        Defaults to the receive time.
+        """
+
+    @_builtins.property
+    def sent_time(self) -> _timestamp_pb2.Timestamp:
+        """Optional time the client sent this request, by the client's clock; corrects event_time for
+        the client's clock skew as RecordInteractionRequest.sent_time corrects occur_time.
         """
 
     def __init__(
@@ -312,10 +355,13 @@ class LogEventRequest(_message.Message):
         event_type: _builtins.str = ...,
         details: _struct_pb2.Struct | None = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
+        event_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        sent_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time", "sent_time", b"sent_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time", "event_type", b"event_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "request_id", b"request_id", "sent_time", b"sent_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1100,10 +1146,13 @@ class RecordInteractionsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
-    """Number of items stored."""
+    """Number of items stored by this call."""
     rejected_count: _builtins.int
     """Number of items not stored."""
+    duplicate_count: _builtins.int
+    """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """One result per item of the request, in the same order."""
@@ -1114,10 +1163,11 @@ class RecordInteractionsResponse(_message.Message):
         results: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
+        duplicate_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1156,10 +1206,13 @@ class SubmitFeedbackBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
-    """Number of items stored."""
+    """Number of items stored by this call."""
     rejected_count: _builtins.int
     """Number of items not stored."""
+    duplicate_count: _builtins.int
+    """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """One result per item of the request, in the same order."""
@@ -1170,10 +1223,11 @@ class SubmitFeedbackBatchResponse(_message.Message):
         results: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
+        duplicate_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1212,10 +1266,13 @@ class LogEventsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
-    """Number of items stored."""
+    """Number of items stored by this call."""
     rejected_count: _builtins.int
     """Number of items not stored."""
+    duplicate_count: _builtins.int
+    """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """One result per item of the request, in the same order."""
@@ -1226,10 +1283,11 @@ class LogEventsResponse(_message.Message):
         results: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
+        duplicate_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1309,12 +1367,17 @@ class IngestResponse(_message.Message):
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     received_count: _builtins.int
     """Number of items received."""
     accepted_count: _builtins.int
     """Number of items stored."""
     rejected_count: _builtins.int
     """Number of items not stored."""
+    duplicate_count: _builtins.int
+    """Number of items already stored by an earlier request (duplicate request_id or event_id);
+    they are counted neither as accepted nor as rejected.
+    """
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """The rejected items (outcome REJECTED), in stream order; at most the first 1000 are listed,
@@ -1328,11 +1391,62 @@ class IngestResponse(_message.Message):
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
         rejections: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
+        duplicate_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
+
+@_typing.final
+class ListFeedbackHistoryRequest(_message.Message):
+    """ListFeedbackHistoryRequest names one user's votes on one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Required message: 1-128 characters of letters, digits and '.', '_', ':', '@', '-'."""
+    user_id: _builtins.str
+    """Required end user, same character rules as message_id."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFeedbackHistoryRequest: _TypeAlias = ListFeedbackHistoryRequest  # noqa: Y015
+
+@_typing.final
+class ListFeedbackHistoryResponse(_message.Message):
+    """ListFeedbackHistoryResponse lists the votes, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[_feedback_pb2.Feedback]:
+        """The replaced votes, oldest first, then the current vote (the one without replace_time)."""
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[_feedback_pb2.Feedback] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFeedbackHistoryResponse: _TypeAlias = ListFeedbackHistoryResponse  # noqa: Y015

@@ -36,6 +36,22 @@ class FeedbackServiceStub:
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
+
+    Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
+    and the same content returns the original response and stores nothing new, as long as the
+    record it created exists; the same id with other content fails with ALREADY_EXISTS
+    (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
+    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    every write and reuses it on retries.
+
+    Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
+    message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
+    itself when larger); identifiers as documented on each field; free text at most 2000
+    characters; no string may contain the NUL character; metadata and details Structs at most
+    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
+    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
+    Bytes that are not a valid protobuf encoding of the request message (including strings that
+    are not UTF-8) fail with INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -94,6 +110,11 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsResponse.FromString,
                 _registered_method=True)
+        self.ListFeedbackHistory = channel.unary_unary(
+                '/feedback.v1.FeedbackService/ListFeedbackHistory',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackHistoryRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackHistoryResponse.FromString,
+                _registered_method=True)
         self.RecordInteractions = channel.unary_unary(
                 '/feedback.v1.FeedbackService/RecordInteractions',
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsRequest.SerializeToString,
@@ -127,12 +148,29 @@ class FeedbackServiceServicer:
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
+
+    Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
+    and the same content returns the original response and stores nothing new, as long as the
+    record it created exists; the same id with other content fails with ALREADY_EXISTS
+    (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
+    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    every write and reuses it on retries.
+
+    Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
+    message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
+    itself when larger); identifiers as documented on each field; free text at most 2000
+    characters; no string may contain the NUL character; metadata and details Structs at most
+    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
+    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
+    Bytes that are not a valid protobuf encoding of the request message (including strings that
+    are not UTF-8) fail with INVALID_ARGUMENT.
     """
 
     def RecordInteraction(self, request, context):
         """RecordInteraction stores one chat turn, hashing the input and output texts when they are sent.
         Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the message_id was
-        already recorded, UNAVAILABLE if the database is unreachable.
+        already recorded (ResourceInfo resource_type "message") or the request_id was used for other
+        content (resource_type "request"), UNAVAILABLE if the database is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,20 +178,25 @@ class FeedbackServiceServicer:
 
     def SubmitFeedback(self, request, context):
         """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
+        One vote per user per message: when the rating names a message and a user (given or taken
+        from the interaction) that already has a current vote, the new one replaces it. Stats count
+        only current votes; the replaced ones are kept and ListFeedbackHistory returns them.
         Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
         conversation or message was never recorded and the server does not accept unknown
         conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
         user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
-        MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
+        MODEL_MISMATCH), ALREADY_EXISTS if the request_id was used for other content, UNAVAILABLE if
+        the database is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LogEvent(self, request, context):
-        """LogEvent stores one product analytics event.
-        Returns INVALID_ARGUMENT if any field breaks its rules, UNAVAILABLE if the database is
-        unreachable.
+        """LogEvent stores one product analytics event. An event whose event_id is already stored is a
+        duplicate: nothing is stored and the stored event is returned.
+        Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the request_id was
+        used for other content, UNAVAILABLE if the database is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,9 +278,21 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFeedbackHistory(self, request, context):
+        """ListFeedbackHistory returns the votes one user gave on one message, oldest first: the replaced
+        ones (with replace_time and replaced_by_id set) and then the current one. At most the newest
+        1000 are returned. Returns INVALID_ARGUMENT if message_id or user_id is missing or malformed,
+        UNAVAILABLE if the database is unreachable; no vote gives an empty list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordInteractions(self, request, context):
         """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
         stored on its own and gets a result in request order; one bad item never fails the others.
+        Items carry their own request_id, so a retried batch stores each item at most once: items
+        already stored come back as ITEM_OUTCOME_DUPLICATE with the stored record's id.
         Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
         (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
         could be stored because the database is unreachable.
@@ -326,6 +381,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportEventsResponse.SerializeToString,
             ),
+            'ListFeedbackHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeedbackHistory,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackHistoryRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackHistoryResponse.SerializeToString,
+            ),
             'RecordInteractions': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordInteractions,
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.RecordInteractionsRequest.FromString,
@@ -365,6 +425,22 @@ class FeedbackService:
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
+
+    Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
+    and the same content returns the original response and stores nothing new, as long as the
+    record it created exists; the same id with other content fails with ALREADY_EXISTS
+    (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
+    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    every write and reuses it on retries.
+
+    Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
+    message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
+    itself when larger); identifiers as documented on each field; free text at most 2000
+    characters; no string may contain the NUL character; metadata and details Structs at most
+    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
+    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
+    Bytes that are not a valid protobuf encoding of the request message (including strings that
+    are not UTF-8) fail with INVALID_ARGUMENT.
     """
 
     @staticmethod
@@ -627,6 +703,33 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/ExportEvents',
             feedback_dot_v1_dot_feedback__service__pb2.ExportEventsRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.ExportEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFeedbackHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ListFeedbackHistory',
+            feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackHistoryRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ListFeedbackHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

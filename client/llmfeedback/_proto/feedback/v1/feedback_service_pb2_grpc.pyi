@@ -37,6 +37,22 @@ class FeedbackServiceStub:
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
+
+    Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
+    and the same content returns the original response and stores nothing new, as long as the
+    record it created exists; the same id with other content fails with ALREADY_EXISTS
+    (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
+    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    every write and reuses it on retries.
+
+    Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
+    message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
+    itself when larger); identifiers as documented on each field; free text at most 2000
+    characters; no string may contain the NUL character; metadata and details Structs at most
+    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
+    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
+    Bytes that are not a valid protobuf encoding of the request message (including strings that
+    are not UTF-8) fail with INVALID_ARGUMENT.
     """
 
     @_typing.overload
@@ -46,20 +62,26 @@ class FeedbackServiceStub:
     RecordInteraction: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionRequest, _feedback_service_pb2.RecordInteractionResponse]
     """RecordInteraction stores one chat turn, hashing the input and output texts when they are sent.
     Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the message_id was
-    already recorded, UNAVAILABLE if the database is unreachable.
+    already recorded (ResourceInfo resource_type "message") or the request_id was used for other
+    content (resource_type "request"), UNAVAILABLE if the database is unreachable.
     """
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.SubmitFeedbackRequest, _feedback_service_pb2.SubmitFeedbackResponse]
     """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
+    One vote per user per message: when the rating names a message and a user (given or taken
+    from the interaction) that already has a current vote, the new one replaces it. Stats count
+    only current votes; the replaced ones are kept and ListFeedbackHistory returns them.
     Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
     conversation or message was never recorded and the server does not accept unknown
     conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
     user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
-    MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
+    MODEL_MISMATCH), ALREADY_EXISTS if the request_id was used for other content, UNAVAILABLE if
+    the database is unreachable.
     """
     LogEvent: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.LogEventRequest, _feedback_service_pb2.LogEventResponse]
-    """LogEvent stores one product analytics event.
-    Returns INVALID_ARGUMENT if any field breaks its rules, UNAVAILABLE if the database is
-    unreachable.
+    """LogEvent stores one product analytics event. An event whose event_id is already stored is a
+    duplicate: nothing is stored and the stored event is returned.
+    Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the request_id was
+    used for other content, UNAVAILABLE if the database is unreachable.
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.GetStatsRequest, _feedback_service_pb2.GetStatsResponse]
     """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
@@ -109,9 +131,17 @@ class FeedbackServiceStub:
     """ExportEvents streams every matching analytics event like ExportFeedback does.
     Returns the same errors as ExportFeedback.
     """
+    ListFeedbackHistory: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackHistoryRequest, _feedback_service_pb2.ListFeedbackHistoryResponse]
+    """ListFeedbackHistory returns the votes one user gave on one message, oldest first: the replaced
+    ones (with replace_time and replaced_by_id set) and then the current one. At most the newest
+    1000 are returned. Returns INVALID_ARGUMENT if message_id or user_id is missing or malformed,
+    UNAVAILABLE if the database is unreachable; no vote gives an empty list.
+    """
     RecordInteractions: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionsRequest, _feedback_service_pb2.RecordInteractionsResponse]
     """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
     stored on its own and gets a result in request order; one bad item never fails the others.
+    Items carry their own request_id, so a retried batch stores each item at most once: items
+    already stored come back as ITEM_OUTCOME_DUPLICATE with the stored record's id.
     Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
     (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
     could be stored because the database is unreachable.
@@ -144,26 +174,48 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
+
+    Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
+    and the same content returns the original response and stores nothing new, as long as the
+    record it created exists; the same id with other content fails with ALREADY_EXISTS
+    (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
+    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    every write and reuses it on retries.
+
+    Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
+    message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
+    itself when larger); identifiers as documented on each field; free text at most 2000
+    characters; no string may contain the NUL character; metadata and details Structs at most
+    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
+    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
+    Bytes that are not a valid protobuf encoding of the request message (including strings that
+    are not UTF-8) fail with INVALID_ARGUMENT.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordInteraction: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionRequest, _feedback_service_pb2.RecordInteractionResponse]  # type: ignore[assignment]
     """RecordInteraction stores one chat turn, hashing the input and output texts when they are sent.
     Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the message_id was
-    already recorded, UNAVAILABLE if the database is unreachable.
+    already recorded (ResourceInfo resource_type "message") or the request_id was used for other
+    content (resource_type "request"), UNAVAILABLE if the database is unreachable.
     """
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.SubmitFeedbackRequest, _feedback_service_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
     """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
+    One vote per user per message: when the rating names a message and a user (given or taken
+    from the interaction) that already has a current vote, the new one replaces it. Stats count
+    only current votes; the replaced ones are kept and ListFeedbackHistory returns them.
     Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
     conversation or message was never recorded and the server does not accept unknown
     conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
     user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
-    MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
+    MODEL_MISMATCH), ALREADY_EXISTS if the request_id was used for other content, UNAVAILABLE if
+    the database is unreachable.
     """
     LogEvent: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.LogEventRequest, _feedback_service_pb2.LogEventResponse]  # type: ignore[assignment]
-    """LogEvent stores one product analytics event.
-    Returns INVALID_ARGUMENT if any field breaks its rules, UNAVAILABLE if the database is
-    unreachable.
+    """LogEvent stores one product analytics event. An event whose event_id is already stored is a
+    duplicate: nothing is stored and the stored event is returned.
+    Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the request_id was
+    used for other content, UNAVAILABLE if the database is unreachable.
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.GetStatsRequest, _feedback_service_pb2.GetStatsResponse]  # type: ignore[assignment]
     """GetStats aggregates feedback, interactions and events, overall or filtered, optionally split
@@ -213,9 +265,17 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """ExportEvents streams every matching analytics event like ExportFeedback does.
     Returns the same errors as ExportFeedback.
     """
+    ListFeedbackHistory: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackHistoryRequest, _feedback_service_pb2.ListFeedbackHistoryResponse]  # type: ignore[assignment]
+    """ListFeedbackHistory returns the votes one user gave on one message, oldest first: the replaced
+    ones (with replace_time and replaced_by_id set) and then the current one. At most the newest
+    1000 are returned. Returns INVALID_ARGUMENT if message_id or user_id is missing or malformed,
+    UNAVAILABLE if the database is unreachable; no vote gives an empty list.
+    """
     RecordInteractions: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.RecordInteractionsRequest, _feedback_service_pb2.RecordInteractionsResponse]  # type: ignore[assignment]
     """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
     stored on its own and gets a result in request order; one bad item never fails the others.
+    Items carry their own request_id, so a retried batch stores each item at most once: items
+    already stored come back as ITEM_OUTCOME_DUPLICATE with the stored record's id.
     Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
     (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
     could be stored because the database is unreachable.
@@ -247,6 +307,22 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
     reached and the call may be retried.
+
+    Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
+    and the same content returns the original response and stores nothing new, as long as the
+    record it created exists; the same id with other content fails with ALREADY_EXISTS
+    (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
+    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    every write and reuses it on retries.
+
+    Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
+    message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
+    itself when larger); identifiers as documented on each field; free text at most 2000
+    characters; no string may contain the NUL character; metadata and details Structs at most
+    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
+    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
+    Bytes that are not a valid protobuf encoding of the request message (including strings that
+    are not UTF-8) fail with INVALID_ARGUMENT.
     """
 
     @_abc_1.abstractmethod
@@ -257,7 +333,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_service_pb2.RecordInteractionResponse, _abc.Awaitable[_feedback_service_pb2.RecordInteractionResponse]]:
         """RecordInteraction stores one chat turn, hashing the input and output texts when they are sent.
         Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the message_id was
-        already recorded, UNAVAILABLE if the database is unreachable.
+        already recorded (ResourceInfo resource_type "message") or the request_id was used for other
+        content (resource_type "request"), UNAVAILABLE if the database is unreachable.
         """
 
     @_abc_1.abstractmethod
@@ -267,11 +344,15 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_service_pb2.SubmitFeedbackResponse, _abc.Awaitable[_feedback_service_pb2.SubmitFeedbackResponse]]:
         """SubmitFeedback stores one rating of an AI answer, linked to the recorded interaction.
+        One vote per user per message: when the rating names a message and a user (given or taken
+        from the interaction) that already has a current vote, the new one replaces it. Stats count
+        only current votes; the replaced ones are kept and ListFeedbackHistory returns them.
         Returns INVALID_ARGUMENT if any field breaks its rules (checked first), NOT_FOUND if the
         conversation or message was never recorded and the server does not accept unknown
         conversations, FAILED_PRECONDITION if message_id belongs to another conversation, another
         user or another model (ErrorInfo reason CONVERSATION_MISMATCH, USER_MISMATCH or
-        MODEL_MISMATCH), UNAVAILABLE if the database is unreachable.
+        MODEL_MISMATCH), ALREADY_EXISTS if the request_id was used for other content, UNAVAILABLE if
+        the database is unreachable.
         """
 
     @_abc_1.abstractmethod
@@ -280,9 +361,10 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feedback_service_pb2.LogEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_service_pb2.LogEventResponse, _abc.Awaitable[_feedback_service_pb2.LogEventResponse]]:
-        """LogEvent stores one product analytics event.
-        Returns INVALID_ARGUMENT if any field breaks its rules, UNAVAILABLE if the database is
-        unreachable.
+        """LogEvent stores one product analytics event. An event whose event_id is already stored is a
+        duplicate: nothing is stored and the stored event is returned.
+        Returns INVALID_ARGUMENT if any field breaks its rules, ALREADY_EXISTS if the request_id was
+        used for other content, UNAVAILABLE if the database is unreachable.
         """
 
     @_abc_1.abstractmethod
@@ -376,6 +458,18 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ListFeedbackHistory(
+        self,
+        request: _feedback_service_pb2.ListFeedbackHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ListFeedbackHistoryResponse, _abc.Awaitable[_feedback_service_pb2.ListFeedbackHistoryResponse]]:
+        """ListFeedbackHistory returns the votes one user gave on one message, oldest first: the replaced
+        ones (with replace_time and replaced_by_id set) and then the current one. At most the newest
+        1000 are returned. Returns INVALID_ARGUMENT if message_id or user_id is missing or malformed,
+        UNAVAILABLE if the database is unreachable; no vote gives an empty list.
+        """
+
+    @_abc_1.abstractmethod
     def RecordInteractions(
         self,
         request: _feedback_service_pb2.RecordInteractionsRequest,
@@ -383,6 +477,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_service_pb2.RecordInteractionsResponse, _abc.Awaitable[_feedback_service_pb2.RecordInteractionsResponse]]:
         """RecordInteractions stores up to 1000 chat turns in one call. Each item is validated and
         stored on its own and gets a result in request order; one bad item never fails the others.
+        Items carry their own request_id, so a retried batch stores each item at most once: items
+        already stored come back as ITEM_OUTCOME_DUPLICATE with the stored record's id.
         Returns INVALID_ARGUMENT if the batch is empty or has more than 1000 items, RESOURCE_EXHAUSTED
         (with RetryInfo) if the write queue cannot take the whole batch now, UNAVAILABLE if no item
         could be stored because the database is unreachable.
