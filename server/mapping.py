@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -11,6 +12,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from google.protobuf.message import Message
 
 from llmfeedback._proto.feedback.v1 import (
     event_pb2,
@@ -78,6 +80,9 @@ def interaction_input(request: feedback_service_pb2.RecordInteractionRequest) ->
         metadata=struct_to_dict(request.metadata),
         metadata_bytes=request.metadata.ByteSize(),
         occur_time=_time_or_none(request, "occur_time"),
+        request_id=request.request_id,
+        request_digest=request_digest(request),
+        sent_time=_time_or_none(request, "sent_time"),
     )
 
 
@@ -99,6 +104,8 @@ def feedback_input(request: feedback_service_pb2.SubmitFeedbackRequest) -> Feedb
         output_hash=request.output_hash,
         metadata=struct_to_dict(request.metadata),
         metadata_bytes=request.metadata.ByteSize(),
+        request_id=request.request_id,
+        request_digest=request_digest(request),
     )
 
 
@@ -110,7 +117,27 @@ def event_input(request: feedback_service_pb2.LogEventRequest) -> EventInput:
         details=struct_to_dict(request.details),
         details_bytes=request.details.ByteSize(),
         event_time=_time_or_none(request, "event_time"),
+        event_id=request.event_id,
+        request_id=request.request_id,
+        request_digest=request_digest(request),
+        sent_time=_time_or_none(request, "sent_time"),
     )
+
+
+def request_digest(request: Message) -> str | None:
+    """A fingerprint of a write's content, to tell a retry from another request reusing its id.
+
+    Deterministic serialization orders map keys (Struct fields), so equal content gives equal
+    bytes. sent_time is left out: a retry may carry a fresh one. None without a request_id.
+    """
+    if not getattr(request, "request_id", ""):
+        return None
+    if "sent_time" in request.DESCRIPTOR.fields_by_name and request.HasField("sent_time"):
+        unsent = type(request)()
+        unsent.CopyFrom(request)
+        unsent.ClearField("sent_time")
+        request = unsent
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 def stats_input(request: feedback_service_pb2.GetStatsRequest) -> StatsInput:
@@ -190,6 +217,9 @@ def feedback_message(record: FeedbackRecord) -> feedback_pb2.Feedback:
         output_hash=record.output_hash or "",
         metadata=dict_to_struct(record.metadata) if record.metadata else None,
         create_time=timestamp(record.create_time),
+        replaces_id=record.replaces_id or 0,
+        replace_time=None if record.replace_time is None else timestamp(record.replace_time),
+        replaced_by_id=record.replaced_by_id or 0,
     )
     match record.rating:
         case Score(value):
@@ -210,6 +240,7 @@ def event_message(record: EventRecord) -> event_pb2.Event:
         details=dict_to_struct(record.details) if record.details else None,
         event_time=timestamp(record.event_time),
         receive_time=timestamp(record.receive_time),
+        event_id=record.event_id or "",
     )
 
 
@@ -679,6 +710,7 @@ def add_feedback(
             tokens_used=entry.tokens_used,
             input_hash=entry.input_hash,
             output_hash=entry.output_hash,
+            replaces_id=entry.replaces_id,
         )
         if entry.metadata:
             fill_struct(message.metadata, entry.metadata)
@@ -717,7 +749,9 @@ def add_events(
     """Append listed events to a repeated Event field."""
     add = target.add
     for entry in entries:
-        message = add(id=entry.id, user_id=entry.user_id, event_type=entry.event_type)
+        message = add(
+            id=entry.id, user_id=entry.user_id, event_type=entry.event_type, event_id=entry.event_id
+        )
         if entry.details:
             fill_struct(message.details, entry.details)
         _set_time(message.event_time, entry.event_time)

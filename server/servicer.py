@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from functools import wraps
@@ -16,6 +17,7 @@ from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
 from server import mapping
 from server.service import (
     MAX_BATCH_ITEMS,
+    Duplicate,
     FeedbackService,
     FieldViolation,
     InvalidArgument,
@@ -168,6 +170,15 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
                 yield mapping.event_chunk(chunk)
 
     @_unary
+    async def ListFeedbackHistory(
+        self, request: pb.ListFeedbackHistoryRequest, context: Context
+    ) -> pb.ListFeedbackHistoryResponse:
+        votes = await self._service.feedback_history(request.message_id, request.user_id)
+        return pb.ListFeedbackHistoryResponse(
+            feedback=[mapping.feedback_message(vote) for vote in votes]
+        )
+
+    @_unary
     async def RecordInteractions(
         self, request: pb.RecordInteractionsRequest, context: Context
     ) -> pb.RecordInteractionsResponse:
@@ -225,6 +236,7 @@ class _IngestRun:
         self.received = 0
         self.accepted = 0
         self.rejected = 0
+        self.duplicates = 0
         self.rejections: list[batch_pb2.BatchItemResult] = []
 
     async def write(self, chunk: list[tuple[int, WriteInput | InvalidArgument]]) -> None:
@@ -245,6 +257,8 @@ class _IngestRun:
                 self.rejected += 1
                 if len(self.rejections) < MAX_LISTED_REJECTIONS:
                     self.rejections.append(_item_result(index, outcome))
+            elif isinstance(outcome, Duplicate):
+                self.duplicates += 1
             else:
                 self.accepted += 1
 
@@ -274,6 +288,7 @@ class _IngestRun:
             accepted_count=self.accepted,
             rejected_count=self.rejected,
             rejections=self.rejections,
+            duplicate_count=self.duplicates,
         )
 
 
@@ -307,6 +322,10 @@ def _item_result(index: int, outcome: WriteOutcome | Exception) -> batch_pb2.Bat
         return batch_pb2.BatchItemResult(
             index=index, outcome=batch_pb2.ITEM_OUTCOME_REJECTED, error=status_for(outcome)
         )
+    if isinstance(outcome, Duplicate):
+        return batch_pb2.BatchItemResult(
+            index=index, outcome=batch_pb2.ITEM_OUTCOME_DUPLICATE, id=outcome.record.id
+        )
     return batch_pb2.BatchItemResult(
         index=index, outcome=batch_pb2.ITEM_OUTCOME_ACCEPTED, id=outcome.id
     )
@@ -323,7 +342,10 @@ BatchResponse = TypeVar(
 def _batch_response(
     response_type: type[BatchResponse], results: list[batch_pb2.BatchItemResult]
 ) -> BatchResponse:
-    accepted = sum(result.outcome == batch_pb2.ITEM_OUTCOME_ACCEPTED for result in results)
+    counts = Counter(result.outcome for result in results)
     return response_type(
-        results=results, accepted_count=accepted, rejected_count=len(results) - accepted
+        results=results,
+        accepted_count=counts[batch_pb2.ITEM_OUTCOME_ACCEPTED],
+        rejected_count=counts[batch_pb2.ITEM_OUTCOME_REJECTED],
+        duplicate_count=counts[batch_pb2.ITEM_OUTCOME_DUPLICATE],
     )

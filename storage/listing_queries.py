@@ -421,6 +421,7 @@ def _feedback(rows: Sequence[Any], decoder: _Decoder) -> list[FeedbackEntry]:
                 output_hash,
                 json_value(metadata),
                 time_value(create_time),
+                replaces_id,
             ),
         )
         for (
@@ -434,6 +435,7 @@ def _feedback(rows: Sequence[Any], decoder: _Decoder) -> list[FeedbackEntry]:
             output_hash,
             metadata,
             create_time,
+            replaces_id,
         ) in rows
     ]
 
@@ -456,9 +458,17 @@ def _events(rows: Sequence[Any], decoder: _Decoder) -> list[EventEntry]:
     return [
         new(
             EventEntry,
-            (row_id, user_id, event_type, json_value(details), time_value(event), time_value(at)),
+            (
+                row_id,
+                user_id,
+                event_type,
+                json_value(details),
+                time_value(event),
+                time_value(at),
+                event_id,
+            ),
         )
-        for (row_id, user_id, event_type, details, event, at) in rows
+        for (row_id, user_id, event_type, details, event, at, event_id) in rows
     ]
 
 

@@ -91,6 +91,7 @@ class FeedbackEntry(NamedTuple):
     output_hash: str | None
     metadata: dict[str, Any]
     create_time: datetime
+    replaces_id: int | None
 
 
 class InteractionEntry(NamedTuple):
@@ -121,3 +122,4 @@ class EventEntry(NamedTuple):
     details: dict[str, Any]
     event_time: datetime
     receive_time: datetime
+    event_id: str | None

@@ -48,9 +48,27 @@ TEXT_LENGTH = 2000
 LABEL_LENGTH = 64
 EVENT_TYPE_LENGTH = 64
 RATING_KIND_LENGTH = 8
+REQUEST_ID_LENGTH = 36
+"""A UUID in its hyphenated form (AIP-155 request ids)."""
+REQUEST_DIGEST_LENGTH = 32
+"""128 bits of SHA-256, in hex: tells a retried request from another one reusing its id."""
+
+STORED_REQUEST = text("request_id IS NOT NULL")
+"""Most rows carry no request id; partial indexes leave them out."""
 
 EMPTY_JSON_OBJECT = text("'{}'")
 """Server default for JSON columns, so rows inserted by hand (or by old code) stay valid."""
+
+
+def _request_id_index(table: str) -> Index:
+    """AIP-155 request ids are unique per table; only rows that carry one are indexed."""
+    return Index(
+        f"uq_{table}_request_id",
+        "request_id",
+        unique=True,
+        sqlite_where=STORED_REQUEST,
+        postgresql_where=STORED_REQUEST,
+    )
 
 
 class Base(DeclarativeBase):
@@ -71,6 +89,7 @@ class InteractionRow(Base):
         Index("ix_interactions_user_id_id", "user_id", "id"),
         Index("ix_interactions_model_id", "model", "id"),
         Index("ix_interactions_occur_time", "occur_time"),
+        _request_id_index("interactions"),
         # Ids are never reused after retention deletes, so clients' keyset cursors stay valid.
         {"sqlite_autoincrement": True},
     )
@@ -93,6 +112,8 @@ class InteractionRow(Base):
     )
     occur_time: Mapped[datetime] = mapped_column(UTCDateTime)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
+    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
 
 
 class FeedbackRow(Base):
@@ -120,7 +141,10 @@ class FeedbackRow(Base):
         Index("ix_feedback_conversation_id", "conversation_id"),
         Index("ix_feedback_score", "score"),
         Index("ix_feedback_create_time", "create_time"),
-        Index("ix_feedback_message_id", "message_id"),
+        # One current vote per user per message (NULLs never collide: anonymous feedback and
+        # feedback on whole conversations are not votes); also serves lookups by message.
+        Index("uq_feedback_message_id_user_id", "message_id", "user_id", unique=True),
+        _request_id_index("feedback"),
         Index("ix_feedback_user_id_id", "user_id", "id"),
         Index("ix_feedback_interaction_id", "interaction_id"),
         Index("ix_feedback_model_id", "model", "id"),
@@ -159,6 +183,59 @@ class FeedbackRow(Base):
         "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
     )
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
+    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
+    # The vote of the same user on the same message this one replaced (see FeedbackHistoryRow).
+    replaces_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FeedbackHistoryRow(Base):
+    """A vote that a newer vote of the same user on the same message replaced.
+
+    Replaced votes leave the feedback table (and so every list, export and rollup) and are kept
+    here with the columns they had, for ListFeedbackHistory and for replayed request ids.
+    """
+
+    __tablename__ = "feedback_history"
+    __table_args__ = (
+        Index("ix_feedback_history_message_id_user_id", "message_id", "user_id"),
+        Index(
+            "ix_feedback_history_request_id",
+            "request_id",
+            sqlite_where=STORED_REQUEST,
+            postgresql_where=STORED_REQUEST,
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    history_id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger)
+    """The vote's id in the feedback table while it was current."""
+    conversation_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    message_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    user_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    interaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    model: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    rating_kind: Mapped[str] = mapped_column(String(RATING_KIND_LENGTH))
+    score: Mapped[int | None] = mapped_column(SmallInteger)
+    thumb_up: Mapped[bool | None] = mapped_column(Boolean)
+    label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
+    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    tokens_used: Mapped[int | None] = mapped_column(Integer)
+    input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    output_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
+    )
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
+    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
+    replaces_id: Mapped[int | None] = mapped_column(BigInteger)
+    replace_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    """When the newer vote replaced this one."""
+    replaced_by_id: Mapped[int] = mapped_column(BigInteger)
+    """Id of the vote that replaced this one."""
 
 
 class EventRow(Base):
@@ -169,6 +246,15 @@ class EventRow(Base):
         Index("ix_events_event_type_id", "event_type", "id"),
         Index("ix_events_user_id_id", "user_id", "id"),
         Index("ix_events_event_time", "event_time"),
+        # A client's event id is stored once, whatever the content of later copies.
+        Index(
+            "uq_events_event_id",
+            "event_id",
+            unique=True,
+            sqlite_where=text("event_id IS NOT NULL"),
+            postgresql_where=text("event_id IS NOT NULL"),
+        ),
+        _request_id_index("events"),
         {"sqlite_autoincrement": True},
     )
 
@@ -180,6 +266,9 @@ class EventRow(Base):
     )
     event_time: Mapped[datetime] = mapped_column(UTCDateTime)
     receive_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
+    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
 
 
 # Rollups (storage.rollups): exact aggregates kept in the same transaction as every write. Keys

@@ -52,6 +52,10 @@ class NewInteraction:
     metadata: JsonObject = field(default_factory=dict)
     occur_time: datetime
     create_time: datetime
+    request_id: str | None = None
+    """The client's AIP-155 request id, unique among interactions."""
+    request_digest: str | None = None
+    """Fingerprint of the request's content, to tell a retry from a reuse of its id."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,13 +82,20 @@ class NewFeedback:
     output_hash: str | None = None
     metadata: JsonObject = field(default_factory=dict)
     create_time: datetime
+    request_id: str | None = None
+    request_digest: str | None = None
+    replaces_id: int | None = None
+    """The vote of the same user on the same message that this one replaced."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeedbackRecord(NewFeedback):
-    """A stored feedback entry."""
+    """A stored feedback entry: a current vote, or a replaced one from the history."""
 
     id: int
+    replace_time: datetime | None = None
+    """When a newer vote replaced this one; None while it is current."""
+    replaced_by_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +107,10 @@ class NewEvent:
     details: JsonObject = field(default_factory=dict)
     event_time: datetime
     receive_time: datetime
+    event_id: str | None = None
+    """The client's own id of the event, unique among events."""
+    request_id: str | None = None
+    request_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

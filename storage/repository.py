@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 
-from sqlalchemy import ColumnElement, RowMapping, bindparam, case, func, insert, inspect, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    RowMapping,
+    bindparam,
+    case,
+    func,
+    insert,
+    inspect,
+    select,
+)
 
 from storage import listing_queries, rollups
 from storage.error_translation import translated_errors
@@ -22,7 +32,7 @@ from storage.listing_records import (
     InteractionFilter,
     Keyset,
 )
-from storage.models import EventRow, FeedbackRow, InteractionRow
+from storage.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 from storage.records import (
     EventRecord,
     EventStats,
@@ -44,8 +54,6 @@ from storage.sqlite_bulk_insert import insert_returning_ids
 if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute, Session
 
-    from storage.models import Base
-
 SCORE_VALUES = range(1, 6)
 StoredRecord = TypeVar("StoredRecord", InteractionRecord, FeedbackRecord, EventRecord)
 
@@ -66,6 +74,26 @@ class BatchRepository(Protocol):
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]: ...
 
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]: ...
+
+    def interactions_by_requests(
+        self, request_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]: ...
+
+    def feedback_by_requests(self, request_ids: Collection[str]) -> dict[str, FeedbackRecord]: ...
+
+    def events_by_requests(self, request_ids: Collection[str]) -> dict[str, EventRecord]: ...
+
+    def events_by_event_ids(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...
+
+    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]: ...
+
+    def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None: ...
+
+    def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None: ...
+
+
+Vote = tuple[str, str]
+"""(message_id, user_id): whose vote on which message; one current vote each."""
 
 
 class Repository:
@@ -267,6 +295,74 @@ class Repository:
         rollups.apply_events(self._rollup_target(), records, 1)
         return records
 
+    # Idempotency and votes (group commit; see server.service.write_rules)
+
+    def interactions_by_requests(
+        self, request_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """The interactions stored by any of the request ids, by request id (one query)."""
+        records = self._rows_where(_INTERACTIONS.c.request_id, request_ids, interaction_from_row)
+        return {record.request_id or "": record for record in records}
+
+    def feedback_by_requests(self, request_ids: Collection[str]) -> dict[str, FeedbackRecord]:
+        """Current and replaced votes stored by any of the request ids, by request id."""
+        found: dict[str, FeedbackRecord] = {}
+        for column in (_HISTORY.c.request_id, _FEEDBACK.c.request_id):
+            for record in self._rows_where(column, request_ids, feedback_from_row):
+                found[record.request_id or ""] = record
+        return found
+
+    def events_by_requests(self, request_ids: Collection[str]) -> dict[str, EventRecord]:
+        """The events stored by any of the request ids, by request id."""
+        records = self._rows_where(_EVENTS.c.request_id, request_ids, event_from_row)
+        return {record.request_id or "": record for record in records}
+
+    def events_by_event_ids(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        """The events stored under any of the client event ids, by event id."""
+        records = self._rows_where(_EVENTS.c.event_id, event_ids, event_from_row)
+        return {record.event_id or "": record for record in records}
+
+    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of every user on any of the messages, by (message, user)."""
+        records = self._rows_where(_FEEDBACK.c.message_id, message_ids, feedback_from_row)
+        return votes_by_voter(records)
+
+    def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
+        """Delete replaced votes from the feedback table and take them out of the rollups."""
+        if votes:
+            ids = [vote.id for vote in votes]
+            self._session.execute(_FEEDBACK.delete().where(_FEEDBACK.c.id.in_(ids)))
+            rollups.apply_feedback(self._rollup_target(), votes, -1)
+
+    def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
+        """Keep replaced votes, with when and by which vote, in feedback_history."""
+        self._insert_many(FeedbackHistoryRow, [history_row(record) for record in replaced])
+
+    def feedback_history(self, message_id: str, user_id: str, limit: int) -> list[FeedbackRecord]:
+        """A user's votes on a message, oldest first: the newest `limit` of them."""
+        found: list[FeedbackRecord] = []
+        for table in (_HISTORY, _FEEDBACK):
+            statement = (
+                select(table)
+                .where(table.c.message_id == message_id, table.c.user_id == user_id)
+                .order_by(table.c.id.desc())
+                .limit(limit)
+            )
+            found += (feedback_from_row(row._mapping) for row in self._session.execute(statement))
+        return sorted(found, key=lambda record: record.id)[-limit:]
+
+    def _rows_where(
+        self,
+        column: Column[Any],
+        values: Collection[object],
+        decode: Callable[[RowMapping], StoredRecord],
+    ) -> list[StoredRecord]:
+        """Rows whose `column` is any of `values`, decoded (one query; none for no values)."""
+        if not values:
+            return []
+        statement = select(column.table).where(column.in_(list(values)), column.is_not(None))
+        return [decode(row._mapping) for row in self._session.execute(statement)]
+
     def event_stats(self, stats_filter: StatsFilter) -> EventStats:
         """Event counts per type, by event_time, in one query.
 
@@ -323,16 +419,14 @@ class Repository:
 
     def delete_feedback(self, ids: Collection[int]) -> list[FeedbackRecord]:
         """Delete feedback entries by id and return what was deleted; unknown ids are ignored."""
-        statement = select(FeedbackRow).where(FeedbackRow.id.in_(list(ids)))
-        records = [_feedback_record(row) for row in self._session.scalars(statement)]
+        records = self._rows_where(_FEEDBACK.c.id, ids, feedback_from_row)
         self._delete_rows(FeedbackRow, records)
         rollups.apply_feedback(self._rollup_target(), records, -1)
         return records
 
     def delete_events(self, ids: Collection[int]) -> list[EventRecord]:
         """Delete analytics events by id and return what was deleted; unknown ids are ignored."""
-        statement = select(EventRow).where(EventRow.id.in_(list(ids)))
-        records = [_event_record(row) for row in self._session.scalars(statement)]
+        records = self._rows_where(_EVENTS.c.id, ids, event_from_row)
         self._delete_rows(EventRow, records)
         rollups.apply_events(self._rollup_target(), records, -1)
         return records
@@ -423,6 +517,8 @@ def interaction_row(new: NewInteraction) -> dict[str, Any]:
         "metadata_": new.metadata,
         "occur_time": new.occur_time,
         "create_time": new.create_time,
+        "request_id": new.request_id,
+        "request_digest": new.request_digest,
     }
 
 
@@ -446,6 +542,19 @@ def feedback_row(new: NewFeedback) -> dict[str, Any]:
         "output_hash": new.output_hash,
         "metadata_": new.metadata,
         "create_time": new.create_time,
+        "request_id": new.request_id,
+        "request_digest": new.request_digest,
+        "replaces_id": new.replaces_id,
+    }
+
+
+def history_row(record: FeedbackRecord) -> dict[str, Any]:
+    """Insert values of a replaced vote, keyed by mapped attribute."""
+    return {
+        **feedback_row(record),
+        "id": record.id,
+        "replace_time": record.replace_time,
+        "replaced_by_id": record.replaced_by_id,
     }
 
 
@@ -457,6 +566,9 @@ def event_row(new: NewEvent) -> dict[str, Any]:
         "details": new.details,
         "event_time": new.event_time,
         "receive_time": new.receive_time,
+        "event_id": new.event_id,
+        "request_id": new.request_id,
+        "request_digest": new.request_digest,
     }
 
 
@@ -475,17 +587,20 @@ _INSERTED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _inserted_fields(record_type: type) -> tuple[str, ...]:
-    """The fields a record shares with its New* counterpart: all but the id (cached)."""
+    """The fields a record inherits from its New* base: what was inserted (cached)."""
     names = _INSERTED_FIELDS.get(record_type)
     if names is None:
-        names = tuple(field.name for field in fields(record_type) if field.name != "id")
+        names = tuple(field.name for field in fields(record_type.__bases__[0]))
         _INSERTED_FIELDS[record_type] = names
     return names
 
 
 # Group commit runs these lookups for every batch: plain Core statements, built once, cost about
 # a third of the ORM queries.
-_INTERACTIONS = InteractionRow.__table__
+_INTERACTIONS = Base.metadata.tables["interactions"]
+_FEEDBACK = Base.metadata.tables["feedback"]
+_HISTORY = Base.metadata.tables["feedback_history"]
+_EVENTS = Base.metadata.tables["events"]
 _BY_MESSAGES = select(_INTERACTIONS).where(
     _INTERACTIONS.c.message_id.in_(bindparam("ids", expanding=True))
 )
@@ -515,47 +630,67 @@ def interaction_from_row(row: RowMapping | Mapping[str, Any]) -> InteractionReco
         metadata=row["metadata"],
         occur_time=row["occur_time"],
         create_time=row["create_time"],
+        request_id=row["request_id"],
+        request_digest=row["request_digest"],
     )
 
 
-def _rating(row: FeedbackRow) -> Rating:
+def votes_by_voter(records: Iterable[FeedbackRecord]) -> dict[Vote, FeedbackRecord]:
+    """Votes (feedback naming both a message and a user) by (message, user)."""
+    return {
+        (record.message_id, record.user_id): record
+        for record in records
+        if record.message_id is not None and record.user_id is not None
+    }
+
+
+def _rating(row: RowMapping | Mapping[str, Any]) -> Rating:
     """The rating a row's kind column selects; the CHECK constraint guarantees its column is set."""
-    if row.rating_kind == "score" and row.score is not None:
-        return Score(row.score)
-    if row.rating_kind == "thumb" and row.thumb_up is not None:
-        return Thumb(row.thumb_up)
-    if row.rating_kind == "label" and row.label is not None:
-        return Label(row.label)
-    raise ValueError(f"feedback {row.id} has an inconsistent rating of kind {row.rating_kind!r}")
+    kind, score, thumb_up, label = row["rating_kind"], row["score"], row["thumb_up"], row["label"]
+    if kind == "score" and score is not None:
+        return Score(score)
+    if kind == "thumb" and thumb_up is not None:
+        return Thumb(bool(thumb_up))
+    if kind == "label" and label is not None:
+        return Label(label)
+    raise ValueError(f"feedback {row['id']} has an inconsistent rating of kind {kind!r}")
 
 
-def _feedback_record(row: FeedbackRow) -> FeedbackRecord:
-    """Copy a row into a record that outlives the session."""
+def feedback_from_row(row: RowMapping | Mapping[str, Any]) -> FeedbackRecord:
+    """A record from a row of the feedback or feedback_history table (column names, typed)."""
     return FeedbackRecord(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        message_id=row.message_id,
-        user_id=row.user_id,
-        interaction_id=row.interaction_id,
-        model=row.model,
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        message_id=row["message_id"],
+        user_id=row["user_id"],
+        interaction_id=row["interaction_id"],
+        model=row["model"],
         rating=_rating(row),
-        text=row.text,
-        latency_ms=row.latency_ms,
-        tokens_used=row.tokens_used,
-        input_hash=row.input_hash,
-        output_hash=row.output_hash,
-        metadata=row.metadata_,
-        create_time=_utc(row.create_time),
+        text=row["text"],
+        latency_ms=row["latency_ms"],
+        tokens_used=row["tokens_used"],
+        input_hash=row["input_hash"],
+        output_hash=row["output_hash"],
+        metadata=row["metadata"],
+        create_time=_utc(row["create_time"]),
+        request_id=row["request_id"],
+        request_digest=row["request_digest"],
+        replaces_id=row["replaces_id"],
+        replace_time=None if row.get("replace_time") is None else _utc(row["replace_time"]),
+        replaced_by_id=row.get("replaced_by_id"),
     )
 
 
-def _event_record(row: EventRow) -> EventRecord:
-    """Copy a row into a record that outlives the session."""
+def event_from_row(row: RowMapping | Mapping[str, Any]) -> EventRecord:
+    """A record from a row of the events table (column names, typed values)."""
     return EventRecord(
-        id=row.id,
-        user_id=row.user_id,
-        event_type=row.event_type,
-        details=row.details,
-        event_time=_utc(row.event_time),
-        receive_time=_utc(row.receive_time),
+        id=row["id"],
+        user_id=row["user_id"],
+        event_type=row["event_type"],
+        details=row["details"],
+        event_time=_utc(row["event_time"]),
+        receive_time=_utc(row["receive_time"]),
+        event_id=row["event_id"],
+        request_id=row["request_id"],
+        request_digest=row["request_digest"],
     )

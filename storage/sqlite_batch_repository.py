@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
+from sqlalchemy import JSON, Boolean, Table, inspect
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import inspect
 
+from storage.column_types import UTCDateTime
 from storage.error_translation import storage_error_for
-from storage.models import EventRow, FeedbackRow, InteractionRow
+from storage.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 from storage.records import (
     EventRecord,
     FeedbackRecord,
@@ -29,17 +31,22 @@ from storage.records import (
     NewInteraction,
 )
 from storage.repository import (
+    Vote,
+    event_from_row,
     event_row,
+    feedback_from_row,
     feedback_row,
+    history_row,
     interaction_from_row,
     interaction_row,
     stored_records,
+    votes_by_voter,
 )
 from storage.rollups import SqlTarget, apply_events, apply_feedback, apply_interactions
 from storage.sqlite_bulk_insert import insert_returning_ids
 
-_COLUMNS = tuple(column.name for column in InteractionRow.__table__.columns)
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM interactions"
+_INTERACTIONS = Base.metadata.tables["interactions"]
+_SELECT = f"SELECT {', '.join(c.name for c in _INTERACTIONS.columns)} FROM interactions"
 
 
 class SqliteBatchRepository:
@@ -56,9 +63,7 @@ class SqliteBatchRepository:
         """The interactions recorded for any of the message ids, by message id."""
         if not message_ids:
             return {}
-        ids = tuple(message_ids)
-        rows = self._execute(f"{_SELECT} WHERE message_id IN ({_marks(ids)})", ids)
-        records = (_interaction(row) for row in rows)
+        records = self._rows_where(_INTERACTIONS, "message_id", message_ids, interaction_from_row)
         return {record.message_id: record for record in records if record.message_id is not None}
 
     def latest_interactions(
@@ -73,7 +78,8 @@ class SqliteBatchRepository:
             "GROUP BY conversation_id"
         )
         rows = self._execute(f"{_SELECT} WHERE id IN ({latest})", ids)
-        return {record.conversation_id: record for record in map(_interaction, rows)}
+        records = (interaction_from_row(_decoded(_INTERACTIONS, row)) for row in rows)
+        return {record.conversation_id: record for record in records}
 
     def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
         """Store chat turns in one statement per chunk; raises Conflict if a message_id is taken."""
@@ -99,6 +105,68 @@ class SqliteBatchRepository:
         apply_events(self._rollups, records, 1)
         return records
 
+    def interactions_by_requests(
+        self, request_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """The interactions stored by any of the request ids, by request id."""
+        records = self._rows_where(_INTERACTIONS, "request_id", request_ids, interaction_from_row)
+        return {record.request_id or "": record for record in records}
+
+    def feedback_by_requests(self, request_ids: Collection[str]) -> dict[str, FeedbackRecord]:
+        """Current and replaced votes stored by any of the request ids, by request id."""
+        found: dict[str, FeedbackRecord] = {}
+        for table in (_HISTORY, _FEEDBACK):
+            for record in self._rows_where(table, "request_id", request_ids, feedback_from_row):
+                found[record.request_id or ""] = record
+        return found
+
+    def events_by_requests(self, request_ids: Collection[str]) -> dict[str, EventRecord]:
+        """The events stored by any of the request ids, by request id."""
+        records = self._rows_where(_EVENTS, "request_id", request_ids, event_from_row)
+        return {record.request_id or "": record for record in records}
+
+    def events_by_event_ids(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        """The events stored under any of the client event ids, by event id."""
+        records = self._rows_where(_EVENTS, "event_id", event_ids, event_from_row)
+        return {record.event_id or "": record for record in records}
+
+    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of every user on any of the messages, by (message, user)."""
+        return votes_by_voter(
+            self._rows_where(_FEEDBACK, "message_id", message_ids, feedback_from_row)
+        )
+
+    def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
+        """Delete replaced votes from the feedback table and take them out of the rollups."""
+        if votes:
+            ids = tuple(vote.id for vote in votes)
+            self._execute(f"DELETE FROM feedback WHERE id IN ({_marks(ids)})", ids)
+            apply_feedback(self._rollups, votes, -1)
+
+    def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
+        """Keep replaced votes, with when and by which vote, in feedback_history."""
+        rows = [history_row(record) for record in replaced]
+        insert_returning_ids(self._execute, inspect(FeedbackHistoryRow), rows)
+
+    def _rows_where(
+        self,
+        table: Table,
+        column: str,
+        values: Collection[str],
+        decode: Callable[[dict[str, Any]], _RecordT],
+    ) -> list[_RecordT]:
+        """Rows whose `column` is any of `values`, decoded (one query; none for no values)."""
+        if not values:
+            return []
+        names = ", ".join(c.name for c in table.columns)
+        keys = tuple(values)
+        rows = self._execute(
+            f"SELECT {names} FROM {table.name}"
+            f" WHERE {column} IN ({_marks(keys)}) AND {column} IS NOT NULL",
+            keys,
+        )
+        return [decode(_decoded(table, row)) for row in rows]
+
     def _execute(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
         with sqlite_errors(sql, parameters):
             return self._connection.execute(sql, parameters).fetchall()
@@ -118,9 +186,39 @@ def _marks(values: tuple[Any, ...]) -> str:
     return ", ".join("?" * len(values))
 
 
-def _interaction(row: Sequence[Any]) -> InteractionRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["metadata"] = json.loads(values["metadata"])
-    for name in ("occur_time", "create_time"):
-        values[name] = datetime.fromisoformat(values[name]).replace(tzinfo=UTC)
-    return interaction_from_row(values)
+_FEEDBACK = Base.metadata.tables["feedback"]
+_HISTORY = Base.metadata.tables["feedback_history"]
+_EVENTS = Base.metadata.tables["events"]
+_RecordT = TypeVar("_RecordT")
+
+
+def _sqlite_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _sqlite_flag(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+@cache
+def _decoders(table: Table) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """Per column of `table`: its name and how to turn SQLite's value into the column type's."""
+    decoders: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for column in table.columns:
+        decode: Callable[[Any], Any] | None = None
+        if isinstance(column.type, UTCDateTime):
+            decode = _sqlite_time
+        elif isinstance(column.type, JSON):
+            decode = json.loads
+        elif isinstance(column.type, Boolean):
+            decode = _sqlite_flag
+        decoders.append((column.name, decode))
+    return tuple(decoders)
+
+
+def _decoded(table: Table, row: Sequence[Any]) -> dict[str, Any]:
+    """A SQLite row of `table` as SQLAlchemy's column types would return it, by column name."""
+    return {
+        name: value if decode is None or value is None else decode(value)
+        for (name, decode), value in zip(_decoders(table), row, strict=True)
+    }

@@ -23,12 +23,13 @@ from server.service.inputs import (
     InteractionInput,
     StatsInput,
 )
-from server.service.write_rules import DEFAULT_LABELS, Rules
+from server.service.write_rules import DEFAULT_LABELS, Duplicate, Rules
 
 __all__ = [
     "DEFAULT_LABELS",
     "MAX_BATCH_ITEMS",
     "AlreadyExists",
+    "Duplicate",
     "EventInput",
     "FailedPrecondition",
     "FeedbackInput",

@@ -29,11 +29,13 @@ from server.service.listing import (
     list_page,
 )
 from server.service.stats import StatsChange, compare, valid_stats_query
-from server.service.validation import Violations
+from server.service.validation import IDENTIFIER, Violations
 from server.service.write_rules import (
     EVENT,
     FEEDBACK,
+    IDENTIFIER_RULE,
     INTERACTION,
+    Duplicate,
     Rules,
     apply_batch,
     message_exists,
@@ -60,8 +62,12 @@ MAX_BATCH_ITEMS = 1000
 """Most items one batch call (or one Ingest chunk) may carry."""
 
 WriteInput = InteractionInput | FeedbackInput | EventInput
-WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Exception
-"""A stored record, or why the item was not stored (a ServiceError for anything foreseen)."""
+WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Duplicate | Exception
+"""A stored record, what an earlier request stored (Duplicate), or why the item was not stored
+(a ServiceError for anything foreseen)."""
+
+MAX_HISTORY = 1000
+"""Most votes ListFeedbackHistory returns: the newest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +133,12 @@ class FeedbackService:
         return record
 
     async def _write_one(self, kind: str, item: Any) -> Any:
+        """The stored record; a repeated request gets the record its first call stored."""
         outcome = (await self._committer.write(self._job(kind, [item])))[0]
         if isinstance(outcome, Exception):
             raise outcome
+        if isinstance(outcome, Duplicate):
+            return outcome.record
         return outcome
 
     async def write_many(
@@ -204,6 +213,16 @@ class FeedbackService:
             groups=answer.groups,
             previous=answer.previous,
             change=None if answer.previous is None else compare(overall, answer.previous.stats),
+        )
+
+    async def feedback_history(self, message_id: str, user_id: str) -> list[FeedbackRecord]:
+        """One user's votes on one message, oldest first, the current one last."""
+        check = Violations()
+        check.required_match("message_id", message_id, IDENTIFIER, IDENTIFIER_RULE)
+        check.required_match("user_id", user_id, IDENTIFIER, IDENTIFIER_RULE)
+        check.raise_if_any()
+        return await self._read(
+            lambda repository: repository.feedback_history(message_id, user_id, MAX_HISTORY)
         )
 
     async def list_page(

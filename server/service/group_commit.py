@@ -199,17 +199,32 @@ class GroupCommitter:
     def _commit_items_alone(self, job: Job) -> None:
         job.reset()
         for index, item in enumerate(job.items):
-            single = Job(job.kind, [item], job.future, job.on_conflict)
-            single.reset()
             try:
-                self._writer.write(partial(self._apply_batch, batch=[single]))
-                job.outcomes[index] = single.outcomes[0]
+                job.outcomes[index] = self._commit_alone(job, item)
             except Conflict as error:
                 job.outcomes[index] = job.on_conflict(item) if job.on_conflict else error
             except StorageUnavailable as error:
                 job.outcomes[index] = _unavailable(error)
             except StorageError as error:
                 job.outcomes[index] = error
+
+    def _commit_alone(self, job: Job, item: Any) -> Any:
+        """One item in its own transaction; its outcome.
+
+        A uniqueness conflict here means another writer (a replica on the same database)
+        committed the same message, request id, event id or vote first. One more attempt sees
+        that row in its lookups and answers as for any repeat; a second conflict is final.
+        """
+        try:
+            return self._commit_one(job, item)
+        except Conflict:
+            return self._commit_one(job, item)
+
+    def _commit_one(self, job: Job, item: Any) -> Any:
+        single = Job(job.kind, [item], job.future, job.on_conflict)
+        single.reset()
+        self._writer.write(partial(self._apply_batch, batch=[single]))
+        return single.outcomes[0]
 
 
 def _unavailable(cause: StorageUnavailable) -> Unavailable:

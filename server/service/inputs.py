@@ -27,6 +27,11 @@ class InteractionInput:
     metadata_bytes: int = 0
     """Size of the metadata as received (serialized protobuf), for the size limit."""
     occur_time: datetime | None = None
+    request_id: str = ""
+    request_digest: str | None = None
+    """Fingerprint of the request's content (see server.mapping.request_digest)."""
+    sent_time: datetime | None = None
+    """When the client sent the request, by its clock; corrects occur_time for clock skew."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +54,8 @@ class FeedbackInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     metadata_bytes: int = 0
     """Size of the metadata as received (serialized protobuf), for the size limit."""
+    request_id: str = ""
+    request_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +68,10 @@ class EventInput:
     details_bytes: int = 0
     """Size of the details as received (serialized protobuf), for the size limit."""
     event_time: datetime | None = None
+    event_id: str = ""
+    request_id: str = ""
+    request_digest: str | None = None
+    sent_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

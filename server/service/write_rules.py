@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -19,10 +20,13 @@ from server.service.validation import (
     MAX_DETAILS_BYTES,
     MAX_METADATA_BYTES,
     MAX_TEXT_CHARS,
+    MIN_TIME,
     MODEL_NAME,
     Violations,
 )
 from storage.records import (
+    EventRecord,
+    FeedbackRecord,
     InteractionRecord,
     Label,
     NewEvent,
@@ -32,7 +36,7 @@ from storage.records import (
     Score,
     Thumb,
 )
-from storage.repository import BatchRepository
+from storage.repository import BatchRepository, Vote
 
 CONVERSATION_RULE = "1-128 letters, digits, '-' or '_'"
 IDENTIFIER_RULE = "1-128 letters, digits, '.', '_', ':', '@' or '-'"
@@ -40,12 +44,29 @@ MODEL_RULE = "1-128 letters, digits, '.', '_', ':', '/', '@', '+' or '-'"
 EVENT_TYPE_RULE = "a letter followed by up to 63 letters, digits, '.', '_', ':' or '-'"
 LABEL_RULE = "1-64 letters, digits, '_' or '-'"
 DEFAULT_LABELS = frozenset({"positive", "negative", "neutral", "good", "bad"})
+REQUEST_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+REQUEST_ID_RULE = "a UUID in its 36-character hyphenated form"
 
 T = TypeVar("T")
 
 INTERACTION = "interaction"
 FEEDBACK = "feedback"
 EVENT = "event"
+
+Stored = InteractionRecord | FeedbackRecord | EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The outcome of a write that repeats a stored one: nothing new was stored.
+
+    `record` is what the earlier request stored, as it answered then (a replaced vote is given
+    as it was while current).
+    """
+
+    record: Stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +105,12 @@ def valid_interaction(request: InteractionInput, now: datetime) -> NewInteractio
         metadata=check.json_object(
             "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
         ),
-        occur_time=check.client_time("occur_time", request.occur_time, now),
+        occur_time=check.client_time(
+            "occur_time", _skew_corrected(check, request.occur_time, request.sent_time, now), now
+        ),
         create_time=now,
+        request_id=_request_id(check, request.request_id),
+        request_digest=request.request_digest,
     )
     check.raise_if_any()
     return new
@@ -127,6 +152,8 @@ def valid_feedback(request: FeedbackInput, rules: Rules, now: datetime) -> NewFe
             "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
         ),
         create_time=now,
+        request_id=_request_id(check, request.request_id),
+        request_digest=request.request_digest,
     )
     check.raise_if_any()
     return new
@@ -163,11 +190,48 @@ def valid_event(request: EventInput, now: datetime) -> NewEvent:
         details=check.json_object(
             "details", request.details, request.details_bytes, MAX_DETAILS_BYTES
         ),
-        event_time=check.client_time("event_time", request.event_time, now),
+        event_time=check.client_time(
+            "event_time", _skew_corrected(check, request.event_time, request.sent_time, now), now
+        ),
         receive_time=now,
+        event_id=check.optional_match("event_id", request.event_id, IDENTIFIER, IDENTIFIER_RULE),
+        request_id=_request_id(check, request.request_id),
+        request_digest=request.request_digest,
     )
     check.raise_if_any()
     return new
+
+
+def _request_id(check: Violations, value: str) -> str | None:
+    """An AIP-155 request id, stored lower case so any spelling of a UUID names one request."""
+    return (
+        check.optional_match("request_id", value, REQUEST_ID, REQUEST_ID_RULE) or ""
+    ).lower() or None
+
+
+def _skew_corrected(
+    check: Violations, client_time: datetime | None, sent_time: datetime | None, now: datetime
+) -> datetime | None:
+    """A client-clock time moved by the client's clock error, as Segment and PostHog correct it.
+
+    The client's clock read `sent_time` when the server's read `now` (less the network delay,
+    which is counted as skew), so its times are off by `now - sent_time`.
+    """
+    if client_time is None or sent_time is None:
+        return client_time
+    if sent_time < MIN_TIME:
+        check.add("sent_time", "must be after 1970-01-01T00:00:00Z")
+        return client_time
+    return client_time + (now - sent_time)
+
+
+def request_reused(request_id: str) -> AlreadyExists:
+    """The error for a request id sent again with other content."""
+    return AlreadyExists(
+        "request",
+        request_id,
+        f"request_id {request_id!r} was already used for a request with other content",
+    )
 
 
 def message_exists(message_id: str) -> AlreadyExists:
@@ -232,20 +296,37 @@ def _first(*values: T | None) -> T | None:
 Slot = tuple[Job, int, Any]
 """(job, position in the job, item): one item still waiting for its outcome."""
 
+Copy = tuple[Slot, Slot, bool]
+"""(an item, the earlier item of the same batch it repeats, whether their content is the same)."""
+
 
 def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules) -> None:
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
-    Interactions go first so that feedback in the same batch can link to them.
+    Repeats of stored requests are answered first and store nothing. Interactions go before
+    feedback so that feedback in the same batch can link to them.
     """
     if interactions := _slots(batch, INTERACTION):
-        _store_interactions(repository, interactions)
+        fresh, copies = _unrepeated(interactions, repository.interactions_by_requests)
+        _store_interactions(repository, fresh)
+        _settle(copies)
     if feedback := _slots(batch, FEEDBACK):
-        _store_feedback(repository, feedback, rules)
+        fresh, copies = _unrepeated(feedback, repository.feedback_by_requests)
+        _store_feedback(repository, fresh, rules)
+        _settle(copies)
     if events := _slots(batch, EVENT):
-        records = repository.insert_events([item for _, _, item in events])
-        for (job, index, _), record in zip(events, records, strict=True):
+        fresh, copies = _unrepeated(events, repository.events_by_requests)
+        fresh, event_copies = _split(
+            fresh,
+            lambda item: item.event_id,
+            repository.events_by_event_ids,
+            lambda item, record: Duplicate(record),  # an event id is dropped whatever it says
+            lambda item, original: True,
+        )
+        records = repository.insert_events([item for _, _, item in fresh])
+        for (job, index, _), record in zip(fresh, records, strict=True):
             job.outcomes[index] = record
+        _settle(copies + event_copies)
 
 
 def _slots(jobs: Sequence[Job], kind: str) -> list[Slot]:
@@ -259,7 +340,75 @@ def _slots(jobs: Sequence[Job], kind: str) -> list[Slot]:
     ]
 
 
-def _store_interactions(repository: BatchRepository, slots: list[tuple[Job, int, Any]]) -> None:
+def _unrepeated(
+    slots: list[Slot], stored_by_request: Callable[[Collection[str]], Mapping[str, Stored]]
+) -> tuple[list[Slot], list[Copy]]:
+    """The items whose request id is new (or absent); repeats are answered as AIP-155 says."""
+    return _split(
+        slots,
+        lambda item: item.request_id,
+        stored_by_request,
+        _replay,
+        lambda item, original: bool(item.request_digest == original.request_digest),
+    )
+
+
+def _split(
+    slots: list[Slot],
+    key: Callable[[Any], str | None],
+    stored_by_key: Callable[[Collection[str]], Mapping[str, Stored]],
+    answer_stored: Callable[[Any, Stored], Duplicate | ServiceError],
+    same_content: Callable[[Any, Any], bool],
+) -> tuple[list[Slot], list[Copy]]:
+    """Items whose `key` is new, to store; the others get their outcome now or after the store.
+
+    An item whose key is already stored is answered from the stored record at once; an item
+    repeating an earlier item of this batch waits for that item's outcome (see _settle).
+    """
+    keys = {value for _, _, item in slots if (value := key(item))}
+    if not keys:
+        return slots, []
+    stored = stored_by_key(keys)
+    fresh: list[Slot] = []
+    copies: list[Copy] = []
+    first: dict[str, Slot] = {}
+    for slot in slots:
+        job, index, item = slot
+        value = key(item)
+        if value is None:
+            fresh.append(slot)
+        elif (record := stored.get(value)) is not None:
+            job.outcomes[index] = answer_stored(item, record)
+        elif (original := first.get(value)) is not None:
+            copies.append((slot, original, same_content(item, original[2])))
+        else:
+            first[value] = slot
+            fresh.append(slot)
+    return fresh, copies
+
+
+def _replay(item: Any, record: Stored) -> Duplicate | ServiceError:
+    """The answer to a request whose id is stored: the original response, or reuse of the id."""
+    if record.request_digest != item.request_digest:
+        return request_reused(item.request_id)
+    if isinstance(record, FeedbackRecord) and record.replace_time is not None:
+        record = replace(record, replace_time=None, replaced_by_id=None)
+    return Duplicate(record)
+
+
+def _settle(copies: list[Copy]) -> None:
+    """Answer items that repeat an earlier item of their batch with that item's outcome."""
+    for (job, index, item), (original_job, original_index, _), same in copies:
+        outcome = original_job.outcomes[original_index]
+        if not same:
+            job.outcomes[index] = request_reused(item.request_id)
+        elif isinstance(outcome, Duplicate | Exception):
+            job.outcomes[index] = outcome
+        else:
+            job.outcomes[index] = Duplicate(outcome)
+
+
+def _store_interactions(repository: BatchRepository, slots: list[Slot]) -> None:
     taken = set(
         repository.interactions_by_messages(
             {item.message_id for _, _, item in slots if item.message_id}
@@ -278,16 +427,14 @@ def _store_interactions(repository: BatchRepository, slots: list[tuple[Job, int,
         job.outcomes[index] = record
 
 
-def _store_feedback(
-    repository: BatchRepository, slots: list[tuple[Job, int, Any]], rules: Rules
-) -> None:
+def _store_feedback(repository: BatchRepository, slots: list[Slot], rules: Rules) -> None:
     by_message = repository.interactions_by_messages(
         {item.message_id for _, _, item in slots if item.message_id}
     )
     latest = repository.latest_interactions(
         {item.conversation_id for _, _, item in slots if not item.message_id}
     )
-    linked: list[tuple[Job, int, NewFeedback]] = []
+    linked: list[Slot] = []
     for job, index, draft in slots:
         interaction = (
             by_message.get(draft.message_id)
@@ -298,6 +445,54 @@ def _store_feedback(
             linked.append((job, index, link_feedback(draft, interaction, rules)))
         except ServiceError as error:
             job.outcomes[index] = error
-    records = repository.insert_feedback_entries([item for _, _, item in linked])
-    for (job, index, _), record in zip(linked, records, strict=True):
+    for voting_round in _rounds(linked):
+        _store_votes(repository, voting_round)
+
+
+def _voter(item: NewFeedback) -> Vote | None:
+    """Whose vote on which message `item` is; None for feedback that is not a vote."""
+    if item.message_id is None or item.user_id is None:
+        return None
+    return item.message_id, item.user_id
+
+
+def _rounds(linked: list[Slot]) -> list[list[Slot]]:
+    """Split feedback so no round holds two votes of one user on one message, keeping order."""
+    rounds: list[list[Slot]] = []
+    votes_seen: dict[Vote, int] = {}
+    for slot in linked:
+        voter = _voter(slot[2])
+        number = 0
+        if voter is not None:
+            number = votes_seen.get(voter, 0)
+            votes_seen[voter] = number + 1
+        if number == len(rounds):
+            rounds.append([])
+        rounds[number].append(slot)
+    return rounds
+
+
+def _store_votes(repository: BatchRepository, slots: list[Slot]) -> None:
+    """Store feedback; a vote replaces its user's current vote on the message, kept as history."""
+    voters = {voter for _, _, item in slots if (voter := _voter(item))}
+    current = repository.current_votes({message_id for message_id, _ in voters}) if voters else {}
+    replaced = {voter: current[voter] for voter in voters if voter in current}
+    drafts = [
+        replace(item, replaces_id=replaced[voter].id)
+        if (voter := _voter(item)) in replaced
+        else item
+        for _, _, item in slots
+    ]
+    repository.retire_votes(list(replaced.values()))
+    records = repository.insert_feedback_entries(drafts)
+    for (job, index, _), record in zip(slots, records, strict=True):
         job.outcomes[index] = record
+    if replaced:
+        successors = {_voter(record): record for record in records}
+        repository.insert_history(
+            [
+                replace(old, replace_time=new.create_time, replaced_by_id=new.id)
+                for voter, old in replaced.items()
+                if (new := successors[voter]) is not None
+            ]
+        )

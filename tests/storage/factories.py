@@ -82,6 +82,9 @@ def stored_events(database_url: str) -> list[EventRecord]:
                     details=row.details,
                     event_time=row.event_time,
                     receive_time=row.receive_time,
+                    event_id=row.event_id,
+                    request_id=row.request_id,
+                    request_digest=row.request_digest,
                 )
                 for row in session.scalars(select(EventRow).order_by(EventRow.id))
             ]
@@ -110,6 +113,7 @@ def feedback_entry(record: FeedbackRecord) -> FeedbackEntry:
         output_hash=record.output_hash,
         metadata=record.metadata,
         create_time=record.create_time,
+        replaces_id=record.replaces_id,
     )
 
 

@@ -358,11 +358,14 @@ def test_invalid_values_raise_value_error_and_keep_nothing(
 
 @pytest.fixture
 def rated(storage: Storage) -> None:
-    """Eight feedback entries, one a minute from T0, covering every rating kind."""
+    """Eight feedback entries, one a minute from T0, covering every rating kind.
+
+    Two rate whole conversations: a user's second vote on a message would replace the first.
+    """
     entries = [
         new_feedback(conversation_id="conv-a", user_id="user-1", message_id="msg-1",
                      rating=Score(5), latency_ms=100.0, tokens_used=200, text="great"),
-        new_feedback(conversation_id="conv-a", user_id="user-1", message_id="msg-1",
+        new_feedback(conversation_id="conv-a", user_id="user-1",
                      rating=Score(3), latency_ms=300.0, text=""),
         new_feedback(conversation_id="conv-a", user_id="user-2", message_id="msg-2",
                      rating=Thumb(True), tokens_used=100),
@@ -374,7 +377,7 @@ def rated(storage: Storage) -> None:
                      rating=Label("good")),
         new_feedback(conversation_id="conv-c", user_id="user-1", message_id="msg-5",
                      rating=Label("bad")),
-        new_feedback(conversation_id="conv-c", user_id="user-1", message_id="msg-5",
+        new_feedback(conversation_id="conv-c", user_id="user-1",
                      rating=Score(1), latency_ms=0.0, tokens_used=50),
     ]  # fmt: skip
 

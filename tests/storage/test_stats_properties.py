@@ -7,6 +7,7 @@ sorted values, and its own calendar arithmetic for the buckets.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -21,11 +22,9 @@ from sqlalchemy import bindparam, create_engine, text
 from storage.column_types import UTCDateTime
 from storage.models import Base
 from storage.records import (
-    EventRecord,
     EventStats,
     FeedbackRecord,
     FeedbackStats,
-    InteractionRecord,
     InteractionStats,
     Label,
     NewEvent,
@@ -501,6 +500,32 @@ def empty(engine: Engine) -> None:
             connection.execute(table.delete())
 
 
+def vote(repository: Any, items: list[NewFeedback]) -> tuple[list[FeedbackRecord], list[int]]:
+    """Store feedback one entry at a time, a user's vote on a message replacing their last one
+    as the service does (server.service.write_rules); returns the records and replaced ids."""
+    records: list[FeedbackRecord] = []
+    replaced: list[int] = []
+    for item in items:
+        voter = (item.message_id, item.user_id)
+        current = repository.current_votes({item.message_id}) if item.message_id else {}
+        old = current.get(voter) if item.user_id else None
+        if old is not None:
+            repository.retire_votes([old])
+            item = dataclasses.replace(item, replaces_id=old.id)
+        [record] = repository.insert_feedback_entries([item])
+        if old is not None:
+            repository.insert_history(
+                [
+                    dataclasses.replace(
+                        old, replace_time=record.create_time, replaced_by_id=record.id
+                    )
+                ]
+            )
+            replaced.append(old.id)
+        records.append(record)
+    return records, replaced
+
+
 def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
     stored: dict[str, list[int]] = {kind: [] for kind in KINDS}
     writer = storage.dedicated_writer()
@@ -515,12 +540,15 @@ def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
 
                 def insert(
                     repository: Any, method: str = method, items: list[Any] = step.items
-                ) -> list[Any]:
-                    return getattr(repository, method)(items)  # type: ignore[no-any-return]
+                ) -> tuple[list[Any], list[int]]:
+                    if method == "insert_feedback_entries":
+                        return vote(repository, items)
+                    return getattr(repository, method)(items), []
 
-                records: list[FeedbackRecord | InteractionRecord | EventRecord] = (
+                records, replaced = (
                     writer.write(insert) if step.dedicated else storage.write(insert)
                 )
+                stored[step.kind] = [i for i in stored[step.kind] if i not in replaced]
                 stored[step.kind] += [record.id for record in records]
             else:
                 ids = stored[step.kind]
