@@ -15,6 +15,7 @@ from server.config import Settings
 from server.interceptors import RpcLogInterceptor
 from server.reflection import enable_reflection
 from server.service import FeedbackService, Rules
+from server.service.database_health import DatabaseHealth
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -23,6 +24,9 @@ FEEDBACK_SERVICE_NAME = feedback_service_pb2.DESCRIPTOR.services_by_name[
 ].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+HEALTH_CHECKED_SERVICES = ("", FEEDBACK_SERVICE_NAME)
+"""The whole server and the feedback service: both depend on the database alone."""
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class FeedbackServer:
         self._service = service
         self._storage = storage
         self._executor = executor
+        self.database_health = DatabaseHealth(storage.check_writable, self._report_database)
+        storage.on_unavailable(self.database_health.report_failure)
 
     @property
     def database_url(self) -> str:
@@ -50,20 +56,26 @@ class FeedbackServer:
         return self._storage.url
 
     async def start(self) -> None:
-        """Start serving and report SERVING to health checks."""
+        """Start serving, report SERVING to health checks, and let the database's state drive it."""
         await self.grpc_server.start()
-        for service in ("", FEEDBACK_SERVICE_NAME):
-            await self._health.set(service, SERVING)
+        await self._report_database(up=True)
+        self.database_health.start()
 
     async def stop(self, grace_seconds: float | None) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish, then release all."""
         await self._health.enter_graceful_shutdown()
+        await self.database_health.stop()
         await self.grpc_server.stop(grace_seconds)
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._service.close)
         await loop.run_in_executor(None, self._executor.shutdown, True)
         self._storage.close()
+
+    async def _report_database(self, up: bool) -> None:
+        """Health follows the database: a server that cannot write should get no traffic."""
+        for service in HEALTH_CHECKED_SERVICES:
+            await self._health.set(service, SERVING if up else NOT_SERVING)
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
