@@ -15,7 +15,7 @@ from server.config import Settings
 from server.interceptors import RpcLogInterceptor
 from server.reflection import enable_reflection
 from server.service import FeedbackService, Rules
-from server.service.database_health import DatabaseHealth
+from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -41,13 +41,17 @@ class FeedbackServer:
         service: FeedbackService,
         storage: Storage,
         executor: ThreadPoolExecutor,
+        *,
+        database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
         self.grpc_server = server
         self._health = health
         self._service = service
         self._storage = storage
         self._executor = executor
-        self.database_health = DatabaseHealth(storage.check_writable, self._report_database)
+        self.database_health = DatabaseHealth(
+            storage.check_writable, self._report_database, up_seconds=database_probe_seconds
+        )
         storage.on_unavailable(self.database_health.report_failure)
 
     @property
@@ -126,4 +130,12 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         executor.shutdown()
         storage.close()
         raise OSError(f"cannot listen on {settings.address}")
-    return FeedbackServer(server, health, service, storage, executor), port
+    feedback_server = FeedbackServer(
+        server,
+        health,
+        service,
+        storage,
+        executor,
+        database_probe_seconds=settings.database_probe_seconds,
+    )
+    return feedback_server, port
