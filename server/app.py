@@ -90,6 +90,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     """Build a server for `settings` with its database migrated; returns it and the bound port."""
     storage = Storage.connect(
         settings.database_url,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         sqlite_synchronous=settings.sqlite_synchronous,
         pool_size=settings.storage_threads,
     )

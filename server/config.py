@@ -37,6 +37,9 @@ class Settings:
     not); while it cannot, the check runs every half second to notice recovery."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response message, in bytes."""
+    sqlite_busy_timeout_ms: int = 5000
+    """How long a SQLite write waits for another connection's (or process's) write lock before
+    its batch is rolled back and retried."""
     sqlite_synchronous: str = "FULL"
     """SQLite's synchronous pragma; FULL makes every acknowledged write survive power loss."""
     event_loop: str = "uvloop"
@@ -70,6 +73,7 @@ def parse_settings(
         grace_period_seconds=args.grace_period,
         database_probe_seconds=args.database_probe_interval,
         max_message_bytes=args.max_message_bytes,
+        sqlite_busy_timeout_ms=args.sqlite_busy_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         event_loop=args.event_loop,
         log_level=args.log_level.upper(),
@@ -150,6 +154,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
         default=int(default("MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
         help="FEEDBACK_MAX_MESSAGE_BYTES",
+    )
+    parser.add_argument(
+        "--sqlite-busy-timeout",
+        type=int,
+        default=int(default("SQLITE_BUSY_TIMEOUT", "5000")),
+        help="FEEDBACK_SQLITE_BUSY_TIMEOUT: milliseconds a write waits for another writer's lock",
     )
     parser.add_argument(
         "--sqlite-synchronous",
