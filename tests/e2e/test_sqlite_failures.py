@@ -92,15 +92,11 @@ def capped_pages(database_file: Path) -> Iterator[int]:
 
 @pytest.mark.usefixtures("capped_pages")
 def test_a_full_file_refuses_writes_until_space_is_freed(database_file: Path) -> None:
-    acknowledged = 0
     with (
         ServerThread(_settings(database_file)) as server,
         FeedbackClient(server.address, retry=RetryPolicy(max_attempts=1)) as client,
     ):
-        with pytest.raises(UnavailableError) as caught:
-            for _ in range(100):
-                result = client.log_events(EventItem("u", "filler") for _ in range(100))
-                acknowledged += len(result.results)
+        acknowledged, refusal = _fill(client)
         wait_for_health(server.address, NOT_SERVING, within=1)
         stays(server.address, NOT_SERVING, seconds=1.5)
 
@@ -111,5 +107,17 @@ def test_a_full_file_refuses_writes_until_space_is_freed(database_file: Path) ->
         client.log_event("u", "stored")
 
     assert acknowledged > 0
-    assert "retry later" in caught.value.message
+    assert "retry later" in refusal.message
     assert _event_count(database_file) == 1
+
+
+def _fill(client: FeedbackClient) -> tuple[int, UnavailableError]:
+    """Write events until the server refuses; returns how many it took and the refusal."""
+    acknowledged = 0
+    for _ in range(100):
+        try:
+            result = client.log_events(EventItem("u", "filler") for _ in range(100))
+        except UnavailableError as error:
+            return acknowledged, error
+        acknowledged += len(result.results)
+    raise AssertionError(f"{acknowledged} events fitted in the capped file")
