@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -12,6 +13,7 @@ from grpc_health.v1._async import HealthServicer
 
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
 from server.config import Settings
+from server.draining import DrainInterceptor
 from server.interceptors import RpcLogInterceptor
 from server.reflection import enable_reflection
 from server.service import FeedbackService, Rules
@@ -25,6 +27,12 @@ FEEDBACK_SERVICE_NAME = feedback_service_pb2.DESCRIPTOR.services_by_name[
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+REFUSAL_QUIET_SECONDS = 0.1
+"""A stopping server answers new calls UNAVAILABLE until none came for this long, before gRPC
+stops taking any: calls already on their way are answered rather than cancelled (see
+server.draining)."""
+REFUSAL_MAX_SECONDS = 1.0
+"""The longest the refusing lasts when callers keep coming (never more than half the grace)."""
 HEALTH_CHECKED_SERVICES = ("", FEEDBACK_SERVICE_NAME)
 """The whole server and the feedback service: both depend on the database alone."""
 
@@ -42,9 +50,11 @@ class FeedbackServer:
         storage: Storage,
         executor: ThreadPoolExecutor,
         *,
+        drain: DrainInterceptor | None = None,
         database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
         self.grpc_server = server
+        self._drain = drain
         self._health = health
         self._service = service
         self._storage = storage
@@ -69,6 +79,15 @@ class FeedbackServer:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish, then release all."""
         await self._health.enter_graceful_shutdown()
         await self.database_health.stop()
+        if self._drain is not None:
+            started = time.monotonic()
+            at_most = REFUSAL_MAX_SECONDS if grace_seconds is None else grace_seconds / 2
+            await self._drain.refuse_new_calls(
+                quiet_seconds=REFUSAL_QUIET_SECONDS,
+                at_most_seconds=min(REFUSAL_MAX_SECONDS, at_most),
+            )
+            if grace_seconds is not None:
+                grace_seconds = max(0.0, grace_seconds - (time.monotonic() - started))
         await self.grpc_server.stop(grace_seconds)
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
@@ -111,8 +130,9 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     )
     # The per-RPC log line is an INFO record; below that level the interceptor would only cost.
     rpc_logging = logging.getLogger("server.rpc").isEnabledFor(logging.INFO)
+    drain = DrainInterceptor(FEEDBACK_SERVICE_NAME)
     server = grpc.aio.server(
-        interceptors=[RpcLogInterceptor()] if rpc_logging else [],
+        interceptors=[drain, RpcLogInterceptor()] if rpc_logging else [drain],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -137,6 +157,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         service,
         storage,
         executor,
+        drain=drain,
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port
