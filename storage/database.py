@@ -210,7 +210,8 @@ class Storage:
                         raise StorageUnavailable("database unavailable: it is read-only")
             except BaseException:
                 # A SQLite connection opened while the file was read-only stays read-only.
-                connection.invalidate()
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
                 raise
 
     def on_unavailable(self, listener: Callable[[], None]) -> None:
