@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -12,9 +13,11 @@ from grpc_health.v1._async import HealthServicer
 
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
 from server.config import Settings
+from server.draining import DrainInterceptor
 from server.interceptors import RpcLogInterceptor
 from server.reflection import enable_reflection
 from server.service import FeedbackService, Rules
+from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -23,6 +26,15 @@ FEEDBACK_SERVICE_NAME = feedback_service_pb2.DESCRIPTOR.services_by_name[
 ].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+REFUSAL_QUIET_SECONDS = 0.1
+"""A stopping server answers new calls UNAVAILABLE until none came for this long, before gRPC
+stops taking any: calls already on their way are answered rather than cancelled (see
+server.draining)."""
+REFUSAL_MAX_SECONDS = 1.0
+"""The longest the refusing lasts when callers keep coming (never more than half the grace)."""
+HEALTH_CHECKED_SERVICES = ("", FEEDBACK_SERVICE_NAME)
+"""The whole server and the feedback service: both depend on the database alone."""
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +49,20 @@ class FeedbackServer:
         service: FeedbackService,
         storage: Storage,
         executor: ThreadPoolExecutor,
+        *,
+        drain: DrainInterceptor | None = None,
+        database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
         self.grpc_server = server
+        self._drain = drain
         self._health = health
         self._service = service
         self._storage = storage
         self._executor = executor
+        self.database_health = DatabaseHealth(
+            storage.check_writable, self._report_database, up_seconds=database_probe_seconds
+        )
+        storage.on_unavailable(self.database_health.report_failure)
 
     @property
     def database_url(self) -> str:
@@ -50,20 +70,35 @@ class FeedbackServer:
         return self._storage.url
 
     async def start(self) -> None:
-        """Start serving and report SERVING to health checks."""
+        """Start serving, report SERVING to health checks, and let the database's state drive it."""
         await self.grpc_server.start()
-        for service in ("", FEEDBACK_SERVICE_NAME):
-            await self._health.set(service, SERVING)
+        await self._report_database(up=True)
+        self.database_health.start()
 
     async def stop(self, grace_seconds: float | None) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish, then release all."""
         await self._health.enter_graceful_shutdown()
+        await self.database_health.stop()
+        if self._drain is not None:
+            started = time.monotonic()
+            at_most = REFUSAL_MAX_SECONDS if grace_seconds is None else grace_seconds / 2
+            await self._drain.refuse_new_calls(
+                quiet_seconds=REFUSAL_QUIET_SECONDS,
+                at_most_seconds=min(REFUSAL_MAX_SECONDS, at_most),
+            )
+            if grace_seconds is not None:
+                grace_seconds = max(0.0, grace_seconds - (time.monotonic() - started))
         await self.grpc_server.stop(grace_seconds)
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._service.close)
         await loop.run_in_executor(None, self._executor.shutdown, True)
         self._storage.close()
+
+    async def _report_database(self, up: bool) -> None:
+        """Health follows the database: a server that cannot write should get no traffic."""
+        for service in HEALTH_CHECKED_SERVICES:
+            await self._health.set(service, SERVING if up else NOT_SERVING)
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
@@ -74,6 +109,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     """Build a server for `settings` with its database migrated; returns it and the bound port."""
     storage = Storage.connect(
         settings.database_url,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         sqlite_synchronous=settings.sqlite_synchronous,
         pool_size=settings.storage_threads,
     )
@@ -94,8 +130,9 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     )
     # The per-RPC log line is an INFO record; below that level the interceptor would only cost.
     rpc_logging = logging.getLogger("server.rpc").isEnabledFor(logging.INFO)
+    drain = DrainInterceptor(FEEDBACK_SERVICE_NAME)
     server = grpc.aio.server(
-        interceptors=[RpcLogInterceptor()] if rpc_logging else [],
+        interceptors=[drain, RpcLogInterceptor()] if rpc_logging else [drain],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -114,4 +151,13 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         executor.shutdown()
         storage.close()
         raise OSError(f"cannot listen on {settings.address}")
-    return FeedbackServer(server, health, service, storage, executor), port
+    feedback_server = FeedbackServer(
+        server,
+        health,
+        service,
+        storage,
+        executor,
+        drain=drain,
+        database_probe_seconds=settings.database_probe_seconds,
+    )
+    return feedback_server, port

@@ -32,8 +32,14 @@ class Settings:
     """Writes (items) that may wait for group commit; beyond it writes get RESOURCE_EXHAUSTED."""
     grace_period_seconds: float = 10.0
     """How long a stopping server lets in-flight calls finish before cancelling them."""
+    database_probe_seconds: float = 5.0
+    """How often an idle server checks its database can take writes (health turns NOT_SERVING if
+    not); while it cannot, the check runs every half second to notice recovery."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response message, in bytes."""
+    sqlite_busy_timeout_ms: int = 5000
+    """How long a SQLite write waits for another connection's (or process's) write lock before
+    its batch is rolled back and retried."""
     sqlite_synchronous: str = "FULL"
     """SQLite's synchronous pragma; FULL makes every acknowledged write survive power loss."""
     event_loop: str = "uvloop"
@@ -65,7 +71,9 @@ def parse_settings(
         storage_threads=args.storage_threads,
         write_queue_limit=args.write_queue_limit,
         grace_period_seconds=args.grace_period,
+        database_probe_seconds=args.database_probe_interval,
         max_message_bytes=args.max_message_bytes,
+        sqlite_busy_timeout_ms=args.sqlite_busy_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         event_loop=args.event_loop,
         log_level=args.log_level.upper(),
@@ -135,10 +143,23 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="FEEDBACK_GRACE_PERIOD: seconds in-flight calls get on shutdown",
     )
     parser.add_argument(
+        "--database-probe-interval",
+        type=float,
+        default=float(default("DATABASE_PROBE_INTERVAL", "5")),
+        help="FEEDBACK_DATABASE_PROBE_INTERVAL: seconds between checks that the database takes "
+        "writes while health is SERVING",
+    )
+    parser.add_argument(
         "--max-message-bytes",
         type=int,
         default=int(default("MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
         help="FEEDBACK_MAX_MESSAGE_BYTES",
+    )
+    parser.add_argument(
+        "--sqlite-busy-timeout",
+        type=int,
+        default=int(default("SQLITE_BUSY_TIMEOUT", "5000")),
+        help="FEEDBACK_SQLITE_BUSY_TIMEOUT: milliseconds a write waits for another writer's lock",
     )
     parser.add_argument(
         "--sqlite-synchronous",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -89,6 +90,11 @@ def _unary_response(method: str, behavior: Any) -> Any:
 
 
 def _stream_response(method: str, behavior: Any) -> Any:
+    if not inspect.isasyncgenfunction(behavior):
+        # Handlers that write with context.write() and return nothing (health's Watch) must
+        # stay coroutines: an async generator around them breaks the call.
+        return _unary_response(method, behavior)
+
     async def logged(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:

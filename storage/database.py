@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from sqlalchemy import text
@@ -17,7 +20,7 @@ from storage.engines import (
     sqlite_engine,
     sqlite_file,
 )
-from storage.error_translation import driver_errors, translated_errors
+from storage.error_translation import driver_errors, is_lock_contention, translated_errors
 from storage.errors import StorageError, StorageUnavailable
 from storage.repository import BatchRepository, Repository
 from storage.rollup_rebuild import rebuild_rollups, register_sqlite_functions
@@ -26,7 +29,7 @@ from storage.sqlite_batch_repository import SqliteBatchRepository, sqlite_errors
 from storage.stats_queries import CellCache, StatsReader
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 Dialect = Literal["sqlite", "postgresql"]
+
+SQLITE_MIN_FREE_BYTES = 256 * 1024
+"""Room a SQLite database needs (free pages, or disk) for check_writable() to pass: a batch of
+writes grows the file by a few pages, and a disk with less left fails the next commit."""
 
 
 class Storage:
@@ -66,6 +73,7 @@ class Storage:
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
         self._closed = threading.Event()
         self._stats_cache = CellCache()
+        self._unavailable_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def connect(
@@ -123,7 +131,7 @@ class Storage:
         new one), StorageUnavailable when the database cannot take the write now.
         """
         self._check_open()
-        with translated_errors(), self._write_sessions.begin() as session:
+        with self._reported(), translated_errors(), self._write_sessions.begin() as session:
             return work(Repository(session))
 
     def read(self, work: Callable[[Repository], T]) -> T:
@@ -132,13 +140,13 @@ class Storage:
         On SQLite this transaction takes no write lock; writing in it is a mistake.
         """
         self._check_open()
-        with translated_errors(), self._read_sessions.begin() as session:
+        with self._reported(), translated_errors(), self._read_sessions.begin() as session:
             return work(Repository(session))
 
     def read_stats(self, query: StatsQuery) -> StatsAnswer:
         """Answer a stats query from the rollups in one read transaction (one snapshot)."""
         self._check_open()
-        with translated_errors(), self._read_sessions.begin() as session:
+        with self._reported(), translated_errors(), self._read_sessions.begin() as session:
             # Straight on the driver's cursor: SQLAlchemy's result machinery cost more than the
             # queries themselves for a year of daily buckets.
             cursor = session.connection().connection.cursor()
@@ -170,13 +178,49 @@ class Storage:
         work, which halves the fixed cost of a transaction (about 150 us of CPU on SQLite).
         """
         self._check_open()
-        return DedicatedWriter(self._write_engine, self._check_open)
+        return DedicatedWriter(
+            self._write_engine, self._check_open, on_unavailable=self._report_unavailable
+        )
 
     def ping(self) -> None:
         """Check that the database answers; raises StorageUnavailable if it does not."""
         self._check_open()
         with translated_errors(), self._engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def check_writable(self) -> None:
+        """Check that the database would take a write now; raises StorageUnavailable if not.
+
+        Answering is not enough: a read-only SQLite file still grants BEGIN IMMEDIATE, and a full
+        one still reads. So on SQLite this writes (a table it rolls back) and checks the room left
+        in the file and on the disk; on PostgreSQL it checks the server is not read-only.
+        """
+        self._check_open()
+        with translated_errors(), self._engine.connect() as connection:
+            try:
+                if self.dialect == "sqlite":
+                    raw = connection.connection.driver_connection
+                    assert isinstance(raw, sqlite3.Connection)
+                    _check_sqlite_writable(raw, self._database_file)
+                else:
+                    row = connection.execute(
+                        text("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+                    ).one()
+                    if row[0] or row[1] == "on":
+                        raise StorageUnavailable("database unavailable: it is read-only")
+            except BaseException:
+                # A SQLite connection opened while the file was read-only stays read-only.
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+                raise
+
+    def on_unavailable(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a read or write fails with StorageUnavailable.
+
+        It runs on the failing thread (a storage or writer thread), so it must be quick and
+        thread-safe; the failure is raised to the caller as usual afterwards.
+        """
+        self._unavailable_listeners.append(listener)
 
     def close(self) -> None:
         """Close every pooled connection; the storage cannot be used afterwards."""
@@ -205,6 +249,43 @@ class Storage:
         if self._closed.is_set():
             raise StorageError("storage is closed")
 
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """Tell the listeners of on_unavailable() about a StorageUnavailable, then re-raise it."""
+        try:
+            yield
+        except StorageUnavailable:
+            self._report_unavailable()
+            raise
+
+    def _report_unavailable(self) -> None:
+        for listener in self._unavailable_listeners:
+            listener()
+
+
+def _check_sqlite_writable(raw: sqlite3.Connection, database_file: Path | None) -> None:
+    """Begin a write transaction, allocate a page in it, measure the room left, roll back."""
+    with driver_errors("BEGIN IMMEDIATE"):
+        raw.execute("BEGIN IMMEDIATE")
+    try:
+        with driver_errors("CREATE TABLE"):
+            # A new table takes a page: SQLITE_READONLY or SQLITE_FULL if the file cannot give it.
+            raw.execute("CREATE TABLE storage_write_probe (probe INTEGER)")
+            page_size, page_count, max_page_count, free_pages = (
+                raw.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("page_size", "page_count", "max_page_count", "freelist_count")
+            )
+    finally:
+        if raw.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                raw.execute("ROLLBACK")
+    if (max_page_count - page_count + free_pages) * page_size < SQLITE_MIN_FREE_BYTES:
+        raise StorageUnavailable("database unavailable: the database file is full")
+    if database_file is not None:
+        disk = os.statvfs(database_file.parent)
+        if disk.f_bavail * disk.f_frsize < SQLITE_MIN_FREE_BYTES:
+            raise StorageUnavailable("database unavailable: the disk is full")
+
 
 def rebuild_rollups_on(connection: Connection, *, id_bounds: bool = True) -> None:
     """Rebuild the rollups inside `connection`'s write transaction (also used by migration 0004,
@@ -228,14 +309,42 @@ def rebuild_rollups_on(connection: Connection, *, id_bounds: bool = True) -> Non
 class DedicatedWriter:
     """Write transactions on one kept connection; use from a single thread only."""
 
-    def __init__(self, engine: Engine, check_open: Callable[[], None]) -> None:
-        """Write through `engine`'s connections; `check_open` refuses work after Storage.close()."""
+    def __init__(
+        self,
+        engine: Engine,
+        check_open: Callable[[], None],
+        *,
+        on_unavailable: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Write through `engine`'s connections; `check_open` refuses work after Storage.close(),
+        `on_unavailable` hears of every write that failed with StorageUnavailable."""
         self._engine = engine
         self._check_open = check_open
+        self._on_unavailable = on_unavailable
         self._connection: Connection | None = None
 
-    def write(self, work: Callable[[BatchRepository], T]) -> T:
-        """Run `work` in one write transaction and commit; on any exception nothing is kept."""
+    def write(self, work: Callable[[BatchRepository], T], *, busy_retry_seconds: float = 0.0) -> T:
+        """Run `work` in one write transaction and commit; on any exception nothing is kept.
+
+        With `busy_retry_seconds`, a write that found SQLite locked by other writers (other
+        processes on the same file) for longer than the busy timeout is rolled back and tried
+        again until that many seconds have passed; `work` then may run more than once, so it must
+        start from scratch each time.
+        """
+        give_up_at = time.monotonic() + busy_retry_seconds
+        pause = 0.005
+        while True:
+            try:
+                return self._write_once(work)
+            except StorageUnavailable as error:
+                if not is_lock_contention(error) or time.monotonic() + pause > give_up_at:
+                    self._on_unavailable()
+                    raise
+            # Jittered, so writers of several processes that failed together do not collide again.
+            time.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, 0.2)
+
+    def _write_once(self, work: Callable[[BatchRepository], T]) -> T:
         self._check_open()
         try:
             with translated_errors():
@@ -250,8 +359,13 @@ class DedicatedWriter:
                         return work(Repository(session))
                     finally:
                         session.close()
-        except StorageUnavailable:
-            self.close()  # reconnect on the next write: the database may have restarted
+        except StorageUnavailable as error:
+            # Reconnect on the next write: the database may have restarted, and a SQLite file
+            # opened while it was read-only stays read-only on that connection.
+            if self._connection is not None and not is_lock_contention(error):
+                with contextlib.suppress(Exception):
+                    self._connection.invalidate()
+            self.close()
             raise
 
     @staticmethod

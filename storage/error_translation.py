@@ -24,6 +24,9 @@ _SQLITE_UNAVAILABLE_CODES = frozenset(
 """Primary SQLite result codes meaning "cannot serve now, may later". A corrupt file is not
 among them: retrying cannot help, so it stays a plain StorageError."""
 
+_SQLITE_LOCK_CODES = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+"""Another connection holds a lock: waiting longer, or trying again, is the cure."""
+
 _POSTGRES_UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
 """SQLSTATE classes: connection, rollback (serialization/deadlock), resources, operator, system."""
 
@@ -97,6 +100,19 @@ def _is_unavailable(error: sa_exc.SQLAlchemyError) -> bool:
     if isinstance(original, psycopg.Error):
         state = original.sqlstate or ""
         return state == _POSTGRES_READ_ONLY or state.startswith(_POSTGRES_UNAVAILABLE_CLASSES)
+    return False
+
+
+def is_lock_contention(error: BaseException) -> bool:
+    """Whether a StorageUnavailable came from SQLite's SQLITE_BUSY or SQLITE_LOCKED ("database is
+    locked"): another writer outlasted the busy timeout, so a new attempt may well succeed."""
+    cause: BaseException | None = error
+    while cause is not None:
+        original = cause.orig if isinstance(cause, sa_exc.DBAPIError) else cause
+        if isinstance(original, sqlite3.Error):
+            name: str = getattr(original, "sqlite_errorname", "")
+            return "_".join(name.split("_")[:2]) in _SQLITE_LOCK_CODES
+        cause = cause.__cause__
     return False
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from server.service.errors import ResourceExhausted, ServiceError, Unavailable
 from storage import Storage
 from storage.errors import Conflict, StorageError, StorageUnavailable
+from storage.repository import BatchRepository
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ DEFAULT_MAX_BATCH = 2000
 DEFAULT_MAX_PENDING = 20_000
 DEFAULT_LINGER_SECONDS = 0.002
 DEFAULT_LINGER_ITEMS = 64
+DEFAULT_BUSY_RETRY_SECONDS = 10.0
+"""How long a batch keeps retrying when other processes on the same SQLite file hold its write
+lock past the busy timeout; a caller should see "database is locked" only after that, and then
+as UNAVAILABLE. Within the client's default 10 s deadline."""
 
 
 @dataclass(slots=True, eq=False)
@@ -80,6 +85,7 @@ class GroupCommitter:
         max_pending: int = DEFAULT_MAX_PENDING,
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
         linger_items: int = DEFAULT_LINGER_ITEMS,
+        busy_retry_seconds: float = DEFAULT_BUSY_RETRY_SECONDS,
     ) -> None:
         self._storage = storage
         self._apply_batch = apply_batch
@@ -87,6 +93,7 @@ class GroupCommitter:
         self._max_pending = max_pending
         self._linger_seconds = linger_seconds
         self._linger_items = linger_items
+        self._busy_retry_seconds = busy_retry_seconds
         self._queue: deque[Job] = deque()
         self._pending_items = 0
         self._condition = threading.Condition()
@@ -187,8 +194,14 @@ class GroupCommitter:
                 batch[0].future.get_loop().call_soon_threadsafe(_settle_all, batch)
 
     def _commit(self, batch: list[Job]) -> None:
+        def apply_afresh(repository: BatchRepository) -> None:
+            # A busy retry runs this again: outcomes of the rolled-back attempt must not count.
+            for job in batch:
+                job.reset()
+            self._apply_batch(repository, batch=batch)
+
         try:
-            self._writer.write(partial(self._apply_batch, batch=batch))
+            self._writer.write(apply_afresh, busy_retry_seconds=self._busy_retry_seconds)
         except StorageUnavailable as error:
             _fail(batch, error)
         except StorageError:
