@@ -6,6 +6,7 @@ initdb, pg_ctl start and pg_ctl stop run as the `postgres` OS user when the suit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -86,10 +87,8 @@ class PostgresInstance:
     def destroy(self) -> None:
         """Stop the cluster if it runs and delete its directory."""
         if self._initialized and (self.data_dir / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(PostgresInstanceError):
                 self.stop("immediate")
-            except PostgresInstanceError:
-                pass
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _run(self, program: str, *args: str) -> None:

@@ -75,7 +75,9 @@ async def postgres_outage(
         result.figures["recovery_write_seconds"] = _since(postgres_back, first_write)
         result.figures["recovery_health_seconds"] = _since(postgres_back, first_serving)
         result.figures["exit_code"] = server.stop()
-        result.check(recovered, f"no write succeeded {RECOVERY_TIMEOUT_SECONDS:.0f} s after restart")
+        result.check(
+            recovered, f"no write succeeded {RECOVERY_TIMEOUT_SECONDS:.0f} s after restart"
+        )
         result.check(
             not wrong_codes, f"writes failed during the outage with non-retryable {wrong_codes}"
         )

@@ -123,7 +123,7 @@ def _judge(
 
 
 def _log_event(
-    stub: pb_grpc.FeedbackServiceStub, marker: str, plan: StormPlan
+    stub: pb_grpc.FeedbackServiceAsyncStub, marker: str, plan: StormPlan
 ) -> tuple[SendCopy, str]:
     requests = [
         pb.LogEventRequest(
@@ -140,7 +140,7 @@ def _log_event(
 
 
 def _submit_feedback(
-    stub: pb_grpc.FeedbackServiceStub, marker: str, plan: StormPlan
+    stub: pb_grpc.FeedbackServiceAsyncStub, marker: str, plan: StormPlan
 ) -> tuple[SendCopy, str]:
     requests = [
         pb.SubmitFeedbackRequest(
@@ -160,7 +160,7 @@ def _submit_feedback(
 
 
 def _log_events(
-    stub: pb_grpc.FeedbackServiceStub, marker: str, plan: StormPlan
+    stub: pb_grpc.FeedbackServiceAsyncStub, marker: str, plan: StormPlan
 ) -> tuple[SendCopy, str]:
     batches = [
         pb.LogEventsRequest(

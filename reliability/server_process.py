@@ -31,9 +31,7 @@ class ServerStartError(RuntimeError):
 class ServerProcess:
     """`python -m server` on `database_url`, on a fresh free port each start, stderr to a file."""
 
-    def __init__(
-        self, database_url: str, log_file: Path, extra_args: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, database_url: str, log_file: Path, extra_args: Sequence[str] = ()) -> None:
         self.database_url = database_url
         self.log_file = log_file
         self.extra_args = list(extra_args)

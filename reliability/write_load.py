@@ -94,10 +94,10 @@ class WriteLoad:
         self._stopping.set()
         await asyncio.gather(*self._tasks)
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
         return self.log
 
-    async def _writer(self, stub: pb_grpc.FeedbackServiceStub, number: int) -> None:
+    async def _writer(self, stub: pb_grpc.FeedbackServiceAsyncStub, number: int) -> None:
         conversation = f"{self.prefix}-w{number}"
         sequence = 0
         while not self._stopping.is_set():
