@@ -72,6 +72,11 @@ async def postgres_outage(
         result.figures["health_during_outage"] = dict(
             health.statuses_between(outage_began, postgres_back)
         )
+        if set(result.figures["health_during_outage"]) != {"NOT_SERVING"}:
+            result.notes.append(
+                "health during the outage was "
+                f"{result.figures['health_during_outage']}, expected only NOT_SERVING"
+            )
         result.figures["recovery_write_seconds"] = _since(postgres_back, first_write)
         result.figures["recovery_health_seconds"] = _since(postgres_back, first_serving)
         result.figures["exit_code"] = server.stop()

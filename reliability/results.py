@@ -26,6 +26,8 @@ class ScenarioResult:
     """Scenario-specific measurements (exit code, seconds, status codes, duplicates...)."""
     failures: list[str] = field(default_factory=list)
     """Why the verdict is FAIL, one sentence each; empty when it passes."""
+    notes: list[str] = field(default_factory=list)
+    """Findings worth a look that the verdict does not judge (the brief fixes what it judges)."""
     skipped: str = ""
     """Why the scenario did not run; non-empty makes the verdict SKIP."""
     seconds: float = 0.0

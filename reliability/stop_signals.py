@@ -83,6 +83,16 @@ async def terminate_under_load(
         result.figures["codes_after_signal"] = dict(
             log.failures_between(signalled, time.monotonic())
         )
+        # Calls already sent when the signal came are what a drain must let finish.
+        result.figures["in_flight_at_signal_failed"] = dict(
+            log.failures_sent_before(signalled, signalled)
+        )
+        cancelled = result.figures["in_flight_at_signal_failed"].get("CANCELLED", 0)
+        if cancelled:
+            result.notes.append(
+                f"{cancelled} writes in flight at SIGTERM ended CANCELLED, not drained "
+                "(llmfeedback does not retry CANCELLED)"
+            )
         result.check(exit_code == 0, f"the server exited with {exit_code}, not 0")
         if exit_code != 0:
             result.figures["server_log_tail"] = server.log_tail(5)

@@ -17,6 +17,8 @@ def render(report: SuiteReport) -> str:
     for result in report.results:
         for failure in result.failures:
             lines.append(f"FAIL  {result.scenario} ({result.database}): {failure}")
+        for note in result.notes:
+            lines.append(f"NOTE  {result.scenario} ({result.database}): {note}")
     verdict = "FAILED" if report.failed else "all passed"
     lines.append(f"{verdict}; total time {report.duration_seconds:.0f} s ({report.mode} mode)")
     return "\n".join(lines)
@@ -36,6 +38,10 @@ def figures_text(result: ScenarioResult) -> str:
         parts.append(
             f"after signal: {figures['acknowledged_after_signal']} OK"
             + "".join(f", {n} {code}" for code, n in figures["codes_after_signal"].items())
+        )
+    if figures.get("in_flight_at_signal_failed"):
+        parts.append(
+            f"in flight at signal, failed: {_codes(figures['in_flight_at_signal_failed'])}"
         )
     if "stop_mode" in figures:
         parts.append(

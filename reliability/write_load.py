@@ -23,8 +23,10 @@ FAILURE_PAUSE_SECONDS = 0.02
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """One write that did not end OK: when it ended and with which status code."""
+    """One write that did not end OK: when it was sent, when it ended, with which status code."""
 
+    sent: float
+    """time.monotonic() just before the call."""
     time: float
     """time.monotonic() when the answer came."""
     code: str
@@ -54,6 +56,10 @@ class WriteLog:
     def failures_between(self, start: float, end: float) -> Counter[str]:
         """Status codes of the writes that failed in [start, end]."""
         return Counter(f.code for f in self.failures if start <= f.time <= end)
+
+    def failures_sent_before(self, moment: float, ended_after: float) -> Counter[str]:
+        """Status codes of writes sent before `moment` that failed after `ended_after`."""
+        return Counter(f.code for f in self.failures if f.sent < moment and f.time > ended_after)
 
 
 class WriteLoad:
@@ -111,10 +117,11 @@ class WriteLoad:
                 output_text="answer",
             )
             self.log.sent += 1
+            sent = time.monotonic()
             try:
                 await stub.RecordInteraction(request, timeout=CALL_TIMEOUT_SECONDS)
             except grpc.RpcError as error:
-                self.log.failures.append(Failure(time.monotonic(), error.code().name))
+                self.log.failures.append(Failure(sent, time.monotonic(), error.code().name))
                 await asyncio.sleep(FAILURE_PAUSE_SECONDS)
             else:
                 self.log.acknowledged.append(message_id)
