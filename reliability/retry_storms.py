@@ -68,6 +68,8 @@ async def retry_storms(database: Database, workdir: Path, plan: StormPlan) -> li
                 codes, acknowledged = await _storm(send, plan)
                 stored = database.values_with_prefix(table, "user_id", markers)
                 _judge(result, plan, codes, acknowledged, stored)
+                if table == "events" and name.endswith("batch"):
+                    result.figures["batches"] = plan.requests
                 result.seconds = time.monotonic() - started
                 results.append(result)
     finally:

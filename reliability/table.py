@@ -52,8 +52,9 @@ def figures_text(result: ScenarioResult) -> str:
             f"health SERVING {_seconds(figures.get('recovery_health_seconds'))}"
         )
     if "duplicates_stored" in figures:
+        batches = f" in {figures['batches']} batches" if "batches" in figures else ""
         parts.append(
-            f"{figures['distinct_requests']} requests x {figures['copies_each']} copies: "
+            f"{figures['distinct_requests']} requests{batches} x {figures['copies_each']} copies: "
             f"{figures['duplicates_stored']} duplicates stored "
             f"(max {figures['max_rows_per_request']} rows/request)"
         )
