@@ -59,5 +59,12 @@ bench: $(STAMP)
 bench-read: $(STAMP)
 	$(BIN)/python -m bench.read $(BENCH_READ_ARGS)
 
+## reliability: kill -9, SIGTERM, a stopped PostgreSQL, retry storms and fuzz against real servers
+## on SQLite and a private PostgreSQL 15 cluster; one table, bench-results/reliability.json; exits 1
+## on any FAIL (RELIABILITY_ARGS=--quick, or e.g. --scenarios kill,term --databases sqlite)
+.PHONY: reliability
+reliability: $(STAMP)
+	$(BIN)/python -m reliability $(RELIABILITY_ARGS)
+
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,144 @@
+"""A `feedback-server` child process on a given database, to be killed, stopped and restarted.
+
+Readiness comes from the gRPC health service: the server logs nothing at start with
+--log-level WARNING, and health is what a load balancer would ask.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 60.0
+SERVER_FLAGS = ("--accept-unknown-conversations", "--log-level", "WARNING")
+"""Feedback needs no recorded interaction first; no per-RPC log lines to slow the load."""
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or never answered SERVING."""
+
+
+class ServerProcess:
+    """`python -m server` on `database_url`, on a fresh free port each start, stderr to a file."""
+
+    def __init__(self, database_url: str, log_file: Path, extra_args: Sequence[str] = ()) -> None:
+        self.database_url = database_url
+        self.log_file = log_file
+        self.extra_args = list(extra_args)
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port to dial."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        """Start the process (appending to the log) and wait until health says SERVING."""
+        self.port = _free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "server",
+            "--address",
+            self.address,
+            "--database-url",
+            self.database_url,
+            *SERVER_FLAGS,
+            *self.extra_args,
+        ]
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, cwd=REPOSITORY_ROOT, stdout=subprocess.DEVNULL, stderr=log
+            )
+        self._wait_serving()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no flush, no goodbye."""
+        process = self._running()
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+    def send_terminate(self) -> None:
+        """SIGTERM: the server should drain in-flight calls, then exit 0."""
+        self._running().send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """Wait for exit and return the exit code; SIGKILL and raise if it outlives `timeout`."""
+        process = self._running()
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait (kill if it hangs); None when it was not running. Safe to repeat."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server wrote to stderr, for error messages."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("server not started")
+        return self._process
+
+    def _wait_serving(self) -> None:
+        process = self._running()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise ServerStartError(
+                        f"server exited with {process.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                except grpc.RpcError:
+                    time.sleep(0.05)
+                    continue
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                time.sleep(0.05)
+        self.stop()
+        raise ServerStartError(f"server not serving after {START_TIMEOUT_SECONDS:.0f} s")
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    """A port nothing listens on now (the server binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
