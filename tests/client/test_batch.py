@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -132,6 +132,7 @@ def test_items_send_exactly_the_request_of_the_single_item_method(
         ("SubmitFeedback", "SubmitFeedbackBatch", "feedback"),
         ("LogEvent", "LogEvents", "events"),
     ):
+        single_request: Any
         (single_request,) = servicer.requests(single)
         (batch_request,) = servicer.requests(batch)
         (batch_item,) = getattr(batch_request, field)
