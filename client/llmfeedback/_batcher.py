@@ -112,8 +112,9 @@ class EventBatcher:
     - Each event gets its request_id when `log` queues it and keeps it through every re-send, so an
       event whose answer was lost (the connection dropped after the server committed it, or the
       attempt timed out) is stored once: the retry comes back as a duplicate, counted as accepted
-      (and in `stats.duplicates`). Only an event whose call `close` cancelled may be stored although
-      it is reported.
+      (and in `stats.duplicates`). An event reported after its retries ran out, or cancelled by a
+      `close`, may still have been stored; the item given to `on_rejected` keeps its request_id, so
+      sending it again (`FeedbackClient.log_events([item])`) stores it at most once.
     - No event is lost silently: each is acknowledged by the server or reported, with its
       FeedbackError, to `on_rejected(item, error)` (invalid events, events still failing after the
       retries, events cancelled by a `close` that timed out). Without `on_rejected` they are logged

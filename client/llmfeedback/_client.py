@@ -620,7 +620,6 @@ class FeedbackClient:
             try:
                 for item in items:
                     wrapped = _ingest_item(item)
-                    stamp_sent_time(_happened_items(wrapped))
                     if message.items and (
                         len(message.items) >= _INGEST_ITEMS_PER_MESSAGE
                         or size + wrapped.ByteSize() > _INGEST_BYTES_PER_MESSAGE
@@ -834,31 +833,24 @@ _INGEST_BYTES_PER_MESSAGE = 1024 * 1024
 def _ingest_item(
     item: InteractionItem | FeedbackItem | EventItem,
 ) -> feedback_service_pb2.IngestItem:
-    """Wrap an item for the stream, refusing anything that is not an item."""
+    """Wrap an item for the stream, stamped with sent_time, refusing anything that is not an item.
+
+    Wrapping copies the item's request, so the stamp never changes the item itself.
+    """
     if isinstance(item, InteractionItem):
-        return feedback_service_pb2.IngestItem(interaction=item._request)
+        wrapped = feedback_service_pb2.IngestItem(interaction=item._request)
+        stamp_sent_time((wrapped.interaction,))
+        return wrapped
     if isinstance(item, FeedbackItem):
         return feedback_service_pb2.IngestItem(feedback=item._request)
     if isinstance(item, EventItem):
-        return feedback_service_pb2.IngestItem(event=item._request)
+        wrapped = feedback_service_pb2.IngestItem(event=item._request)
+        stamp_sent_time((wrapped.event,))
+        return wrapped
     raise TypeError(
         f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
         f"not {type(item).__name__}"
     )
-
-
-def _happened_items(
-    item: feedback_service_pb2.IngestItem,
-) -> tuple[
-    feedback_service_pb2.RecordInteractionRequest | feedback_service_pb2.LogEventRequest, ...
-]:
-    """The request of an ingest item that can carry sent_time, if it is one."""
-    kind = item.WhichOneof("item")
-    if kind == "interaction":
-        return (item.interaction,)
-    if kind == "event":
-        return (item.event,)
-    return ()
 
 
 def _metadata_pairs(

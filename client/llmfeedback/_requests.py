@@ -196,8 +196,6 @@ def stamp_sent_time(
             happened = request.HasField("event_time")
         if happened:
             request.sent_time.CopyFrom(now)
-        else:
-            request.ClearField("sent_time")
 
 
 def _at_most_one(**values: str | None) -> None:

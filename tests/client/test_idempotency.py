@@ -364,6 +364,7 @@ def test_ingest_items_carry_sent_time_and_request_id(
     interaction, event = servicer.ingested[0].interaction, servicer.ingested[1].event
     assert before <= min(sent_times([interaction, event]))
     assert [interaction.request_id, event.request_id] == [item.request_id for item in items]
+    assert not any(item._request.HasField("sent_time") for item in items)  # type: ignore[arg-type]
 
 
 def test_the_batcher_counts_events_stored_before_a_lost_answer_once(
