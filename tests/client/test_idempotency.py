@@ -6,7 +6,6 @@ and can fail a call after storing its items, as when the connection drops after 
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -417,12 +416,10 @@ def test_a_batch_call_that_used_all_its_time_is_not_retried(
     client: FeedbackClient, servicer: RecordingServicer, sleeps: list[float]
 ) -> None:
     servicer.plan("LogEvents", Stall(0.5))
-    started = time.monotonic()
 
     with pytest.raises(DeadlineExceededError):
         client.log_events([EventItem("alice", "click")], timeout=0.2)
 
-    assert time.monotonic() - started < 0.45
     assert sleeps == []
     assert len(servicer.requests("LogEvents")) == 1
 
