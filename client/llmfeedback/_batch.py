@@ -4,6 +4,12 @@ One retry loop serves the batch methods and the event batcher: a whole call that
 transient status is sent again, and of a call that succeeded only the items rejected with a
 transient status are, all within one RetryPolicy's attempts and one deadline. Every other rejection
 is final and reported with the item.
+
+Re-sending is safe because every item carries its own request_id, set once when the item was made:
+an item the server stored although its answer was lost comes back as a duplicate, which counts as
+stored. For the same reason an attempt cut short by its own `attempt_timeout` (DEADLINE_EXCEEDED)
+is retried while the delivery's deadline leaves time; when the attempt had all the time that was
+left, as in the batch methods, there is none to retry in.
 """
 
 from __future__ import annotations
@@ -43,21 +49,31 @@ MAX_BATCH_BYTES = 3584 * 1024
 
 _RequestT = TypeVar("_RequestT", bound="Message")
 
+# An attempt that ran out of its own time may have been stored or not; its request ids make
+# sending it again harmless either way.
+_ATTEMPT_TIMEOUT_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED})
+
 
 @dataclass(frozen=True)
 class ItemResult:
-    """What became of one item: stored under `id`, or rejected with `error`."""
+    """What became of one item: stored under `id`, or rejected with `error`.
+
+    A duplicate is a success: the item is stored exactly once, by an earlier attempt of this call
+    (whose answer was lost) or by an earlier request with the same request_id (or event_id).
+    """
 
     index: int
     """Position of the item in the input given to the method (not in one of the calls it made)."""
     accepted: bool
-    """Whether the service stored the item."""
+    """Whether the item is stored, duplicates included."""
     id: int = 0
-    """Identifier of the stored record; 0 when rejected."""
+    """Identifier of the stored record (for a duplicate, the one stored before); 0 when rejected."""
     error: FeedbackError | None = None
     """Why the item was not stored, as the single-item method would have raised it; None when
     accepted. Transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED) are only reported here once the
     retry policy gave up on them."""
+    duplicate: bool = False
+    """Whether the server had already stored the item and stored nothing new (it is accepted)."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +83,18 @@ class BatchResult:
     results: tuple[ItemResult, ...]
     """One result per item, in the order of the input."""
     accepted_count: int = field(init=False)
-    """How many items were stored."""
+    """How many items are stored, duplicates included."""
     rejected_count: int = field(init=False)
     """How many items were not stored."""
+    duplicate_count: int = field(init=False)
+    """How many of the accepted items were already stored, so nothing new was stored for them."""
 
     def __post_init__(self) -> None:
         accepted = sum(1 for result in self.results if result.accepted)
         object.__setattr__(self, "accepted_count", accepted)
         object.__setattr__(self, "rejected_count", len(self.results) - accepted)
+        duplicates = sum(1 for result in self.results if result.duplicate)
+        object.__setattr__(self, "duplicate_count", duplicates)
 
     @property
     def rejected(self) -> tuple[ItemResult, ...]:
@@ -95,11 +115,15 @@ class IngestResult:
     received_count: int
     """How many items the server received."""
     accepted_count: int
-    """How many items were stored."""
+    """How many items are stored, duplicates included (as in BatchResult; the server's own
+    accepted_count leaves them out)."""
     rejected_count: int
     """How many items were not stored."""
     rejections: tuple[ItemResult, ...]
     """The rejected items in stream order, at most the first 1000 (the server lists no more)."""
+    duplicate_count: int = 0
+    """How many of the accepted items were already stored by an earlier request (same request_id
+    or event_id), so nothing new was stored for them."""
 
     @property
     def rejections_truncated(self) -> bool:
@@ -138,10 +162,12 @@ def deliver(
 ) -> tuple[list[ItemResult], FeedbackError | None]:
     """Send one batch with `send(requests, timeout)`, retrying transient failures under `policy`.
 
-    `timeout` bounds the whole delivery, waits included; `attempt_timeout` bounds each call.
-    `wait(seconds)` pauses between attempts and returns False to give up early (default: the
-    policy's sleep). Returns the results of the settled items, indexed from `first_index`, and the
-    error of a whole call that failed for good, in which case the other items were not stored.
+    `timeout` bounds the whole delivery, waits included; `attempt_timeout` bounds each call, and
+    a call that exceeds it is retried like an UNAVAILABLE one. `wait(seconds)` pauses between
+    attempts and returns False to give up early (default: the policy's sleep). Returns the results
+    of the settled items, indexed from `first_index`, and the error of a whole call that failed for
+    good, in which case the other items were not stored (or, when the answer was lost, were stored
+    without it being known).
     """
     pause = wait if wait is not None else _sleeper(policy)
     deadline = None if timeout is None else policy.clock() + timeout
@@ -150,6 +176,11 @@ def deliver(
     retry_number = 0
     while True:
         remaining = None if deadline is None else max(0.0, deadline - policy.clock())
+        # Whether this attempt gets less time than the delivery has left, so a timeout still
+        # leaves time to try again.
+        cut_short = attempt_timeout is not None and (
+            remaining is None or attempt_timeout < remaining
+        )
         if attempt_timeout is not None:
             remaining = attempt_timeout if remaining is None else min(remaining, attempt_timeout)
         call_error: FeedbackError | None = None
@@ -168,7 +199,10 @@ def deliver(
         # The longest RetryInfo delay among the failed items sets the wait for all of them.
         error = call_error or max(transient.values(), key=lambda item: item.retry_delay or 0.0)
         retry_number += 1
-        if retry_number < policy.max_attempts and policy.should_retry(error):
+        retryable = policy.should_retry(error) or (
+            cut_short and call_error is not None and call_error.code in _ATTEMPT_TIMEOUT_CODES
+        )
+        if retry_number < policy.max_attempts and retryable:
             backoff = policy.backoff(retry_number, error)
             # Waiting past the deadline would only turn a meaningful error into DEADLINE_EXCEEDED.
             fits = deadline is None or policy.clock() + backoff < deadline
@@ -195,8 +229,11 @@ def _settle(
     transient: dict[int, FeedbackError] = {}
     for position, index in enumerate(pending):
         result = by_position.get(position)
-        if result is not None and result.outcome == batch_pb2.ITEM_OUTCOME_ACCEPTED:
-            settled[index] = ItemResult(index + first_index, accepted=True, id=result.id)
+        if result is not None and result.outcome in _STORED_OUTCOMES:
+            duplicate = result.outcome == batch_pb2.ITEM_OUTCOME_DUPLICATE
+            settled[index] = ItemResult(
+                index + first_index, accepted=True, id=result.id, duplicate=duplicate
+            )
             continue
         if result is None:
             # Never treat silence as success: the item may not have been stored.
@@ -210,6 +247,10 @@ def _settle(
         else:
             settled[index] = ItemResult(index + first_index, accepted=False, error=error)
     return transient
+
+
+_STORED_OUTCOMES = frozenset({batch_pb2.ITEM_OUTCOME_ACCEPTED, batch_pb2.ITEM_OUTCOME_DUPLICATE})
+"""Outcomes after which the item is stored: by this call, or already before (duplicate)."""
 
 
 def _in_order(settled: dict[int, ItemResult]) -> list[ItemResult]:

@@ -23,11 +23,13 @@ from ._batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, deliver
 from ._errors import FeedbackError, UnexpectedStatusError
 from ._items import EventItem, encoded_size
 from ._proto.feedback.v1 import feedback_service_pb2
+from ._requests import stamp_sent_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
 
+    from ._batch import ItemResult
     from ._proto.feedback.v1 import batch_pb2
     from ._retry import RetryPolicy
 
@@ -62,7 +64,7 @@ class BatcherStats:
     sent: int
     """Events sent to the server at least once (each counted once, however often re-sent)."""
     accepted: int
-    """Events the server acknowledged as stored."""
+    """Events the server acknowledged as stored, duplicates included."""
     rejected: int
     """Events reported as not stored: rejected by the server, still failing after the retries, or
     cancelled by a `close` that timed out. Each went to `on_rejected`, or to the log without one."""
@@ -70,6 +72,9 @@ class BatcherStats:
     """Events not queued because the queue was full and on_full is "drop"; each went to on_drop."""
     pending: int
     """Events queued or in flight: neither acknowledged nor reported yet."""
+    duplicates: int = 0
+    """Of the accepted events, those the server had already stored (an attempt whose answer was
+    lost, or an event_id logged before), so nothing new was stored for them."""
 
 
 @dataclass(frozen=True)
@@ -98,18 +103,22 @@ class EventBatcher:
       it is full, `on_full` decides: "block" waits for room (up to `block_timeout` seconds, then
       raises QueueFullError), "raise" raises QueueFullError at once, "drop" passes the event to
       `on_drop` and returns.
-    - Whole batches failing with UNAVAILABLE or RESOURCE_EXHAUSTED (with RetryInfo), and single
-      events rejected with those codes, are re-sent under the retry policy, with jittered
-      exponential backoff that waits at least the server's RetryInfo delay. Each attempt is bounded
-      by the client's timeout and the policy's `max_attempts` bounds the retries; the waits use the
-      batcher's own condition rather than `RetryPolicy.sleep`, so that `close` can cut them short.
+    - Whole batches failing with UNAVAILABLE, RESOURCE_EXHAUSTED (with RetryInfo) or
+      DEADLINE_EXCEEDED, and single events rejected with the first two, are re-sent under the
+      retry policy, with jittered exponential backoff that waits at least the server's RetryInfo
+      delay. Each attempt is bounded by the client's timeout and the policy's `max_attempts` bounds
+      the retries; the waits use the batcher's own condition rather than `RetryPolicy.sleep`, so
+      that `close` can cut them short.
+    - Each event gets its request_id when `log` queues it and keeps it through every re-send, so an
+      event whose answer was lost (the connection dropped after the server committed it, or the
+      attempt timed out) is stored once: the retry comes back as a duplicate, counted as accepted
+      (and in `stats.duplicates`). An event reported after its retries ran out, or cancelled by a
+      `close`, may still have been stored; the item given to `on_rejected` keeps its request_id, so
+      sending it again (`FeedbackClient.log_events([item])`) stores it at most once.
     - No event is lost silently: each is acknowledged by the server or reported, with its
       FeedbackError, to `on_rejected(item, error)` (invalid events, events still failing after the
       retries, events cancelled by a `close` that timed out). Without `on_rejected` they are logged
       at ERROR level on the "llmfeedback" logger. Either way `stats.rejected` counts them.
-    - As with the single-item methods, an event whose answer was lost (the connection dropped
-      after the server committed it, or `close` cancelled its call) may be stored twice when
-      retried, or be stored although reported.
     - An open batcher is closed at interpreter exit, with the client's timeout to send what is left.
 
     Callbacks run without the batcher's lock held. `on_drop` runs in the thread calling `log`, and
@@ -176,6 +185,7 @@ class EventBatcher:
         self._settled = 0
         self._sent = 0
         self._accepted = 0
+        self._duplicates = 0
         self._rejected = 0
         self._dropped = 0
         self._flush_through = 0
@@ -207,8 +217,13 @@ class EventBatcher:
         *,
         details: Mapping[str, Any] | None = None,
         event_time: datetime | None = None,
+        event_id: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Queue one event for sending; `event_time` defaults to now. See the class guarantees.
+
+        `event_id` and `request_id` are those of `FeedbackClient.log_event`; the request id is
+        made here when not given, once, and kept through every re-send.
 
         Raises ValueError/TypeError for an invalid event, QueueFullError when the queue is full
         (on_full "raise", or "block" after block_timeout), RuntimeError after `close`.
@@ -218,6 +233,8 @@ class EventBatcher:
             event_type,
             details=details,
             event_time=datetime.now(UTC) if event_time is None else event_time,
+            event_id=event_id,
+            request_id=request_id,
         )
         queued = _Queued(item, encoded_size(item._request), time.monotonic())
         with self._work:
@@ -301,6 +318,7 @@ class EventBatcher:
                 rejected=self._rejected,
                 dropped=self._dropped,
                 pending=self._pending(),
+                duplicates=self._duplicates,
             )
 
     @property
@@ -325,7 +343,7 @@ class EventBatcher:
                     "the event batcher was closed before this event was sent",
                     code=grpc.StatusCode.CANCELLED,
                 )
-                self._finish(batch, 0, [(queued.item, closed) for queued in batch])
+                self._finish(batch, [], [(queued.item, closed) for queued in batch])
             else:
                 self._send_batch(batch)
 
@@ -380,7 +398,7 @@ class EventBatcher:
         except Exception as error:  # a bug must not kill the thread and lose the queue silently
             logger.exception("sending a batch of events failed unexpectedly")
             results, failure = [], UnexpectedStatusError(f"sending failed unexpectedly: {error!r}")
-        accepted = sum(1 for result in results if result.accepted)
+        accepted = [result for result in results if result.accepted]
         rejected = [
             (batch[result.index].item, result.error)
             for result in results
@@ -398,9 +416,9 @@ class EventBatcher:
     ) -> Sequence[batch_pb2.BatchItemResult]:
         """One LogEvents attempt, cancellable by a `close` that runs out of time."""
         # Typed as the Future it also is: grpc-stubs leave Call.cancel untyped.
-        call: grpc.Future[feedback_service_pb2.LogEventsResponse] = self._send(
-            feedback_service_pb2.LogEventsRequest(events=requests), timeout
-        )
+        request = feedback_service_pb2.LogEventsRequest(events=requests)
+        stamp_sent_time(request.events)
+        call: grpc.Future[feedback_service_pb2.LogEventsResponse] = self._send(request, timeout)
         with self._work:
             self._call = call
             if self._aborted:
@@ -424,7 +442,7 @@ class EventBatcher:
     def _finish(
         self,
         batch: list[_Queued],
-        accepted: int,
+        accepted: list[ItemResult],
         rejected: list[tuple[EventItem, FeedbackError]],
     ) -> None:
         """Report the failed events, then count the batch as settled and wake the waiters."""
@@ -432,7 +450,8 @@ class EventBatcher:
         for item, error in rejected:
             self._report(item, error)
         with self._work:
-            self._accepted += accepted
+            self._accepted += len(accepted)
+            self._duplicates += sum(1 for result in accepted if result.duplicate)
             self._rejected += len(rejected)
             self._settled += len(batch)
             self._in_flight = 0

@@ -24,7 +24,7 @@ from ._listing import (
     order_by,
 )
 from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
-from ._requests import event_request, feedback_request, interaction_request
+from ._requests import event_request, feedback_request, interaction_request, stamp_sent_time
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
@@ -71,6 +71,14 @@ class FeedbackClient:
     Use it as a context manager, or call `close()`, to release the channel it opened. Every method
     raises a `FeedbackError` subclass when the call fails, `ValueError`/`TypeError` before any call
     when the arguments cannot form a valid request.
+
+    Idempotent writes: every write carries a request_id (AIP-155), made once per call before the
+    first attempt, or once per batch item when the item is made, and sent again unchanged by every
+    retry. A write the server stored although its answer was lost (the connection dropped, the
+    attempt timed out) is therefore not stored twice when retried: the server answers with the
+    record it stored the first time, so at-least-once delivery becomes exactly-once storage.
+    Writes that report when they happened also carry sent_time, fresh on each attempt, so the
+    server can correct this machine's clock skew.
     """
 
     def __init__(
@@ -149,12 +157,14 @@ class FeedbackClient:
         total_tokens: int | None = None,
         metadata: Mapping[str, Any] | None = None,
         occur_time: datetime | None = None,
+        request_id: str | None = None,
         timeout: float | None = None,
     ) -> interaction_pb2.Interaction:
         """Record one chat turn so later feedback can link to it; returns it as stored.
 
         Give the input and the output each as text (the server hashes it and stores only the hash)
-        or as a hash from `compute_hash`, not both.
+        or as a hash from `compute_hash`, not both. `request_id` (a UUID string, random by default)
+        is sent on every retry, so the turn is stored once; see "Idempotent writes" on the class.
         """
         request = interaction_request(
             conversation_id,
@@ -171,8 +181,14 @@ class FeedbackClient:
             total_tokens=total_tokens,
             metadata=metadata,
             occur_time=occur_time,
+            request_id=request_id,
         )
-        response = self._call(self._stub.RecordInteraction, request, timeout)
+        response = self._call(
+            self._stub.RecordInteraction,
+            request,
+            timeout,
+            before_attempt=lambda: stamp_sent_time((request,)),
+        )
         return response.interaction
 
     def submit_feedback(
@@ -191,6 +207,7 @@ class FeedbackClient:
         output_hash: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         model: str | None = None,
+        request_id: str | None = None,
         timeout: float | None = None,
     ) -> feedback_pb2.Feedback:
         """Submit one rating of an AI answer; returns it as stored, linked to its interaction.
@@ -198,6 +215,7 @@ class FeedbackClient:
         Rate with exactly one of `score` (1-5), `thumb` (True for up, False for down) or `label`.
         Name the answer by `conversation_id`, `message_id`, or both. `model` defaults to the rated
         interaction's; a different one fails with FailedPreconditionError (MODEL_MISMATCH).
+        `request_id` works as in `record_interaction`.
         """
         request = feedback_request(
             conversation_id,
@@ -213,6 +231,7 @@ class FeedbackClient:
             output_hash=output_hash,
             metadata=metadata,
             model=model,
+            request_id=request_id,
         )
         response = self._call(self._stub.SubmitFeedback, request, timeout)
         return response.feedback
@@ -224,11 +243,30 @@ class FeedbackClient:
         *,
         details: Mapping[str, Any] | None = None,
         event_time: datetime | None = None,
+        event_id: str | None = None,
+        request_id: str | None = None,
         timeout: float | None = None,
     ) -> event_pb2.Event:
-        """Log one product analytics event, such as a page view; returns it as stored."""
-        request = event_request(user_id, event_type, details=details, event_time=event_time)
-        response = self._call(self._stub.LogEvent, request, timeout)
+        """Log one product analytics event, such as a page view; returns it as stored.
+
+        `event_id` is your own identifier of the event, unique across the service: an event whose
+        event_id is already stored is not stored again, and the stored one is returned.
+        `request_id` works as in `record_interaction`.
+        """
+        request = event_request(
+            user_id,
+            event_type,
+            details=details,
+            event_time=event_time,
+            event_id=event_id,
+            request_id=request_id,
+        )
+        response = self._call(
+            self._stub.LogEvent,
+            request,
+            timeout,
+            before_attempt=lambda: stamp_sent_time((request,)),
+        )
         return response.event
 
     def get_stats(
@@ -298,6 +336,21 @@ class FeedbackClient:
             order=order,
         )
         return self._call(self._stub.ListFeedback, request, timeout)
+
+    def list_feedback_history(
+        self, message_id: str, user_id: str, *, timeout: float | None = None
+    ) -> list[feedback_pb2.Feedback]:
+        """The votes `user_id` gave on `message_id`, oldest first, the current one last.
+
+        One vote per user per message counts: a newer one replaces the older, which is kept with
+        `replace_time` and `replaced_by_id` set. At most the newest 1000 are returned; no vote
+        gives an empty list.
+        """
+        request = feedback_service_pb2.ListFeedbackHistoryRequest(
+            message_id=message_id, user_id=user_id
+        )
+        response = self._call(self._stub.ListFeedbackHistory, request, timeout)
+        return list(response.feedback)
 
     def list_interactions(
         self,
@@ -474,6 +527,7 @@ class FeedbackClient:
             requests: list[feedback_service_pb2.RecordInteractionRequest], remaining: float | None
         ) -> Sequence[batch_pb2.BatchItemResult]:
             request = feedback_service_pb2.RecordInteractionsRequest(interactions=requests)
+            stamp_sent_time(request.interactions)
             call = self._stub.RecordInteractions
             return call(request, timeout=remaining, metadata=self._metadata).results
 
@@ -517,10 +571,13 @@ class FeedbackClient:
 
         A call failing with UNAVAILABLE or RESOURCE_EXHAUSTED (with RetryInfo) is retried under the
         client's RetryPolicy; of a call that succeeded, only the items rejected with those codes
-        are sent again, within the same attempts. Other rejections are final: each rejected item's
-        result carries the FeedbackError the single-item method would have raised. When a call
-        fails for good, its FeedbackError is raised with `batch_result` holding the outcome of every
-        item settled so far; the others were not stored.
+        are sent again, within the same attempts. Each item keeps its request_id throughout, so an
+        item stored by an attempt whose answer was lost comes back as a duplicate
+        (`ItemResult.duplicate`, counted in `duplicate_count`), accepted, not stored twice. Passing
+        the same items again after a failure is just as safe. Other rejections are final: each
+        rejected item's result carries the FeedbackError the single-item method would have raised.
+        When a call fails for good, its FeedbackError is raised with `batch_result` holding the
+        outcome of every item settled so far; the others may not be stored.
         """
         items = coerce_items(events, EventItem)
 
@@ -528,6 +585,7 @@ class FeedbackClient:
             requests: list[feedback_service_pb2.LogEventRequest], remaining: float | None
         ) -> Sequence[batch_pb2.BatchItemResult]:
             request = feedback_service_pb2.LogEventsRequest(events=requests)
+            stamp_sent_time(request.events)
             return self._stub.LogEvents(request, timeout=remaining, metadata=self._metadata).results
 
         return self._send_batches([item._request for item in items], send, timeout)
@@ -547,7 +605,8 @@ class FeedbackClient:
         is raised with `sent_count` saying how many items were sent, of which the server may have
         stored some. If reading the input raises (or yields something that is not an item), the
         stream is ended there, and the exception is raised with a note giving the server's totals
-        for the items before it.
+        for the items before it. Items carry their request_ids, so loading the same items again
+        after a broken stream stores only those that were missing; the others count as duplicates.
         """
         self._check_open()
         sent = 0
@@ -590,7 +649,8 @@ class FeedbackClient:
             raise error from rpc_error
         result = IngestResult(
             received_count=response.received_count,
-            accepted_count=response.accepted_count,
+            accepted_count=response.accepted_count + response.duplicate_count,
+            duplicate_count=response.duplicate_count,
             rejected_count=response.rejected_count,
             rejections=tuple(
                 ItemResult(
@@ -735,11 +795,19 @@ class FeedbackClient:
         method: grpc.UnaryUnaryMultiCallable[_RequestT, _ResponseT],
         request: _RequestT,
         timeout: float | None,
+        *,
+        before_attempt: Callable[[], None] | None = None,
     ) -> _ResponseT:
-        """Invoke one RPC under the retry policy, translating failures into FeedbackError."""
+        """Invoke one RPC under the retry policy, translating failures into FeedbackError.
+
+        Every attempt sends the same request, so a write's request_id never changes;
+        `before_attempt` may refresh what should change, such as sent_time.
+        """
         self._check_open()
 
         def attempt(remaining: float | None) -> _ResponseT:
+            if before_attempt is not None:
+                before_attempt()
             return method(request, timeout=remaining, metadata=self._metadata)
 
         return call_with_retry(
@@ -765,13 +833,20 @@ _INGEST_BYTES_PER_MESSAGE = 1024 * 1024
 def _ingest_item(
     item: InteractionItem | FeedbackItem | EventItem,
 ) -> feedback_service_pb2.IngestItem:
-    """Wrap an item for the stream, refusing anything that is not an item."""
+    """Wrap an item for the stream, stamped with sent_time, refusing anything that is not an item.
+
+    Wrapping copies the item's request, so the stamp never changes the item itself.
+    """
     if isinstance(item, InteractionItem):
-        return feedback_service_pb2.IngestItem(interaction=item._request)
+        wrapped = feedback_service_pb2.IngestItem(interaction=item._request)
+        stamp_sent_time((wrapped.interaction,))
+        return wrapped
     if isinstance(item, FeedbackItem):
         return feedback_service_pb2.IngestItem(feedback=item._request)
     if isinstance(item, EventItem):
-        return feedback_service_pb2.IngestItem(event=item._request)
+        wrapped = feedback_service_pb2.IngestItem(event=item._request)
+        stamp_sent_time((wrapped.event,))
+        return wrapped
     raise TypeError(
         f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
         f"not {type(item).__name__}"

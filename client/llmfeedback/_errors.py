@@ -144,7 +144,11 @@ class NotFoundError(FeedbackError):
 
 
 class AlreadyExistsError(FeedbackError):
-    """The write would duplicate a unique record, for example a message_id recorded twice."""
+    """The write would duplicate a unique record, for example a message_id recorded twice.
+
+    Also raised when a request_id is sent again with other content (ResourceInfo resource_type
+    "request"): an idempotency key names one write, never two.
+    """
 
     default_code = grpc.StatusCode.ALREADY_EXISTS
 

@@ -4,6 +4,11 @@ An item holds the same fields as the single-item method it stands for and runs t
 through the same request-building code, so a mistake raises ValueError or TypeError where the item
 is made, not in the middle of a batch. Values are captured at creation: changing a `metadata` dict
 afterwards does not change what is sent.
+
+An item is one record. It gets its idempotency key (`request_id`) when it is made, so however
+often it is sent (client retries, re-sent batch items, or the same item passed to a later call
+after a failure) the service stores it at most once; a repeat comes back as a duplicate. Make a
+new item for a new record, and pass `request_id=None` to `dataclasses.replace` for the same reason.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class InteractionItem:
     """Any JSON-like mapping."""
     occur_time: datetime | None = None
     """When the turn happened (timezone-aware); the receive time when left out."""
+    request_id: str | None = None
+    """Idempotency key, a UUID string; a random one is set when the item is made without one."""
     _request: feedback_service_pb2.RecordInteractionRequest = field(
         init=False, repr=False, compare=False
     )
@@ -96,7 +103,9 @@ class InteractionItem:
             total_tokens=self.total_tokens,
             metadata=self.metadata,
             occur_time=self.occur_time,
+            request_id=self.request_id,
         )
+        object.__setattr__(self, "request_id", request.request_id)
         if encoded_size(request) > MAX_ITEM_BYTES:
             # Assigning the hash member of a oneof clears its text member.
             if request.WhichOneof("input") == "input_text":
@@ -142,6 +151,8 @@ class FeedbackItem:
     """Any JSON-like mapping."""
     model: str | None = None
     """Model that produced the rated answer; taken from the rated interaction when omitted."""
+    request_id: str | None = None
+    """Idempotency key, a UUID string; a random one is set when the item is made without one."""
     _request: feedback_service_pb2.SubmitFeedbackRequest = field(
         init=False, repr=False, compare=False
     )
@@ -161,7 +172,9 @@ class FeedbackItem:
             output_hash=self.output_hash,
             metadata=self.metadata,
             model=self.model,
+            request_id=self.request_id,
         )
+        object.__setattr__(self, "request_id", request.request_id)
         _check_size(request, "feedback")
         object.__setattr__(self, "_request", request)
 
@@ -179,12 +192,23 @@ class EventItem:
     """Any JSON-like mapping."""
     event_time: datetime | None = None
     """When the event happened (timezone-aware); the receive time when left out."""
+    event_id: str | None = None
+    """Your own identifier of the event (like Segment's messageId), unique across the service: an
+    event whose event_id is already stored is not stored again, whatever its request_id."""
+    request_id: str | None = None
+    """Idempotency key, a UUID string; a random one is set when the item is made without one."""
     _request: feedback_service_pb2.LogEventRequest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         request = event_request(
-            self.user_id, self.event_type, details=self.details, event_time=self.event_time
+            self.user_id,
+            self.event_type,
+            details=self.details,
+            event_time=self.event_time,
+            event_id=self.event_id,
+            request_id=self.request_id,
         )
+        object.__setattr__(self, "request_id", request.request_id)
         _check_size(request, "event")
         object.__setattr__(self, "_request", request)
 

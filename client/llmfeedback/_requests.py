@@ -1,21 +1,36 @@
 """Request building shared by the single-item methods and the batch items: one place for the checks.
 
 Each function turns plain Python arguments into the generated request message, raising ValueError or
-TypeError for arguments that cannot form a valid request, so no call is made for them.
+TypeError for arguments that cannot form a valid request, so no call is made for them. Every write
+request gets its idempotency key (AIP-155 `request_id`) here, once, so whatever sends it again (a
+retry, a re-sent batch item) sends the same key and the server stores the write at most once.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import TYPE_CHECKING, Any
+
+from google.protobuf import timestamp_pb2
 
 from ._conversions import to_struct, to_timestamp
 from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
 
-__all__ = ["event_request", "feedback_request", "interaction_request"]
+__all__ = [
+    "checked_request_id",
+    "event_request",
+    "feedback_request",
+    "interaction_request",
+    "stamp_sent_time",
+]
+
+_UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+"""A UUID in the 36-character hyphenated form, any case: the only form the service takes."""
 
 
 def interaction_request(
@@ -34,6 +49,7 @@ def interaction_request(
     total_tokens: int | None = None,
     metadata: Mapping[str, Any] | None = None,
     occur_time: datetime | None = None,
+    request_id: str | None = None,
 ) -> feedback_service_pb2.RecordInteractionRequest:
     """Build a RecordInteractionRequest; texts and hashes of one side exclude each other."""
     _at_most_one(input_text=input_text, input_hash=input_hash)
@@ -47,6 +63,7 @@ def interaction_request(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=total_tokens,
+        request_id=checked_request_id(request_id),
     )
     # Oneof members are assigned only when given: assigning "" would select the member.
     if input_text is not None:
@@ -79,6 +96,7 @@ def feedback_request(
     output_hash: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     model: str | None = None,
+    request_id: str | None = None,
 ) -> feedback_service_pb2.SubmitFeedbackRequest:
     """Build a SubmitFeedbackRequest carrying exactly one of score, thumb or label."""
     given = [
@@ -99,6 +117,7 @@ def feedback_request(
         input_hash=input_hash or "",
         output_hash=output_hash or "",
         model=model or "",
+        request_id=checked_request_id(request_id),
     )
     if score is not None:
         # bool is an int subclass; True must not silently become a score of 1.
@@ -123,14 +142,60 @@ def event_request(
     *,
     details: Mapping[str, Any] | None = None,
     event_time: datetime | None = None,
+    event_id: str | None = None,
+    request_id: str | None = None,
 ) -> feedback_service_pb2.LogEventRequest:
-    """Build a LogEventRequest."""
-    request = feedback_service_pb2.LogEventRequest(user_id=user_id, event_type=event_type)
+    """Build a LogEventRequest; `event_id` is the caller's own key, checked by the server."""
+    request = feedback_service_pb2.LogEventRequest(
+        user_id=user_id,
+        event_type=event_type,
+        event_id=event_id or "",
+        request_id=checked_request_id(request_id),
+    )
     if details is not None:
         request.details.CopyFrom(to_struct(details, name="details"))
     if event_time is not None:
         request.event_time.CopyFrom(to_timestamp(event_time, name="event_time"))
     return request
+
+
+def checked_request_id(request_id: str | None) -> str:
+    """The caller's request id if it is a hyphenated UUID, else a new random one when None.
+
+    A malformed id is refused here rather than by the server, because the client made the promise
+    that every write carries a usable one.
+    """
+    if request_id is None:
+        return str(uuid.uuid4())
+    if not isinstance(request_id, str):
+        raise TypeError(f"request_id must be a str, not {type(request_id).__name__}")
+    if not _UUID_PATTERN.fullmatch(request_id):
+        raise ValueError(
+            f"request_id must be a UUID in its 36-character hyphenated form, not {request_id!r}"
+        )
+    return request_id
+
+
+def stamp_sent_time(
+    requests: Iterable[
+        feedback_service_pb2.RecordInteractionRequest | feedback_service_pb2.LogEventRequest
+    ],
+) -> None:
+    """Set sent_time to now on the requests that report when they happened.
+
+    Called on every attempt, just before sending: the server corrects the client's clock skew by
+    the difference between sent_time and its receive time, so a stale one would shift the record by
+    the retry delay. sent_time is not part of the content a request id is checked against.
+    """
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    for request in requests:
+        if isinstance(request, feedback_service_pb2.RecordInteractionRequest):
+            happened = request.HasField("occur_time")
+        else:
+            happened = request.HasField("event_time")
+        if happened:
+            request.sent_time.CopyFrom(now)
 
 
 def _at_most_one(**values: str | None) -> None:

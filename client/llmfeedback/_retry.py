@@ -3,6 +3,13 @@
 Modelled on the OpenTelemetry OTLP gRPC exporter: the retryable status codes live in one frozenset,
 the backoff uses full jitter so many clients do not retry in lockstep, a server's RetryInfo delay is
 honoured, and no retry is started that could not finish before the caller's deadline.
+
+Writes are retried like reads, even when the failure may have come after the server stored the
+write (an UNAVAILABLE from a dropped connection): every write carries a request_id that the retry
+sends again, so the server answers with what it stored instead of storing it twice. A single call
+does not retry DEADLINE_EXCEEDED: its attempt already had all the time the call had left. Only the
+batch delivery, whose attempts can be bounded more tightly than the whole (see `_batch.deliver`),
+retries an attempt that ran out of its own time.
 """
 
 from __future__ import annotations
@@ -103,7 +110,8 @@ def call_with_retry(
     """Run `attempt(remaining_timeout)` until it succeeds, fails for good, or time runs out.
 
     The timeout covers the whole call, retries and waits included: each attempt gets only what is
-    left of it. Raises the FeedbackError of the last attempt.
+    left of it. `attempt` must send the same request every time (same request_id for a write), so
+    a retry can never store a write twice. Raises the FeedbackError of the last attempt.
     """
     deadline = None if timeout is None else policy.clock() + timeout
     retry_number = 0

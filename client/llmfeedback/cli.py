@@ -26,6 +26,7 @@ from ._export_file import ExportFile, ExportFileError, Format, Kind
 from ._items import EventItem, FeedbackItem, InteractionItem
 from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
 from ._proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
+from ._requests import checked_request_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--total-tokens", type=int)
     record.add_argument("--metadata", type=_json_object, metavar="JSON")
     record.add_argument("--occur-time", type=_iso_time, metavar="TIME")
+    _add_request_id(record)
 
     submit = subcommands.add_parser(
         "submit", parents=[global_options], help="submit feedback on an AI answer"
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--output-hash")
     submit.add_argument("--metadata", type=_json_object, metavar="JSON")
     submit.add_argument("--model", help="model of the rated answer (default: the interaction's)")
+    _add_request_id(submit)
 
     log = subcommands.add_parser(
         "log", parents=[global_options], help="log one product analytics event"
@@ -184,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("event_type", metavar="EVENT_TYPE", help='for example "page_view"')
     log.add_argument("--details", type=_json_object, metavar="JSON")
     log.add_argument("--event-time", type=_iso_time, metavar="TIME")
+    log.add_argument(
+        "--event-id", help="your own unique id of the event; an event_id stored before is dropped"
+    )
+    _add_request_id(log)
+
+    history = subcommands.add_parser(
+        "history",
+        parents=[global_options],
+        help="show the votes one user gave on one message, oldest first",
+        description=(
+            "One vote per user per message counts; a newer one replaces the older, which is "
+            "kept and shown here with when and by which vote it was replaced."
+        ),
+    )
+    history.set_defaults(command=_history)
+    history.add_argument("message_id", metavar="MESSAGE_ID")
+    history.add_argument("user_id", metavar="USER_ID")
 
     stats = subcommands.add_parser(
         "stats", parents=[global_options], help="show aggregated statistics"
@@ -313,6 +333,16 @@ def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool)
     )
 
 
+def _add_request_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--request-id",
+        type=_request_id,
+        metavar="UUID",
+        help="idempotency key (default: a new one); reuse it when re-running a command whose "
+        "outcome is unknown, and the write is stored once",
+    )
+
+
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     """Add the filters of stats."""
     parser.add_argument("--conversation-id")
@@ -393,6 +423,7 @@ def _record(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> No
         total_tokens=args.total_tokens,
         metadata=args.metadata,
         occur_time=args.occur_time,
+        request_id=args.request_id,
     )
     _print_message(interaction, args, out)
 
@@ -412,15 +443,29 @@ def _submit(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> No
         output_hash=args.output_hash,
         metadata=args.metadata,
         model=args.model,
+        request_id=args.request_id,
     )
     _print_message(feedback, args, out)
 
 
 def _log(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
     event = client.log_event(
-        args.user_id, args.event_type, details=args.details, event_time=args.event_time
+        args.user_id,
+        args.event_type,
+        details=args.details,
+        event_time=args.event_time,
+        event_id=args.event_id,
+        request_id=args.request_id,
     )
     _print_message(event, args, out)
+
+
+def _history(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    votes = client.list_feedback_history(args.message_id, args.user_id)
+    if args.json_output:
+        _print_json({"feedback": [_to_dict(vote) for vote in votes]}, out)
+    else:
+        out.write(_format_history_table(votes))
 
 
 def _stats(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -640,13 +685,18 @@ def _ingest(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
             {
                 "item_count": total,
                 "accepted_count": result.accepted_count,
+                "duplicate_count": result.duplicate_count,
                 "rejected_count": rejected,
                 "rejections": [_rejection_document(line, error) for line, error in rejections],
             },
             out,
         )
     else:
-        out.write(f"{total} items: {result.accepted_count} accepted, {rejected} rejected\n")
+        # Duplicates are accepted items that an earlier load (same request_id or event_id) stored.
+        duplicates = f" ({result.duplicate_count} already stored)" if result.duplicate_count else ""
+        out.write(
+            f"{total} items: {result.accepted_count} accepted{duplicates}, {rejected} rejected\n"
+        )
         for line, rejection in rejections:
             out.write(f"line {line}: {rejection.code.name}: {rejection.message}\n")
             if isinstance(rejection, InvalidArgumentError):
@@ -674,6 +724,8 @@ def _ingest_item(line: str) -> _IngestItem:
     except json_format.ParseError as error:
         # The first line names the problem; the rest lists every field of the message.
         raise ValueError(str(error).splitlines()[0]) from error
+    if any(descriptor.name == "sent_time" for descriptor, _ in request.ListFields()):
+        raise ValueError("sent_time is set by the client when it sends the item; leave it out")
     fields = {name: "" for name in _REQUIRED_FIELDS[kind]}
     fields.update(_python_values(request))
     return item_type(**fields)
@@ -950,6 +1002,24 @@ def _format_feedback_table(feedback: Sequence[feedback_pb2.Feedback]) -> str:
     return _table(header, rows) if rows else "no feedback found\n"
 
 
+def _format_history_table(votes: Sequence[feedback_pb2.Feedback]) -> str:
+    """Render one user's votes on one message, oldest first, saying which one counts."""
+    header = ("ID", "CREATED", "RATING", "STATUS", "TEXT")
+    rows = [
+        (
+            str(vote.id),
+            _when(vote, "create_time"),
+            _rating(vote),
+            f"replaced by {vote.replaced_by_id} at {_when(vote, 'replace_time')}"
+            if vote.HasField("replace_time")
+            else "current",
+            _shorten(vote.text),
+        )
+        for vote in votes
+    ]
+    return _table(header, rows) if rows else "no votes found\n"
+
+
 def _format_interaction_table(interactions: Sequence[interaction_pb2.Interaction]) -> str:
     """Render interactions as an aligned table, one line each."""
     header = ("ID", "OCCURRED", "CONVERSATION", "MESSAGE", "USER", "MODEL", "LATENCY", "TOKENS")
@@ -1051,6 +1121,13 @@ def _iso_time(value: str) -> datetime:
             f"not an ISO-8601 time such as 2024-05-01T12:00:00Z: {value!r}"
         ) from error
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _request_id(value: str) -> str:
+    try:
+        return checked_request_id(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("request_id ")) from error
 
 
 def _positive_float(value: str) -> float:

@@ -53,6 +53,8 @@ class Abort:
     details: Sequence[Message] = ()
     status_code: grpc.StatusCode | None = None
     """Code written in the google.rpc.Status trailer when it must differ from `code`."""
+    after_storing: bool = False
+    """Store the call's items first, as when the connection drops after the server committed."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     """Records every call and answers with planned outcomes, then with default responses.
 
     Batch calls and ingest streams accept every item by default, with increasing ids; set `verdict`
-    to reject some.
+    to reject some. Like the real server, an item whose request_id (or event_id) was stored before
+    comes back as ITEM_OUTCOME_DUPLICATE with the stored id.
     """
 
     def __init__(self) -> None:
@@ -137,6 +140,8 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self._planned: dict[str, deque[Planned]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._last_id = 0
+        self.stored_ids: dict[tuple[str, str], int] = {}
+        """Ids of the stored batch and ingest items by (kind, request_id or "event_id:" id)."""
 
     def plan(self, method: str, *outcomes: Planned) -> None:
         """Queue the next answers of `method` (for example "GetStats"), used once each in order."""
@@ -178,6 +183,8 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         if isinstance(outcome, Reply):
             outcome = outcome.build(request)
         if isinstance(outcome, Abort):
+            if outcome.after_storing:
+                default()
             abort_with_rich_status(
                 context,
                 outcome.code,
@@ -194,15 +201,23 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             return self._last_id
 
     def _judge(self, items: Iterable[Message]) -> list[batch_pb2.BatchItemResult]:
-        """Results of the items by `verdict`: accepted with a new id, or rejected."""
+        """Results of the items: duplicate of a stored one, or by `verdict` accepted or rejected."""
         results = []
         for index, item in enumerate(items):
+            keys = _idempotency_keys(item)
+            with self._lock:
+                stored = next((self.stored_ids[key] for key in keys if key in self.stored_ids), 0)
+            if stored:
+                outcome = batch_pb2.ITEM_OUTCOME_DUPLICATE
+                results.append(batch_pb2.BatchItemResult(index=index, outcome=outcome, id=stored))
+                continue
             error = None if self.verdict is None else self.verdict(item)
             if error is None:
                 outcome = batch_pb2.ITEM_OUTCOME_ACCEPTED
-                results.append(
-                    batch_pb2.BatchItemResult(index=index, outcome=outcome, id=self._new_id())
-                )
+                new_id = self._new_id()
+                with self._lock:
+                    self.stored_ids.update(dict.fromkeys(keys, new_id))
+                results.append(batch_pb2.BatchItemResult(index=index, outcome=outcome, id=new_id))
             else:
                 outcome = batch_pb2.ITEM_OUTCOME_REJECTED
                 results.append(batch_pb2.BatchItemResult(index=index, outcome=outcome, error=error))
@@ -213,11 +228,12 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> Callable[[], _BatchResponseT]:
         def build() -> _BatchResponseT:
             results = self._judge(items)
-            accepted = sum(
-                1 for result in results if result.outcome == batch_pb2.ITEM_OUTCOME_ACCEPTED
-            )
+            counts = _outcome_counts(results)
             return response_type(
-                results=results, accepted_count=accepted, rejected_count=len(results) - accepted
+                results=results,
+                accepted_count=counts[batch_pb2.ITEM_OUTCOME_ACCEPTED],
+                rejected_count=counts[batch_pb2.ITEM_OUTCOME_REJECTED],
+                duplicate_count=counts[batch_pb2.ITEM_OUTCOME_DUPLICATE],
             )
 
         return build
@@ -264,6 +280,14 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> feedback_service_pb2.ListFeedbackResponse:
         default = feedback_service_pb2.ListFeedbackResponse()
         return self._answer("ListFeedback", request, context, lambda: default, type(default))
+
+    def ListFeedbackHistory(
+        self,
+        request: feedback_service_pb2.ListFeedbackHistoryRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.ListFeedbackHistoryResponse:
+        default = feedback_service_pb2.ListFeedbackHistoryResponse()
+        return self._answer("ListFeedbackHistory", request, context, lambda: default, type(default))
 
     def ListInteractions(
         self,
@@ -384,16 +408,38 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             rejections = [
                 result for result in results if result.outcome == batch_pb2.ITEM_OUTCOME_REJECTED
             ]
+            counts = _outcome_counts(results)
             return feedback_service_pb2.IngestResponse(
                 received_count=len(stream),
-                accepted_count=len(stream) - len(rejections),
+                accepted_count=counts[batch_pb2.ITEM_OUTCOME_ACCEPTED],
                 rejected_count=len(rejections),
                 rejections=rejections[:1000],
+                duplicate_count=counts[batch_pb2.ITEM_OUTCOME_DUPLICATE],
             )
 
         self.ingested.extend(stream)
         first = stream[0] if stream else feedback_service_pb2.IngestItem()
         return self._answer("Ingest", first, context, default, feedback_service_pb2.IngestResponse)
+
+
+def _idempotency_keys(item: Message) -> list[tuple[str, str]]:
+    """The keys under which the real server finds an item stored before: request_id, event_id."""
+    kind = type(item).__name__
+    keys = []
+    request_id = getattr(item, "request_id", "")
+    if request_id:
+        keys.append((kind, request_id.lower()))
+    event_id = getattr(item, "event_id", "")
+    if event_id:
+        keys.append((kind, f"event_id:{event_id}"))
+    return keys
+
+
+def _outcome_counts(results: Sequence[batch_pb2.BatchItemResult]) -> dict[int, int]:
+    counts: dict[int, int] = dict.fromkeys(batch_pb2.ItemOutcome.values(), 0)
+    for result in results:
+        counts[result.outcome] += 1
+    return counts
 
 
 def _ingest_item(message: feedback_service_pb2.IngestItem) -> Message:

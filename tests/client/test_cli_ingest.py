@@ -144,6 +144,7 @@ def test_ingest_reads_standard_input_and_prints_json(
     assert json.loads(capsys.readouterr().out) == {
         "item_count": 2,
         "accepted_count": 1,
+        "duplicate_count": 0,
         "rejected_count": 1,
         "rejections": [
             {
