@@ -128,16 +128,17 @@ def request_digest(request: Message) -> str | None:
     """A fingerprint of a write's content, to tell a retry from another request reusing its id.
 
     Deterministic serialization orders map keys (Struct fields), so equal content gives equal
-    bytes. sent_time is left out: a retry may carry a fresh one. None without a request_id.
+    bytes. The request id itself (any spelling of the UUID) and sent_time (a retry may carry a
+    fresh one) are left out. None without a request_id.
     """
     if not getattr(request, "request_id", ""):
         return None
-    if "sent_time" in request.DESCRIPTOR.fields_by_name and request.HasField("sent_time"):
-        unsent = type(request)()
-        unsent.CopyFrom(request)
-        unsent.ClearField("sent_time")
-        request = unsent
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
+    content = type(request)()
+    content.CopyFrom(request)
+    content.ClearField("request_id")
+    if "sent_time" in request.DESCRIPTOR.fields_by_name:
+        content.ClearField("sent_time")
+    return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 
 def stats_input(request: feedback_service_pb2.GetStatsRequest) -> StatsInput:

@@ -14,9 +14,10 @@ from sqlalchemy import MetaData, create_engine, insert, text
 
 from storage import Storage
 from storage.database import rebuild_rollups_on
-from storage.models import Base, EventRow
-from storage.records import StatsFilter
+from storage.models import Base, EventRow, FeedbackRow
+from storage.records import Score, StatsFilter
 from storage.schema_migration import alembic_config, current_revision, head_revision
+from storage.stats_records import StatsQuery
 from tests.databases import (
     create_postgres_database,
     drop_postgres_database,
@@ -170,3 +171,54 @@ def rollup_bounds(database_url: str) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in rows]
     finally:
         engine.dispose()
+
+
+def test_revision_0006_keeps_each_users_newest_vote_and_the_rest_as_history(
+    unmigrated_database_url: str,
+) -> None:
+    """Votes stored before one-vote-per-user: the newest stays, the rest become its history."""
+    engine = create_engine(unmigrated_database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0005")
+        with engine.begin() as connection:
+            votes: list[tuple[str, str | None, int]] = [
+                ("m1", "u1", 1),
+                ("m1", "u1", 2),
+                ("m1", "u2", 3),
+                ("m1", "u1", 4),
+            ]
+            votes += [("m1", None, 5), ("m1", None, 5)]  # anonymous: not votes
+            connection.execute(
+                insert(FeedbackRow),
+                [
+                    {
+                        "conversation_id": "c1",
+                        "message_id": message_id,
+                        "user_id": user_id,
+                        "rating_kind": "score",
+                        "score": score,
+                        "create_time": T0 + timedelta(minutes=n),
+                    }
+                    for n, (message_id, user_id, score) in enumerate(votes)
+                ],
+            )
+            rebuild_rollups_on(connection)
+    finally:
+        engine.dispose()
+
+    with Storage.connect(unmigrated_database_url) as storage:
+        storage.migrate()
+        current = storage.read(lambda repository: repository.feedback_stats(StatsFilter()))
+        history = storage.read(lambda repository: repository.feedback_history("m1", "u1", 10))
+        rolled_up = storage.read_stats(StatsQuery()).overall.feedback
+
+    assert [(vote.rating, vote.replaced_by_id, vote.replaces_id) for vote in history] == [
+        (Score(1), 2, None),
+        (Score(2), 4, 1),
+        (Score(4), None, 2),
+    ]
+    assert history[0].replace_time == T0 + timedelta(minutes=1)
+    assert rolled_up is not None
+    assert current.total_count == rolled_up.total_count == 4
+    assert rolled_up.score_counts == {1: 0, 2: 0, 3: 1, 4: 1, 5: 2}

@@ -548,8 +548,8 @@ def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
                 records, replaced = (
                     writer.write(insert) if step.dedicated else storage.write(insert)
                 )
-                stored[step.kind] = [i for i in stored[step.kind] if i not in replaced]
-                stored[step.kind] += [record.id for record in records]
+                ids = stored[step.kind] + [record.id for record in records]
+                stored[step.kind] = [i for i in ids if i not in replaced]
             else:
                 ids = stored[step.kind]
                 if not ids:
