@@ -484,7 +484,10 @@ def _interactions(plan: Plan, step: int, rng: random.Random, times: list[str]) -
 def _feedback(
     plan: Plan, step: int, rng: random.Random, times: list[str], interactions: Sequence[Row]
 ) -> list[Row]:
-    """Half rate a recorded answer (and inherit from it), half a whole conversation."""
+    """Half rate a recorded answer (and inherit from it), half a whole conversation.
+
+    An answer is rated at most once: its owner's second vote would replace the first.
+    """
     first_id, count = plan.share(1, step)
     rnd, bits = rng.random, rng.getrandbits
     first_conversation, conversations = plan.active_conversations(step)
@@ -493,11 +496,14 @@ def _feedback(
     scores = rng.choices(range(1, 6), SCORE_WEIGHTS, k=count)
     rows: list[Row] = []
     linked = len(interactions)
+    voted: set[int] = set()  # a user votes once per message (a second vote would replace it)
     for row_id, kind, score, moment in zip(
         range(first_id, first_id + count), kinds, scores, times, strict=True
     ):
-        if linked and rnd() < LINKED_SHARE:
-            rated = interactions[int(rnd() * linked)]
+        pick = int(rnd() * linked) if linked and rnd() < LINKED_SHARE else None
+        if pick is not None and pick not in voted:
+            voted.add(pick)
+            rated = interactions[pick]
             interaction, conversation, message, user, model = rated[0:5]
             input_hash, output_hash, latency = rated[5:8]
             tokens = rated[10]  # the interaction's total_tokens
