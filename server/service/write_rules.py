@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from server.service.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
@@ -48,6 +48,8 @@ REQUEST_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 REQUEST_ID_RULE = "a UUID in its 36-character hyphenated form"
+MIN_CORRECTED_SKEW = timedelta(seconds=1)
+"""Clock skew below this is left uncorrected (see _skew_corrected)."""
 
 T = TypeVar("T")
 
@@ -222,7 +224,9 @@ def _skew_corrected(
     if sent_time < MIN_TIME:
         check.add("sent_time", "must be after 1970-01-01T00:00:00Z")
         return client_time
-    return client_time + (now - sent_time)
+    skew = now - sent_time
+    # Under a second it is mostly network delay: a synchronized clock keeps its exact times.
+    return client_time + skew if abs(skew) >= MIN_CORRECTED_SKEW else client_time
 
 
 def request_reused(request_id: str) -> AlreadyExists:

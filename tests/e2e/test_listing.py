@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -398,7 +399,8 @@ class Inserter:
     def _run(self) -> None:
         with FeedbackClient(self._server.address, retry=RetryPolicy(max_attempts=1)) as writer:
             while not self._done.is_set():
-                writer.log_events(self._batch)
+                # New items each time: an item is one record, stored once however often sent.
+                writer.log_events([replace(item, request_id=None) for item in self._batch])
                 with self._stored:
                     self.batches += 1
                     self._stored.notify_all()

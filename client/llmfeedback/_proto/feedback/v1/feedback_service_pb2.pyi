@@ -94,8 +94,9 @@ class RecordInteractionRequest(_message.Message):
     def sent_time(self) -> _timestamp_pb2.Timestamp:
         """Optional time the client sent this request, by the client's clock. When given with
         occur_time, the server corrects the client's clock skew: the stored occur_time is
-        occur_time + (receive time - sent_time), as Segment and PostHog do. Not part of the content
-        a request_id is checked against, so a retry may send a fresh one.
+        occur_time + (receive time - sent_time), as Segment and PostHog do; a difference under one
+        second is mostly network delay and is ignored, so a synchronized clock keeps exact times. Not
+        part of the content a request_id is checked against, so a retry may send a fresh one.
         """
 
     def __init__(
