@@ -52,14 +52,14 @@ def method_handlers(servicer: object) -> dict[str, Handler]:
     """A raw-bytes handler for every service method `servicer` implements, by method name."""
     handlers: dict[str, Handler] = {}
     for method in SERVICE.methods:
-        if implements(servicer, method.name):
+        if implements(type(servicer), method.name):
             handlers[method.name] = _handler(method, getattr(servicer, method.name))
     return handlers
 
 
-def implements(servicer: object, name: str) -> bool:
-    """Whether `servicer` has its own `name`, not the generated base's UNIMPLEMENTED stub."""
-    own = getattr(type(servicer), name, None)
+def implements(servicer_type: type, name: str) -> bool:
+    """Whether the servicer class has its own `name`, not the generated UNIMPLEMENTED stub."""
+    own = getattr(servicer_type, name, None)
     return own is not None and own is not getattr(
         feedback_service_pb2_grpc.FeedbackServiceServicer, name, None
     )
