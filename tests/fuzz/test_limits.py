@@ -317,3 +317,22 @@ def test_get_stats_rejects_invalid_timestamps(channel: grpc.Channel) -> None:
     for invalid in (timestamp_pb2.Timestamp(seconds=2**62), timestamp_pb2.Timestamp(nanos=-1)):
         outcome = _call(channel, "GetStats", pb.GetStatsRequest(start_time=invalid))
         assert list(_violations(outcome)) == ["start_time"]
+
+
+LAST_VALID_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="storage/stats_queries.py _bucket_bounds rounds the last bucket past year 9999: "
+    "OverflowError or ValueError, INTERNAL",
+)
+def test_get_stats_buckets_at_the_end_of_time(channel: grpc.Channel) -> None:
+    for bucket in (1, 2, 3, 4):  # hour, day, week, month
+        request = pb.GetStatsRequest(
+            start_time=timestamp_pb2.Timestamp(seconds=LAST_VALID_SECOND - 3600),
+            end_time=timestamp_pb2.Timestamp(seconds=LAST_VALID_SECOND),
+            bucket=bucket,  # type: ignore[arg-type]
+        )
+        outcome = _call(channel, "GetStats", request)
+        assert outcome.code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), outcome
