@@ -66,7 +66,7 @@ _raw_requests = st.sampled_from(METHODS).flatmap(
 )
 
 
-@fuzz_settings(default_examples=120)
+@fuzz_settings(default_examples=400)
 @given(method_and_bytes=_raw_requests)
 def test_any_bytes_get_the_answer_their_decoding_calls_for(
     channel: grpc.Channel, rows: RowCounter, method_and_bytes: tuple[MethodDescriptor, bytes]
@@ -90,7 +90,7 @@ def test_any_bytes_get_the_answer_their_decoding_calls_for(
         assert_rows_match(method, outcome, rows_added, item_count(method, request))
 
 
-@fuzz_settings(default_examples=40)
+@fuzz_settings(default_examples=100)
 @given(
     before=st.lists(plausible_messages(pb.IngestRequest.DESCRIPTOR), max_size=3),
     damaged=malformed_bytes(pb.IngestRequest.DESCRIPTOR),

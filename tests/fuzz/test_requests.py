@@ -30,7 +30,7 @@ _requests = st.sampled_from(METHODS).flatmap(
 )
 
 
-@fuzz_settings(default_examples=150)
+@fuzz_settings(default_examples=800)
 @given(method_and_request=_requests)
 def test_any_request_gets_a_precise_answer_and_exact_rows(
     channel: grpc.Channel, rows: RowCounter, method_and_request: tuple[Any, Any]

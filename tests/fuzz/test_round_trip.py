@@ -37,7 +37,7 @@ def _as_python(message: Any) -> dict[str, Any]:
     return MessageToDict(message) if message.fields else {}
 
 
-@fuzz_settings(default_examples=40)
+@fuzz_settings(default_examples=100)
 @given(text=_texts, metadata=_objects, message_id=_identifiers, user_id=_identifiers)
 def test_feedback_text_metadata_and_ids_read_back_verbatim(
     channel: grpc.Channel, text: str, metadata: dict[str, Any], message_id: str, user_id: str
@@ -75,7 +75,7 @@ def test_feedback_text_metadata_and_ids_read_back_verbatim(
     assert _as_python(interaction.metadata) == metadata
 
 
-@fuzz_settings(default_examples=40)
+@fuzz_settings(default_examples=100)
 @given(details=_objects, user_id=_identifiers, event_type=st.sampled_from(["a--b", "x:y.z", "q"]))
 def test_event_details_read_back_verbatim_from_lists_and_exports(
     channel: grpc.Channel, details: dict[str, Any], user_id: str, event_type: str
