@@ -44,7 +44,7 @@ def add_feedback_service(
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
     )
-    # The generated stubs call registered methods, which skip the generic lookup.
+    # As the generated registration does: stubs call registered methods, found without a search.
     server.add_registered_method_handlers(SERVICE.full_name, handlers)  # type: ignore[attr-defined]
 
 
