@@ -11,11 +11,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
+from llmfeedback._proto.feedback.v1 import feedback_service_pb2
 from server.config import Settings
 from server.draining import DrainInterceptor
 from server.interceptors import RpcLogInterceptor
 from server.reflection import enable_reflection
+from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
 from server.servicer import FeedbackServicer
@@ -139,9 +140,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             ("grpc.so_reuseport", 0),
         ],
     )
-    feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(
-        FeedbackServicer(service), server
-    )
+    add_feedback_service(FeedbackServicer(service), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection([FEEDBACK_SERVICE_NAME, HEALTH_SERVICE_NAME], server)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -22,6 +22,8 @@ from server.service import (
 ERROR_DOMAIN = "feedback.v1"
 """ErrorInfo.domain of every reason this service sends."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
+"""ErrorInfo.reason of INVALID_ARGUMENT for bytes that are not a valid request message."""
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,32 @@ def status_for(error: Exception) -> status_pb2.Status:
     return _status(code_pb2.INTERNAL, "internal error")
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], error: Exception) -> NoReturn:
+def malformed_request_status(
+    message_type: str, reason: str, metadata: dict[str, str] | None = None
+) -> status_pb2.Status:
+    """INVALID_ARGUMENT, ErrorInfo MALFORMED_REQUEST: bytes that do not decode as `message_type`.
+
+    No BadRequest: the parser cannot say which field was broken, so none is named.
+    """
+    info = error_details_pb2.ErrorInfo(
+        reason=MALFORMED_REQUEST,
+        domain=ERROR_DOMAIN,
+        metadata={"message_type": message_type, **(metadata or {})},
+    )
+    return _status(
+        code_pb2.INVALID_ARGUMENT, f"request is not a valid {message_type}: {reason}", info
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> NoReturn:
     """End the call with the rich status of `error`."""
-    status = status_for(error)
+    await abort_with_status(context, status_for(error))
+
+
+async def abort_with_status(
+    context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
+) -> NoReturn:
+    """End the call with `status`, its details in the grpc-status-details-bin trailer."""
     await context.abort(
         grpc.StatusCode[code_pb2.Code.Name(status.code)],
         status.message,

@@ -24,6 +24,9 @@ MAX_TOKENS = 2**31 - 1
 MAX_METADATA_BYTES = 16 * 1024
 MAX_DETAILS_BYTES = 32 * 1024
 MAX_JSON_DEPTH = 10
+"""Objects and lists nested in one another; the top-level object is the first."""
+MAX_JSON_ENTRIES = 1000
+"""Keys of every object plus items of every list, through all nesting levels."""
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_CLOCK_AHEAD = timedelta(days=1)
 """How far ahead of the server clock a client time may be before it is treated as an error."""
@@ -93,7 +96,7 @@ class Violations:
     def json_object(
         self, field: str, value: dict[str, Any], size: int, max_bytes: int
     ) -> dict[str, Any]:
-        """Check a JSON object: finite numbers, no NUL, bounded depth, and its size as received.
+        """Check a JSON object: finite numbers, no NUL, bounded depth, entries and size as received.
 
         The size is the serialized protobuf Struct the client sent, measured by the servicer for
         free; encoding JSON just to measure it cost more than the rest of a small event.
@@ -103,7 +106,7 @@ class Violations:
         if size > max_bytes:
             self.add(field, f"must be at most {max_bytes} bytes serialized, got {size}")
             return value
-        problem = _json_problem(value, depth=1)
+        problem = _json_problem(value)
         if problem:
             self.add(field, problem)
         return value
@@ -119,24 +122,50 @@ class Violations:
         return value
 
 
-def _json_problem(value: Any, depth: int) -> str | None:
-    """Describe the first reason a JSON value cannot be stored portably, or None."""
-    if depth > MAX_JSON_DEPTH:
-        return f"must be nested at most {MAX_JSON_DEPTH} levels deep"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return "must not contain NUL characters in keys"
-            problem = _json_problem(item, depth + 1)
-            if problem:
+def _json_problem(value: dict[str, Any]) -> str | None:
+    """Describe the first reason a JSON object cannot be stored portably, or None."""
+    return _JsonCheck().problem(value, depth=1)
+
+
+class _JsonCheck:
+    """One walk through a JSON value, counting keys and list items as it goes.
+
+    Objects and lists count as levels, scalars do not: ten nested objects may hold a number.
+    The walk stops at the first problem, so an object with a million keys costs one len().
+    """
+
+    def __init__(self) -> None:
+        self.entries = 0
+
+    def problem(self, value: Any, depth: int) -> str | None:
+        """The first problem of `value`, found `depth` levels deep, or None."""
+        if isinstance(value, dict):
+            if problem := self._container(len(value), depth):
                 return problem
-    elif isinstance(value, list):
-        for item in value:
-            problem = _json_problem(item, depth + 1)
-            if problem:
+            for key, item in value.items():
+                if "\x00" in key:
+                    return "must not contain NUL characters in keys"
+                if problem := self.problem(item, depth + 1):
+                    return problem
+        elif isinstance(value, list):
+            if problem := self._container(len(value), depth):
                 return problem
-    elif isinstance(value, float) and not math.isfinite(value):
-        return "must not contain NaN or infinite numbers"
-    elif isinstance(value, str) and "\x00" in value:
-        return "must not contain NUL characters in strings"
-    return None
+            for item in value:
+                if problem := self.problem(item, depth + 1):
+                    return problem
+        elif isinstance(value, float) and not math.isfinite(value):
+            return "must not contain NaN or infinite numbers"
+        elif isinstance(value, str) and "\x00" in value:
+            return "must not contain NUL characters in strings"
+        return None
+
+    def _container(self, size: int, depth: int) -> str | None:
+        if depth > MAX_JSON_DEPTH:
+            return f"must be nested at most {MAX_JSON_DEPTH} levels deep"
+        self.entries += size
+        if self.entries > MAX_JSON_ENTRIES:
+            return (
+                f"must have at most {MAX_JSON_ENTRIES} keys and list items in all, "
+                "counting every nested object and list"
+            )
+        return None
