@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from server.service import paging
@@ -28,7 +27,6 @@ from server.service.validation import (
     EVENT_TYPE,
     IDENTIFIER,
     LABEL,
-    MIN_TIME,
     Violations,
 )
 from server.service.write_rules import (
@@ -221,7 +219,7 @@ def _feedback_filter(selection: FeedbackSelection, check: Violations) -> Feedbac
     max_score = _score(check, "max_score", selection.max_score)
     if min_score is not None and max_score is not None and min_score > max_score:
         check.add("max_score", "must not be below min_score")
-    start_time, end_time = _time_range(check, selection.start_time, selection.end_time)
+    start_time, end_time = check.time_range(selection.start_time, selection.end_time)
     rating_kind = _RATING_KINDS.get(selection.rating_kind)
     if selection.rating_kind not in _RATING_KINDS:
         check.add(
@@ -243,7 +241,7 @@ def _feedback_filter(selection: FeedbackSelection, check: Violations) -> Feedbac
 
 
 def _interaction_filter(selection: InteractionSelection, check: Violations) -> InteractionFilter:
-    start_time, end_time = _time_range(check, selection.start_time, selection.end_time)
+    start_time, end_time = check.time_range(selection.start_time, selection.end_time)
     return InteractionFilter(
         conversation_id=_conversation_id(check, selection.conversation_id),
         message_id=_identifier(check, "message_id", selection.message_id),
@@ -255,7 +253,7 @@ def _interaction_filter(selection: InteractionSelection, check: Violations) -> I
 
 
 def _event_filter(selection: EventSelection, check: Violations) -> EventFilter:
-    start_time, end_time = _time_range(check, selection.start_time, selection.end_time)
+    start_time, end_time = check.time_range(selection.start_time, selection.end_time)
     return EventFilter(
         user_id=_identifier(check, "user_id", selection.user_id),
         event_type=check.optional_match(
@@ -284,18 +282,6 @@ def _label(check: Violations, value: str) -> str | None:
     """Labels are stored lower case, so the filter is compared lower case too."""
     label = value.strip().lower()
     return check.optional_match("label", label, LABEL, LABEL_RULE)
-
-
-def _time_range(
-    check: Violations, start: datetime | None, end: datetime | None
-) -> tuple[datetime | None, datetime | None]:
-    """A half-open [start, end); invalid Timestamps arrive as times before 1970."""
-    for field, value in (("start_time", start), ("end_time", end)):
-        if value is not None and value < MIN_TIME:
-            check.add(field, "must be a valid time after 1970-01-01T00:00:00Z")
-    if start is not None and end is not None and MIN_TIME <= end < start:
-        check.add("end_time", "must not be before start_time")
-    return start, end
 
 
 FEEDBACK: Listing[FeedbackSelection, FeedbackFilter, FeedbackEntry] = Listing(

@@ -32,6 +32,10 @@ def encode_page_token(cursor: int, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_ROW_ID = 2**63 - 1
+"""Ids are 64-bit: a larger cursor (tokens are not secret) would overflow the query."""
+
+
 def decode_page_token(token: str, fingerprint: str) -> int:
     """The keyset cursor of `token`; raises InvalidPageToken if it is not ours for these filters."""
     malformed = InvalidPageToken("is not a page token issued by this service")
@@ -43,7 +47,7 @@ def decode_page_token(token: str, fingerprint: str) -> int:
         cursor, token_fingerprint = body["c"], body["f"]
     except (binascii.Error, ValueError, TypeError, KeyError) as error:
         raise malformed from error
-    if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 1:
+    if not isinstance(cursor, int) or isinstance(cursor, bool) or not 1 <= cursor <= MAX_ROW_ID:
         raise malformed
     if token_fingerprint != fingerprint:
         raise InvalidPageToken("was issued for different filters or another order")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import get_args
 
 from server.service.inputs import StatsInput
-from server.service.validation import CONVERSATION_ID, IDENTIFIER, Violations
+from server.service.validation import CONVERSATION_ID, IDENTIFIER, MIN_TIME, Violations
 from server.service.write_rules import CONVERSATION_RULE, IDENTIFIER_RULE
 from storage.stats_queries import bucket_bounds
 from storage.stats_records import GroupBy, StatsQuery, StatsSet, TimeBucket
@@ -44,10 +44,8 @@ def valid_stats_query(request: StatsInput) -> StatsQuery:
     message_id = check.optional_match("message_id", request.message_id, IDENTIFIER, IDENTIFIER_RULE)
     model = _name(check, "model", request.model, MAX_MODEL_CHARS)
     event_type = _name(check, "event_type", request.event_type, MAX_EVENT_TYPE_CHARS)
-    start, end = request.start_time, request.end_time
-    if start is not None and end is not None and end < start:
-        check.add("end_time", "must not be before start_time")
-    both_times = start is not None and end is not None and end >= start
+    start, end = check.time_range(request.start_time, request.end_time)
+    both_times = start is not None and end is not None and MIN_TIME <= start <= end
 
     bucket: TimeBucket | None = None
     if request.bucket:
@@ -60,8 +58,15 @@ def valid_stats_query(request: StatsInput) -> StatsQuery:
             assert bucket is not None
             assert start is not None
             assert end is not None
-            if bucket_bounds(bucket, start, end, MAX_BUCKETS) is None:
-                check.add("bucket", f"would split the range into more than {MAX_BUCKETS} buckets")
+            try:
+                bounds = bucket_bounds(bucket, start, end, MAX_BUCKETS)
+            except (OverflowError, ValueError):  # the last bucket would end after year 9999
+                check.add("bucket", "would end after the year 9999")
+            else:
+                if bounds is None:
+                    check.add(
+                        "bucket", f"would split the range into more than {MAX_BUCKETS} buckets"
+                    )
     group_by: GroupBy | None = None
     if request.group_by:
         if request.group_by in GROUP_KEYS:

@@ -111,6 +111,17 @@ class Violations:
             self.add(field, problem)
         return value
 
+    def time_range(
+        self, start: datetime | None, end: datetime | None
+    ) -> tuple[datetime | None, datetime | None]:
+        """A half-open [start, end) filter; invalid Timestamps arrive as times before 1970."""
+        for field, value in (("start_time", start), ("end_time", end)):
+            if value is not None and value < MIN_TIME:
+                self.add(field, "must be a valid time after 1970-01-01T00:00:00Z")
+        if start is not None and end is not None and MIN_TIME <= end < start:
+            self.add("end_time", "must not be before start_time")
+        return start, end
+
     def client_time(self, field: str, value: datetime | None, now: datetime) -> datetime:
         """Check a client-reported time; returns `now` when not given."""
         if value is None:

@@ -154,20 +154,14 @@ def test_event_type_length(channel: grpc.Channel) -> None:
     assert list(_violations(rejected)) == ["event_type"]
 
 
-NUL_NOT_ENFORCED_YET = frozenset(
+NUL_ALLOWED = frozenset(
     {
-        # Hashed, never stored, so harmless; the contract still says no string may hold NUL.
-        # The check belongs in server/service/write_rules.py valid_interaction (see the report).
+        # Only hashed, never stored: the contract lets them hold any text.
         "RecordInteraction.input_text",
         "RecordInteraction.output_text",
-        # Ignored until request ids and event ids are implemented (in parallel to this suite).
-        "RecordInteraction.request_id",
-        "SubmitFeedback.request_id",
-        "LogEvent.request_id",
-        "LogEvent.event_id",
     }
 )
-"""Fields that still accept a NUL character; the suite fails if any other field does."""
+"""Fields that accept a NUL character; the suite fails if any other field does."""
 
 
 def _valid_request(method_name: str) -> Message:
@@ -206,7 +200,7 @@ def test_no_string_field_of_any_request_stores_a_nul(
             )
             assert field.name in _violations(outcome), (method.name, field.name, outcome)
             assert added(before, rows.counts()) == NOTHING
-    assert accepted_nul <= NUL_NOT_ENFORCED_YET, accepted_nul - NUL_NOT_ENFORCED_YET
+    assert accepted_nul <= NUL_ALLOWED, accepted_nul - NUL_ALLOWED
 
 
 def test_nul_in_struct_keys_and_strings(channel: grpc.Channel) -> None:
@@ -278,7 +272,7 @@ def test_messages_over_the_server_limit_get_resource_exhausted(
     assert rows.counts() == NOTHING
 
 
-# ---- bugs found by this suite, to be fixed in files this suite does not own ----
+# ---- bugs this suite found (fixed) ----
 
 
 def _page_token(cursor: int, fingerprint: str) -> str:
@@ -286,11 +280,6 @@ def _page_token(cursor: int, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/service/paging.py decode_page_token accepts cursors beyond 2**63-1: "
-    "INTERNAL (SQLite OverflowError, PostgreSQL bigint out of range)",
-)
 def test_forged_page_token_with_a_huge_cursor_is_invalid_argument(channel: grpc.Channel) -> None:
     """Tokens are not secret: their fingerprint is a hash of the filters anyone can compute."""
     for _ in range(2):
@@ -308,11 +297,6 @@ def test_forged_page_token_with_a_huge_cursor_is_invalid_argument(channel: grpc.
     assert list(_violations(outcome)) == ["page_token"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/service/stats.py valid_stats_query lets invalid Timestamps through: "
-    "mapping turns them into year 1, so the filter silently matches everything",
-)
 def test_get_stats_rejects_invalid_timestamps(channel: grpc.Channel) -> None:
     for invalid in (timestamp_pb2.Timestamp(seconds=2**62), timestamp_pb2.Timestamp(nanos=-1)):
         outcome = _call(channel, "GetStats", pb.GetStatsRequest(start_time=invalid))
@@ -322,11 +306,6 @@ def test_get_stats_rejects_invalid_timestamps(channel: grpc.Channel) -> None:
 LAST_VALID_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage/stats_queries.py _bucket_bounds rounds the last bucket past year 9999: "
-    "OverflowError or ValueError, INTERNAL",
-)
 def test_get_stats_buckets_at_the_end_of_time(channel: grpc.Channel) -> None:
     for bucket in (1, 2, 3, 4):  # hour, day, week, month
         request = pb.GetStatsRequest(

@@ -81,7 +81,7 @@ class RecordInteractionRequest(_message.Message):
     """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
+        """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 levels."""
 
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
@@ -228,8 +228,8 @@ class SubmitFeedbackRequest(_message.Message):
     output_hash: _builtins.str
     """Optional SHA-256 of the assistant output (64 hex digits); from the linked interaction when empty."""
     model: _builtins.str
-    """Optional model that produced the rated answer, at most 128 characters; taken from the rated
-    interaction when empty. Must match the interaction's model when both are known
+    """Optional model that produced the rated answer, with RecordInteractionRequest.model's rule;
+    taken from the rated interaction when empty. Must match the interaction's model when both are known
     (FAILED_PRECONDITION, ErrorInfo reason MODEL_MISMATCH).
     """
     request_id: _builtins.str
@@ -238,7 +238,7 @@ class SubmitFeedbackRequest(_message.Message):
     """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 deep."""
+        """Optional JSON metadata, at most 16 KiB as a serialized Struct, nested at most 10 levels."""
 
     def __init__(
         self,

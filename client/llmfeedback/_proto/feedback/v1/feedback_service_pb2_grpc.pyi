@@ -48,11 +48,13 @@ class FeedbackServiceStub:
     Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
     message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
     itself when larger); identifiers as documented on each field; free text at most 2000
-    characters; no string may contain the NUL character; metadata and details Structs at most
-    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
-    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
-    Bytes that are not a valid protobuf encoding of the request message (including strings that
-    are not UTF-8) fail with INVALID_ARGUMENT.
+    characters; no stored string may contain the NUL character (input_text and output_text are
+    only hashed and may hold any text); metadata and details Structs at most 16 KiB / 32 KiB
+    serialized, at most 10 levels of objects and lists (the top object being the first), with at
+    most 1000 keys and list items in all; at most 1000 items per batch call; each batch or Ingest
+    item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
+    message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
+    google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
     """
 
     @_typing.overload
@@ -159,7 +161,9 @@ class FeedbackServiceStub:
     it goes, and answers once the client closes the stream with totals and every rejected item.
     Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
     RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-    the error message says how many.
+    the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+    stream message is not a valid IngestRequest; the messages before it are committed and counted
+    in the ErrorInfo metadata.
     """
 
 @_typing.type_check_only
@@ -185,11 +189,13 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
     message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
     itself when larger); identifiers as documented on each field; free text at most 2000
-    characters; no string may contain the NUL character; metadata and details Structs at most
-    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
-    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
-    Bytes that are not a valid protobuf encoding of the request message (including strings that
-    are not UTF-8) fail with INVALID_ARGUMENT.
+    characters; no stored string may contain the NUL character (input_text and output_text are
+    only hashed and may hold any text); metadata and details Structs at most 16 KiB / 32 KiB
+    serialized, at most 10 levels of objects and lists (the top object being the first), with at
+    most 1000 keys and list items in all; at most 1000 items per batch call; each batch or Ingest
+    item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
+    message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
+    google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -293,7 +299,9 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     it goes, and answers once the client closes the stream with totals and every rejected item.
     Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
     RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-    the error message says how many.
+    the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+    stream message is not a valid IngestRequest; the messages before it are committed and counted
+    in the ErrorInfo metadata.
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -318,11 +326,13 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
     message at most the server's message limit, 4 MiB by default (RESOURCE_EXHAUSTED from gRPC
     itself when larger); identifiers as documented on each field; free text at most 2000
-    characters; no string may contain the NUL character; metadata and details Structs at most
-    16 KiB / 32 KiB serialized, nested at most 10 deep, with at most 1000 keys and list items in
-    all; at most 1000 items per batch call; each batch or Ingest item at most 64 KiB serialized.
-    Bytes that are not a valid protobuf encoding of the request message (including strings that
-    are not UTF-8) fail with INVALID_ARGUMENT.
+    characters; no stored string may contain the NUL character (input_text and output_text are
+    only hashed and may hold any text); metadata and details Structs at most 16 KiB / 32 KiB
+    serialized, at most 10 levels of objects and lists (the top object being the first), with at
+    most 1000 keys and list items in all; at most 1000 items per batch call; each batch or Ingest
+    item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
+    message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
+    google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
     """
 
     @_abc_1.abstractmethod
@@ -514,7 +524,9 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         it goes, and answers once the client closes the stream with totals and every rejected item.
         Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
         RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-        the error message says how many.
+        the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+        stream message is not a valid IngestRequest; the messages before it are committed and counted
+        in the ErrorInfo metadata.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
