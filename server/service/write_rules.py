@@ -108,7 +108,9 @@ def valid_interaction(request: InteractionInput, now: datetime) -> NewInteractio
             "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
         ),
         occur_time=check.client_time(
-            "occur_time", _skew_corrected(check, request.occur_time, request.sent_time, now), now
+            "occur_time",
+            _skew_corrected(check, "occur_time", request.occur_time, request.sent_time, now),
+            now,
         ),
         create_time=now,
         request_id=_request_id(check, request.request_id),
@@ -193,7 +195,9 @@ def valid_event(request: EventInput, now: datetime) -> NewEvent:
             "details", request.details, request.details_bytes, MAX_DETAILS_BYTES
         ),
         event_time=check.client_time(
-            "event_time", _skew_corrected(check, request.event_time, request.sent_time, now), now
+            "event_time",
+            _skew_corrected(check, "event_time", request.event_time, request.sent_time, now),
+            now,
         ),
         receive_time=now,
         event_id=check.optional_match("event_id", request.event_id, IDENTIFIER, IDENTIFIER_RULE),
@@ -212,7 +216,11 @@ def _request_id(check: Violations, value: str) -> str | None:
 
 
 def _skew_corrected(
-    check: Violations, client_time: datetime | None, sent_time: datetime | None, now: datetime
+    check: Violations,
+    field: str,
+    client_time: datetime | None,
+    sent_time: datetime | None,
+    now: datetime,
 ) -> datetime | None:
     """A client-clock time moved by the client's clock error, as Segment and PostHog correct it.
 
@@ -225,8 +233,13 @@ def _skew_corrected(
         check.add("sent_time", "must be after 1970-01-01T00:00:00Z")
         return client_time
     skew = now - sent_time
-    # Under a second it is mostly network delay: a synchronized clock keeps its exact times.
-    return client_time + skew if abs(skew) >= MIN_CORRECTED_SKEW else client_time
+    if abs(skew) < MIN_CORRECTED_SKEW:  # mostly network delay: a synchronized clock stays exact
+        return client_time
+    try:
+        return client_time + skew
+    except OverflowError:
+        check.add(field, "is out of range once corrected by sent_time")
+        return None
 
 
 def request_reused(request_id: str) -> AlreadyExists:

@@ -336,3 +336,18 @@ def test_a_fresh_sent_time_on_a_retry_is_still_the_same_request(stub: FeedbackSe
     request.sent_time.CopyFrom(_timestamp(now + timedelta(seconds=2)))
     assert stub.LogEvent(request) == first
     assert _stats(stub).events.total_count == 1
+
+
+def test_a_correction_out_of_the_calendar_is_invalid(stub: FeedbackServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.LogEvent(
+            pb.LogEventRequest(
+                user_id="u1",
+                event_type="view",
+                event_time=timestamp_pb2.Timestamp(seconds=0),
+                sent_time=timestamp_pb2.Timestamp(seconds=253_402_300_799),  # 9999-12-31
+            )
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "event_time" in (raised.value.details() or "")
+    assert _stats(stub).events.total_count == 0
