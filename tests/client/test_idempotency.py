@@ -450,3 +450,20 @@ def test_list_feedback_history_returns_the_votes_oldest_first(
         * 2
     )
     assert client.list_feedback_history("msg-2", "bob") == []
+
+
+def test_generated_request_ids_are_uuid7_and_grow_with_time() -> None:
+    """Time-ordered ids keep the server's request-id index inserts on a few hot pages."""
+    import time
+    import uuid
+
+    from llmfeedback._requests import new_request_id
+
+    first = new_request_id()
+    time.sleep(0.002)
+    later = [new_request_id() for _ in range(100)]
+    parsed = [uuid.UUID(value) for value in [first, *later]]
+    assert {(value.version, value.variant) for value in parsed} == {(7, uuid.RFC_4122)}
+    assert len(set(later)) == 100
+    assert all(first < value for value in later)
+    assert abs((parsed[0].int >> 80) - time.time_ns() // 1_000_000) < 1000
