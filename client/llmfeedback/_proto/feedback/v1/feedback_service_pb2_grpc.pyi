@@ -42,7 +42,8 @@ class FeedbackServiceStub:
     and the same content returns the original response and stores nothing new, as long as the
     record it created exists; the same id with other content fails with ALREADY_EXISTS
     (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
-    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    interactions, feedback and events each have their own. Any UUID version is accepted;
+    time-ordered ones (UUIDv7) are the cheapest to index. The llmfeedback client sets a UUIDv7 on
     every write and reuses it on retries.
 
     Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
@@ -183,7 +184,8 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     and the same content returns the original response and stores nothing new, as long as the
     record it created exists; the same id with other content fails with ALREADY_EXISTS
     (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
-    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    interactions, feedback and events each have their own. Any UUID version is accepted;
+    time-ordered ones (UUIDv7) are the cheapest to index. The llmfeedback client sets a UUIDv7 on
     every write and reuses it on retries.
 
     Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
@@ -320,7 +322,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     and the same content returns the original response and stores nothing new, as long as the
     record it created exists; the same id with other content fails with ALREADY_EXISTS
     (google.rpc.ResourceInfo resource_type "request"). Ids are scoped to the kind of record:
-    interactions, feedback and events each have their own. The llmfeedback client sets one on
+    interactions, feedback and events each have their own. Any UUID version is accepted;
+    time-ordered ones (UUIDv7) are the cheapest to index. The llmfeedback client sets a UUIDv7 on
     every write and reuses it on retries.
 
     Limits on every request (INVALID_ARGUMENT naming the field when broken, unless noted): a whole
