@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -88,24 +88,11 @@ class ServerProcess:
 
     def _wait_serving(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    raise ServerStartError(
-                        f"{self.module} exited with {self._process.returncode}:\n{self.log_tail()}"
-                    )
-                try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                except grpc.RpcError:
-                    time.sleep(0.05)
-                    continue
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                time.sleep(0.05)
-        self.stop()
-        raise ServerStartError(f"{self.module} not serving after {START_TIMEOUT_SECONDS:.0f} s")
+        try:
+            wait_until_serving(self.address, self._process, self.module, self.log_tail)
+        except ServerStartError:
+            self.stop()
+            raise
 
     def __enter__(self) -> ServerProcess:
         return self.start()
@@ -117,6 +104,27 @@ class ServerProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def wait_until_serving(
+    address: str, process: subprocess.Popen[bytes], name: str, log_tail: Callable[[], str]
+) -> None:
+    """Poll health until SERVING; ServerStartError if `process` exits or time runs out."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServerStartError(f"{name} exited with {process.returncode}:\n{log_tail()}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            except grpc.RpcError:
+                time.sleep(0.05)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            time.sleep(0.05)
+    raise ServerStartError(f"{name} not serving after {START_TIMEOUT_SECONDS:.0f} s")
 
 
 def _free_port() -> int:

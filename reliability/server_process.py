@@ -10,22 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bench.server_process import ServerStartError, wait_until_serving
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 60.0
 SERVER_FLAGS = ("--accept-unknown-conversations", "--log-level", "WARNING")
 """Feedback needs no recorded interaction first; no per-RPC log lines to slow the load."""
-
-
-class ServerStartError(RuntimeError):
-    """The server exited or never answered SERVING."""
 
 
 class ServerProcess:
@@ -110,25 +103,11 @@ class ServerProcess:
         return self._process
 
     def _wait_serving(self) -> None:
-        process = self._running()
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    raise ServerStartError(
-                        f"server exited with {process.returncode}:\n{self.log_tail()}"
-                    )
-                try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                except grpc.RpcError:
-                    time.sleep(0.05)
-                    continue
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                time.sleep(0.05)
-        self.stop()
-        raise ServerStartError(f"server not serving after {START_TIMEOUT_SECONDS:.0f} s")
+        try:
+            wait_until_serving(self.address, self._running(), "server", self.log_tail)
+        except ServerStartError:
+            self.stop()
+            raise
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -79,6 +79,23 @@ def drop_postgres_database(server_url: str, database_url: str) -> None:
         )
 
 
+def allow_connections(database_url: str, allowed: bool) -> None:
+    """Cut a database off (new connections refused, existing ones ended) or let it back: an
+    outage of one database that harms no other test."""
+    name = make_url(database_url).database or ""
+    with psycopg.connect(libpq_url(postgres_server_url()), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.Literal(allowed)
+            )
+        )
+        if not allowed:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+
+
 def empty_postgres_tables(database_url: str) -> None:
     """Delete every row and restart the id sequences, so each test sees ids from 1 again."""
     tables = sql.SQL(", ").join(sql.Identifier(table.name) for table in Base.metadata.sorted_tables)

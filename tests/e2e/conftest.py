@@ -8,6 +8,7 @@ import pytest
 
 from llmfeedback import FeedbackClient
 from server.config import Settings
+from tests.databases import create_postgres_database, drop_postgres_database, postgres_server_url
 from tests.server_harness import ServerThread
 
 
@@ -31,3 +32,11 @@ def client(server: ServerThread) -> Iterator[FeedbackClient]:
 
     with FeedbackClient(server.address, timeout=10, retry=RetryPolicy(max_attempts=1)) as connected:
         yield connected
+
+
+@pytest.fixture
+def own_database(postgres_database_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test alone, so cutting it off harms no other test."""
+    url = create_postgres_database(postgres_server_url())
+    yield url
+    drop_postgres_database(postgres_server_url(), url)

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
 from llmfeedback import FeedbackClient, RetryPolicy, UnavailableError
 from server.config import Settings
-from tests.databases import create_postgres_database, drop_postgres_database, postgres_server_url
+from tests.databases import allow_connections
 from tests.e2e.health_checks import NOT_SERVING, SERVING, stays, wait_for_health
-from tests.e2e.test_outage import _allow_connections
 from tests.server_harness import ServerThread
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def own_database(postgres_database_url: str) -> Iterator[str]:
-    """A database of this test alone, so cutting it off harms no other test."""
-    url = create_postgres_database(postgres_server_url())
-    yield url
-    drop_postgres_database(postgres_server_url(), url)
 
 
 @pytest.fixture
@@ -45,7 +35,7 @@ def test_a_failed_write_turns_health_not_serving_until_the_database_is_back(
     ):
         wait_for_health(server.address, SERVING, within=1)
         client.log_event("u", "before")
-        _allow_connections(own_database, allowed=False)
+        allow_connections(own_database, allowed=False)
         try:
             with pytest.raises(UnavailableError):
                 client.log_event("u", "during")
@@ -55,7 +45,7 @@ def test_a_failed_write_turns_health_not_serving_until_the_database_is_back(
             with pytest.raises(UnavailableError):
                 client.log_event("u", "during")
         finally:
-            _allow_connections(own_database, allowed=True)
+            allow_connections(own_database, allowed=True)
 
         # No call is needed: the probe notices by itself, within a few of its half seconds.
         wait_for_health(server.address, SERVING, within=3)
@@ -70,13 +60,13 @@ def test_a_failed_read_turns_health_not_serving_too(own_database: str, settings:
         ServerThread(dataclasses.replace(settings, database_probe_seconds=60)) as server,
         FeedbackClient(server.address, retry=RetryPolicy(max_attempts=1)) as client,
     ):
-        _allow_connections(own_database, allowed=False)
+        allow_connections(own_database, allowed=False)
         try:
             with pytest.raises(UnavailableError):
                 client.get_stats()
             wait_for_health(server.address, NOT_SERVING, within=1)
         finally:
-            _allow_connections(own_database, allowed=True)
+            allow_connections(own_database, allowed=True)
         wait_for_health(server.address, SERVING, within=3)
 
 
@@ -85,12 +75,12 @@ def test_an_idle_server_notices_an_outage_and_the_recovery(
 ) -> None:
     with ServerThread(settings) as server:
         wait_for_health(server.address, SERVING, within=1)
-        _allow_connections(own_database, allowed=False)
+        allow_connections(own_database, allowed=False)
         try:
             # Not a single call: the periodic probe (every second here) finds the outage.
             waited = wait_for_health(server.address, NOT_SERVING, within=3)
         finally:
-            _allow_connections(own_database, allowed=True)
+            allow_connections(own_database, allowed=True)
         wait_for_health(server.address, SERVING, within=3)
 
     assert waited <= 2.5

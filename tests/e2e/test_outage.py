@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from llmfeedback import (
     Event,
@@ -18,38 +15,10 @@ from llmfeedback import (
     UnavailableError,
 )
 from server.config import Settings
-from tests.databases import (
-    create_postgres_database,
-    drop_postgres_database,
-    libpq_url,
-    postgres_server_url,
-)
+from tests.databases import allow_connections
 from tests.server_harness import ServerThread
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def own_database(postgres_database_url: str) -> Iterator[str]:
-    """A database of this test alone, so cutting it off harms no other test."""
-    url = create_postgres_database(postgres_server_url())
-    yield url
-    drop_postgres_database(postgres_server_url(), url)
-
-
-def _allow_connections(database_url: str, allowed: bool) -> None:
-    name = make_url(database_url).database or ""
-    with psycopg.connect(libpq_url(postgres_server_url()), autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                sql.Identifier(name), sql.Literal(allowed)
-            )
-        )
-        if not allowed:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
 
 
 def test_outage_gives_unavailable_and_the_service_recovers_by_itself(own_database: str) -> None:
@@ -59,14 +28,14 @@ def test_outage_gives_unavailable_and_the_service_recovers_by_itself(own_databas
         FeedbackClient(server.address, retry=RetryPolicy(max_attempts=1)) as client,
     ):
         client.log_event("u", "before")
-        _allow_connections(own_database, allowed=False)
+        allow_connections(own_database, allowed=False)
         try:
             with pytest.raises(UnavailableError) as caught:
                 client.log_event("u", "during")
             with pytest.raises(UnavailableError):
                 client.get_stats()
         finally:
-            _allow_connections(own_database, allowed=True)
+            allow_connections(own_database, allowed=True)
 
         client.log_event("u", "after")
         stats = client.get_stats().events
@@ -92,12 +61,12 @@ def test_an_export_broken_by_an_outage_resumes_from_its_last_chunk(own_database:
 
         export = client.export_events()
         chunks.append(next(export))
-        _allow_connections(own_database, allowed=False)
+        allow_connections(own_database, allowed=False)
         try:
             with pytest.raises(UnavailableError):
                 drain(export)
         finally:
-            _allow_connections(own_database, allowed=True)
+            allow_connections(own_database, allowed=True)
         token = chunks[-1].resume_token
         rest = [e.id for chunk in client.export_events(resume_token=token) for e in chunk.records]
 
@@ -112,7 +81,7 @@ def test_the_client_resumes_an_export_across_an_outage_by_itself(own_database: s
 
     def recover(seconds: float) -> None:
         waits.append(seconds)
-        _allow_connections(own_database, allowed=True)
+        allow_connections(own_database, allowed=True)
 
     with (
         ServerThread(settings) as server,
@@ -121,11 +90,11 @@ def test_the_client_resumes_an_export_across_an_outage_by_itself(own_database: s
         ids = [r.id for r in client.log_events(EventItem("u", "e") for _ in range(6000)).results]
         # The outage starts before the first read: once chunks flow, HTTP/2 flow control lets
         # the server send the rest ahead of the reader, which would make the outage a race.
-        _allow_connections(own_database, allowed=False)
+        allow_connections(own_database, allowed=False)
         try:
             received = [event.id for chunk in client.export_events() for event in chunk.records]
         finally:
-            _allow_connections(own_database, allowed=True)
+            allow_connections(own_database, allowed=True)
 
     assert len(waits) >= 1, "the outage did not break the export"
     assert received == ids
