@@ -31,9 +31,12 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RETRY_POLICY", "RETRYABLE_CODES", "RetryPolicy", "call_with_retry"]
 
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 )
-"""Status codes worth retrying: the service documents both as transient."""
+"""Status codes worth retrying: the service documents the first two as transient. CANCELLED
+reaches this blocking client only from the server side: a server shutting down cancels calls it
+has not started (after answering UNAVAILABLE for a while). Writes carry request ids, so a retry
+never stores anything twice."""
 
 # Quota exhaustion without a RetryInfo hint may last for hours; only the server knows when to retry.
 _CODES_RETRIED_ONLY_WITH_RETRY_INFO: frozenset[grpc.StatusCode] = frozenset(

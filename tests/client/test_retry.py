@@ -65,6 +65,18 @@ def test_unavailable_is_retried_until_success_with_growing_waits(
     assert sleeps == pytest.approx([0.1, 0.2, 0.4])
 
 
+def test_a_write_cancelled_by_a_stopping_server_is_retried_with_its_request_id(
+    client: FeedbackClient, servicer: RecordingServicer
+) -> None:
+    servicer.plan("LogEvent", Abort(grpc.StatusCode.CANCELLED, "server shutting down"))
+
+    client.log_event("user-1", "click")
+
+    sent = [request.request_id for request in servicer.requests("LogEvent")]  # type: ignore[attr-defined]
+    assert len(sent) == 2
+    assert sent[0] == sent[1] != ""
+
+
 def test_waits_are_full_jitter_below_the_growing_bound(
     address: str, servicer: RecordingServicer
 ) -> None:
@@ -183,7 +195,13 @@ def test_retry_info_longer_than_the_deadline_fails_at_once(
 
 def test_retryable_codes_are_one_frozenset() -> None:
     assert (
-        frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+        frozenset(
+            {
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.CANCELLED,
+            }
+        )
         == RETRYABLE_CODES
     )
 
