@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 
 from storage.errors import StorageError
@@ -95,7 +96,7 @@ class DatabaseHealth:
 
     async def _probe_once(self) -> bool:
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._probe)
+            await _in_daemon_thread(self._probe)
         except StorageError as error:
             if self._up:
                 log.warning("database probe failed", extra={"error": str(error)})
@@ -115,3 +116,33 @@ class DatabaseHealth:
             await self._on_change(up)
         except Exception:
             log.exception("database health listener failed")
+
+
+async def _in_daemon_thread(work: Callable[[], None]) -> None:
+    """Run `work` on a thread of its own that never holds the process open.
+
+    A probe of an unreachable database can wait out a connect timeout; in the loop's default
+    executor it would keep a stopping server from exiting until then.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as failure:  # handed to the awaiting task
+            error = failure
+        with contextlib.suppress(RuntimeError):  # the loop closed while the probe ran
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="database-probe", daemon=True).start()
+    await done
