@@ -36,7 +36,19 @@ class DocumentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
     def _file_containing_symbol(
         self, request: reflection_pb2.ServerReflectionRequest, fully_qualified_name: str
     ) -> reflection_pb2.ServerReflectionResponse:
-        return self._with_comments(super()._file_containing_symbol(request, fully_qualified_name))
+        response = super()._file_containing_symbol(request, fully_qualified_name)
+        if response.HasField("error_response") and self._is_method(fully_qualified_name):
+            # The descriptor pool does not index methods; `grpcurl describe Service.Method` asks.
+            service = fully_qualified_name.rpartition(".")[0]
+            response = super()._file_containing_symbol(request, service)
+        return self._with_comments(response)
+
+    def _is_method(self, fully_qualified_name: str) -> bool:
+        service, _, method = fully_qualified_name.rpartition(".")
+        try:
+            return method in self._pool.FindServiceByName(service).methods_by_name
+        except KeyError:
+            return False
 
     def _with_comments(
         self, response: reflection_pb2.ServerReflectionResponse

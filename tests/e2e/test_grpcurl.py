@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,25 @@ def test_describes_messages_with_their_comments(server: ServerThread) -> None:
     assert result.returncode == 0, result.stderr
     assert "int32 score = 4;" in result.stdout
     assert "Numeric score from 1 (poor) to 5 (excellent)." in result.stdout
+
+
+def test_describes_a_method_with_its_comment(server: ServerThread) -> None:
+    result = grpcurl(server, "describe", "feedback.v1.FeedbackService.ListFeedbackHistory")
+
+    assert result.returncode == 0, result.stderr
+    assert "is a method" in result.stdout
+    assert "returns the votes one user gave on one message" in result.stdout
+    missing = grpcurl(server, "describe", "feedback.v1.FeedbackService.NoSuchMethod")
+    assert missing.returncode != 0
+
+
+def test_a_retried_json_write_with_a_request_id_is_stored_once(server: ServerThread) -> None:
+    data = json.dumps({"user_id": "u1", "event_type": "view", "request_id": str(uuid.uuid4())})
+    first = grpcurl(server, "feedback.v1.FeedbackService/LogEvent", data=data)
+    again = grpcurl(server, "feedback.v1.FeedbackService/LogEvent", data=data)
+
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert json.loads(first.stdout) == json.loads(again.stdout)
 
 
 def test_submits_feedback_as_json(server: ServerThread) -> None:
