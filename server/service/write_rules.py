@@ -343,7 +343,8 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
         records = repository.insert_events([item for _, _, item in fresh])
         for (job, index, _), record in zip(fresh, records, strict=True):
             job.outcomes[index] = record
-        _settle(copies + event_copies)
+        # Event-id copies first: a request-id copy may repeat an item that is one of them.
+        _settle(event_copies + copies)
 
 
 def _slots(jobs: Sequence[Job], kind: str) -> list[Slot]:

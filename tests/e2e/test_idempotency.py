@@ -199,6 +199,25 @@ def test_an_event_id_is_stored_once_whatever_its_copies_say(stub: FeedbackServic
     assert [event.event_id for event in listed.events] == ["ev-1", "ev-2"]
 
 
+def test_a_repeated_request_of_a_duplicate_event_is_a_duplicate_too(
+    stub: FeedbackServiceStub,
+) -> None:
+    stub.LogEvent(pb.LogEventRequest(user_id="u1", event_type="view", event_id="ev-1"))
+    copy = pb.LogEventRequest(
+        user_id="u1", event_type="view", event_id="ev-1", request_id=_request_id()
+    )
+    response = stub.LogEvents(pb.LogEventsRequest(events=[copy, copy]))
+    assert [r.outcome for r in response.results] == [DUPLICATE, DUPLICATE]
+    fresh = pb.LogEventRequest(user_id="u", event_type="v", event_id="ev-2")
+    twice = pb.LogEventRequest(
+        user_id="u", event_type="v", event_id="ev-2", request_id=_request_id()
+    )
+    response = stub.LogEvents(pb.LogEventsRequest(events=[fresh, twice, twice]))
+    assert [r.outcome for r in response.results] == [ACCEPTED, DUPLICATE, DUPLICATE]
+    assert len({r.id for r in response.results}) == 1
+    assert _stats(stub).events.total_count == 2
+
+
 def test_a_malformed_event_id_is_invalid(stub: FeedbackServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         stub.LogEvent(pb.LogEventRequest(user_id="u1", event_type="view", event_id="a b"))
