@@ -71,20 +71,11 @@ class ServerProcess:
         if self._process is None:
             return 0
         process, self._process = self._process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
+        return stop_gracefully(process)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the server wrote to stderr, for error messages."""
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return file_tail(self.log_file, lines)
 
     def _wait_serving(self) -> None:
         assert self._process is not None
@@ -104,6 +95,25 @@ class ServerProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_gracefully(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+    """SIGTERM and wait (the server drains gracefully); kill if it hangs. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def file_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log file; empty when it cannot be read."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def wait_until_serving(

@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.server_process import ServerStartError, wait_until_serving
+from bench.server_process import (
+    ServerStartError,
+    file_tail,
+    stop_gracefully,
+    wait_until_serving,
+)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_SECONDS = 60.0
@@ -80,22 +85,11 @@ class ServerProcess:
     def stop(self) -> int | None:
         """SIGTERM and wait (kill if it hangs); None when it was not running. Safe to repeat."""
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
+        return None if process is None else stop_gracefully(process, STOP_TIMEOUT_SECONDS)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the server wrote to stderr, for error messages."""
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return file_tail(self.log_file, lines)
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self._process is None:

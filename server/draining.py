@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from server.interceptors import same_kind
 from server.service import Unavailable
 from server.status import abort
 
@@ -64,26 +65,9 @@ class DrainInterceptor(ServerInterceptor):
         self._last_refusal = time.monotonic()
         refusal = self._refusals.get(method)
         if refusal is None:
-            refusal = self._refusals[method] = _refusing(handler)
+            refusal = self._refusals[method] = same_kind(handler, _refuse)
         return refusal
 
 
 async def _refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     await abort(context, Unavailable(SHUTTING_DOWN))
-
-
-def _refusing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same kind and serializers as `handler` that refuses every call."""
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    make: Any = kinds[(handler.request_streaming, handler.response_streaming)]
-    refusal: grpc.RpcMethodHandler[Any, Any] = make(
-        _refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-    return refusal

@@ -49,29 +49,29 @@ def _logged(
     method: str, handler: grpc.RpcMethodHandler[Any, Any]
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler, logging each call when it ends."""
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_response(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _unary_response(method, handler.stream_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            _stream_response(method, handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _stream_response(method, handler.stream_stream),
+    behavior = (
+        handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+    )
+    wrap = _stream_response if handler.response_streaming else _unary_response
+    return same_kind(handler, wrap(method, behavior))
+
+
+def same_kind(
+    handler: grpc.RpcMethodHandler[Any, Any], behavior: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of `handler`'s kind and serializers that runs `behavior` instead."""
+    make: Any = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    rebuilt: grpc.RpcMethodHandler[Any, Any] = make(
+        behavior,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+    return rebuilt
 
 
 def _unary_response(method: str, behavior: Any) -> Any:
