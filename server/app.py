@@ -6,21 +6,25 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2
+from server.admission import Admission, CallKind, Limits
+from server.call_handlers import CallInterceptor, Timeouts, Watchdog
 from server.config import Settings
-from server.draining import DrainInterceptor
-from server.interceptors import RpcLogInterceptor
 from server.reflection import enable_reflection
 from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
 from server.servicer import FeedbackServicer
 from storage import Storage
+
+if TYPE_CHECKING:
+    from server.call_handlers import Handler
 
 FEEDBACK_SERVICE_NAME = feedback_service_pb2.DESCRIPTOR.services_by_name[
     "FeedbackService"
@@ -31,11 +35,14 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 REFUSAL_QUIET_SECONDS = 0.1
 """A stopping server answers new calls UNAVAILABLE until none came for this long, before gRPC
 stops taking any: calls already on their way are answered rather than cancelled (see
-server.draining)."""
+Admission.refuse_new_calls)."""
 REFUSAL_MAX_SECONDS = 1.0
 """The longest the refusing lasts when callers keep coming (never more than half the grace)."""
 HEALTH_CHECKED_SERVICES = ("", FEEDBACK_SERVICE_NAME)
 """The whole server and the feedback service: both depend on the database alone."""
+CONNECTION_AGE_GRACE_SECONDS = 300.0
+"""How long calls in flight on a connection past its maximum age may still run (a long export
+resumes from its last token after that)."""
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +57,12 @@ class FeedbackServer:
         service: FeedbackService,
         storage: Storage,
         executor: ThreadPoolExecutor,
+        boundary: CallInterceptor,
         *,
-        drain: DrainInterceptor | None = None,
         database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
         self.grpc_server = server
-        self._drain = drain
+        self._boundary = boundary
         self._health = health
         self._service = service
         self._storage = storage
@@ -73,6 +80,8 @@ class FeedbackServer:
     async def start(self) -> None:
         """Start serving, report SERVING to health checks, and let the database's state drive it."""
         await self.grpc_server.start()
+        self._boundary.admission.start()
+        self._boundary.watchdog.start()
         await self._report_database(up=True)
         self.database_health.start()
 
@@ -80,16 +89,17 @@ class FeedbackServer:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish, then release all."""
         await self._health.enter_graceful_shutdown()
         await self.database_health.stop()
-        if self._drain is not None:
-            started = time.monotonic()
-            at_most = REFUSAL_MAX_SECONDS if grace_seconds is None else grace_seconds / 2
-            await self._drain.refuse_new_calls(
-                quiet_seconds=REFUSAL_QUIET_SECONDS,
-                at_most_seconds=min(REFUSAL_MAX_SECONDS, at_most),
-            )
-            if grace_seconds is not None:
-                grace_seconds = max(0.0, grace_seconds - (time.monotonic() - started))
+        started = time.monotonic()
+        at_most = REFUSAL_MAX_SECONDS if grace_seconds is None else grace_seconds / 2
+        await self._boundary.admission.refuse_new_calls(
+            quiet_seconds=REFUSAL_QUIET_SECONDS,
+            at_most_seconds=min(REFUSAL_MAX_SECONDS, at_most),
+        )
+        if grace_seconds is not None:
+            grace_seconds = max(0.0, grace_seconds - (time.monotonic() - started))
         await self.grpc_server.stop(grace_seconds)
+        await self._boundary.watchdog.stop()
+        await self._boundary.admission.stop()
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._service.close)
@@ -129,15 +139,34 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         ),
         max_pending_writes=settings.write_queue_limit,
     )
-    # The per-RPC log line is an INFO record; below that level the interceptor would only cost.
-    rpc_logging = logging.getLogger("server.rpc").isEnabledFor(logging.INFO)
-    drain = DrainInterceptor(FEEDBACK_SERVICE_NAME)
+    boundary = CallInterceptor(
+        Admission(
+            Limits(
+                max_calls=settings.max_concurrent_calls,
+                max_exports=settings.max_exports,
+                max_exports_per_caller=settings.max_exports_per_caller,
+                memory_limit_bytes=settings.memory_limit_mb * 1024 * 1024,
+            ),
+            refusable_services=(FEEDBACK_SERVICE_NAME,),
+        ),
+        Watchdog(),
+        Timeouts(
+            message_seconds=settings.message_timeout_seconds,
+            stall_seconds=settings.stream_stall_timeout_seconds,
+        ),
+        call_kind,
+    )
     server = grpc.aio.server(
-        interceptors=[drain, RpcLogInterceptor()] if rpc_logging else [drain],
+        interceptors=[boundary],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+            ("grpc.max_allowed_incoming_connections", settings.max_connections),
+            ("grpc.max_connection_idle_ms", _ms(settings.connection_idle_timeout_seconds)),
+            ("grpc.max_connection_age_ms", _ms(settings.connection_max_age_seconds)),
+            ("grpc.max_connection_age_grace_ms", _ms(CONNECTION_AGE_GRACE_SECONDS)),
         ],
     )
     add_feedback_service(FeedbackServicer(service), server)
@@ -156,7 +185,22 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         service,
         storage,
         executor,
-        drain=drain,
+        boundary,
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port
+
+
+def call_kind(method: str, handler: Handler) -> CallKind:
+    """Which admission limits a method counts against (see server.admission)."""
+    if method.startswith(f"/{HEALTH_SERVICE_NAME}/"):
+        return CallKind.PROBE
+    if handler.response_streaming and method.startswith(f"/{FEEDBACK_SERVICE_NAME}/"):
+        return CallKind.EXPORT
+    if handler.request_streaming or handler.response_streaming:
+        return CallKind.STREAM
+    return CallKind.CALL
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

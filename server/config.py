@@ -37,6 +37,27 @@ class Settings:
     not); while it cannot, the check runs every half second to notice recovery."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest request or response message, in bytes."""
+    max_concurrent_calls: int = 1000
+    """Calls in progress at once (health checks aside); more get RESOURCE_EXHAUSTED at once."""
+    max_exports: int = 16
+    """Exports streaming at once, in all."""
+    max_exports_per_caller: int = 4
+    """Exports streaming at once for one caller (API key, or peer address without keys)."""
+    memory_limit_mb: int = 1024
+    """Resident memory above which the server starts no new stream (exports, Ingest)."""
+    message_timeout_seconds: float = 30.0
+    """How long a started call may take to send its request message (or each Ingest message)."""
+    stream_stall_timeout_seconds: float = 30.0
+    """How long a streaming client may leave a response untaken before its stream is ended."""
+    max_streams_per_connection: int = 100
+    """HTTP/2 streams (calls) one connection may have open at once; the client queues the rest."""
+    max_connections: int = 10_000
+    """Client connections the server keeps open at once; more are refused."""
+    connection_idle_timeout_seconds: float = 300.0
+    """A connection with no call for this long is closed (clients reconnect when they need to)."""
+    connection_max_age_seconds: float = 1800.0
+    """A connection is asked to go away after this long (calls in flight get a grace period of
+    CONNECTION_AGE_GRACE_SECONDS), so no client holds one forever."""
     sqlite_busy_timeout_ms: int = 5000
     """How long a SQLite write waits for another connection's (or process's) write lock before
     its batch is rolled back and retried."""
@@ -73,6 +94,16 @@ def parse_settings(
         grace_period_seconds=args.grace_period,
         database_probe_seconds=args.database_probe_interval,
         max_message_bytes=args.max_message_bytes,
+        max_concurrent_calls=args.max_concurrent_calls,
+        max_exports=args.max_exports,
+        max_exports_per_caller=args.max_exports_per_caller,
+        memory_limit_mb=args.memory_limit_mb,
+        message_timeout_seconds=args.message_timeout,
+        stream_stall_timeout_seconds=args.stream_stall_timeout,
+        max_streams_per_connection=args.max_streams_per_connection,
+        max_connections=args.max_connections,
+        connection_idle_timeout_seconds=args.connection_idle_timeout,
+        connection_max_age_seconds=args.connection_max_age,
         sqlite_busy_timeout_ms=args.sqlite_busy_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         event_loop=args.event_loop,
@@ -155,6 +186,28 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=int(default("MAX_MESSAGE_BYTES", str(4 * 1024 * 1024))),
         help="FEEDBACK_MAX_MESSAGE_BYTES",
     )
+    limits = parser.add_argument_group(
+        "limits", "bounds on what clients can make the server hold; over one, RESOURCE_EXHAUSTED"
+    )
+    for flag, kind, fallback, text in (
+        ("max-concurrent-calls", int, "1000", "calls in progress at once (health checks aside)"),
+        ("max-exports", int, "16", "exports streaming at once, in all"),
+        ("max-exports-per-caller", int, "4", "exports streaming at once per caller"),
+        ("memory-limit-mb", int, "1024", "resident memory above which no new stream starts"),
+        ("message-timeout", float, "30", "seconds a call may take to send a request message"),
+        ("stream-stall-timeout", float, "30", "seconds a stream may leave a response untaken"),
+        ("max-streams-per-connection", int, "100", "calls open at once on one connection"),
+        ("max-connections", int, "10000", "client connections open at once"),
+        ("connection-idle-timeout", float, "300", "seconds before an idle connection is closed"),
+        ("connection-max-age", float, "1800", "seconds before a connection is asked to go away"),
+    ):
+        variable = flag.upper().replace("-", "_")
+        limits.add_argument(
+            f"--{flag}",
+            type=kind,
+            default=kind(default(variable, fallback)),
+            help=f"FEEDBACK_{variable}: {text} (default {fallback})",
+        )
     parser.add_argument(
         "--sqlite-busy-timeout",
         type=int,

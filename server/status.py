@@ -25,6 +25,9 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 MALFORMED_REQUEST = "MALFORMED_REQUEST"
 """ErrorInfo.reason of INVALID_ARGUMENT for bytes that are not a valid request message."""
 
+MESSAGE_TIMEOUT = "MESSAGE_TIMEOUT"
+"""ErrorInfo.reason of DEADLINE_EXCEEDED for a request message that did not arrive in time."""
+
 log = logging.getLogger(__name__)
 
 
@@ -58,8 +61,21 @@ def status_for(error: Exception) -> status_pb2.Status:
             return _status(code_pb2.FAILED_PRECONDITION, str(error), error_info)
         case Unavailable(retry_after_seconds=delay):
             return _status(code_pb2.UNAVAILABLE, str(error), _retry_info(delay))
-        case ResourceExhausted(retry_after_seconds=delay):
-            return _status(code_pb2.RESOURCE_EXHAUSTED, str(error), _retry_info(delay))
+        case ResourceExhausted(retry_after_seconds=delay, reason=reason, quota=quota):
+            extra: list[object] = [_retry_info(delay)]
+            if reason:
+                extra.append(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+            if quota is not None:
+                extra.append(
+                    error_details_pb2.QuotaFailure(
+                        violations=[
+                            error_details_pb2.QuotaFailure.Violation(
+                                subject=quota.subject, description=quota.description
+                            )
+                        ]
+                    )
+                )
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(error), *extra)
         case ServiceError():
             return _status(code_pb2.INTERNAL, str(error))
     log.exception("unexpected error while serving a call", exc_info=error)
@@ -80,6 +96,18 @@ def malformed_request_status(
     )
     return _status(
         code_pb2.INVALID_ARGUMENT, f"request is not a valid {message_type}: {reason}", info
+    )
+
+
+def message_timeout_status(seconds: float) -> status_pb2.Status:
+    """DEADLINE_EXCEEDED, ErrorInfo MESSAGE_TIMEOUT: the request message did not arrive in time."""
+    info = error_details_pb2.ErrorInfo(
+        reason=MESSAGE_TIMEOUT, domain=ERROR_DOMAIN, metadata={"timeout_seconds": f"{seconds:g}"}
+    )
+    return _status(
+        code_pb2.DEADLINE_EXCEEDED,
+        f"the request message did not arrive within {seconds:g} s of the call's start",
+        info,
     )
 
 

@@ -53,11 +53,30 @@ class FailedPrecondition(ServiceError):
         super().__init__(description)
 
 
-class ResourceExhausted(ServiceError):
-    """The server is overloaded; nothing was written and the call should wait before retrying."""
+@dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """One limit a call went over: whose limit (`subject`) and which one, in words."""
 
-    def __init__(self, description: str, retry_after_seconds: float) -> None:
+    subject: str
+    description: str
+
+
+class ResourceExhausted(ServiceError):
+    """The server is overloaded or a limit is reached; nothing was done, and the call should wait
+    `retry_after_seconds` before retrying. `reason` names the limit for machines; `quota` says whose
+    limit it was when the limit belongs to one caller."""
+
+    def __init__(
+        self,
+        description: str,
+        retry_after_seconds: float,
+        *,
+        reason: str = "",
+        quota: QuotaViolation | None = None,
+    ) -> None:
         self.retry_after_seconds = retry_after_seconds
+        self.reason = reason
+        self.quota = quota
         super().__init__(description)
 
 

@@ -31,6 +31,8 @@ DEFAULT_MAX_BATCH = 2000
 DEFAULT_MAX_PENDING = 20_000
 DEFAULT_LINGER_SECONDS = 0.002
 DEFAULT_LINGER_ITEMS = 64
+WRITE_QUEUE_FULL = "WRITE_QUEUE_FULL"
+"""ResourceExhausted.reason when the write queue cannot take a call's items."""
 DEFAULT_BUSY_RETRY_SECONDS = 10.0
 """How long a batch keeps retrying when other processes on the same SQLite file hold its write
 lock past the busy timeout; a caller should see "database is locked" only after that, and then
@@ -115,6 +117,7 @@ class GroupCommitter:
                 raise ResourceExhausted(
                     f"the write queue is full ({self._pending_items} writes waiting); retry later",
                     delay,
+                    reason=WRITE_QUEUE_FULL,
                 )
             self._queue.extend(jobs)
             self._pending_items = waiting

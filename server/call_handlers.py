@@ -1,0 +1,353 @@
+"""Every call's boundary, for every method the server hosts: admission, reading requests, writing
+responses, answering failures, and one log line.
+
+grpc-python releases a call's C object as soon as the call's task ends, and a ServicerContext
+touched after that (an async-generator handler finalized late, a log line asking for the peer)
+dereferences freed memory and kills the process. So the handlers built here keep all application
+code inside the call's task and never touch the context once it can have ended:
+- every response stream is driven here, written with `context.write` inside the task, and its
+  producer is closed here, whether the call ends, fails or is cancelled;
+- every request is read here: a unary request is read as a stream of one message, because gRPC's
+  unary path never answers a message cut short and waits forever for one that never comes;
+- what the log line needs (method, peer, start) is captured when the call starts.
+
+Clients that stall are bounded too: a request message must arrive within `message_timeout`, and a
+streaming client must take each response within `stall_timeout` (one watchdog task for all calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import descriptor_pool
+
+from server.admission import Admission, CallKind
+from server.service import ResourceExhausted
+from server.status import (
+    abort,
+    abort_with_status,
+    malformed_request_status,
+    message_timeout_status,
+)
+
+log = logging.getLogger("server.rpc")
+
+if TYPE_CHECKING:
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # not subscriptable at run time
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+"""What context.read() returns once the client has sent its last message."""
+SLOW_READER = "SLOW_READER"
+"""ErrorInfo reason of a stream ended because its client stopped taking responses."""
+WATCHDOG_TICK_SECONDS = 0.25
+_MESSAGE = "message"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """How long the server waits on a client."""
+
+    message_seconds: float = 30.0
+    """For a request message to arrive whole, once the call has started."""
+    stall_seconds: float = 30.0
+    """For a streaming client to take the next response."""
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One call in progress, as the boundary sees it; nothing in it refers to the context."""
+
+    method: str
+    peer: str
+    caller: str
+    """Whose limits the call counts against."""
+    task: asyncio.Task[Any] | None
+    started: float = field(default_factory=time.perf_counter)
+    admitted: bool = False
+    expired: str | None = None
+    """Why the watchdog cancelled the call's task (a client that stalled), if it did."""
+
+    def expire(self, reason: str) -> None:
+        """Cancel the call's task, noting why, so the wait it is in can answer for it."""
+        self.expired = reason
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Watchdog:
+    """Cancels calls whose client keeps them waiting too long; one timer task for all of them,
+    so a bounded wait costs a dict entry rather than a timer per call."""
+
+    def __init__(self) -> None:
+        self._deadlines: dict[Call, tuple[float, str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def expect(self, call: Call, seconds: float, reason: str) -> None:
+        """The call now waits on its client for at most `seconds`."""
+        self._deadlines[call] = (time.monotonic() + seconds, reason)
+
+    def done(self, call: Call) -> None:
+        """The call's wait ended."""
+        self._deadlines.pop(call, None)
+
+    def start(self) -> None:
+        """Start the timer task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the timer task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_TICK_SECONDS)
+            now = time.monotonic()
+            expired = [
+                (call, reason)
+                for call, (deadline, reason) in self._deadlines.items()
+                if deadline <= now
+            ]
+            for call, reason in expired:
+                del self._deadlines[call]
+                call.expire(reason)
+
+
+class CallInterceptor(ServerInterceptor):
+    """Wraps each method's handler once into one that runs every call through the boundary."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        watchdog: Watchdog,
+        timeouts: Timeouts,
+        kind_of: Callable[[str, Handler], CallKind],
+    ) -> None:
+        """`kind_of(method, handler)` says which limits a method counts against."""
+        self.admission = admission
+        self.watchdog = watchdog
+        self.timeouts = timeouts
+        self._kind_of = kind_of
+        self._wrapped: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        """The method's handler, wrapped (unknown methods stay None: gRPC answers UNIMPLEMENTED)."""
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler
+            boundary = _Boundary(self, method, self._kind_of(method, handler), handler)
+            wrapped = self._wrapped[method] = boundary.handler()
+        return wrapped
+
+
+class _Boundary:
+    """The boundary of one method: what all its calls share."""
+
+    def __init__(
+        self, owner: CallInterceptor, method: str, kind: CallKind, handler: Handler
+    ) -> None:
+        self._admission = owner.admission
+        self._watchdog = owner.watchdog
+        self._timeouts = owner.timeouts
+        self._method = method
+        self._kind = kind
+        self._handler = handler
+        self._request_type = _request_type(method)
+
+    def handler(self) -> Handler:
+        """A handler of the wire kind that lets the boundary read every request itself."""
+        handler = self._handler
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.stream_unary_rpc_method_handler
+        )
+        run = self._streaming_response if handler.response_streaming else self._unary_response
+        wrapped: Handler = make(
+            run,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return wrapped
+
+    async def _unary_response(self, _requests: object, context: Context) -> Any:
+        call = self._start(context)
+        try:
+            self._admit(call)
+            request = await self._request(call, context)
+            behavior: Any = self._handler.unary_unary or self._handler.stream_unary
+            return await behavior(request, context)
+        except BaseException as error:
+            await self._fail(call, context, error)
+        finally:
+            self._end(call, context)
+
+    async def _streaming_response(self, _requests: object, context: Context) -> None:
+        call = self._start(context)
+        try:
+            self._admit(call)
+            request = await self._request(call, context)
+            behavior: Any = self._handler.unary_stream or self._handler.stream_stream
+            responses = behavior(request, context)
+            if not hasattr(responses, "__aiter__"):
+                await responses  # a handler that writes with context.write itself (health Watch)
+                return
+            async with aclosing(responses):
+                async for response in responses:
+                    self._watchdog.expect(call, self._timeouts.stall_seconds, SLOW_READER)
+                    try:
+                        await context.write(response)
+                    finally:
+                        self._watchdog.done(call)
+        except BaseException as error:
+            await self._fail(call, context, error)
+        finally:
+            self._end(call, context)
+
+    def _start(self, context: Context) -> Call:
+        peer = context.peer()
+        return Call(self._method, peer, _caller(peer), asyncio.current_task())
+
+    def _admit(self, call: Call) -> None:
+        refusal = self._admission.admit(self._method, self._kind, call.caller)
+        if refusal is not None:
+            raise refusal
+        call.admitted = True
+
+    async def _request(self, call: Call, context: Context) -> Any:
+        """The request message, or for client-streaming methods the stream of them."""
+        if self._handler.request_streaming:
+            return _RequestStream(self, call, context)
+        request = await self.read(call, context)
+        if request is EOF:
+            raise _Truncated()
+        return request
+
+    async def read(self, call: Call, context: Context) -> Any:
+        """The next request message (EOF at the end), which must arrive in time."""
+        self._watchdog.expect(call, self._timeouts.message_seconds, _MESSAGE)
+        try:
+            return await context.read()
+        finally:
+            self._watchdog.done(call)
+
+    async def _fail(self, call: Call, context: Context, error: BaseException) -> None:
+        """Answer the call for `error` while it is alive, or let a call nobody waits for go."""
+        if isinstance(error, asyncio.CancelledError):
+            if call.expired is None:
+                raise error  # the client went away, or gRPC is stopping: nobody to answer
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if call.expired == _MESSAGE:
+                timeout = message_timeout_status(self._timeouts.message_seconds)
+                await abort_with_status(context, timeout)
+            error = ResourceExhausted(
+                f"the client took no response for {self._timeouts.stall_seconds:g} s, so the "
+                "stream is ended (an export resumes from the last chunk's resume_token)",
+                1.0,
+                reason=SLOW_READER,
+            )
+        if isinstance(error, grpc.aio.AbortError | grpc.aio.BaseError):
+            # Aborted already, or gRPC's own failure: the call or the server has ended.
+            raise error
+        if isinstance(error, _Truncated):
+            await abort_with_status(
+                context,
+                malformed_request_status(
+                    self._request_type, "the request message is missing or cut short"
+                ),
+            )
+        if isinstance(error, Exception):
+            await abort(context, error)
+        raise error
+
+    def _end(self, call: Call, context: Context) -> None:
+        if call.admitted:
+            self._admission.release(self._kind, call.caller)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "rpc",
+                extra={
+                    "method": call.method,
+                    "code": _code(call, context).name,
+                    "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+                    "peer": call.peer,
+                },
+            )
+
+
+class _RequestStream:
+    """A client stream's messages, each of which must arrive within the message timeout."""
+
+    def __init__(self, boundary: _Boundary, call: Call, context: Context) -> None:
+        self._boundary = boundary
+        self._call = call
+        self._context = context
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await self._boundary.read(self._call, self._context)
+        if message is EOF:
+            raise StopAsyncIteration
+        return message
+
+
+class _Truncated(Exception):
+    """The client ended its side before sending a whole request message."""
+
+
+def _request_type(method: str) -> str:
+    """The full name of the method's request message ("/pkg.Service/Method" → "pkg.Request")."""
+    service, _, name = method.lstrip("/").partition("/")
+    try:
+        found = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except KeyError:
+        return f"request of {method}"
+    return str(found.input_type.full_name)
+
+
+def _caller(peer: str) -> str:
+    """Whose limits a call counts against: its peer's address without the port."""
+    host, _, _port = peer.rpartition(":")
+    return host or peer
+
+
+def _code(call: Call, context: Context) -> grpc.StatusCode:
+    """The status the call ended with, as far as the server knows it (still inside the call)."""
+    code = context.code()
+    if code is None:
+        task = call.task
+        if task is not None and task.cancelling():
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        return grpc.StatusCode.OK
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
