@@ -15,10 +15,14 @@ python -m grpc_tools.protoc \
   --mypy_grpc_out="$out" \
   --plugin=protoc-gen-mypy="$(command -v protoc-gen-mypy)" \
   --plugin=protoc-gen-mypy_grpc="$(command -v protoc-gen-mypy_grpc)" \
-  --descriptor_set_out="$out/feedback_v1.binpb" --include_imports --include_source_info \
   protos/feedback/v1/*.proto
 # feedback_v1.binpb keeps the comments (the *_pb2 modules drop them) so server reflection can show
-# grpcurl and other outside clients the documented contract.
+# grpcurl and other outside clients the documented contract, error details included. The vendored
+# google/ files get no Python here: googleapis-common-protos already registers them.
+python -m grpc_tools.protoc \
+  --proto_path=protos \
+  --descriptor_set_out="$out/feedback_v1.binpb" --include_imports --include_source_info \
+  protos/feedback/v1/*.proto protos/google/rpc/error_details.proto
 # protoc writes imports as `from feedback.v1 import ...`; they must live under our package so they
 # cannot collide with a `feedback` module of the service that installs the client.
 find "$out" -name '*.py*' -exec sed -i -E 's/^from feedback\.v1 import/from llmfeedback._proto.feedback.v1 import/; s/^import feedback\.v1\./import llmfeedback._proto.feedback.v1./' {} +

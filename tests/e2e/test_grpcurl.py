@@ -171,3 +171,51 @@ def test_exports_events_as_a_stream(server: ServerThread) -> None:
     chunk = json.loads(result.stdout)
     assert [event["eventType"] for event in chunk["events"]] == ["view"]
     assert chunk["resumeToken"]
+
+
+def test_describes_every_listed_service_through_v1alpha(server: ServerThread) -> None:
+    result = grpcurl(server, "describe")
+
+    assert result.returncode == 0, result.stderr
+    assert "grpc.reflection.v1.ServerReflection is a service:" in result.stdout
+    assert "stream .grpc.reflection.v1.ServerReflectionRequest" in result.stdout
+    assert "grpc.reflection.v1alpha.ServerReflection is a service:" in result.stdout
+    assert "FeedbackService records LLM chat interactions" in result.stdout
+
+
+def test_describes_the_vendored_error_details_with_their_comments(server: ServerThread) -> None:
+    result = grpcurl(server, "describe", "google.rpc.BadRequest")
+
+    assert result.returncode == 0, result.stderr
+    assert "repeated .google.rpc.BadRequest.FieldViolation field_violations = 1;" in result.stdout
+    assert "Describes violations in a client request." in result.stdout
+
+
+def test_invalid_argument_details_decode_through_reflection_alone(server: ServerThread) -> None:
+    # grpcurl has no .proto files here: it can print the BadRequest only by resolving its type
+    # through reflection.
+    result = subprocess.run(
+        [
+            GRPCURL,
+            "-plaintext",
+            "-format-error",
+            "-d",
+            '{"conversation_id": "demo", "score": 9}',
+            server.address,
+            "feedback.v1.FeedbackService/SubmitFeedback",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    status = json.loads(result.stderr)
+    assert status["code"] == 3  # INVALID_ARGUMENT
+    assert status["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": "score", "description": "must be from 1 to 5, got 9"}],
+        }
+    ]

@@ -35,7 +35,8 @@ class FeedbackServiceStub:
     saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
-    reached and the call may be retried.
+    reached and the call may be retried. The details are google.rpc types defined in
+    google/rpc/error_details.proto, vendored in protos/ and served by server reflection.
 
     Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
     and the same content returns the original response and stores nothing new, as long as the
@@ -150,7 +151,8 @@ class FeedbackServiceServicer:
     saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
-    reached and the call may be retried.
+    reached and the call may be retried. The details are google.rpc types defined in
+    google/rpc/error_details.proto, vendored in protos/ and served by server reflection.
 
     Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
     and the same content returns the original response and stores nothing new, as long as the
@@ -432,7 +434,8 @@ class FeedbackService:
     saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
-    reached and the call may be retried.
+    reached and the call may be retried. The details are google.rpc types defined in
+    google/rpc/error_details.proto, vendored in protos/ and served by server reflection.
 
     Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
     and the same content returns the original response and stores nothing new, as long as the

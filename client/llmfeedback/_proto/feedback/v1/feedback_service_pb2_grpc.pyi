@@ -36,7 +36,8 @@ class FeedbackServiceStub:
     saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
-    reached and the call may be retried.
+    reached and the call may be retried. The details are google.rpc types defined in
+    google/rpc/error_details.proto, vendored in protos/ and served by server reflection.
 
     Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
     and the same content returns the original response and stores nothing new, as long as the
@@ -178,7 +179,8 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
-    reached and the call may be retried.
+    reached and the call may be retried. The details are google.rpc types defined in
+    google/rpc/error_details.proto, vendored in protos/ and served by server reflection.
 
     Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
     and the same content returns the original response and stores nothing new, as long as the
@@ -316,7 +318,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     saying when to retry; nothing is dropped silently. Errors use the rich
     google.rpc.Status model: INVALID_ARGUMENT carries a google.rpc.BadRequest naming every violating
     field; NOT_FOUND carries a google.rpc.ResourceInfo; UNAVAILABLE means the database could not be
-    reached and the call may be retried.
+    reached and the call may be retried. The details are google.rpc types defined in
+    google/rpc/error_details.proto, vendored in protos/ and served by server reflection.
 
     Writes are idempotent when the client sends a request_id (AIP-155): a retry with the same id
     and the same content returns the original response and stores nothing new, as long as the
