@@ -27,12 +27,28 @@ async def serve(settings: Settings) -> None:
     host = settings.address.rsplit(":", 1)[0]
     log.info(
         "serving",
-        extra={"address": f"{host}:{port}", "port": port, "database": server.database_url},
+        extra={
+            "address": f"{host}:{port}",
+            "port": port,
+            "database": server.database_url,
+            "auth": settings.auth,
+            "tls": "mtls"
+            if settings.tls_client_ca_file
+            else "on"
+            if settings.tls_cert_file
+            else "off",
+        },
     )
     await stop.wait()
     log.info("stopping", extra={"grace_seconds": settings.grace_period_seconds})
     await server.stop(settings.grace_period_seconds)
     log.info("stopped")
+
+
+def _tls_mode(settings: Settings) -> str:
+    if settings.tls_client_ca_file:
+        return "mtls"
+    return "on" if settings.tls_cert_file else "off"
 
 
 def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -76,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `feedback-server` command."""
     from server.logs import configure_logging
 
-    command, settings = parse_settings(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["keys"]:
+        from server.key_commands import run_key_command
+
+        configure_logging("WARNING", "text")
+        return run_key_command(arguments[1:])
+    command, settings = parse_settings(arguments)
     configure_logging(settings.log_level, settings.log_format)
     try:
         if command == "migrate":

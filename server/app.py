@@ -6,29 +6,34 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2
+from llmfeedback._proto.feedback.v1 import access_pb2, feedback_service_pb2
+from server import mapping
+from server.access import OPEN, Access, MethodAccess
 from server.admission import Admission, CallKind, Limits
-from server.call_handlers import CallInterceptor, Timeouts, Watchdog
+from server.call_handlers import CallInterceptor, MethodPolicy, Timeouts, Watchdog
 from server.config import Settings
 from server.reflection import enable_reflection
 from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
+from server.service.api_keys import ApiKeyService, KeyRing
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
+from server.service.rate_limits import RateLimiter, parse_rates
 from server.servicer import FeedbackServicer
 from storage import Storage
 
 if TYPE_CHECKING:
     from server.call_handlers import Handler
 
-FEEDBACK_SERVICE_NAME = feedback_service_pb2.DESCRIPTOR.services_by_name[
-    "FeedbackService"
-].full_name
+FEEDBACK_SERVICE = feedback_service_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
+FEEDBACK_SERVICE_NAME = FEEDBACK_SERVICE.full_name
+FEEDBACK_METHODS = {f"/{FEEDBACK_SERVICE_NAME}/{m.name}": m for m in FEEDBACK_SERVICE.methods}
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -58,11 +63,13 @@ class FeedbackServer:
         storage: Storage,
         executor: ThreadPoolExecutor,
         boundary: CallInterceptor,
+        keys: ApiKeyService,
         *,
         database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
         self.grpc_server = server
         self._boundary = boundary
+        self._keys = keys
         self._health = health
         self._service = service
         self._storage = storage
@@ -82,6 +89,7 @@ class FeedbackServer:
         await self.grpc_server.start()
         self._boundary.admission.start()
         self._boundary.watchdog.start()
+        self._keys.start()
         await self._report_database(up=True)
         self.database_health.start()
 
@@ -100,6 +108,7 @@ class FeedbackServer:
         await self.grpc_server.stop(grace_seconds)
         await self._boundary.watchdog.stop()
         await self._boundary.admission.stop()
+        await self._keys.stop()
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._service.close)
@@ -139,7 +148,16 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         ),
         max_pending_writes=settings.write_queue_limit,
     )
+    key_ring = KeyRing()
+    keys = ApiKeyService(storage, executor, key_ring)
+    if settings.auth == "keys":
+        await keys.load()
+    access = Access(
+        key_ring if settings.auth == "keys" else None,
+        RateLimiter(parse_rates(settings.rate_limits)),
+    )
     boundary = CallInterceptor(
+        access,
         Admission(
             Limits(
                 max_calls=settings.max_concurrent_calls,
@@ -154,7 +172,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             message_seconds=settings.message_timeout_seconds,
             stall_seconds=settings.stream_stall_timeout_seconds,
         ),
-        call_kind,
+        method_policy,
     )
     server = grpc.aio.server(
         interceptors=[boundary],
@@ -169,11 +187,16 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             ("grpc.max_connection_age_grace_ms", _ms(CONNECTION_AGE_GRACE_SECONDS)),
         ],
     )
-    add_feedback_service(FeedbackServicer(service), server)
+    add_feedback_service(FeedbackServicer(service, keys, access), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection([FEEDBACK_SERVICE_NAME, HEALTH_SERVICE_NAME], server)
-    port = server.add_insecure_port(settings.address)
+    credentials = server_credentials(settings)
+    port = (
+        server.add_insecure_port(settings.address)
+        if credentials is None
+        else server.add_secure_port(settings.address, credentials)
+    )
     if port == 0:
         service.close()
         executor.shutdown()
@@ -186,20 +209,56 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         storage,
         executor,
         boundary,
+        keys,
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port
 
 
-def call_kind(method: str, handler: Handler) -> CallKind:
-    """Which admission limits a method counts against (see server.admission)."""
+def method_policy(method: str, handler: Handler) -> MethodPolicy:
+    """What a method's calls count against (server.admission) and need (server.access).
+
+    FeedbackService methods need the scope their required_scope option names in the contract; a
+    method without one is closed to every key. Health checking and reflection are open.
+    """
     if method.startswith(f"/{HEALTH_SERVICE_NAME}/"):
-        return CallKind.PROBE
-    if handler.response_streaming and method.startswith(f"/{FEEDBACK_SERVICE_NAME}/"):
-        return CallKind.EXPORT
-    if handler.request_streaming or handler.response_streaming:
-        return CallKind.STREAM
-    return CallKind.CALL
+        return MethodPolicy(CallKind.PROBE, OPEN)
+    feedback_method = FEEDBACK_METHODS.get(method)
+    if feedback_method is None:
+        kind = (
+            CallKind.STREAM
+            if handler.request_streaming or handler.response_streaming
+            else CallKind.CALL
+        )
+        return MethodPolicy(kind, OPEN)
+    scope = mapping.scope_of(feedback_method.GetOptions().Extensions[access_pb2.required_scope])
+    if handler.response_streaming:
+        kind = CallKind.EXPORT
+    elif handler.request_streaming:
+        kind = CallKind.STREAM
+    else:
+        kind = CallKind.CALL
+    return MethodPolicy(kind, MethodAccess(open=False, scope=scope))
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files (client certificates required when a client
+    CA is given), or None for plaintext."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    pair = (Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())
+    client_ca = (
+        None
+        if settings.tls_client_ca_file is None
+        else Path(settings.tls_client_ca_file).read_bytes()
+    )
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def _ms(seconds: float) -> int:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import descriptor_pool
 
+from server.access import Access, MethodAccess
 from server.admission import Admission, CallKind
 from server.service import ResourceExhausted
 from server.status import (
@@ -65,6 +66,14 @@ class Timeouts:
     """For a streaming client to take the next response."""
 
 
+@dataclass(frozen=True, slots=True)
+class MethodPolicy:
+    """What a method's calls count against and ask of their caller."""
+
+    kind: CallKind
+    access: MethodAccess
+
+
 @dataclass(slots=True, eq=False)
 class Call:
     """One call in progress, as the boundary sees it; nothing in it refers to the context."""
@@ -72,7 +81,7 @@ class Call:
     method: str
     peer: str
     caller: str
-    """Whose limits the call counts against."""
+    """Whose limits the call counts against: its API key's prefix, or its peer's address."""
     task: asyncio.Task[Any] | None
     started: float = field(default_factory=time.perf_counter)
     admitted: bool = False
@@ -134,16 +143,18 @@ class CallInterceptor(ServerInterceptor):
 
     def __init__(
         self,
+        access: Access,
         admission: Admission,
         watchdog: Watchdog,
         timeouts: Timeouts,
-        kind_of: Callable[[str, Handler], CallKind],
+        policy_of: Callable[[str, Handler], MethodPolicy],
     ) -> None:
-        """`kind_of(method, handler)` says which limits a method counts against."""
+        """`policy_of(method, handler)` says what a method's calls count against and need."""
+        self.access = access
         self.admission = admission
         self.watchdog = watchdog
         self.timeouts = timeouts
-        self._kind_of = kind_of
+        self._policy_of = policy_of
         self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -158,7 +169,7 @@ class CallInterceptor(ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return handler
-            boundary = _Boundary(self, method, self._kind_of(method, handler), handler)
+            boundary = _Boundary(self, method, self._policy_of(method, handler), handler)
             wrapped = self._wrapped[method] = boundary.handler()
         return wrapped
 
@@ -167,13 +178,15 @@ class _Boundary:
     """The boundary of one method: what all its calls share."""
 
     def __init__(
-        self, owner: CallInterceptor, method: str, kind: CallKind, handler: Handler
+        self, owner: CallInterceptor, method: str, policy: MethodPolicy, handler: Handler
     ) -> None:
+        self._access = owner.access
+        self._method_access = policy.access
         self._admission = owner.admission
         self._watchdog = owner.watchdog
         self._timeouts = owner.timeouts
         self._method = method
-        self._kind = kind
+        self._kind = policy.kind
         self._handler = handler
         self._request_type = _request_type(method)
 
@@ -196,7 +209,7 @@ class _Boundary:
     async def _unary_response(self, _requests: object, context: Context) -> Any:
         call = self._start(context)
         try:
-            self._admit(call)
+            self._admit(call, context)
             request = await self._request(call, context)
             behavior: Any = self._handler.unary_unary or self._handler.stream_unary
             return await behavior(request, context)
@@ -208,7 +221,7 @@ class _Boundary:
     async def _streaming_response(self, _requests: object, context: Context) -> None:
         call = self._start(context)
         try:
-            self._admit(call)
+            self._admit(call, context)
             request = await self._request(call, context)
             behavior: Any = self._handler.unary_stream or self._handler.stream_stream
             responses = behavior(request, context)
@@ -231,11 +244,15 @@ class _Boundary:
         peer = context.peer()
         return Call(self._method, peer, _caller(peer), asyncio.current_task())
 
-    def _admit(self, call: Call) -> None:
+    def _admit(self, call: Call, context: Context) -> None:
+        """Identify the caller, then take the call within the limits; raises why not."""
+        call.caller = self._access.identify(context, call.caller, self._method_access).name
         refusal = self._admission.admit(self._method, self._kind, call.caller)
         if refusal is not None:
             raise refusal
         call.admitted = True
+        if not self._method_access.open:
+            self._access.charge(1)
 
     async def _request(self, call: Call, context: Context) -> Any:
         """The request message, or for client-streaming methods the stream of them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,17 @@ class Settings:
     """SQLite's synchronous pragma; FULL makes every acknowledged write survive power loss."""
     event_loop: str = "uvloop"
     """"uvloop" (faster; falls back to asyncio where it is not installed) or "asyncio"."""
+    auth: str = "none"
+    """"keys" (every call but health and reflection needs an API key) or "none". The command line
+    defaults to "keys" when the address is not a loopback one."""
+    rate_limits: str = ""
+    """Per-caller rates by scope, e.g. "ingest=1000/s,read=50/s" (items per second; empty: none)."""
+    tls_cert_file: str | None = None
+    """PEM certificate chain to serve TLS with (with tls_key_file)."""
+    tls_key_file: str | None = None
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: str | None = None
+    """PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_format: str = "json"
@@ -79,9 +91,7 @@ def parse_settings(
     parser = _parser(env)
     args = parser.parse_args(argv)
     labels = str(args.allowed_labels).strip()
-    database_url = args.database_url or (
-        "sqlite:///" + str(Path(args.data_dir) / DEFAULT_DATABASE_FILE)
-    )
+    database_url = resolve_database_url(args.database_url, args.data_dir)
     settings = Settings(
         address=args.address,
         database_url=database_url,
@@ -107,6 +117,11 @@ def parse_settings(
         sqlite_busy_timeout_ms=args.sqlite_busy_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         event_loop=args.event_loop,
+        auth=args.auth or ("none" if is_loopback(args.address) else "keys"),
+        rate_limits=args.rate_limit,
+        tls_cert_file=args.tls_cert or None,
+        tls_key_file=args.tls_key or None,
+        tls_client_ca_file=args.tls_client_ca or None,
         log_level=args.log_level.upper(),
         log_format=args.log_format,
     )
@@ -133,17 +148,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--address", default=default("ADDRESS", DEFAULT_ADDRESS), help="FEEDBACK_ADDRESS"
     )
-    parser.add_argument(
-        "--database-url",
-        default=default("DATABASE_URL", ""),
-        help="FEEDBACK_DATABASE_URL: SQLAlchemy URL, e.g. postgresql://postgres@127.0.0.1/test; "
-        "default: a SQLite file in the data directory",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=default("DATA_DIR", "data"),
-        help="FEEDBACK_DATA_DIR: directory of the default SQLite file",
-    )
+    database_arguments(parser, env)
     parser.add_argument(
         "--accept-unknown-conversations",
         action=argparse.BooleanOptionalAction,
@@ -208,6 +213,29 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             default=kind(default(variable, fallback)),
             help=f"FEEDBACK_{variable}: {text} (default {fallback})",
         )
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--auth",
+        choices=["keys", "none"],
+        default=default("AUTH", "") or None,
+        help="FEEDBACK_AUTH: keys = every call needs an API key (health checks and reflection "
+        "aside); none = no authentication. Default: none on a loopback address, keys otherwise",
+    )
+    security.add_argument(
+        "--rate-limit",
+        default=default("RATE_LIMIT", ""),
+        help="FEEDBACK_RATE_LIMIT: per-caller rates by scope, e.g. ingest=1000/s,read=50/s "
+        "(items per second or /min; batch items count one each; default: none)",
+    )
+    for flag, text in (
+        ("tls-cert", "PEM certificate chain: serve TLS (with --tls-key)"),
+        ("tls-key", "PEM private key of --tls-cert"),
+        ("tls-client-ca", "PEM CA bundle: require client certificates it signed (mTLS)"),
+    ):
+        variable = flag.upper().replace("-", "_")
+        security.add_argument(
+            f"--{flag}", default=default(variable, ""), help=f"FEEDBACK_{variable}: {text}"
+        )
     parser.add_argument(
         "--sqlite-busy-timeout",
         type=int,
@@ -240,3 +268,34 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_database_url(database_url: str, data_dir: str) -> str:
+    """The URL given, or the default SQLite file in the data directory."""
+    return database_url or "sqlite:///" + str(Path(data_dir) / DEFAULT_DATABASE_FILE)
+
+
+def database_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Add --database-url and --data-dir (for every command that opens the database)."""
+    parser.add_argument(
+        "--database-url",
+        default=env.get("FEEDBACK_DATABASE_URL", ""),
+        help="FEEDBACK_DATABASE_URL: SQLAlchemy URL, e.g. postgresql://postgres@127.0.0.1/test; "
+        "default: a SQLite file in the data directory",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=env.get("FEEDBACK_DATA_DIR", "data"),
+        help="FEEDBACK_DATA_DIR: directory of the default SQLite file",
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """Whether host:port listens only on this machine (127.0.0.0/8, ::1, localhost)."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -15,6 +15,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 
 from llmfeedback._proto.feedback.v1 import (
+    access_pb2,
     event_pb2,
     feedback_pb2,
     feedback_service_pb2,
@@ -24,10 +25,13 @@ from llmfeedback._proto.feedback.v1 import (
 from server.service import (
     EventInput,
     FeedbackInput,
+    FieldViolation,
     InteractionInput,
+    InvalidArgument,
     Stats,
     StatsInput,
 )
+from server.service.api_keys import Scope
 from server.service.list_inputs import (
     EventSelection,
     ExportRequest,
@@ -37,6 +41,7 @@ from server.service.list_inputs import (
     SelectionT,
 )
 from server.service.listing import Chunk, Page
+from storage.api_keys import ApiKeyEventRecord, ApiKeyRecord
 from storage.listing_records import EventEntry, FeedbackEntry, InteractionEntry
 from storage.records import (
     EventRecord,
@@ -766,3 +771,61 @@ def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:
     since_epoch = value - _EPOCH
     target.seconds = since_epoch.days * 86_400 + since_epoch.seconds
     target.nanos = since_epoch.microseconds * 1000
+
+
+# ---- API keys ----
+
+_SCOPE_ENUMS = {
+    Scope.INGEST: access_pb2.SCOPE_INGEST,
+    Scope.READ: access_pb2.SCOPE_READ,
+    Scope.ADMIN: access_pb2.SCOPE_ADMIN,
+}
+_SCOPES_BY_ENUM: dict[int, Scope] = {int(value): scope for scope, value in _SCOPE_ENUMS.items()}
+_KEY_ACTIONS = {
+    "create": access_pb2.API_KEY_EVENT_ACTION_CREATE,
+    "revoke": access_pb2.API_KEY_EVENT_ACTION_REVOKE,
+}
+
+
+def scope_of(value: int) -> Scope | None:
+    """The scope an enum value names (None for SCOPE_UNSPECIFIED or an unknown value)."""
+    return _SCOPES_BY_ENUM.get(value)
+
+
+def scopes_input(values: Iterable[int]) -> list[Scope] | InvalidArgument:
+    """The scopes of a CreateApiKeyRequest, or the violation naming the bad ones."""
+    scopes = [scope_of(value) for value in values]
+    if None in scopes:
+        return InvalidArgument(
+            [FieldViolation("scopes", "must name SCOPE_INGEST, SCOPE_READ or SCOPE_ADMIN only")]
+        )
+    return [scope for scope in scopes if scope is not None]
+
+
+def api_key_message(key: ApiKeyRecord) -> access_pb2.ApiKey:
+    """An ApiKey message (never with the secret, which storage does not have)."""
+    message = access_pb2.ApiKey(
+        prefix=key.prefix,
+        name=key.name,
+        scopes=[_SCOPE_ENUMS[Scope(scope)] for scope in key.scopes],
+        create_time=timestamp(key.create_time),
+        created_by=key.created_by,
+        revoked_by=key.revoked_by or "",
+        client_identity=key.client_identity or "",
+    )
+    if key.last_use_time is not None:
+        message.last_use_time.CopyFrom(timestamp(key.last_use_time))
+    if key.revoke_time is not None:
+        message.revoke_time.CopyFrom(timestamp(key.revoke_time))
+    return message
+
+
+def api_key_event_message(event: ApiKeyEventRecord) -> access_pb2.ApiKeyEvent:
+    """An ApiKeyEvent message."""
+    return access_pb2.ApiKeyEvent(
+        event_time=timestamp(event.event_time),
+        action=_KEY_ACTIONS.get(event.action, access_pb2.API_KEY_EVENT_ACTION_UNSPECIFIED),
+        key_prefix=event.key_prefix,
+        actor=event.actor,
+        scopes=[_SCOPE_ENUMS[Scope(scope)] for scope in event.scopes],
+    )

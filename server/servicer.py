@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from llmfeedback._proto.feedback.v1 import batch_pb2, feedback_service_pb2_grpc
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
 from server import mapping
+from server.access import Access, current_caller
 from server.service import (
     MAX_BATCH_ITEMS,
     Duplicate,
@@ -26,6 +27,7 @@ from server.service import (
     WriteInput,
     WriteOutcome,
 )
+from server.service.api_keys import ApiKeyService
 from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS
 from server.status import abort, status_for
 
@@ -88,8 +90,10 @@ def _streaming(
 class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     """The feedback.v1.FeedbackService endpoints; rules live in FeedbackService."""
 
-    def __init__(self, service: FeedbackService) -> None:
+    def __init__(self, service: FeedbackService, keys: ApiKeyService, access: Access) -> None:
         self._service = service
+        self._keys = keys
+        self._access = access
 
     @_unary
     async def RecordInteraction(
@@ -205,6 +209,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     async def _write_batch(
         self, inputs: Sequence[WriteInput | InvalidArgument], field: str
     ) -> list[batch_pb2.BatchItemResult]:
+        self._access.charge(len(inputs) - 1)  # the call itself was charged one item
         outcomes = await self._service.write_many(inputs, field)
         return [_item_result(index, outcome) for index, outcome in enumerate(outcomes)]
 
@@ -215,6 +220,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         ingest = _IngestRun(self._service)
         chunk: list[tuple[int, WriteInput | InvalidArgument]] = []
         async for request in request_iterator:
+            await self._within_rate(len(request.items))
             for item in request.items:
                 chunk.append((ingest.received, _ingest_input(item)))
                 ingest.received += 1
@@ -225,6 +231,55 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             await ingest.write(chunk)
         await ingest.finish()
         return ingest.response()
+
+    async def _within_rate(self, items: int) -> None:
+        """Charge a stream's items, slowing the stream (HTTP/2 flow control) while the caller is
+        over its rate limit, for up to INGEST_OVERLOAD_PATIENCE_SECONDS."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + INGEST_OVERLOAD_PATIENCE_SECONDS
+        while (delay := self._access.wait_seconds(items)) > 0:
+            if loop.time() + delay > give_up:
+                self._access.charge(items)  # raises ResourceExhausted with the rate's details
+            await asyncio.sleep(delay)
+
+    # ---- API keys ----
+
+    @_unary
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Context
+    ) -> pb.CreateApiKeyResponse:
+        scopes = mapping.scopes_input(request.scopes)
+        if isinstance(scopes, InvalidArgument):
+            raise scopes
+        created = await self._keys.create(
+            request.name, scopes, request.client_identity, current_caller().actor
+        )
+        return pb.CreateApiKeyResponse(
+            api_key=mapping.api_key_message(created.key), secret=created.secret
+        )
+
+    @_unary
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Context
+    ) -> pb.ListApiKeysResponse:
+        keys = await self._keys.all_keys()
+        return pb.ListApiKeysResponse(api_keys=[mapping.api_key_message(key) for key in keys])
+
+    @_unary
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Context
+    ) -> pb.RevokeApiKeyResponse:
+        key = await self._keys.revoke(request.prefix, current_caller().actor)
+        return pb.RevokeApiKeyResponse(api_key=mapping.api_key_message(key))
+
+    @_unary
+    async def ListApiKeyEvents(
+        self, request: pb.ListApiKeyEventsRequest, context: Context
+    ) -> pb.ListApiKeyEventsResponse:
+        events = await self._keys.events(request.page_size)
+        return pb.ListApiKeyEventsResponse(
+            events=[mapping.api_key_event_message(event) for event in events]
+        )
 
 
 class _IngestRun:

@@ -14,8 +14,10 @@ from server.service import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     ServiceError,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -59,6 +61,14 @@ def status_for(error: Exception) -> status_pb2.Status:
                 reason=reason, domain=ERROR_DOMAIN, metadata=metadata
             )
             return _status(code_pb2.FAILED_PRECONDITION, str(error), error_info)
+        case Unauthenticated(reason=reason):
+            error_info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+            return _status(code_pb2.UNAUTHENTICATED, str(error), error_info)
+        case PermissionDenied(reason=reason, metadata=metadata):
+            error_info = error_details_pb2.ErrorInfo(
+                reason=reason, domain=ERROR_DOMAIN, metadata=metadata
+            )
+            return _status(code_pb2.PERMISSION_DENIED, str(error), error_info)
         case Unavailable(retry_after_seconds=delay):
             return _status(code_pb2.UNAVAILABLE, str(error), _retry_info(delay))
         case ResourceExhausted(retry_after_seconds=delay, reason=reason, quota=quota):

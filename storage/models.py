@@ -417,3 +417,44 @@ class RollupKeySpanRow(Base):
     first_day: Mapped[int] = mapped_column(BigInteger)
     """Epoch seconds of the first day; never narrowed when records are removed."""
     last_day: Mapped[int] = mapped_column(BigInteger)
+
+
+API_KEY_PREFIX_LENGTH = 16
+SCOPES_LENGTH = 64
+"""Scope names, comma-separated ("admin,ingest,read")."""
+ACTOR_LENGTH = 32
+"""Who managed a key: an admin key's prefix or "cli"."""
+
+
+class ApiKeyRow(Base):
+    """An API key: its visible prefix, the SHA-256 of its secret (never the secret), what it
+    allows, and its life. Revoked keys stay, so the audit trail and leak reports can name them."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(String(API_KEY_PREFIX_LENGTH), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[str] = mapped_column(String(SCOPES_LENGTH))
+    client_identity: Mapped[str | None] = mapped_column(String(253))
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    last_use_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoke_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))
+
+
+class ApiKeyEventRow(Base):
+    """One entry of the audit log of key management: who created or revoked which key, when."""
+
+    __tablename__ = "api_key_events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(8))
+    key_prefix: Mapped[str] = mapped_column(String(API_KEY_PREFIX_LENGTH))
+    actor: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    scopes: Mapped[str] = mapped_column(String(SCOPES_LENGTH))

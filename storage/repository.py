@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 
 from storage import listing_queries, rollups
+from storage.api_keys import ApiKeys
 from storage.error_translation import translated_errors
 from storage.listing_records import (
     EventEntry,
@@ -106,6 +107,8 @@ class Repository:
     def __init__(self, session: Session) -> None:
         """Work inside `session`, whose transaction the caller begins and ends."""
         self._session = session
+        self.api_keys = ApiKeys(session)
+        """The API key tables, in the same transaction."""
 
     # Interactions
 

@@ -86,3 +86,20 @@ class Unavailable(ServiceError):
     def __init__(self, description: str, retry_after_seconds: float = 1.0) -> None:
         self.retry_after_seconds = retry_after_seconds
         super().__init__(description)
+
+
+class Unauthenticated(ServiceError):
+    """The call carries no valid credentials; `reason` says what was wrong, for machines."""
+
+    def __init__(self, reason: str, description: str) -> None:
+        self.reason = reason
+        super().__init__(description)
+
+
+class PermissionDenied(ServiceError):
+    """The caller is known but may not do this; `reason` and `metadata` say why, for machines."""
+
+    def __init__(self, reason: str, description: str, metadata: dict[str, str]) -> None:
+        self.reason = reason
+        self.metadata = metadata
+        super().__init__(description)

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from server.access import Access
 from server.request_parsing import SERVICE, implements, method_handlers
 from server.service import FeedbackService
+from server.service.api_keys import ApiKeyService
 from server.servicer import FeedbackServicer
 
 
@@ -20,8 +22,11 @@ class _WithHistory(FeedbackServicer):
         return pb.ListFeedbackHistoryResponse()
 
 
-def _servicer(make: Callable[[FeedbackService], FeedbackServicer]) -> FeedbackServicer:
-    return make(cast(FeedbackService, None))  # building handlers never calls the service
+def _servicer(
+    make: Callable[[FeedbackService, ApiKeyService, Access], FeedbackServicer],
+) -> FeedbackServicer:
+    # Building handlers never calls the services.
+    return make(cast(FeedbackService, None), cast(ApiKeyService, None), cast(Access, None))
 
 
 def test_every_method_the_servicer_overrides_is_registered_and_no_other() -> None:

@@ -17,7 +17,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 from llmfeedback._proto.feedback.v1 import feedback_pb2
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from server.access import Access
 from server.service import FeedbackService, Rules
+from server.service.api_keys import ApiKeyService, KeyRing
+from server.service.rate_limits import RateLimiter
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -67,10 +70,18 @@ def grpc_server(tmp_path: Path) -> Iterator[grpc_testing.Server]:
     with ThreadPoolExecutor(2) as executor:
         service = FeedbackService(storage, executor, Rules(), clock=lambda: NOW)
         yield grpc_testing.server_from_dictionary(
-            {SERVICE: _SyncServicer(FeedbackServicer(service))}, grpc_testing.strict_real_time()
+            {SERVICE: _SyncServicer(_servicer(service, storage, executor))},
+            grpc_testing.strict_real_time(),
         )
         service.close()
     storage.close()
+
+
+def _servicer(
+    service: FeedbackService, storage: Storage, executor: ThreadPoolExecutor
+) -> FeedbackServicer:
+    keys = ApiKeyService(storage, executor, KeyRing())
+    return FeedbackServicer(service, keys, Access(None, RateLimiter({})))
 
 
 def _call(

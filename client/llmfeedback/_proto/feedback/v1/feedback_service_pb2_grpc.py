@@ -56,6 +56,24 @@ class FeedbackServiceStub:
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Authentication: when the server requires API keys (always when it listens beyond loopback,
+    unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
+    missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
+    scope the method names in its required_scope option fails with PERMISSION_DENIED carrying a
+    google.rpc.ErrorInfo with reason MISSING_SCOPE and metadata required_scope. Health checking and
+    reflection need no key.
+
+    Overload and limits: a call over one of the server's limits (calls in progress, exports in
+    progress in all or per caller, its memory budget, the caller's rate limit) fails at once with
+    RESOURCE_EXHAUSTED, a google.rpc.RetryInfo saying when to retry and a google.rpc.ErrorInfo
+    whose reason names the limit (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET,
+    RATE_LIMITED, WRITE_QUEUE_FULL), plus a google.rpc.QuotaFailure when the limit is the
+    caller's. A request message that does not arrive within the server's message timeout (30 s by
+    default) fails with DEADLINE_EXCEEDED (ErrorInfo MESSAGE_TIMEOUT); one cut short by the client
+    fails with INVALID_ARGUMENT (MALFORMED_REQUEST). A streaming client that takes no response for
+    the stall timeout (30 s) has its stream ended with RESOURCE_EXHAUSTED (ErrorInfo SLOW_READER);
+    an export resumes from the last chunk's resume_token.
     """
 
     def __init__(self, channel):
@@ -139,6 +157,26 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/feedback.v1.FeedbackService/CreateApiKey',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/feedback.v1.FeedbackService/ListApiKeys',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/feedback.v1.FeedbackService/RevokeApiKey',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeyEvents = channel.unary_unary(
+                '/feedback.v1.FeedbackService/ListApiKeyEvents',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -172,6 +210,24 @@ class FeedbackServiceServicer:
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Authentication: when the server requires API keys (always when it listens beyond loopback,
+    unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
+    missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
+    scope the method names in its required_scope option fails with PERMISSION_DENIED carrying a
+    google.rpc.ErrorInfo with reason MISSING_SCOPE and metadata required_scope. Health checking and
+    reflection need no key.
+
+    Overload and limits: a call over one of the server's limits (calls in progress, exports in
+    progress in all or per caller, its memory budget, the caller's rate limit) fails at once with
+    RESOURCE_EXHAUSTED, a google.rpc.RetryInfo saying when to retry and a google.rpc.ErrorInfo
+    whose reason names the limit (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET,
+    RATE_LIMITED, WRITE_QUEUE_FULL), plus a google.rpc.QuotaFailure when the limit is the
+    caller's. A request message that does not arrive within the server's message timeout (30 s by
+    default) fails with DEADLINE_EXCEEDED (ErrorInfo MESSAGE_TIMEOUT); one cut short by the client
+    fails with INVALID_ARGUMENT (MALFORMED_REQUEST). A streaming client that takes no response for
+    the stall timeout (30 s) has its stream ended with RESOURCE_EXHAUSTED (ErrorInfo SLOW_READER);
+    an export resumes from the last chunk's resume_token.
     """
 
     def RecordInteraction(self, request, context):
@@ -338,6 +394,43 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
+        the server keeps only a hash. Returns INVALID_ARGUMENT if the name is too long, no scope or
+        an unknown one is given, or client_identity is malformed; UNAVAILABLE if the database is
+        unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """ListApiKeys lists every API key, active and revoked, newest first, without secrets.
+        Returns UNAVAILABLE if the database is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """RevokeApiKey revokes an API key: from then on it is UNAUTHENTICATED on this server at once
+        and on every replica sharing the database within the key refresh interval (2 s). Revoking a
+        revoked key returns it unchanged. Returns INVALID_ARGUMENT if the prefix is malformed,
+        NOT_FOUND (ResourceInfo resource_type "api_key") if no key has it, UNAVAILABLE if the
+        database is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeyEvents(self, request, context):
+        """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
+        Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -416,6 +509,26 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.SerializeToString,
             ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeyEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeyEvents,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'feedback.v1.FeedbackService', rpc_method_handlers)
@@ -455,6 +568,24 @@ class FeedbackService:
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Authentication: when the server requires API keys (always when it listens beyond loopback,
+    unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
+    missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
+    scope the method names in its required_scope option fails with PERMISSION_DENIED carrying a
+    google.rpc.ErrorInfo with reason MISSING_SCOPE and metadata required_scope. Health checking and
+    reflection need no key.
+
+    Overload and limits: a call over one of the server's limits (calls in progress, exports in
+    progress in all or per caller, its memory budget, the caller's rate limit) fails at once with
+    RESOURCE_EXHAUSTED, a google.rpc.RetryInfo saying when to retry and a google.rpc.ErrorInfo
+    whose reason names the limit (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET,
+    RATE_LIMITED, WRITE_QUEUE_FULL), plus a google.rpc.QuotaFailure when the limit is the
+    caller's. A request message that does not arrive within the server's message timeout (30 s by
+    default) fails with DEADLINE_EXCEEDED (ErrorInfo MESSAGE_TIMEOUT); one cut short by the client
+    fails with INVALID_ARGUMENT (MALFORMED_REQUEST). A streaming client that takes no response for
+    the stall timeout (30 s) has its stream ended with RESOURCE_EXHAUSTED (ErrorInfo SLOW_READER);
+    an export resumes from the last chunk's resume_token.
     """
 
     @staticmethod
@@ -852,6 +983,114 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/Ingest',
             feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/CreateApiKey',
+            feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ListApiKeys',
+            feedback_dot_v1_dot_feedback__service__pb2.ListApiKeysRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/RevokeApiKey',
+            feedback_dot_v1_dot_feedback__service__pb2.RevokeApiKeyRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeyEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ListApiKeyEvents',
+            feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

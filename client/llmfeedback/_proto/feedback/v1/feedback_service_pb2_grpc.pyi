@@ -57,6 +57,24 @@ class FeedbackServiceStub:
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Authentication: when the server requires API keys (always when it listens beyond loopback,
+    unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
+    missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
+    scope the method names in its required_scope option fails with PERMISSION_DENIED carrying a
+    google.rpc.ErrorInfo with reason MISSING_SCOPE and metadata required_scope. Health checking and
+    reflection need no key.
+
+    Overload and limits: a call over one of the server's limits (calls in progress, exports in
+    progress in all or per caller, its memory budget, the caller's rate limit) fails at once with
+    RESOURCE_EXHAUSTED, a google.rpc.RetryInfo saying when to retry and a google.rpc.ErrorInfo
+    whose reason names the limit (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET,
+    RATE_LIMITED, WRITE_QUEUE_FULL), plus a google.rpc.QuotaFailure when the limit is the
+    caller's. A request message that does not arrive within the server's message timeout (30 s by
+    default) fails with DEADLINE_EXCEEDED (ErrorInfo MESSAGE_TIMEOUT); one cut short by the client
+    fails with INVALID_ARGUMENT (MALFORMED_REQUEST). A streaming client that takes no response for
+    the stall timeout (30 s) has its stream ended with RESOURCE_EXHAUSTED (ErrorInfo SLOW_READER);
+    an export resumes from the last chunk's resume_token.
     """
 
     @_typing.overload
@@ -167,6 +185,27 @@ class FeedbackServiceStub:
     stream message is not a valid IngestRequest; the messages before it are committed and counted
     in the ErrorInfo metadata.
     """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.CreateApiKeyRequest, _feedback_service_pb2.CreateApiKeyResponse]
+    """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
+    the server keeps only a hash. Returns INVALID_ARGUMENT if the name is too long, no scope or
+    an unknown one is given, or client_identity is malformed; UNAVAILABLE if the database is
+    unreachable.
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListApiKeysRequest, _feedback_service_pb2.ListApiKeysResponse]
+    """ListApiKeys lists every API key, active and revoked, newest first, without secrets.
+    Returns UNAVAILABLE if the database is unreachable.
+    """
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.RevokeApiKeyRequest, _feedback_service_pb2.RevokeApiKeyResponse]
+    """RevokeApiKey revokes an API key: from then on it is UNAUTHENTICATED on this server at once
+    and on every replica sharing the database within the key refresh interval (2 s). Revoking a
+    revoked key returns it unchanged. Returns INVALID_ARGUMENT if the prefix is malformed,
+    NOT_FOUND (ResourceInfo resource_type "api_key") if no key has it, UNAVAILABLE if the
+    database is unreachable.
+    """
+    ListApiKeyEvents: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListApiKeyEventsRequest, _feedback_service_pb2.ListApiKeyEventsResponse]
+    """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
+    Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
@@ -200,6 +239,24 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Authentication: when the server requires API keys (always when it listens beyond loopback,
+    unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
+    missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
+    scope the method names in its required_scope option fails with PERMISSION_DENIED carrying a
+    google.rpc.ErrorInfo with reason MISSING_SCOPE and metadata required_scope. Health checking and
+    reflection need no key.
+
+    Overload and limits: a call over one of the server's limits (calls in progress, exports in
+    progress in all or per caller, its memory budget, the caller's rate limit) fails at once with
+    RESOURCE_EXHAUSTED, a google.rpc.RetryInfo saying when to retry and a google.rpc.ErrorInfo
+    whose reason names the limit (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET,
+    RATE_LIMITED, WRITE_QUEUE_FULL), plus a google.rpc.QuotaFailure when the limit is the
+    caller's. A request message that does not arrive within the server's message timeout (30 s by
+    default) fails with DEADLINE_EXCEEDED (ErrorInfo MESSAGE_TIMEOUT); one cut short by the client
+    fails with INVALID_ARGUMENT (MALFORMED_REQUEST). A streaming client that takes no response for
+    the stall timeout (30 s) has its stream ended with RESOURCE_EXHAUSTED (ErrorInfo SLOW_READER);
+    an export resumes from the last chunk's resume_token.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -307,6 +364,27 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     stream message is not a valid IngestRequest; the messages before it are committed and counted
     in the ErrorInfo metadata.
     """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.CreateApiKeyRequest, _feedback_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
+    the server keeps only a hash. Returns INVALID_ARGUMENT if the name is too long, no scope or
+    an unknown one is given, or client_identity is malformed; UNAVAILABLE if the database is
+    unreachable.
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListApiKeysRequest, _feedback_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """ListApiKeys lists every API key, active and revoked, newest first, without secrets.
+    Returns UNAVAILABLE if the database is unreachable.
+    """
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.RevokeApiKeyRequest, _feedback_service_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """RevokeApiKey revokes an API key: from then on it is UNAUTHENTICATED on this server at once
+    and on every replica sharing the database within the key refresh interval (2 s). Revoking a
+    revoked key returns it unchanged. Returns INVALID_ARGUMENT if the prefix is malformed,
+    NOT_FOUND (ResourceInfo resource_type "api_key") if no key has it, UNAVAILABLE if the
+    database is unreachable.
+    """
+    ListApiKeyEvents: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListApiKeyEventsRequest, _feedback_service_pb2.ListApiKeyEventsResponse]  # type: ignore[assignment]
+    """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
+    Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
+    """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     """FeedbackService records LLM chat interactions, end-user feedback on AI answers and product
@@ -339,6 +417,24 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Authentication: when the server requires API keys (always when it listens beyond loopback,
+    unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
+    missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
+    scope the method names in its required_scope option fails with PERMISSION_DENIED carrying a
+    google.rpc.ErrorInfo with reason MISSING_SCOPE and metadata required_scope. Health checking and
+    reflection need no key.
+
+    Overload and limits: a call over one of the server's limits (calls in progress, exports in
+    progress in all or per caller, its memory budget, the caller's rate limit) fails at once with
+    RESOURCE_EXHAUSTED, a google.rpc.RetryInfo saying when to retry and a google.rpc.ErrorInfo
+    whose reason names the limit (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET,
+    RATE_LIMITED, WRITE_QUEUE_FULL), plus a google.rpc.QuotaFailure when the limit is the
+    caller's. A request message that does not arrive within the server's message timeout (30 s by
+    default) fails with DEADLINE_EXCEEDED (ErrorInfo MESSAGE_TIMEOUT); one cut short by the client
+    fails with INVALID_ARGUMENT (MALFORMED_REQUEST). A streaming client that takes no response for
+    the stall timeout (30 s) has its stream ended with RESOURCE_EXHAUSTED (ErrorInfo SLOW_READER);
+    an export resumes from the last chunk's resume_token.
     """
 
     @_abc_1.abstractmethod
@@ -533,6 +629,51 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
         stream message is not a valid IngestRequest; the messages before it are committed and counted
         in the ErrorInfo metadata.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _feedback_service_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_feedback_service_pb2.CreateApiKeyResponse]]:
+        """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
+        the server keeps only a hash. Returns INVALID_ARGUMENT if the name is too long, no scope or
+        an unknown one is given, or client_identity is malformed; UNAVAILABLE if the database is
+        unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _feedback_service_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ListApiKeysResponse, _abc.Awaitable[_feedback_service_pb2.ListApiKeysResponse]]:
+        """ListApiKeys lists every API key, active and revoked, newest first, without secrets.
+        Returns UNAVAILABLE if the database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _feedback_service_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.RevokeApiKeyResponse, _abc.Awaitable[_feedback_service_pb2.RevokeApiKeyResponse]]:
+        """RevokeApiKey revokes an API key: from then on it is UNAUTHENTICATED on this server at once
+        and on every replica sharing the database within the key refresh interval (2 s). Revoking a
+        revoked key returns it unchanged. Returns INVALID_ARGUMENT if the prefix is malformed,
+        NOT_FOUND (ResourceInfo resource_type "api_key") if no key has it, UNAVAILABLE if the
+        database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeyEvents(
+        self,
+        request: _feedback_service_pb2.ListApiKeyEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ListApiKeyEventsResponse, _abc.Awaitable[_feedback_service_pb2.ListApiKeyEventsResponse]]:
+        """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
+        Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,364 @@
+"""API keys: their format, who a key says the caller is, what it allows, and their management.
+
+A key is `fbk_` + 32 random base62 characters (190 bits) + a 6-character base62 CRC32 of those,
+like GitHub's tokens: the prefix makes a leaked key recognisable to secret scanners, the
+checksum catches a typo before any lookup, and `_` is no base62 character, so a double click
+selects the whole key. Only the SHA-256 of a key is stored; at this entropy a salt or a slow
+hash adds nothing. The first 12 characters (`fbk_` + 8) are the key's visible prefix: shown in
+lists and logs, and the name it is revoked by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import secrets
+import zlib
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TypeVar
+
+from server.service.errors import (
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from server.service.validation import Violations
+from storage import Repository, Storage, StorageUnavailable
+from storage.api_keys import ApiKeyEventRecord, ApiKeyRecord, NewApiKey
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KEY_MARK = "fbk_"
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_RANDOM_LENGTH = 32
+_CHECKSUM_LENGTH = 6
+PREFIX_LENGTH = len(KEY_MARK) + 8
+_KEY = re.compile(rf"{KEY_MARK}[0-9A-Za-z]{{{_RANDOM_LENGTH + _CHECKSUM_LENGTH}}}")
+_PREFIX = re.compile(rf"{KEY_MARK}[0-9A-Za-z]{{8}}")
+_CLIENT_IDENTITY = re.compile(r"[!-~]{1,253}")
+MAX_NAME_LENGTH = 200
+MAX_EVENTS_PAGE = 1000
+DEFAULT_EVENTS_PAGE = 100
+
+REFRESH_SECONDS = 2.0
+"""How often each server reloads the keys: a key revoked on another replica stops working
+here within this long (at once on the replica that revoked it)."""
+USE_FLUSH_SECONDS = 60.0
+"""How often the keys used since the last flush get their last_use_time written."""
+
+MISSING_KEY = "API_KEY_MISSING"
+INVALID_KEY = "API_KEY_INVALID"
+UNKNOWN_KEY = "API_KEY_UNKNOWN"
+REVOKED_KEY = "API_KEY_REVOKED"
+WRONG_CLIENT = "API_KEY_WRONG_CLIENT"
+MISSING_SCOPE = "MISSING_SCOPE"
+"""ErrorInfo reasons of UNAUTHENTICATED and PERMISSION_DENIED."""
+
+CLI_ACTOR = "cli"
+"""The actor recorded for keys managed with `feedback-server keys` on the database."""
+
+
+class Scope(Enum):
+    """What a key allows; ADMIN allows everything."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: a key (by its prefix) or, without authentication, a peer address."""
+
+    name: str
+    """Whose limits the call counts against: the key prefix, or the peer's address."""
+    scopes: frozenset[Scope] | None
+    """What the key allows; None when the server requires no key (everything is allowed)."""
+
+    def require(self, scope: Scope | None) -> None:
+        """Raise PermissionDenied unless the caller may call a method that needs `scope`."""
+        if self.scopes is None or Scope.ADMIN in self.scopes or scope in self.scopes:
+            return
+        needed = "none (the method is closed to every key)" if scope is None else scope.value
+        raise PermissionDenied(
+            MISSING_SCOPE,
+            f"API key {self.name} lacks the scope this method needs: {needed}",
+            {"required_scope": "" if scope is None else scope.value, "key_prefix": self.name},
+        )
+
+    @property
+    def actor(self) -> str:
+        """How management actions by this caller are recorded."""
+        return self.name
+
+
+def new_secret() -> str:
+    """A fresh random key with its checksum."""
+    random_part = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_LENGTH))
+    return KEY_MARK + random_part + _checksum(random_part)
+
+
+def well_formed(secret: str) -> bool:
+    """Whether `secret` has the shape and checksum of a key (no lookup)."""
+    if _KEY.fullmatch(secret) is None:
+        return False
+    body = secret[len(KEY_MARK) :]
+    return secrets.compare_digest(_checksum(body[:_RANDOM_LENGTH]), body[_RANDOM_LENGTH:])
+
+
+def prefix_of(secret: str) -> str:
+    """The visible prefix of a key."""
+    return secret[:PREFIX_LENGTH]
+
+
+def secret_hash(secret: str) -> str:
+    """What is stored of a key: its SHA-256, in hex."""
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def _checksum(random_part: str) -> str:
+    value = zlib.crc32(random_part.encode("ascii"))
+    digits = []
+    for _ in range(_CHECKSUM_LENGTH):
+        value, digit = divmod(value, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
+class KeyRing:
+    """The keys this server knows, by hash: authenticates each call without touching the
+    database. Reloaded from storage every REFRESH_SECONDS; revocations made here apply at once."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, ApiKeyRecord] = {}
+        self._used: set[str] = set()
+
+    def replace(self, keys: Iterable[ApiKeyRecord]) -> None:
+        """Know exactly these keys."""
+        self._by_hash = {key.secret_hash: key for key in keys}
+
+    def put(self, key: ApiKeyRecord) -> None:
+        """Know this key as it now is (created or revoked here)."""
+        self._by_hash = {**self._by_hash, key.secret_hash: key}
+
+    def authenticate(self, secret: str | None, client_identities: Collection[str]) -> Caller:
+        """The caller a key stands for; raises Unauthenticated for anything but a valid key."""
+        if not secret:
+            raise Unauthenticated(
+                MISSING_KEY, "this server requires an API key: send `authorization: Bearer <key>`"
+            )
+        if not well_formed(secret):
+            raise Unauthenticated(
+                INVALID_KEY,
+                "the API key is malformed (a key is fbk_ and 38 letters and digits, checksummed)",
+            )
+        key = self._by_hash.get(secret_hash(secret))
+        if key is None:
+            raise Unauthenticated(UNKNOWN_KEY, f"API key {prefix_of(secret)} is not known here")
+        if key.revoke_time is not None:
+            raise Unauthenticated(REVOKED_KEY, f"API key {key.prefix} was revoked")
+        if key.client_identity is not None and key.client_identity not in client_identities:
+            raise Unauthenticated(
+                WRONG_CLIENT,
+                f"API key {key.prefix} is bound to another TLS client certificate",
+            )
+        self._used.add(key.prefix)
+        return Caller(key.prefix, frozenset(Scope(scope) for scope in key.scopes))
+
+    def take_used(self) -> set[str]:
+        """The prefixes of the keys used since the last call."""
+        used, self._used = self._used, set()
+        return used
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A new key as stored, and its secret (which nothing else ever sees again)."""
+
+    key: ApiKeyRecord
+    secret: str
+
+
+class ApiKeyService:
+    """Key management use cases, and the upkeep of this server's KeyRing."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        executor: Executor,
+        key_ring: KeyRing,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._storage = storage
+        self._executor = executor
+        self.key_ring = key_ring
+        self._clock = clock
+        self._upkeep: asyncio.Task[None] | None = None
+
+    async def create(
+        self, name: str, scopes: Collection[Scope], client_identity: str, actor: str
+    ) -> CreatedKey:
+        """Create a key; raises InvalidArgument for a bad name, scope set or identity."""
+        check = Violations()
+        if len(name) > MAX_NAME_LENGTH:
+            check.add("name", f"must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+        if "\x00" in name:
+            check.add("name", "must not contain the NUL character")
+        if not scopes:
+            check.add("scopes", "must name at least one scope")
+        if client_identity and _CLIENT_IDENTITY.fullmatch(client_identity) is None:
+            check.add("client_identity", "must be 1-253 printable ASCII characters without spaces")
+        check.raise_if_any()
+        created = await self._write(
+            lambda repository: create_key(
+                repository, name, scopes, client_identity or None, actor, self._clock()
+            )
+        )
+        self.key_ring.put(created.key)
+        return created
+
+    async def all_keys(self) -> list[ApiKeyRecord]:
+        """Every key, newest first."""
+        return await self._run(self._storage.read, lambda repository: repository.api_keys.all())
+
+    async def revoke(self, prefix: str, actor: str) -> ApiKeyRecord:
+        """Revoke a key by its prefix (or whole secret); NotFound if there is no such key."""
+        prefix = valid_prefix(prefix)
+        key = await self._write(
+            lambda repository: repository.api_keys.revoke(prefix, actor, self._clock())
+        )
+        if key is None:
+            raise NotFound("api_key", prefix, f"no API key has the prefix {prefix}")
+        self.key_ring.put(key)
+        return key
+
+    async def events(self, page_size: int) -> list[ApiKeyEventRecord]:
+        """The newest audit entries."""
+        if page_size < 0:
+            check = Violations()
+            check.add("page_size", "must not be negative")
+            check.raise_if_any()
+        limit = min(page_size or DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE)
+        return await self._run(
+            self._storage.read, lambda repository: repository.api_keys.events(limit)
+        )
+
+    # ---- upkeep ----
+
+    async def load(self) -> None:
+        """Load every key into the key ring (at start, before the first call)."""
+        keys = await self._run(self._storage.read, lambda repository: repository.api_keys.all())
+        self.key_ring.replace(keys)
+
+    def start(self) -> None:
+        """Keep the key ring fresh and record key use, in the background."""
+        if self._upkeep is None:
+            self._upkeep = asyncio.get_running_loop().create_task(self._keep_up())
+
+    async def stop(self) -> None:
+        """Stop the upkeep, recording the last uses."""
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+            self._upkeep = None
+        with contextlib.suppress(Unavailable):
+            await self._record_use()
+
+    async def _keep_up(self) -> None:
+        since_flush = 0.0
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            since_flush += REFRESH_SECONDS
+            try:
+                await self.load()
+                if since_flush >= USE_FLUSH_SECONDS:
+                    since_flush = 0.0
+                    await self._record_use()
+            except Unavailable:
+                # The keys known stay in force until the database answers again.
+                log.warning("could not refresh API keys: the database is unavailable")
+
+    async def _record_use(self) -> None:
+        used = self.key_ring.take_used()
+        if used:
+            now = self._clock()
+            await self._write(lambda repository: repository.api_keys.record_use(used, now))
+
+    async def _write(self, work: Callable[[Repository], T]) -> T:
+        return await self._run(self._storage.write, work)
+
+    async def _run(
+        self, run: Callable[[Callable[[Repository], T]], T], work: Callable[[Repository], T]
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, run, work)
+        except StorageUnavailable as error:
+            raise Unavailable("the database is unavailable; retry later") from error
+
+
+def create_key(
+    repository: Repository,
+    name: str,
+    scopes: Collection[Scope],
+    client_identity: str | None,
+    actor: str,
+    now: datetime,
+) -> CreatedKey:
+    """Make a secret and store its key (in the caller's transaction); also for the CLI."""
+    while True:
+        secret = new_secret()
+        if repository.api_keys.by_prefix(prefix_of(secret)) is None:
+            break  # 47 random bits: a taken prefix is all but impossible, but never reused
+    key = repository.api_keys.create(
+        NewApiKey(
+            prefix=prefix_of(secret),
+            secret_hash=secret_hash(secret),
+            name=name,
+            scopes=tuple(sorted(scope.value for scope in set(scopes))),
+            client_identity=client_identity,
+            create_time=now,
+            created_by=actor,
+        )
+    )
+    return CreatedKey(key, secret)
+
+
+def valid_prefix(text: str) -> str:
+    """A key's prefix from its prefix or its whole secret; raises InvalidArgument otherwise."""
+    text = text.strip()
+    if _PREFIX.fullmatch(text) is not None:
+        return text
+    if well_formed(text):
+        return prefix_of(text)
+    check = Violations()
+    check.add("prefix", f"must be a key prefix such as {KEY_MARK}3kTmZ9aQ (or the whole key)")
+    check.raise_if_any()
+    raise AssertionError("unreachable")
+
+
+def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
+    """Scopes from their names ("ingest", "read", "admin"); raises InvalidArgument."""
+    scopes: set[Scope] = set()
+    check = Violations()
+    for name in names:
+        try:
+            scopes.add(Scope(name.strip().lower()))
+        except ValueError:
+            check.add("scopes", f"unknown scope {name!r}: use ingest, read or admin")
+    check.raise_if_any()
+    return frozenset(scopes)
