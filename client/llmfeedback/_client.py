@@ -188,6 +188,7 @@ class FeedbackClient:
             request,
             timeout,
             before_attempt=lambda: stamp_sent_time((request,)),
+            request_id=request.request_id,
         )
         return response.interaction
 
@@ -233,7 +234,9 @@ class FeedbackClient:
             model=model,
             request_id=request_id,
         )
-        response = self._call(self._stub.SubmitFeedback, request, timeout)
+        response = self._call(
+            self._stub.SubmitFeedback, request, timeout, request_id=request.request_id
+        )
         return response.feedback
 
     def log_event(
@@ -266,6 +269,7 @@ class FeedbackClient:
             request,
             timeout,
             before_attempt=lambda: stamp_sent_time((request,)),
+            request_id=request.request_id,
         )
         return response.event
 
@@ -732,6 +736,7 @@ class FeedbackClient:
             results.extend(settled)
             if failure is not None:
                 failure.batch_result = BatchResult(tuple(results))
+                failure.request_ids = tuple(_request_id(request) for request in requests)
                 raise failure
         return BatchResult(tuple(results))
 
@@ -797,11 +802,13 @@ class FeedbackClient:
         timeout: float | None,
         *,
         before_attempt: Callable[[], None] | None = None,
+        request_id: str | None = None,
     ) -> _ResponseT:
         """Invoke one RPC under the retry policy, translating failures into FeedbackError.
 
         Every attempt sends the same request, so a write's request_id never changes;
-        `before_attempt` may refresh what should change, such as sent_time.
+        `before_attempt` may refresh what should change, such as sent_time. The error of a write
+        carries its `request_id`, so the caller can retry it safely after the client gave up.
         """
         self._check_open()
 
@@ -810,11 +817,15 @@ class FeedbackClient:
                 before_attempt()
             return method(request, timeout=remaining, metadata=self._metadata)
 
-        return call_with_retry(
-            attempt,
-            policy=self._retry,
-            timeout=self._timeout if timeout is None else timeout,
-        )
+        try:
+            return call_with_retry(
+                attempt,
+                policy=self._retry,
+                timeout=self._timeout if timeout is None else timeout,
+            )
+        except FeedbackError as error:
+            error.request_id = request_id
+            raise
 
 
 class _ExportResponse(Protocol):
@@ -851,6 +862,11 @@ def _ingest_item(
         f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
         f"not {type(item).__name__}"
     )
+
+
+def _request_id(request: Message) -> str:
+    """The idempotency key of a write request (every batch item request has one)."""
+    return str(getattr(request, "request_id", ""))
 
 
 def _metadata_pairs(

@@ -73,6 +73,11 @@ class FeedbackError(Exception):
 
     Catch this to handle all server and transport failures at once; catch a subclass to handle one
     status code.
+
+    A write that fails with DEADLINE_EXCEEDED, UNAVAILABLE or CANCELLED may have been stored: the
+    answer, not the write, may be what was lost. Retry it with the same request id
+    (`request_id=error.request_id`) and it is stored at most once; the retry returns the record
+    stored the first time.
     """
 
     default_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
@@ -99,6 +104,15 @@ class FeedbackError(Exception):
         answer to a call was lost, may have been); send them again."""
         self.sent_count: int | None = None
         """Set when `ingest` failed: how many items were sent on the stream before it broke."""
+        self.request_id: str | None = None
+        """The idempotency key of the write this error is about: set when a single write
+        (`record_interaction`, `submit_feedback`, `log_event`) failed, and on the error of each
+        rejected batch item; None for reads. Pass it back as `request_id=` to retry the write
+        safely: the server stores it at most once."""
+        self.request_ids: tuple[str, ...] | None = None
+        """Set when a batch method failed: the request id of every input item, indexed like the
+        input, so the items without a result in `batch_result` can be sent again under the same
+        keys. (`ingest` does not keep them: its items carry their own `request_id`.)"""
         super().__init__(f"{self.code.name}: {message}")
 
     def detail(self, detail_type: type[_DetailT]) -> _DetailT | None:
@@ -192,13 +206,21 @@ class UnavailableError(FeedbackError):
 
 
 class DeadlineExceededError(FeedbackError):
-    """The call did not finish within its timeout (including the time spent on retries)."""
+    """The call did not finish within its timeout (including the time spent on retries).
+
+    A write that fails with it may have been stored anyway: the server commits a write it has
+    queued even after the caller stopped waiting. Retry it with `request_id=error.request_id`
+    and it is stored at most once; the retry returns the record stored the first time.
+    """
 
     default_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UnauthenticatedError(FeedbackError):
-    """The call carried no valid credentials."""
+    """The call carried no API key, or one the service does not accept (unknown, revoked, mistyped).
+
+    Never retried: the same key would be refused again. Nothing of the call was stored.
+    """
 
     default_code = grpc.StatusCode.UNAUTHENTICATED
 
