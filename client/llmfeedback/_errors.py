@@ -29,6 +29,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuotaViolation",
     "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -66,6 +67,16 @@ class FieldViolation:
     """Path of the offending field, for example "score" or "metadata"."""
     description: str
     """Why the value was rejected, in words meant for a developer."""
+
+
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One limit a call ran into, taken from a google.rpc.QuotaFailure."""
+
+    subject: str
+    """What the limit applies to, for example "api_key:fbk_ingest_1a2b" or "write_queue"."""
+    description: str
+    """Which limit was reached and how, in words meant for a developer."""
 
 
 class FeedbackError(Exception):
@@ -122,6 +133,26 @@ class FeedbackError(Exception):
                 return item
         return None
 
+    @property
+    def reason(self) -> str | None:
+        """Machine-readable cause from ErrorInfo, such as USER_MISMATCH or MISSING_SCOPE."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return None if info is None else str(info.reason)
+
+    @property
+    def domain(self) -> str | None:
+        """Service that defined `reason` (from ErrorInfo), "feedback.v1" for this service."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return None if info is None else str(info.domain)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Structured context from ErrorInfo, such as the conflicting identifiers."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        if info is None:
+            return {}
+        return {str(key): str(value) for key, value in info.metadata.items()}
+
 
 class InvalidArgumentError(FeedbackError):
     """The request broke the contract's field rules; `field_violations` names every bad field."""
@@ -168,39 +199,41 @@ class AlreadyExistsError(FeedbackError):
 
 
 class FailedPreconditionError(FeedbackError):
-    """The request is well-formed but contradicts stored data (see `reason`)."""
+    """The request is well-formed but contradicts stored data.
+
+    `reason` (from ErrorInfo) says how: CONVERSATION_MISMATCH, USER_MISMATCH or MODEL_MISMATCH,
+    with the conflicting identifiers in `metadata`.
+    """
 
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 
-    @property
-    def reason(self) -> str | None:
-        """Machine-readable cause from ErrorInfo: CONVERSATION_MISMATCH or USER_MISMATCH."""
-        info = self.detail(error_details_pb2.ErrorInfo)
-        return None if info is None else str(info.reason)
-
-    @property
-    def domain(self) -> str | None:
-        """Service that defined `reason` (from ErrorInfo)."""
-        info = self.detail(error_details_pb2.ErrorInfo)
-        return None if info is None else str(info.domain)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """Structured context from ErrorInfo, such as the conflicting identifiers."""
-        info = self.detail(error_details_pb2.ErrorInfo)
-        if info is None:
-            return {}
-        return {str(key): str(value) for key, value in info.metadata.items()}
-
 
 class ResourceExhaustedError(FeedbackError):
-    """The server is rate limiting or out of capacity; retry after `retry_delay` when set."""
+    """The server is rate limiting or out of capacity; retry after `retry_delay` when set.
+
+    Nothing of the call was stored. It is retried only when the server sent a RetryInfo delay;
+    `quota_violations` names the limits that were reached.
+    """
 
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    @property
+    def quota_violations(self) -> list[QuotaViolation]:
+        """Every limit the server reported reached (from QuotaFailure), in its order."""
+        return [
+            QuotaViolation(subject=str(violation.subject), description=str(violation.description))
+            for detail in self.details
+            if isinstance(detail, error_details_pb2.QuotaFailure)
+            for violation in detail.violations
+        ]
+
 
 class UnavailableError(FeedbackError):
-    """The service or its database cannot be reached now; the same call may succeed later."""
+    """The service or its database cannot be reached now; the same call may succeed later.
+
+    A write that fails with it may have been stored (the connection may have dropped after the
+    server committed): retry with `request_id=error.request_id` and it is stored at most once.
+    """
 
     default_code = grpc.StatusCode.UNAVAILABLE
 
@@ -226,9 +259,17 @@ class UnauthenticatedError(FeedbackError):
 
 
 class PermissionDeniedError(FeedbackError):
-    """The credentials are valid but do not allow this call."""
+    """The API key is valid but lacks the scope this call needs (`missing_scope`).
+
+    Never retried: the same key would be refused again. Nothing of the call was stored.
+    """
 
     default_code = grpc.StatusCode.PERMISSION_DENIED
+
+    @property
+    def missing_scope(self) -> str | None:
+        """The scope the call needs and the key lacks, such as "read" (ErrorInfo required_scope)."""
+        return self.metadata.get("required_scope")
 
 
 class InternalError(FeedbackError):
