@@ -87,6 +87,11 @@ class FeedbackClient:
     record it stored the first time, so at-least-once delivery becomes exactly-once storage.
     Writes that report when they happened also carry sent_time, fresh on each attempt, so the
     server can correct this machine's clock skew.
+
+    When the client gives up on a write with DEADLINE_EXCEEDED, UNAVAILABLE or CANCELLED, the
+    write may have been stored: call again with `request_id=error.request_id` (each item of a
+    failed batch: `error.request_ids`) and it is stored at most once, the retry returning the
+    stored record.
     """
 
     def __init__(

@@ -70,6 +70,10 @@ _EXIT_CODES: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.PERMISSION_DENIED: EXIT_PERMISSION_DENIED,
 }
 _REDACTED = "[redacted]"
+# Failures after which a write may or may not have been stored.
+_OUTCOME_UNKNOWN_CODES = frozenset(
+    {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+)
 
 _KINDS: tuple[Kind, ...] = ("feedback", "interactions", "events")
 _FILTERS: dict[Kind, type[Any]] = {
@@ -875,6 +879,11 @@ def _print_error(error: FeedbackError, err: TextIO, *, api_key: str | None = Non
         lines.append(f"  retry after {error.retry_delay:g} s")
     if error.sent_count is not None:
         lines.append(f"  items sent before the failure: {error.sent_count}")
+    if error.request_id is not None and error.code in _OUTCOME_UNKNOWN_CODES:
+        lines.append(
+            "  it may have been stored: run the same command with "
+            f"--request-id {error.request_id} and it is stored at most once"
+        )
     text = "".join(line + "\n" for line in lines)
     # A server (or proxy) echoing the key back must not put it in logs that collect stderr.
     err.write(text.replace(api_key, _REDACTED) if api_key else text)
