@@ -2,7 +2,7 @@
 
     from llmfeedback import EventItem, FeedbackClient
 
-    with FeedbackClient("127.0.0.1:50051") as client:
+    with FeedbackClient("127.0.0.1:50051", api_key="fbk_...") as client:
         client.submit_feedback("conv-1", score=5, text="spot on")
         result = client.log_events([EventItem("alice", "page_view"), EventItem("bob", "click")])
         with client.event_batcher() as events:
@@ -26,6 +26,7 @@ from ._errors import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaViolation,
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
@@ -93,6 +94,7 @@ __all__ = [
     "Order",
     "PermissionDeniedError",
     "QueueFullError",
+    "QuotaViolation",
     "ResourceExhaustedError",
     "RetryPolicy",
     "Thumb",

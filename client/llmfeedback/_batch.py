@@ -74,6 +74,9 @@ class ItemResult:
     retry policy gave up on them."""
     duplicate: bool = False
     """Whether the server had already stored the item and stored nothing new (it is accepted)."""
+    request_id: str | None = None
+    """The item's idempotency key (also on `error.request_id`): send the item again under it and
+    it is stored at most once. None in an IngestResult, whose items carry their own."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ def deliver(
         except FeedbackError as failure:
             call_error = failure
         else:
-            transient = _settle(pending, results, settled, policy, first_index)
+            transient = _settle(requests, pending, results, settled, policy, first_index)
             if not transient:
                 return _in_order(settled), None
         # The longest RetryInfo delay among the failed items sets the wait for all of them.
@@ -213,11 +216,12 @@ def deliver(
         if call_error is not None:
             return _in_order(settled), call_error
         for index, item_error in transient.items():
-            settled[index] = ItemResult(index + first_index, accepted=False, error=item_error)
+            settled[index] = _rejected(index + first_index, item_error, requests[index])
         return _in_order(settled), None
 
 
 def _settle(
+    requests: Sequence[Message],
     pending: list[int],
     results: Sequence[batch_pb2.BatchItemResult],
     settled: dict[int, ItemResult],
@@ -232,7 +236,11 @@ def _settle(
         if result is not None and result.outcome in _STORED_OUTCOMES:
             duplicate = result.outcome == batch_pb2.ITEM_OUTCOME_DUPLICATE
             settled[index] = ItemResult(
-                index + first_index, accepted=True, id=result.id, duplicate=duplicate
+                index + first_index,
+                accepted=True,
+                id=result.id,
+                duplicate=duplicate,
+                request_id=_request_id(requests[index]),
             )
             continue
         if result is None:
@@ -245,8 +253,21 @@ def _settle(
         if policy.should_retry(error):
             transient[index] = error
         else:
-            settled[index] = ItemResult(index + first_index, accepted=False, error=error)
+            settled[index] = _rejected(index + first_index, error, requests[index])
     return transient
+
+
+def _rejected(index: int, error: FeedbackError, request: Message) -> ItemResult:
+    """The result of a rejected item, its error carrying the item's request id."""
+    request_id = _request_id(request)
+    error.request_id = request_id
+    return ItemResult(index, accepted=False, error=error, request_id=request_id)
+
+
+def _request_id(request: Message) -> str | None:
+    """The idempotency key of an item request; None for a message without one."""
+    value = getattr(request, "request_id", "")
+    return str(value) if value else None
 
 
 _STORED_OUTCOMES = frozenset({batch_pb2.ITEM_OUTCOME_ACCEPTED, batch_pb2.ITEM_OUTCOME_DUPLICATE})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
@@ -10,6 +11,12 @@ import grpc
 
 from ._batch import BatchResult, IngestResult, ItemResult, deliver, split_batches
 from ._batcher import EventBatcher, OnFull
+from ._connection import (
+    authorization_metadata,
+    channel_credentials,
+    has_tls_arguments,
+    resolve_tls,
+)
 from ._conversions import to_timestamp
 from ._errors import FeedbackError, error_from_rpc_error, error_from_status
 from ._items import EventItem, FeedbackItem, InteractionItem, coerce_items
@@ -30,6 +37,7 @@ from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
+    from pathlib import Path
     from types import TracebackType
     from typing import Unpack
 
@@ -79,12 +87,22 @@ class FeedbackClient:
     record it stored the first time, so at-least-once delivery becomes exactly-once storage.
     Writes that report when they happened also carry sent_time, fresh on each attempt, so the
     server can correct this machine's clock skew.
+
+    When the client gives up on a write with DEADLINE_EXCEEDED, UNAVAILABLE or CANCELLED, the
+    write may have been stored: call again with `request_id=error.request_id` (each item of a
+    failed batch: `error.request_ids`) and it is stored at most once, the retry returning the
+    stored record.
     """
 
     def __init__(
         self,
         address: str = DEFAULT_ADDRESS,
         *,
+        api_key: str | None = None,
+        tls: bool | None = None,
+        ca_file: str | Path | None = None,
+        client_cert_file: str | Path | None = None,
+        client_key_file: str | Path | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         channel_options: Sequence[tuple[str, Any]] | None = None,
@@ -92,19 +110,51 @@ class FeedbackClient:
         credentials: grpc.ChannelCredentials | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
-        """Connect to `address` (host:port), over TLS when `credentials` are given.
+        """Connect to `address` (host:port), with an API key, over plaintext, TLS or mutual TLS.
 
-        `timeout` bounds each call in seconds, retries included (None: no deadline). `metadata`
-        is sent with every call, for example an authorization header. Pass an existing `channel`
-        to share it; the client then leaves closing it to you.
+        `api_key` (default: $FEEDBACK_API_KEY) is sent as `authorization: Bearer <key>` metadata
+        with every call, retries and batcher calls included, on any channel; it is stripped of
+        surrounding whitespace, and an empty key, or one with spaces or non-ASCII characters,
+        raises ValueError. `tls=True` connects over TLS trusting the system's roots, `ca_file`
+        (PEM) trusts that CA instead, and `client_cert_file` with `client_key_file` (PEM, both or
+        neither) adds a client certificate for mutual TLS; a CA file or certificate implies TLS,
+        and `tls=False` forces plaintext. Each falls back to its variable when None:
+        $FEEDBACK_TLS=1, $FEEDBACK_CA_FILE, $FEEDBACK_CLIENT_CERT, $FEEDBACK_CLIENT_KEY (arguments
+        win; empty variables count as unset). To reach a server whose certificate names another
+        host, pass `channel_options=[("grpc.ssl_target_name_override", "its-name")]`.
+
+        `credentials` replaces the TLS arguments with channel credentials of your own. `timeout`
+        bounds each call in seconds, retries included (None: no deadline). `metadata` is sent
+        with every call; an authorization entry in it and an `api_key` together are a ValueError.
+        Pass an existing `channel` to share it; the client then leaves closing it to you.
         """
-        if channel is not None and (channel_options is not None or credentials is not None):
-            raise ValueError("channel_options and credentials configure a new channel; not both")
+        tls_arguments = has_tls_arguments(tls, ca_file, client_cert_file, client_key_file)
+        if channel is not None and (
+            channel_options is not None or credentials is not None or tls_arguments
+        ):
+            raise ValueError(
+                "channel_options, credentials and the TLS arguments configure a new channel; "
+                "not with channel"
+            )
+        if credentials is not None and tls_arguments:
+            raise ValueError("give credentials or the TLS arguments (tls, ca_file, ...); not both")
         self._timeout = timeout
         self._retry = retry
-        self._metadata: tuple[tuple[str, str], ...] = _metadata_pairs(metadata)
+        self._metadata: tuple[tuple[str, str], ...] = authorization_metadata(
+            _metadata_pairs(metadata), api_key, os.environ
+        )
         self._owns_channel = channel is None
         if channel is None:
+            if credentials is None:
+                tls_files = resolve_tls(
+                    tls=tls,
+                    ca_file=ca_file,
+                    client_cert_file=client_cert_file,
+                    client_key_file=client_key_file,
+                    environ=os.environ,
+                )
+                if tls_files is not None:
+                    credentials = channel_credentials(tls_files)
             options = list(channel_options or ())
             if credentials is None:
                 channel = grpc.insecure_channel(address, options=options)
@@ -188,6 +238,7 @@ class FeedbackClient:
             request,
             timeout,
             before_attempt=lambda: stamp_sent_time((request,)),
+            request_id=request.request_id,
         )
         return response.interaction
 
@@ -233,7 +284,9 @@ class FeedbackClient:
             model=model,
             request_id=request_id,
         )
-        response = self._call(self._stub.SubmitFeedback, request, timeout)
+        response = self._call(
+            self._stub.SubmitFeedback, request, timeout, request_id=request.request_id
+        )
         return response.feedback
 
     def log_event(
@@ -266,6 +319,7 @@ class FeedbackClient:
             request,
             timeout,
             before_attempt=lambda: stamp_sent_time((request,)),
+            request_id=request.request_id,
         )
         return response.event
 
@@ -732,6 +786,7 @@ class FeedbackClient:
             results.extend(settled)
             if failure is not None:
                 failure.batch_result = BatchResult(tuple(results))
+                failure.request_ids = tuple(_request_id(request) for request in requests)
                 raise failure
         return BatchResult(tuple(results))
 
@@ -797,11 +852,13 @@ class FeedbackClient:
         timeout: float | None,
         *,
         before_attempt: Callable[[], None] | None = None,
+        request_id: str | None = None,
     ) -> _ResponseT:
         """Invoke one RPC under the retry policy, translating failures into FeedbackError.
 
         Every attempt sends the same request, so a write's request_id never changes;
-        `before_attempt` may refresh what should change, such as sent_time.
+        `before_attempt` may refresh what should change, such as sent_time. The error of a write
+        carries its `request_id`, so the caller can retry it safely after the client gave up.
         """
         self._check_open()
 
@@ -810,11 +867,15 @@ class FeedbackClient:
                 before_attempt()
             return method(request, timeout=remaining, metadata=self._metadata)
 
-        return call_with_retry(
-            attempt,
-            policy=self._retry,
-            timeout=self._timeout if timeout is None else timeout,
-        )
+        try:
+            return call_with_retry(
+                attempt,
+                policy=self._retry,
+                timeout=self._timeout if timeout is None else timeout,
+            )
+        except FeedbackError as error:
+            error.request_id = request_id
+            raise
 
 
 class _ExportResponse(Protocol):
@@ -851,6 +912,11 @@ def _ingest_item(
         f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
         f"not {type(item).__name__}"
     )
+
+
+def _request_id(request: Message) -> str:
+    """The idempotency key of a write request (every batch item request has one)."""
+    return str(getattr(request, "request_id", ""))
 
 
 def _metadata_pairs(

@@ -29,6 +29,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuotaViolation",
     "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -68,11 +69,26 @@ class FieldViolation:
     """Why the value was rejected, in words meant for a developer."""
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One limit a call ran into, taken from a google.rpc.QuotaFailure."""
+
+    subject: str
+    """What the limit applies to, for example "api_key:fbk_ingest_1a2b" or "write_queue"."""
+    description: str
+    """Which limit was reached and how, in words meant for a developer."""
+
+
 class FeedbackError(Exception):
     """Base of every error a FeedbackClient call raises for a failed RPC.
 
     Catch this to handle all server and transport failures at once; catch a subclass to handle one
     status code.
+
+    A write that fails with DEADLINE_EXCEEDED, UNAVAILABLE or CANCELLED may have been stored: the
+    answer, not the write, may be what was lost. Retry it with the same request id
+    (`request_id=error.request_id`) and it is stored at most once; the retry returns the record
+    stored the first time.
     """
 
     default_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
@@ -99,6 +115,15 @@ class FeedbackError(Exception):
         answer to a call was lost, may have been); send them again."""
         self.sent_count: int | None = None
         """Set when `ingest` failed: how many items were sent on the stream before it broke."""
+        self.request_id: str | None = None
+        """The idempotency key of the write this error is about: set when a single write
+        (`record_interaction`, `submit_feedback`, `log_event`) failed, and on the error of each
+        rejected batch item; None for reads. Pass it back as `request_id=` to retry the write
+        safely: the server stores it at most once."""
+        self.request_ids: tuple[str, ...] | None = None
+        """Set when a batch method failed: the request id of every input item, indexed like the
+        input, so the items without a result in `batch_result` can be sent again under the same
+        keys. (`ingest` does not keep them: its items carry their own `request_id`.)"""
         super().__init__(f"{self.code.name}: {message}")
 
     def detail(self, detail_type: type[_DetailT]) -> _DetailT | None:
@@ -107,6 +132,26 @@ class FeedbackError(Exception):
             if isinstance(item, detail_type):
                 return item
         return None
+
+    @property
+    def reason(self) -> str | None:
+        """Machine-readable cause from ErrorInfo, such as USER_MISMATCH or MISSING_SCOPE."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return None if info is None else str(info.reason)
+
+    @property
+    def domain(self) -> str | None:
+        """Service that defined `reason` (from ErrorInfo), "feedback.v1" for this service."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        return None if info is None else str(info.domain)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Structured context from ErrorInfo, such as the conflicting identifiers."""
+        info = self.detail(error_details_pb2.ErrorInfo)
+        if info is None:
+            return {}
+        return {str(key): str(value) for key, value in info.metadata.items()}
 
 
 class InvalidArgumentError(FeedbackError):
@@ -154,59 +199,77 @@ class AlreadyExistsError(FeedbackError):
 
 
 class FailedPreconditionError(FeedbackError):
-    """The request is well-formed but contradicts stored data (see `reason`)."""
+    """The request is well-formed but contradicts stored data.
+
+    `reason` (from ErrorInfo) says how: CONVERSATION_MISMATCH, USER_MISMATCH or MODEL_MISMATCH,
+    with the conflicting identifiers in `metadata`.
+    """
 
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 
-    @property
-    def reason(self) -> str | None:
-        """Machine-readable cause from ErrorInfo: CONVERSATION_MISMATCH or USER_MISMATCH."""
-        info = self.detail(error_details_pb2.ErrorInfo)
-        return None if info is None else str(info.reason)
-
-    @property
-    def domain(self) -> str | None:
-        """Service that defined `reason` (from ErrorInfo)."""
-        info = self.detail(error_details_pb2.ErrorInfo)
-        return None if info is None else str(info.domain)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """Structured context from ErrorInfo, such as the conflicting identifiers."""
-        info = self.detail(error_details_pb2.ErrorInfo)
-        if info is None:
-            return {}
-        return {str(key): str(value) for key, value in info.metadata.items()}
-
 
 class ResourceExhaustedError(FeedbackError):
-    """The server is rate limiting or out of capacity; retry after `retry_delay` when set."""
+    """The server is rate limiting or out of capacity; retry after `retry_delay` when set.
+
+    Nothing of the call was stored. It is retried only when the server sent a RetryInfo delay;
+    `quota_violations` names the limits that were reached.
+    """
 
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    @property
+    def quota_violations(self) -> list[QuotaViolation]:
+        """Every limit the server reported reached (from QuotaFailure), in its order."""
+        return [
+            QuotaViolation(subject=str(violation.subject), description=str(violation.description))
+            for detail in self.details
+            if isinstance(detail, error_details_pb2.QuotaFailure)
+            for violation in detail.violations
+        ]
+
 
 class UnavailableError(FeedbackError):
-    """The service or its database cannot be reached now; the same call may succeed later."""
+    """The service or its database cannot be reached now; the same call may succeed later.
+
+    A write that fails with it may have been stored (the connection may have dropped after the
+    server committed): retry with `request_id=error.request_id` and it is stored at most once.
+    """
 
     default_code = grpc.StatusCode.UNAVAILABLE
 
 
 class DeadlineExceededError(FeedbackError):
-    """The call did not finish within its timeout (including the time spent on retries)."""
+    """The call did not finish within its timeout (including the time spent on retries).
+
+    A write that fails with it may have been stored anyway: the server commits a write it has
+    queued even after the caller stopped waiting. Retry it with `request_id=error.request_id`
+    and it is stored at most once; the retry returns the record stored the first time.
+    """
 
     default_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UnauthenticatedError(FeedbackError):
-    """The call carried no valid credentials."""
+    """The call carried no API key, or one the service does not accept (unknown, revoked, mistyped).
+
+    Never retried: the same key would be refused again. Nothing of the call was stored.
+    """
 
     default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class PermissionDeniedError(FeedbackError):
-    """The credentials are valid but do not allow this call."""
+    """The API key is valid but lacks the scope this call needs (`missing_scope`).
+
+    Never retried: the same key would be refused again. Nothing of the call was stored.
+    """
 
     default_code = grpc.StatusCode.PERMISSION_DENIED
+
+    @property
+    def missing_scope(self) -> str | None:
+        """The scope the call needs and the key lacks, such as "read" (ErrorInfo required_scope)."""
+        return self.metadata.get("required_scope")
 
 
 class InternalError(FeedbackError):

@@ -293,9 +293,11 @@ class ExportFile:
         self._file.close()
 
     def discard(self) -> None:
-        """Close and delete the file and its sidecar."""
+        """Close and delete the file and its sidecar; a device or pipe (-o /dev/null) stays."""
         self._file.close()
-        self.path.unlink(missing_ok=True)
+        # Unlinking /dev/null as root would replace the device with the next file written there.
+        if self.path.is_file() or self.path.is_symlink():
+            self.path.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
 
     def _write(self, data: bytes) -> None:

@@ -1,7 +1,9 @@
 """feedbackctl: record, rate, log and inspect feedback from a shell, for scripts and debugging.
 
 Exit codes: 0 on success, 1 when the service answered with an error or could not be reached, 2 when
-the command line is wrong.
+the command line (or the TLS and key settings) is wrong, 3 when the service refused the API key or
+got none (UNAUTHENTICATED), 4 when the key lacks the scope the command needs (PERMISSION_DENIED),
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -17,11 +19,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from . import __version__
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
-from ._errors import FeedbackError, InvalidArgumentError
+from ._connection import (
+    API_KEY_ENVIRONMENT_VARIABLE,
+    CA_FILE_ENVIRONMENT_VARIABLE,
+    CLIENT_CERT_ENVIRONMENT_VARIABLE,
+    CLIENT_KEY_ENVIRONMENT_VARIABLE,
+    TLS_ENVIRONMENT_VARIABLE,
+    checked_api_key,
+    resolve_api_key,
+)
+from ._errors import (
+    FeedbackError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from ._export_file import ExportFile, ExportFileError, Format, Kind
 from ._items import EventItem, FeedbackItem, InteractionItem
 from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
@@ -40,6 +57,23 @@ __all__ = ["build_parser", "main"]
 
 ADDRESS_ENVIRONMENT_VARIABLE = "FEEDBACK_ADDRESS"
 """Environment variable holding the service address when --address is not given."""
+
+EXIT_UNAUTHENTICATED = 3
+"""Exit code when the service got no API key or refused it, so scripts can tell it apart."""
+
+EXIT_PERMISSION_DENIED = 4
+"""Exit code when the API key lacks the scope the command needs."""
+
+# Service errors whose remedy is the caller's credentials, not a retry; all others exit 1.
+_EXIT_CODES: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_PERMISSION_DENIED,
+}
+_REDACTED = "[redacted]"
+# Failures after which a write may or may not have been stored.
+_OUTCOME_UNKNOWN_CODES = frozenset(
+    {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+)
 
 _KINDS: tuple[Kind, ...] = ("feedback", "interactions", "events")
 _FILTERS: dict[Kind, type[Any]] = {
@@ -108,11 +142,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[FeedbackClient, argparse.Namespace, TextIO], int | None] = args.command
     timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
-        with FeedbackClient(args.address, timeout=timeout) as client:
+        client = FeedbackClient(
+            args.address,
+            timeout=timeout,
+            api_key=args.api_key,
+            tls=args.tls,
+            ca_file=args.ca_file,
+            client_cert_file=args.client_cert,
+            client_key_file=args.client_key,
+        )
+    except (ValueError, OSError) as error:
+        # A malformed key, contradictory TLS options, an unreadable certificate: all settings.
+        notes = "".join(f" ({note})" for note in getattr(error, "__notes__", ()))
+        sys.stderr.write(f"feedbackctl: error: {error}{notes}\n")
+        return 2
+    api_key = resolve_api_key(args.api_key, os.environ)
+    try:
+        with client:
             exit_code = command(client, args, sys.stdout)
     except FeedbackError as error:
-        _print_error(error, sys.stderr)
-        return 1
+        _print_error(error, sys.stderr, api_key=api_key)
+        return _EXIT_CODES.get(error.code, 1)
     except _UsageError as error:
         sys.stderr.write(f"feedbackctl: error: {error}\n")
         return 2
@@ -306,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool) -> None:
-    """Add --address, --timeout and --json; without defaults they never override earlier values."""
+    """Add the connection, key, TLS and output options; without defaults they never override
+    earlier values."""
 
     def default(value: object) -> object:
         return value if with_defaults else argparse.SUPPRESS
@@ -330,6 +381,41 @@ def _add_global_options(parser: argparse.ArgumentParser, *, with_defaults: bool)
         action="store_true",
         default=default(False),
         help="print one JSON document instead of text",
+    )
+    # None lets FeedbackClient fall back to the environment variable, so that rule lives once.
+    parser.add_argument(
+        "--api-key",
+        type=_api_key,
+        default=default(None),
+        metavar="KEY",
+        help=f"API key sent with every call (env {API_KEY_ENVIRONMENT_VARIABLE}, which is safer: "
+        "command-line arguments are visible to other users of the machine)",
+    )
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=default(None),
+        help=f"connect over TLS, trusting the system's roots unless --ca-file is given (env "
+        f"{TLS_ENVIRONMENT_VARIABLE}=1; --no-tls forces plaintext)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=default(None),
+        metavar="PEM",
+        help=f"trust this CA certificate file; implies --tls (env {CA_FILE_ENVIRONMENT_VARIABLE})",
+    )
+    parser.add_argument(
+        "--client-cert",
+        default=default(None),
+        metavar="PEM",
+        help="client certificate for mutual TLS, with --client-key; implies --tls "
+        f"(env {CLIENT_CERT_ENVIRONMENT_VARIABLE})",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=default(None),
+        metavar="PEM",
+        help=f"private key of --client-cert (env {CLIENT_KEY_ENVIRONMENT_VARIABLE})",
     )
 
 
@@ -782,16 +868,39 @@ def _to_dict(message: Message, *, always_print_fields_with_no_presence: bool = F
     )
 
 
-def _print_error(error: FeedbackError, err: TextIO) -> None:
-    """Report a failed call on one line, then one line per rejected field."""
-    err.write(f"error: {error.code.name}: {error.message}\n")
+def _print_error(error: FeedbackError, err: TextIO, *, api_key: str | None = None) -> None:
+    """Report a failed call on one line, then one line per rejected field; never show the key."""
+    lines = [f"error: {error.code.name}: {error.message}{_credentials_hint(error, api_key)}"]
     if isinstance(error, InvalidArgumentError):
-        for violation in error.field_violations:
-            err.write(f"  {violation.field}: {violation.description}\n")
+        lines += [
+            f"  {violation.field}: {violation.description}" for violation in error.field_violations
+        ]
     if error.retry_delay is not None:
-        err.write(f"  retry after {error.retry_delay:g} s\n")
+        lines.append(f"  retry after {error.retry_delay:g} s")
     if error.sent_count is not None:
-        err.write(f"  items sent before the failure: {error.sent_count}\n")
+        lines.append(f"  items sent before the failure: {error.sent_count}")
+    if error.request_id is not None and error.code in _OUTCOME_UNKNOWN_CODES:
+        lines.append(
+            "  it may have been stored: run the same command with "
+            f"--request-id {error.request_id} and it is stored at most once"
+        )
+    text = "".join(line + "\n" for line in lines)
+    # A server (or proxy) echoing the key back must not put it in logs that collect stderr.
+    err.write(text.replace(api_key, _REDACTED) if api_key else text)
+
+
+def _credentials_hint(error: FeedbackError, api_key: str | None) -> str:
+    """What to do about an UNAUTHENTICATED or PERMISSION_DENIED answer, for the error line."""
+    if isinstance(error, UnauthenticatedError):
+        if api_key is None:
+            return f"; no API key was given: pass --api-key or set {API_KEY_ENVIRONMENT_VARIABLE}"
+        return "; the API key was refused: check it is complete and not revoked"
+    if isinstance(error, PermissionDeniedError):
+        scope = error.missing_scope
+        if scope is not None:
+            return f'; the API key lacks the "{scope}" scope'
+        return "; the API key does not allow this command"
+    return ""
 
 
 def _format_value(field: FieldDescriptor, value: Any) -> str:
@@ -1121,6 +1230,14 @@ def _iso_time(value: str) -> datetime:
             f"not an ISO-8601 time such as 2024-05-01T12:00:00Z: {value!r}"
         ) from error
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _api_key(value: str) -> str:
+    """Check --api-key without ever repeating it: argparse prints the message, not the value."""
+    try:
+        return checked_api_key(value, source="the key")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _request_id(value: str) -> str:

@@ -96,6 +96,18 @@ class ReceivedCall:
     request: Message
     time_remaining: float | None
     metadata: dict[str, str | bytes] = field(default_factory=dict)
+    peer_identities: tuple[bytes, ...] = ()
+    """The client certificate's names (its CN) on a mutual TLS channel; empty otherwise."""
+
+    @classmethod
+    def of(cls, request: Message, context: grpc.ServicerContext) -> ReceivedCall:
+        """What the server saw of one call: the request, its deadline, metadata and peer."""
+        return cls(
+            request=request,
+            time_remaining=context.time_remaining(),
+            metadata=dict(context.invocation_metadata()),
+            peer_identities=tuple(context.peer_identities() or ()),
+        )
 
 
 def rich_status(
@@ -165,13 +177,7 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         response_type: type[_ResponseT],
     ) -> _ResponseT:
         with self._lock:
-            self.calls[method].append(
-                ReceivedCall(
-                    request=request,
-                    time_remaining=context.time_remaining(),
-                    metadata=dict(context.invocation_metadata()),
-                )
-            )
+            self.calls[method].append(ReceivedCall.of(request, context))
             planned = self._planned[method]
             outcome = planned.popleft() if planned else None
         if outcome is None or isinstance(outcome, Stall | Hold):
@@ -337,13 +343,7 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> Iterator[_ResponseT]:
         """Record the call, then play its planned Stream (or Abort); an empty stream by default."""
         with self._lock:
-            self.calls[method].append(
-                ReceivedCall(
-                    request=request,
-                    time_remaining=context.time_remaining(),
-                    metadata=dict(context.invocation_metadata()),
-                )
-            )
+            self.calls[method].append(ReceivedCall.of(request, context))
             planned = self._planned[method]
             outcome = planned.popleft() if planned else Stream(())
         if isinstance(outcome, Abort):
@@ -459,11 +459,16 @@ def _batch_items(request: Message) -> Sequence[Message]:
 
 
 @contextmanager
-def serve(servicer: RecordingServicer) -> Iterator[str]:
-    """Serve `servicer` on a free 127.0.0.1 port and yield its address."""
+def serve(
+    servicer: RecordingServicer, credentials: grpc.ServerCredentials | None = None
+) -> Iterator[str]:
+    """Serve `servicer` on a free 127.0.0.1 port and yield its address; TLS with `credentials`."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -12,6 +12,8 @@ from llmfeedback import Feedback
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2
 from llmfeedback.cli import main
 
+from .fake_service import Stall
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -50,6 +52,36 @@ def test_a_malformed_request_id_is_a_usage_error(
 
     assert "--request-id: must be a UUID" in capsys.readouterr().err
     assert not servicer.calls
+
+
+def test_a_timed_out_write_says_which_request_id_stores_it_once(
+    address: str, servicer: RecordingServicer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer.plan("SubmitFeedback", Stall(1.0))
+
+    assert run(address, "--timeout=0.2", "submit", "conv-1", "--score=5") == 1
+    (request,) = servicer.requests("SubmitFeedback")
+    assert isinstance(request, feedback_service_pb2.SubmitFeedbackRequest)
+    request_id = request.request_id
+    assert capsys.readouterr().err.splitlines() == [
+        "error: DEADLINE_EXCEEDED: Deadline Exceeded",
+        f"  it may have been stored: run the same command with --request-id {request_id} and "
+        "it is stored at most once",
+    ]
+
+    assert run(address, "submit", "conv-1", "--score=5", f"--request-id={request_id}") == 0
+    _, again = servicer.requests("SubmitFeedback")
+    assert isinstance(again, feedback_service_pb2.SubmitFeedbackRequest)
+    assert again.request_id == request_id
+
+
+def test_a_timed_out_read_gives_no_request_id(
+    address: str, servicer: RecordingServicer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer.plan("GetStats", Stall(1.0))
+
+    assert run(address, "--timeout=0.2", "stats") == 1
+    assert capsys.readouterr().err == "error: DEADLINE_EXCEEDED: Deadline Exceeded\n"
 
 
 def plan_history(servicer: RecordingServicer) -> None:

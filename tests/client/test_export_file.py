@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -141,3 +143,16 @@ def test_resume_needs_a_readable_sidecar(tmp_path: Path, sidecar: str | None) ->
 
     with pytest.raises(ExportFileError, match=r"nothing to resume|unreadable"):
         ExportFile.resume(path, "events", "jsonl", SELECTION)
+
+
+def test_discarding_an_export_deletes_only_a_regular_file(tmp_path: Path) -> None:
+    # A FIFO stands in for /dev/null, which must never be unlinked (tests cannot make devices).
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    sidecar_path(pipe).write_text("{}")
+    export = ExportFile(pipe, "events", "jsonl", SELECTION, 0, "", (tmp_path / "out").open("wb"))
+
+    export.discard()
+
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert not sidecar_path(pipe).exists()

@@ -255,10 +255,12 @@ def test_an_event_id_stored_before_is_a_duplicate_whatever_its_request_id(
     client: FeedbackClient, servicer: RecordingServicer
 ) -> None:
     client.log_events([EventItem("alice", "click", event_id="evt-7")])
+    again = EventItem("alice", "click", event_id="evt-7")
 
-    result = client.log_events([EventItem("alice", "click", event_id="evt-7")])
+    result = client.log_events([again])
 
-    assert result.results == (ItemResult(0, accepted=True, id=1, duplicate=True),)
+    expected = ItemResult(0, accepted=True, id=1, duplicate=True, request_id=again.request_id)
+    assert result.results == (expected,)
 
 
 def test_a_duplicate_is_counted_as_accepted_in_a_batch_result() -> None:
