@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,17 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def create_private(file: Path) -> None:
+    """Create the database file (and missing directories) readable by its owner alone: 0600 for
+    the file, which SQLite copies to the WAL and shared-memory files, and 0700 for directories.
+    Existing files and directories keep their modes."""
+    missing = [parent for parent in (file.parent, *file.parent.parents) if not parent.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def sqlite_engine(url: URL, *, busy_timeout_ms: int, synchronous: str, pool_size: int) -> Engine:
     """An engine for a SQLite file: WAL, waiting on locks, foreign keys, and BEGIN IMMEDIATE writes.
 
@@ -72,7 +85,7 @@ def sqlite_engine(url: URL, *, busy_timeout_ms: int, synchronous: str, pool_size
         raise ValueError("sqlite_busy_timeout_ms must not be negative")
     file = sqlite_file(url)
     if file is not None and url.query.get("mode") != "ro":
-        file.parent.mkdir(parents=True, exist_ok=True)
+        create_private(file)
     engine = create_engine(url, pool_size=pool_size, json_serializer=JSON_SERIALIZER)
 
     @event.listens_for(engine, "connect")

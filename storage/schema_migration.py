@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,7 +87,7 @@ def _postgres_advisory_lock(engine: Engine) -> Iterator[None]:
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive flock on a side file; unlike fcntl record locks, flock also excludes threads."""
-    with path.open("a+b") as handle:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
