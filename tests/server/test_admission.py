@@ -56,7 +56,8 @@ def test_exports_per_caller_are_refused_with_the_callers_quota() -> None:
 
     assert isinstance(refusal, ResourceExhausted)
     assert refusal.reason == TOO_MANY_EXPORTS
-    assert refusal.quota is not None and refusal.quota.subject == "ipv4:10.0.0.1"
+    assert refusal.quota is not None
+    assert refusal.quota.subject == "ipv4:10.0.0.1"
     assert admission.admit(METHOD, CallKind.EXPORT, "ipv4:10.0.0.2") is None
     admission.release(CallKind.EXPORT, "ipv4:10.0.0.1")
     assert admission.admit(METHOD, CallKind.EXPORT, "ipv4:10.0.0.1") is None
@@ -90,8 +91,10 @@ def test_over_the_memory_budget_streams_are_refused_but_unary_calls_go_on() -> N
 
     export, stream, call = asyncio.run(scenario())
 
-    assert isinstance(export, ResourceExhausted) and export.reason == OVER_MEMORY_BUDGET
-    assert isinstance(stream, ResourceExhausted) and stream.reason == OVER_MEMORY_BUDGET
+    assert isinstance(export, ResourceExhausted)
+    assert export.reason == OVER_MEMORY_BUDGET
+    assert isinstance(stream, ResourceExhausted)
+    assert stream.reason == OVER_MEMORY_BUDGET
     assert call is None
 
 
