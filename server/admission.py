@@ -6,7 +6,8 @@ when the limit is one caller's), before its request is even read; gRPC's own she
 calls that waited too long, dropping streams) gives clients no such hint.
 
 The limits, each bounding something a client controls:
-- calls in progress at once, in all (health checks are exempt, so probes still answer);
+- calls in progress at once, in all and per client connection (health checks are exempt, so
+  probes still answer);
 - exports in progress, in all and per caller (an export holds a chunk read ahead and one in the
   transport, about 2.5 MB, for as long as its client takes to read it);
 - a memory budget: over it, no new stream starts until the server is back under it.
@@ -60,6 +61,7 @@ class Limits:
     """The admission limits; see the module docstring."""
 
     max_calls: int = 1000
+    max_calls_per_connection: int = 250
     max_exports: int = 16
     max_exports_per_caller: int = 4
     memory_limit_bytes: int = 1024 * 1024 * 1024
@@ -73,6 +75,7 @@ class Admission:
         self._limits = limits
         self._refusable = tuple(f"/{service}/" for service in refusable_services)
         self._calls = 0
+        self._calls_by_connection: Counter[str] = Counter()
         self._exports = 0
         self._exports_by_caller: Counter[str] = Counter()
         self._refusing = False
@@ -83,8 +86,11 @@ class Admission:
         self._calls_per_second = 1000.0
         self._sampler: asyncio.Task[None] | None = None
 
-    def admit(self, method: str, kind: CallKind, caller: str) -> ServiceError | None:
-        """Take the call (None; release() it when it ends) or say why not."""
+    def admit(
+        self, method: str, kind: CallKind, caller: str, connection: str
+    ) -> ServiceError | None:
+        """Take the call (None; release() it when it ends) or say why not. `connection` is the
+        peer address with its port, which names one client connection."""
         if self._refusing and method.startswith(self._refusable):
             self._last_refusal = time.monotonic()
             return Unavailable(SHUTTING_DOWN)
@@ -96,6 +102,17 @@ class Admission:
                 f"the server has {self._calls} calls in progress, its limit; retry later",
                 self._calls_retry_seconds(),
                 reason=TOO_MANY_CALLS,
+            )
+        if self._calls_by_connection[connection] >= limits.max_calls_per_connection:
+            return ResourceExhausted(
+                f"this connection has {limits.max_calls_per_connection} calls in progress, the "
+                "limit per connection; retry later",
+                self._calls_retry_seconds(),
+                reason=TOO_MANY_CALLS,
+                quota=QuotaViolation(
+                    connection,
+                    f"at most {limits.max_calls_per_connection} calls at once per connection",
+                ),
             )
         if kind is not CallKind.CALL and self._over_budget:
             return ResourceExhausted(
@@ -111,21 +128,19 @@ class Admission:
             self._exports += 1
             self._exports_by_caller[caller] += 1
         self._calls += 1
+        self._calls_by_connection[connection] += 1
         return None
 
-    def release(self, kind: CallKind, caller: str) -> None:
+    def release(self, kind: CallKind, caller: str, connection: str) -> None:
         """A call that admit() took has ended."""
         if kind is CallKind.PROBE:
             return
         self._calls -= 1
+        _decrement(self._calls_by_connection, connection)
         self._completed += 1
         if kind is CallKind.EXPORT:
             self._exports -= 1
-            remaining = self._exports_by_caller[caller] - 1
-            if remaining:
-                self._exports_by_caller[caller] = remaining
-            else:
-                del self._exports_by_caller[caller]
+            _decrement(self._exports_by_caller, caller)
 
     @property
     def calls_in_progress(self) -> int:
@@ -215,6 +230,15 @@ class Admission:
                 )
                 self._over_budget = over
             await asyncio.sleep(MEMORY_SAMPLE_SECONDS)
+
+
+def _decrement(counts: Counter[str], key: str) -> None:
+    """One less for `key`, forgetting keys at zero so the counter holds only what is in use."""
+    remaining = counts[key] - 1
+    if remaining:
+        counts[key] = remaining
+    else:
+        del counts[key]
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

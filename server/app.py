@@ -45,6 +45,10 @@ REFUSAL_MAX_SECONDS = 1.0
 """The longest the refusing lasts when callers keep coming (never more than half the grace)."""
 HEALTH_CHECKED_SERVICES = ("", FEEDBACK_SERVICE_NAME)
 """The whole server and the feedback service: both depend on the database alone."""
+CALLS_WAITING_LIMIT = 30_000
+"""Calls gRPC itself holds before the event loop takes them (and admission answers them with
+RESOURCE_EXHAUSTED and RetryInfo), in all and per connection. Only past it does gRPC shed load on
+its own, with CANCELLED or REFUSED_STREAM and no hint; a waiting call costs a few kB."""
 CONNECTION_AGE_GRACE_SECONDS = 300.0
 """How long calls in flight on a connection past its maximum age may still run (a long export
 resumes from its last token after that)."""
@@ -161,6 +165,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         Admission(
             Limits(
                 max_calls=settings.max_concurrent_calls,
+                max_calls_per_connection=settings.max_calls_per_connection,
                 max_exports=settings.max_exports,
                 max_exports_per_caller=settings.max_exports_per_caller,
                 memory_limit_bytes=settings.memory_limit_mb * 1024 * 1024,
@@ -180,7 +185,11 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
-            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+            # Calls wait in gRPC's own queue until the loop takes them and admission answers them
+            # precisely; gRPC sheds only beyond this bound (CANCELLED, or REFUSED_STREAM).
+            ("grpc.max_concurrent_streams", CALLS_WAITING_LIMIT),
+            ("grpc.server.max_pending_requests", CALLS_WAITING_LIMIT),
+            ("grpc.server.max_pending_requests_hard_limit", CALLS_WAITING_LIMIT),
             ("grpc.max_allowed_incoming_connections", settings.max_connections),
             ("grpc.max_connection_idle_ms", _ms(settings.connection_idle_timeout_seconds)),
             ("grpc.max_connection_age_ms", _ms(settings.connection_max_age_seconds)),

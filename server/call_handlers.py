@@ -247,7 +247,7 @@ class _Boundary:
     def _admit(self, call: Call, context: Context) -> None:
         """Identify the caller, then take the call within the limits; raises why not."""
         call.caller = self._access.identify(context, call.caller, self._method_access).name
-        refusal = self._admission.admit(self._method, self._kind, call.caller)
+        refusal = self._admission.admit(self._method, self._kind, call.caller, call.peer)
         if refusal is not None:
             raise refusal
         call.admitted = True
@@ -304,7 +304,7 @@ class _Boundary:
 
     def _end(self, call: Call, context: Context) -> None:
         if call.admitted:
-            self._admission.release(self._kind, call.caller)
+            self._admission.release(self._kind, call.caller, call.peer)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "rpc",

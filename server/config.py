@@ -50,8 +50,8 @@ class Settings:
     """How long a started call may take to send its request message (or each Ingest message)."""
     stream_stall_timeout_seconds: float = 30.0
     """How long a streaming client may leave a response untaken before its stream is ended."""
-    max_streams_per_connection: int = 100
-    """HTTP/2 streams (calls) one connection may have open at once; the client queues the rest."""
+    max_calls_per_connection: int = 250
+    """Calls in progress at once on one client connection, so that one cannot take them all."""
     max_connections: int = 10_000
     """Client connections the server keeps open at once; more are refused."""
     connection_idle_timeout_seconds: float = 300.0
@@ -110,7 +110,7 @@ def parse_settings(
         memory_limit_mb=args.memory_limit_mb,
         message_timeout_seconds=args.message_timeout,
         stream_stall_timeout_seconds=args.stream_stall_timeout,
-        max_streams_per_connection=args.max_streams_per_connection,
+        max_calls_per_connection=args.max_calls_per_connection,
         max_connections=args.max_connections,
         connection_idle_timeout_seconds=args.connection_idle_timeout,
         connection_max_age_seconds=args.connection_max_age,
@@ -201,7 +201,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("memory-limit-mb", int, "1024", "resident memory above which no new stream starts"),
         ("message-timeout", float, "30", "seconds a call may take to send a request message"),
         ("stream-stall-timeout", float, "30", "seconds a stream may leave a response untaken"),
-        ("max-streams-per-connection", int, "100", "calls open at once on one connection"),
+        ("max-calls-per-connection", int, "250", "calls in progress at once on one connection"),
         ("max-connections", int, "10000", "client connections open at once"),
         ("connection-idle-timeout", float, "300", "seconds before an idle connection is closed"),
         ("connection-max-age", float, "1800", "seconds before a connection is asked to go away"),

@@ -263,7 +263,13 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self, request: pb.ListApiKeysRequest, context: Context
     ) -> pb.ListApiKeysResponse:
         keys = await self._keys.all_keys()
-        return pb.ListApiKeysResponse(api_keys=[mapping.api_key_message(key) for key in keys])
+        return pb.ListApiKeysResponse(
+            api_keys=[
+                mapping.api_key_message(key)
+                for key in keys
+                if not (request.active_only and key.revoke_time is not None)
+            ]
+        )
 
     @_unary
     async def RevokeApiKey(

@@ -1517,16 +1517,21 @@ Global___CreateApiKeyResponse: _TypeAlias = CreateApiKeyResponse  # noqa: Y015
 
 @_typing.final
 class ListApiKeysRequest(_message.Message):
-    """ListApiKeysRequest has no filter: key sets are small."""
+    """ListApiKeysRequest selects the keys to list (key sets are small: no paging)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    ACTIVE_ONLY_FIELD_NUMBER: _builtins.int
+    active_only: _builtins.bool
+    """Leave revoked keys out."""
     def __init__(
         self,
+        *,
+        active_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_only", b"active_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
