@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from server.app import create_server
-from server.config import Settings, parse_settings
+from server.config import Settings, is_loopback, parse_settings
 from storage import Storage
 
 log = logging.getLogger("server")
@@ -39,10 +39,27 @@ async def serve(settings: Settings) -> None:
             else "off",
         },
     )
+    _warn_if_exposed(settings)
     await stop.wait()
     log.info("stopping", extra={"grace_seconds": settings.grace_period_seconds})
     await server.stop(settings.grace_period_seconds)
     log.info("stopped")
+
+
+def _warn_if_exposed(settings: Settings) -> None:
+    """Say so when a server reachable from other machines is open, or sends keys in clear."""
+    if is_loopback(settings.address):
+        return
+    if settings.auth == "none":
+        log.warning(
+            "authentication is off (--auth none) on a non-loopback address: anyone who can reach "
+            "the port can read and export everything"
+        )
+    elif settings.tls_cert_file is None:
+        log.warning(
+            "API keys travel in clear text: serve TLS (--tls-cert, --tls-key) or terminate TLS "
+            "in front of this server"
+        )
 
 
 def _tls_mode(settings: Settings) -> str:

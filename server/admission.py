@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from server.service import QuotaViolation, ResourceExhausted, ServiceError, Unavailable
+from server.service.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Admission:
         self._completed = 0
         self._rate_started = time.monotonic()
         self._calls_per_second = 1000.0
-        self._sampler: asyncio.Task[None] | None = None
+        self._sampler = BackgroundTask(self._sample_memory, "memory-budget")
 
     def admit(
         self, method: str, kind: CallKind, caller: str, connection: str
@@ -203,16 +204,11 @@ class Admission:
 
     def start(self) -> None:
         """Start watching the resident set size against the memory budget."""
-        if self._sampler is None:
-            self._sampler = asyncio.get_running_loop().create_task(self._sample_memory())
+        self._sampler.start()
 
     async def stop(self) -> None:
         """Stop watching memory."""
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
-            self._sampler = None
+        await self._sampler.stop()
 
     async def _sample_memory(self) -> None:
         while True:

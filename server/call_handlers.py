@@ -18,7 +18,6 @@ streaming client must take each response within `stall_timeout` (one watchdog ta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from google.protobuf import descriptor_pool
 from server.access import Access, MethodAccess
 from server.admission import Admission, CallKind
 from server.service import ResourceExhausted
+from server.service.background import BackgroundTask
 from server.status import (
     abort,
     abort_with_status,
@@ -101,7 +101,7 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._deadlines: dict[Call, tuple[float, str]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._timer = BackgroundTask(self._run, "call-watchdog")
 
     def expect(self, call: Call, seconds: float, reason: str) -> None:
         """The call now waits on its client for at most `seconds`."""
@@ -113,16 +113,11 @@ class Watchdog:
 
     def start(self) -> None:
         """Start the timer task on the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._timer.start()
 
     async def stop(self) -> None:
         """Stop the timer task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._timer.stop()
 
     async def _run(self) -> None:
         while True:

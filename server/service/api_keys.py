@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar
 
+from server.service.background import BackgroundTask
 from server.service.errors import (
     NotFound,
     PermissionDenied,
@@ -206,7 +207,7 @@ class ApiKeyService:
         self._executor = executor
         self.key_ring = key_ring
         self._clock = clock
-        self._upkeep: asyncio.Task[None] | None = None
+        self._upkeep = BackgroundTask(self._keep_up, "api-key-upkeep")
 
     async def create(
         self, name: str, scopes: Collection[Scope], client_identity: str, actor: str
@@ -265,16 +266,11 @@ class ApiKeyService:
 
     def start(self) -> None:
         """Keep the key ring fresh and record key use, in the background."""
-        if self._upkeep is None:
-            self._upkeep = asyncio.get_running_loop().create_task(self._keep_up())
+        self._upkeep.start()
 
     async def stop(self) -> None:
         """Stop the upkeep, recording the last uses."""
-        if self._upkeep is not None:
-            self._upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._upkeep
-            self._upkeep = None
+        await self._upkeep.stop()
         with contextlib.suppress(Unavailable):
             await self._record_use()
 

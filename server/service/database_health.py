@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 
+from server.service.background import BackgroundTask
 from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class DatabaseHealth:
         self._up = True
         self._failed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._watcher = BackgroundTask(self._watch, "database-health")
 
     @property
     def up(self) -> bool:
@@ -59,15 +60,11 @@ class DatabaseHealth:
     def start(self) -> None:
         """Start watching on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._watch(), name="database-health")
+        self._watcher.start()
 
     async def stop(self) -> None:
         """Stop watching; no change is reported afterwards."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._watcher.stop()
 
     def report_failure(self) -> None:
         """Note that an operation found the database unavailable; safe from any thread."""
