@@ -23,7 +23,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workspace = tmp_path_factory.mktemp("wheel")
     source = workspace / "client"
     shutil.copytree(
-        CLIENT_DIR, source, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__")
+        CLIENT_DIR,
+        source,
+        ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__", "node_modules"),
     )
     # No index and no build isolation: the test must not need the network.
     subprocess.run(
