@@ -127,12 +127,18 @@ class Storage:
     def write(self, work: Callable[[Repository], T]) -> T:
         """Run `work` in one write transaction and commit; on any exception nothing is kept.
 
+        The rollup changes of its writes are written after `work` returns, last in the
+        transaction, in the lock order of rollups.RollupChanges.
+
         Raises Conflict when a unique rule rejects an insert (the unit is then over: retry in a
         new one), StorageUnavailable when the database cannot take the write now.
         """
         self._check_open()
         with self._reported(), translated_errors(), self._write_sessions.begin() as session:
-            return work(Repository(session))
+            repository = Repository(session)
+            result = work(repository)
+            repository.apply_rollups()
+            return result
 
     def read(self, work: Callable[[Repository], T]) -> T:
         """Run `work` in one read transaction, so it sees a single consistent snapshot.
@@ -329,7 +335,7 @@ class DedicatedWriter:
         With `busy_retry_seconds`, a write that found SQLite locked by other writers (other
         processes on the same file) for longer than the busy timeout is rolled back and tried
         again until that many seconds have passed; `work` then may run more than once, so it must
-        start from scratch each time.
+        start from scratch each time. Rollups are written last, as in Storage.write.
         """
         give_up_at = time.monotonic() + busy_retry_seconds
         pause = 0.005
@@ -356,7 +362,10 @@ class DedicatedWriter:
                 with self._connection.begin():
                     session = Session(bind=self._connection, expire_on_commit=False)
                     try:
-                        return work(Repository(session))
+                        repository = Repository(session)
+                        result = work(repository)
+                        repository.apply_rollups()
+                        return result
                     finally:
                         session.close()
         except StorageUnavailable as error:
@@ -376,7 +385,9 @@ class DedicatedWriter:
         with sqlite_errors("BEGIN IMMEDIATE"):
             raw.execute("BEGIN IMMEDIATE")
         try:
-            result = work(SqliteBatchRepository(raw))
+            repository = SqliteBatchRepository(raw)
+            result = work(repository)
+            repository.apply_rollups()
             with sqlite_errors("COMMIT"):
                 raw.execute("COMMIT")
         except BaseException:

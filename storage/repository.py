@@ -106,6 +106,12 @@ class Repository:
     def __init__(self, session: Session) -> None:
         """Work inside `session`, whose transaction the caller begins and ends."""
         self._session = session
+        self._rollups = rollups.RollupChanges()
+
+    def apply_rollups(self) -> None:
+        """Write the unit's rollup changes; the caller runs this last, just before committing,
+        so every transaction locks rollup rows after its raw rows (see rollups.RollupChanges)."""
+        self._rollups.apply(self._rollup_target())
 
     # Interactions
 
@@ -145,7 +151,7 @@ class Repository:
         """Store chat turns in one statement; raises Conflict if a message_id is taken."""
         ids = self._insert_many(InteractionRow, [interaction_row(new) for new in news])
         records = stored_records(InteractionRecord, news, ids)
-        rollups.apply_interactions(self._rollup_target(), records, 1)
+        self._rollups.add(rollups.INTERACTION_KIND, records, 1)
         return records
 
     def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
@@ -182,7 +188,7 @@ class Repository:
         """Store feedback entries in one statement."""
         ids = self._insert_many(FeedbackRow, [feedback_row(new) for new in news])
         records = stored_records(FeedbackRecord, news, ids)
-        rollups.apply_feedback(self._rollup_target(), records, 1)
+        self._rollups.add(rollups.FEEDBACK_KIND, records, 1)
         return records
 
     def feedback_stats(self, stats_filter: StatsFilter) -> FeedbackStats:
@@ -292,7 +298,7 @@ class Repository:
         """Store analytics events in one statement."""
         ids = self._insert_many(EventRow, [event_row(new) for new in news])
         records = stored_records(EventRecord, news, ids)
-        rollups.apply_events(self._rollup_target(), records, 1)
+        self._rollups.add(rollups.EVENT_KIND, records, 1)
         return records
 
     # Idempotency and votes (group commit; see server.service.write_rules)
@@ -328,11 +334,17 @@ class Repository:
         return votes_by_voter(records)
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
-        """Delete replaced votes from the feedback table and take them out of the rollups."""
+        """Delete replaced votes from the feedback table and take them out of the rollups.
+
+        On PostgreSQL the rows are locked in id order first: a DELETE locks in the order its plan
+        visits rows, which need not be the same for two transactions.
+        """
         if votes:
-            ids = [vote.id for vote in votes]
+            ids = sorted(vote.id for vote in votes)
+            if self._session.get_bind().dialect.name == "postgresql":
+                self._session.execute(_LOCK_VOTES, {"ids": ids})
             self._session.execute(_FEEDBACK.delete().where(_FEEDBACK.c.id.in_(ids)))
-            rollups.apply_feedback(self._rollup_target(), votes, -1)
+            self._rollups.add(rollups.FEEDBACK_KIND, votes, -1)
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
@@ -414,21 +426,21 @@ class Repository:
         rows = self._session.execute(select(table).where(table.c.id.in_(list(ids))))
         records = [interaction_from_row(row._mapping) for row in rows]
         self._delete_rows(InteractionRow, records)
-        rollups.apply_interactions(self._rollup_target(), records, -1)
+        self._rollups.add(rollups.INTERACTION_KIND, records, -1)
         return records
 
     def delete_feedback(self, ids: Collection[int]) -> list[FeedbackRecord]:
         """Delete feedback entries by id and return what was deleted; unknown ids are ignored."""
         records = self._rows_where(_FEEDBACK.c.id, ids, feedback_from_row)
         self._delete_rows(FeedbackRow, records)
-        rollups.apply_feedback(self._rollup_target(), records, -1)
+        self._rollups.add(rollups.FEEDBACK_KIND, records, -1)
         return records
 
     def delete_events(self, ids: Collection[int]) -> list[EventRecord]:
         """Delete analytics events by id and return what was deleted; unknown ids are ignored."""
         records = self._rows_where(_EVENTS.c.id, ids, event_from_row)
         self._delete_rows(EventRow, records)
-        rollups.apply_events(self._rollup_target(), records, -1)
+        self._rollups.add(rollups.EVENT_KIND, records, -1)
         return records
 
     def _delete_rows(
@@ -603,6 +615,12 @@ _HISTORY = Base.metadata.tables["feedback_history"]
 _EVENTS = Base.metadata.tables["events"]
 _BY_MESSAGES = select(_INTERACTIONS).where(
     _INTERACTIONS.c.message_id.in_(bindparam("ids", expanding=True))
+)
+_LOCK_VOTES = (
+    select(_FEEDBACK.c.id)
+    .where(_FEEDBACK.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_FEEDBACK.c.id)
+    .with_for_update()
 )
 _LATEST_IN_CONVERSATIONS = select(_INTERACTIONS).where(
     _INTERACTIONS.c.id.in_(

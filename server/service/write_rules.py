@@ -321,7 +321,9 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
     Repeats of stored requests are answered first and store nothing. Interactions go before
-    feedback so that feedback in the same batch can link to them.
+    feedback so that feedback in the same batch can link to them. The storage writes the batch's
+    rollups after all of this, in one global order (storage.rollups.RollupChanges), so batches
+    of replicas sharing a PostgreSQL database never deadlock over rollup rows.
     """
     if interactions := _slots(batch, INTERACTION):
         fresh, copies = _unrepeated(interactions, repository.interactions_by_requests)
