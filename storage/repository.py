@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 
 from storage import listing_queries, rollups
@@ -85,7 +87,7 @@ class BatchRepository(Protocol):
 
     def events_by_event_ids(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...
 
-    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]: ...
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]: ...
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None: ...
 
@@ -328,10 +330,39 @@ class Repository:
         records = self._rows_where(_EVENTS.c.event_id, event_ids, event_from_row)
         return {record.event_id or "": record for record in records}
 
-    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]:
-        """The current vote of every user on any of the messages, by (message, user)."""
-        records = self._rows_where(_FEEDBACK.c.message_id, message_ids, feedback_from_row)
-        return votes_by_voter(records)
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of each of the voters that has one, by (message, user).
+
+        On PostgreSQL the voters are first claimed for the rest of the transaction (see
+        _claim_voters), so a transaction replacing the same user's vote on another replica
+        waits for this one, and then finds the vote this one stores as current.
+        """
+        if not voters:
+            return {}
+        if self._session.get_bind().dialect.name == "postgresql":
+            self._claim_voters(voters)
+        messages = {message_id for message_id, _ in voters}
+        found = votes_by_voter(
+            self._rows_where(_FEEDBACK.c.message_id, messages, feedback_from_row)
+        )
+        return {voter: found[voter] for voter in voters if voter in found}
+
+    def _claim_voters(self, voters: Collection[Vote]) -> None:
+        """Take transaction-scoped advisory locks on the voters, in one global order.
+
+        Two transactions replacing votes of the same users lock their old rows and their
+        (message, user) unique keys in batch order: opposite orders deadlocked. Claims come first,
+        sorted, so the second one waits whole. Voters hash to buckets; past MAX_VOTE_CLAIMS of
+        them a batch takes the one exclusive claim on all votes instead, so no transaction holds
+        more than MAX_VOTE_CLAIMS + 1 locks of PostgreSQL's shared lock table. Every claimer
+        takes that claim on all votes first (shared when it claims buckets).
+        """
+        buckets = sorted({vote_bucket(voter) for voter in voters})
+        if len(buckets) > MAX_VOTE_CLAIMS:
+            self._session.execute(_CLAIM_ALL_VOTES, {"space": VOTE_LOCK_SPACE})
+            return
+        self._session.execute(_SHARE_ALL_VOTES, {"space": VOTE_LOCK_SPACE})
+        self._session.execute(_CLAIM_VOTE_BUCKETS, {"space": VOTE_LOCK_SPACE, "buckets": buckets})
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
         """Delete replaced votes from the feedback table and take them out of the rollups.
@@ -616,6 +647,18 @@ _EVENTS = Base.metadata.tables["events"]
 _BY_MESSAGES = select(_INTERACTIONS).where(
     _INTERACTIONS.c.message_id.in_(bindparam("ids", expanding=True))
 )
+VOTE_LOCK_SPACE = int.from_bytes(b"vote")
+"""The first key of the vote claims (pg_advisory_xact_lock's two-key space); the second is a
+voter's bucket, or 0 for the claim on all votes."""
+MAX_VOTE_CLAIMS = 64
+"""Buckets a transaction claims one by one; more, and it claims all votes at once."""
+_CLAIM_ALL_VOTES = text("SELECT pg_advisory_xact_lock(:space, 0)")
+_SHARE_ALL_VOTES = text("SELECT pg_advisory_xact_lock_shared(:space, 0)")
+# unnest returns the sorted buckets in array order, and each row's lock is taken in that order.
+_CLAIM_VOTE_BUCKETS = text(
+    "SELECT pg_advisory_xact_lock(:space, bucket)"
+    " FROM unnest(CAST(:buckets AS integer[])) AS claimed(bucket)"
+)
 _LOCK_VOTES = (
     select(_FEEDBACK.c.id)
     .where(_FEEDBACK.c.id.in_(bindparam("ids", expanding=True)))
@@ -651,6 +694,13 @@ def interaction_from_row(row: RowMapping | Mapping[str, Any]) -> InteractionReco
         request_id=row["request_id"],
         request_digest=row["request_digest"],
     )
+
+
+def vote_bucket(voter: Vote) -> int:
+    """The voter's claim bucket, 1 to 2^31 - 1, the same in every process (unlike hash())."""
+    message_id, user_id = voter
+    digest = hashlib.blake2b(f"{message_id}\0{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest) % (2**31 - 1) + 1
 
 
 def votes_by_voter(records: Iterable[FeedbackRecord]) -> dict[Vote, FeedbackRecord]:

@@ -946,9 +946,12 @@ class RollupChanges:
     feedback took the key span of "all" before feedback cells, a feedback-only batch took them
     the other way round. So every write transaction takes its locks in this order:
 
-    1. its raw rows (interactions, replaced votes in feedback, feedback, feedback_history,
-       events), as the unit of work writes them and before any rollup row; only writes of the
-       same request id, message, event id or vote share those;
+    1. its raw rows, before any rollup row: interactions; then per voting round the claims on its
+       voters (advisory locks in one sorted order, Repository.current_votes), the replaced votes
+       (in id order), the new feedback and its history; then events. Apart from votes, only writes
+       of the same request id, message id or event id share raw rows; those are taken in batch
+       order, so only two such duplicates racing in opposite orders could still deadlock, and
+       PostgreSQL then rolls one back for its writer to run again (TransactionRolledBack);
     2. the rollup tables in ROLLUP_TABLES order, each once per transaction with one merged delta
        per cell (every record added and removed, of every voting round), its rows sorted by
        their full key, since a multi-row INSERT ... ON CONFLICT locks rows in VALUES order; a

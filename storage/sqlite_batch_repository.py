@@ -134,11 +134,14 @@ class SqliteBatchRepository:
         records = self._rows_where(_EVENTS, "event_id", event_ids, event_from_row)
         return {record.event_id or "": record for record in records}
 
-    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]:
-        """The current vote of every user on any of the messages, by (message, user)."""
-        return votes_by_voter(
-            self._rows_where(_FEEDBACK, "message_id", message_ids, feedback_from_row)
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of each of the voters that has one (SQLite's single writer needs
+        no claims), by (message, user)."""
+        messages = {message_id for message_id, _ in voters}
+        found = votes_by_voter(
+            self._rows_where(_FEEDBACK, "message_id", messages, feedback_from_row)
         )
+        return {voter: found[voter] for voter in voters if voter in found}
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
         """Delete replaced votes from the feedback table and take them out of the rollups."""

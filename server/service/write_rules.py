@@ -495,8 +495,7 @@ def _rounds(linked: list[Slot]) -> list[list[Slot]]:
 def _store_votes(repository: BatchRepository, slots: list[Slot]) -> None:
     """Store feedback; a vote replaces its user's current vote on the message, kept as history."""
     voters = {voter for _, _, item in slots if (voter := _voter(item))}
-    current = repository.current_votes({message_id for message_id, _ in voters}) if voters else {}
-    replaced = {voter: current[voter] for voter in voters if voter in current}
+    replaced = repository.current_votes(voters) if voters else {}
     drafts = [
         replace(item, replaces_id=replaced[voter].id)
         if (voter := _voter(item)) in replaced

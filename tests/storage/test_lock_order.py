@@ -4,6 +4,7 @@ rollup_key_spans last. Checked on the statements a real database is sent."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -15,10 +16,12 @@ from storage import Storage
 from storage.records import FeedbackRecord, Label, Score, Thumb
 from storage.repository import Repository
 from storage.rollups import KEY_SPANS_TABLE, ROLLUP_TABLES
+from tests.databases import empty_postgres_tables
 from tests.storage.factories import minutes, new_event, new_feedback, new_interaction
 
 LOCK_ORDER = [table.name for table in ROLLUP_TABLES] + [KEY_SPANS_TABLE]
 WIDTHS = {table.name: len(table.columns) for table in ROLLUP_TABLES} | {KEY_SPANS_TABLE: 4}
+WAIT_SECONDS = 10.0
 KEY_WIDTHS = {table.name: len(table.key_columns) for table in ROLLUP_TABLES} | {KEY_SPANS_TABLE: 2}
 
 
@@ -110,3 +113,77 @@ def test_a_transaction_locks_rollup_tables_once_each_in_the_global_order_rows_by
             tuple(parameters[row : row + key_width]) for row in range(0, len(parameters), width)
         ]
         assert keys == sorted(keys), f"{table} rows are not in key order"
+
+
+def _replace_vote(
+    repository: Repository, rating: Thumb, claimed: threading.Event, go_on: threading.Event
+) -> FeedbackRecord | None:
+    """u1's new vote on m1, as group commit stores it; signals once the voter is claimed and
+    waits for `go_on` before writing. Returns the vote it replaced."""
+    voter = ("m1", "u1")
+    old = repository.current_votes({voter}).get(voter)
+    claimed.set()
+    assert go_on.wait(WAIT_SECONDS)
+    if old is not None:
+        repository.retire_votes([old])
+    [new] = repository.insert_feedback_entries(
+        [
+            new_feedback(
+                message_id="m1",
+                user_id="u1",
+                rating=rating,
+                replaces_id=None if old is None else old.id,
+            )
+        ]
+    )
+    if old is not None:
+        repository.insert_history(
+            [replace(old, replace_time=new.create_time, replaced_by_id=new.id)]
+        )
+    return old
+
+
+@pytest.mark.postgres
+def test_a_replica_replacing_the_same_vote_waits_and_then_replaces_the_newer_one(
+    postgres_database_url: str,
+) -> None:
+    empty_postgres_tables(postgres_database_url)
+    go_on = threading.Event()
+    replaced: dict[str, FeedbackRecord | None] = {}
+    with Storage.connect(postgres_database_url) as storage:
+        original = storage.write(
+            lambda repository: repository.insert_feedback(
+                new_feedback(message_id="m1", user_id="u1", rating=Thumb(True))
+            )
+        )
+
+        def replica(name: str, rating: Thumb, claimed: threading.Event) -> None:
+            replaced[name] = storage.write(
+                lambda repository: _replace_vote(repository, rating, claimed, go_on)
+            )
+
+        first_claimed, second_claimed = threading.Event(), threading.Event()
+        first = threading.Thread(target=replica, args=("first", Thumb(False), first_claimed))
+        first.start()
+        assert first_claimed.wait(WAIT_SECONDS)
+        second = threading.Thread(target=replica, args=("second", Thumb(True), second_claimed))
+        second.start()
+        # The second waits for the first's claim, not for a row or key it would deadlock on.
+        assert not second_claimed.wait(0.5)
+        go_on.set()
+        first.join(WAIT_SECONDS)
+        second.join(WAIT_SECONDS)
+        current, history = storage.read(
+            lambda repository: (
+                repository.current_votes({("m1", "u1")}),
+                repository.feedback_history("m1", "u1", 10),
+            )
+        )
+
+    assert replaced["first"] == original
+    newer = replaced["second"]
+    assert newer is not None
+    assert newer.id != original.id
+    assert newer.rating == Thumb(False)
+    assert current[("m1", "u1")].rating == Thumb(True)
+    assert [vote.id for vote in history] == [original.id, newer.id, current[("m1", "u1")].id]
