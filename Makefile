@@ -59,8 +59,9 @@ bench: $(STAMP)
 bench-read: $(STAMP)
 	$(BIN)/python -m bench.read $(BENCH_READ_ARGS)
 
-## reliability: kill -9, SIGTERM, a stopped PostgreSQL, retry storms and fuzz against real servers
-## on SQLite and a private PostgreSQL 15 cluster; one table, bench-results/reliability.json; exits 1
+## reliability: kill -9, SIGTERM, a stopped PostgreSQL, retry storms, two replicas on one PostgreSQL
+## database (no deadlock) and fuzz against real servers on SQLite and a private PostgreSQL 15
+## cluster; one table, bench-results/reliability.json; exits 1
 ## on any FAIL (RELIABILITY_ARGS=--quick, or e.g. --scenarios kill,term --databases sqlite)
 .PHONY: reliability
 reliability: $(STAMP)

@@ -28,6 +28,10 @@ class Profile:
     fuzz_examples: int | None
     """FUZZ_EXAMPLES for tests/fuzz; None keeps the tests' default."""
     fuzz_timeout_seconds: float
+    replicas_seconds: float
+    """How long two replicas on one PostgreSQL database take mixed writes."""
+    replicas_writers: int
+    """Writers per replica in that scenario."""
 
 
 FULL = Profile(
@@ -41,6 +45,8 @@ FULL = Profile(
     storm=StormPlan(requests=100, concurrent=16, sequential=4),
     fuzz_examples=500,
     fuzz_timeout_seconds=240.0,
+    replicas_seconds=20.0,
+    replicas_writers=8,
 )
 
 QUICK = Profile(
@@ -54,4 +60,6 @@ QUICK = Profile(
     storm=StormPlan(requests=20, concurrent=8, sequential=2),
     fuzz_examples=None,
     fuzz_timeout_seconds=120.0,
+    replicas_seconds=10.0,
+    replicas_writers=8,
 )

@@ -24,11 +24,12 @@ from reliability.postgres_instance import (
 )
 from reliability.postgres_outage import OUTAGE, postgres_outage
 from reliability.profiles import Profile
+from reliability.replicas import REPLICAS, replicas_under_mixed_writes
 from reliability.results import ScenarioResult
 from reliability.retry_storms import STORM, retry_storms
 from reliability.stop_signals import KILL, TERMINATE, kill_under_load, terminate_under_load
 
-SCENARIOS = ("kill", "term", "outage", "storm", "fuzz")
+SCENARIOS = ("kill", "term", "outage", "storm", "replicas", "fuzz")
 """Names for --scenarios, in the order they run."""
 
 Progress = Callable[[str], None]
@@ -75,6 +76,10 @@ class Suite:
                     if POSTGRESQL in databases:
                         results.extend(self._outages())
                     continue
+                if scenario == "replicas":
+                    if POSTGRESQL in databases:  # SQLite has one writer: nothing to deadlock
+                        results.append(self._replicas())
+                    continue
                 for kind in (SQLITE, POSTGRESQL):
                     if kind in databases:
                         results.extend(self._on_database(scenario, kind))
@@ -118,6 +123,25 @@ class Suite:
             return _run(retry_storms(database, self.workdir, profile.storm))
         except Exception as error:
             return [_crashed(label, kind, error, started)]
+
+    def _replicas(self) -> ScenarioResult:
+        self.progress(f"{REPLICAS} on {POSTGRESQL}")
+        started = time.monotonic()
+        try:
+            database = self._database(POSTGRESQL, "replicas")
+        except Exception as error:
+            return _skipped(REPLICAS, POSTGRESQL, str(error))
+        try:
+            return _run(
+                replicas_under_mixed_writes(
+                    database,
+                    self.workdir,
+                    seconds=self.profile.replicas_seconds,
+                    writers_per_replica=self.profile.replicas_writers,
+                )
+            )
+        except Exception as error:
+            return _crashed(REPLICAS, POSTGRESQL, error, started)
 
     def _outages(self) -> list[ScenarioResult]:
         results: list[ScenarioResult] = []

@@ -21,7 +21,7 @@ from storage.engines import (
     sqlite_file,
 )
 from storage.error_translation import driver_errors, is_lock_contention, translated_errors
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import StorageError, StorageUnavailable, TransactionRolledBack
 from storage.repository import BatchRepository, Repository
 from storage.rollup_rebuild import rebuild_rollups, register_sqlite_functions
 from storage.schema_migration import upgrade_to_head
@@ -127,12 +127,19 @@ class Storage:
     def write(self, work: Callable[[Repository], T]) -> T:
         """Run `work` in one write transaction and commit; on any exception nothing is kept.
 
+        The rollup changes of its writes are written after `work` returns, last in the
+        transaction, in the lock order of rollups.RollupChanges.
+
         Raises Conflict when a unique rule rejects an insert (the unit is then over: retry in a
-        new one), StorageUnavailable when the database cannot take the write now.
+        new one), StorageUnavailable when the database cannot take the write now, and its subclass
+        TransactionRolledBack when PostgreSQL ended the unit to break a deadlock (run it again).
         """
         self._check_open()
         with self._reported(), translated_errors(), self._write_sessions.begin() as session:
-            return work(Repository(session))
+            repository = Repository(session)
+            result = work(repository)
+            repository.apply_rollups()
+            return result
 
     def read(self, work: Callable[[Repository], T]) -> T:
         """Run `work` in one read transaction, so it sees a single consistent snapshot.
@@ -217,6 +224,9 @@ class Storage:
     def on_unavailable(self, listener: Callable[[], None]) -> None:
         """Call `listener` whenever a read or write fails with StorageUnavailable.
 
+        Not for TransactionRolledBack: a deadlock or serialization failure says nothing about
+        whether the database can take writes.
+
         It runs on the failing thread (a storage or writer thread), so it must be quick and
         thread-safe; the failure is raised to the caller as usual afterwards.
         """
@@ -254,6 +264,8 @@ class Storage:
         """Tell the listeners of on_unavailable() about a StorageUnavailable, then re-raise it."""
         try:
             yield
+        except TransactionRolledBack:
+            raise
         except StorageUnavailable:
             self._report_unavailable()
             raise
@@ -327,9 +339,12 @@ class DedicatedWriter:
         """Run `work` in one write transaction and commit; on any exception nothing is kept.
 
         With `busy_retry_seconds`, a write that found SQLite locked by other writers (other
-        processes on the same file) for longer than the busy timeout is rolled back and tried
-        again until that many seconds have passed; `work` then may run more than once, so it must
-        start from scratch each time.
+        processes on the same file) for longer than the busy timeout, or that PostgreSQL rolled
+        back to break a deadlock or a serialization failure, is rolled back and tried again until
+        that many seconds have passed; `work` then may run more than once, so it must start from
+        scratch each time. A deadlock that outlasts the retries raises TransactionRolledBack and,
+        the database being healthy, is not reported to `on_unavailable`. Rollups are written
+        last, as in Storage.write.
         """
         give_up_at = time.monotonic() + busy_retry_seconds
         pause = 0.005
@@ -338,7 +353,8 @@ class DedicatedWriter:
                 return self._write_once(work)
             except StorageUnavailable as error:
                 if not is_lock_contention(error) or time.monotonic() + pause > give_up_at:
-                    self._on_unavailable()
+                    if not isinstance(error, TransactionRolledBack):
+                        self._on_unavailable()
                     raise
             # Jittered, so writers of several processes that failed together do not collide again.
             time.sleep(random.uniform(pause / 2, pause))
@@ -356,7 +372,10 @@ class DedicatedWriter:
                 with self._connection.begin():
                     session = Session(bind=self._connection, expire_on_commit=False)
                     try:
-                        return work(Repository(session))
+                        repository = Repository(session)
+                        result = work(repository)
+                        repository.apply_rollups()
+                        return result
                     finally:
                         session.close()
         except StorageUnavailable as error:
@@ -376,7 +395,9 @@ class DedicatedWriter:
         with sqlite_errors("BEGIN IMMEDIATE"):
             raw.execute("BEGIN IMMEDIATE")
         try:
-            result = work(SqliteBatchRepository(raw))
+            repository = SqliteBatchRepository(raw)
+            result = work(repository)
+            repository.apply_rollups()
             with sqlite_errors("COMMIT"):
                 raw.execute("COMMIT")
         except BaseException:

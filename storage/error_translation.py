@@ -11,7 +11,7 @@ import psycopg
 from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint
 from sqlalchemy import exc as sa_exc
 
-from storage.errors import Conflict, StorageError, StorageUnavailable
+from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
 from storage.models import Base
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ _POSTGRES_READ_ONLY = "25006"
 """read_only_sql_transaction: a replica or a server in recovery took the write."""
 
 _POSTGRES_UNIQUE_VIOLATION = "23505"
+
+_POSTGRES_ROLLED_BACK = frozenset({"40001", "40P01"})
+"""serialization_failure and deadlock_detected: PostgreSQL ended this transaction so that a
+concurrent one could go on; the database is fine and the transaction may simply run again."""
 
 _SQLITE_UNIQUE_COLUMNS = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")
 _SQLITE_UNIQUE_INDEX = re.compile(r"UNIQUE constraint failed: index '(?P<index>[^']+)'")
@@ -71,6 +75,8 @@ def storage_error_for(error: sa_exc.SQLAlchemyError) -> Exception:
             message = f"unique constraint {constraint} rejected the write"
             return Conflict(message, constraint=constraint)
         return StorageError(f"integrity rule rejected the write: {_driver_message(error)}")
+    if _is_rolled_back(error):
+        return TransactionRolledBack(f"transaction rolled back: {_driver_message(error)}")
     if _is_unavailable(error):
         return StorageUnavailable(f"database unavailable: {_driver_message(error)}")
     if (
@@ -80,6 +86,12 @@ def storage_error_for(error: sa_exc.SQLAlchemyError) -> Exception:
     ):
         return error.orig
     return StorageError(f"storage failure: {_driver_message(error)}")
+
+
+def _is_rolled_back(error: sa_exc.SQLAlchemyError) -> bool:
+    """Whether PostgreSQL rolled the transaction back for a deadlock or serialization failure."""
+    original = error.orig if isinstance(error, sa_exc.DBAPIError) else None
+    return isinstance(original, psycopg.Error) and original.sqlstate in _POSTGRES_ROLLED_BACK
 
 
 def _is_unavailable(error: sa_exc.SQLAlchemyError) -> bool:
@@ -104,8 +116,12 @@ def _is_unavailable(error: sa_exc.SQLAlchemyError) -> bool:
 
 
 def is_lock_contention(error: BaseException) -> bool:
-    """Whether a StorageUnavailable came from SQLite's SQLITE_BUSY or SQLITE_LOCKED ("database is
-    locked"): another writer outlasted the busy timeout, so a new attempt may well succeed."""
+    """Whether a StorageUnavailable came from another writer's locks, so that a new attempt of the
+    whole transaction may well succeed and the connection is fine: SQLite's SQLITE_BUSY or
+    SQLITE_LOCKED ("database is locked", the busy timeout outlasted) or a PostgreSQL deadlock or
+    serialization failure (TransactionRolledBack)."""
+    if isinstance(error, TransactionRolledBack):
+        return True
     cause: BaseException | None = error
     while cause is not None:
         original = cause.orig if isinstance(cause, sa_exc.DBAPIError) else cause

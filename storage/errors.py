@@ -14,6 +14,15 @@ class StorageUnavailable(StorageError):
     """
 
 
+class TransactionRolledBack(StorageUnavailable):
+    """The database rolled the transaction back to settle a conflict with a concurrent one: a
+    deadlock (SQLSTATE 40P01) or a serialization failure (40001).
+
+    The database itself is healthy, so this says nothing about its availability; nothing was
+    committed, and running the same unit of work again from scratch is the cure.
+    """
+
+
 class Conflict(StorageError):
     """A uniqueness rule rejected the write (for example a message_id recorded twice)."""
 

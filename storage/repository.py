@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 
 from storage import listing_queries, rollups
@@ -86,7 +88,7 @@ class BatchRepository(Protocol):
 
     def events_by_event_ids(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...
 
-    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]: ...
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]: ...
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None: ...
 
@@ -109,6 +111,12 @@ class Repository:
         self._session = session
         self.api_keys = ApiKeys(session)
         """The API key tables, in the same transaction."""
+        self._rollups = rollups.RollupChanges()
+
+    def apply_rollups(self) -> None:
+        """Write the unit's rollup changes; the caller runs this last, just before committing,
+        so every transaction locks rollup rows after its raw rows (see rollups.RollupChanges)."""
+        self._rollups.apply(self._rollup_target())
 
     # Interactions
 
@@ -148,7 +156,7 @@ class Repository:
         """Store chat turns in one statement; raises Conflict if a message_id is taken."""
         ids = self._insert_many(InteractionRow, [interaction_row(new) for new in news])
         records = stored_records(InteractionRecord, news, ids)
-        rollups.apply_interactions(self._rollup_target(), records, 1)
+        self._rollups.add(rollups.INTERACTION_KIND, records, 1)
         return records
 
     def interaction_stats(self, stats_filter: StatsFilter) -> InteractionStats:
@@ -185,7 +193,7 @@ class Repository:
         """Store feedback entries in one statement."""
         ids = self._insert_many(FeedbackRow, [feedback_row(new) for new in news])
         records = stored_records(FeedbackRecord, news, ids)
-        rollups.apply_feedback(self._rollup_target(), records, 1)
+        self._rollups.add(rollups.FEEDBACK_KIND, records, 1)
         return records
 
     def feedback_stats(self, stats_filter: StatsFilter) -> FeedbackStats:
@@ -295,7 +303,7 @@ class Repository:
         """Store analytics events in one statement."""
         ids = self._insert_many(EventRow, [event_row(new) for new in news])
         records = stored_records(EventRecord, news, ids)
-        rollups.apply_events(self._rollup_target(), records, 1)
+        self._rollups.add(rollups.EVENT_KIND, records, 1)
         return records
 
     # Idempotency and votes (group commit; see server.service.write_rules)
@@ -325,17 +333,52 @@ class Repository:
         records = self._rows_where(_EVENTS.c.event_id, event_ids, event_from_row)
         return {record.event_id or "": record for record in records}
 
-    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]:
-        """The current vote of every user on any of the messages, by (message, user)."""
-        records = self._rows_where(_FEEDBACK.c.message_id, message_ids, feedback_from_row)
-        return votes_by_voter(records)
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of each of the voters that has one, by (message, user).
+
+        On PostgreSQL the voters are first claimed for the rest of the transaction (see
+        _claim_voters), so a transaction replacing the same user's vote on another replica
+        waits for this one, and then finds the vote this one stores as current.
+        """
+        if not voters:
+            return {}
+        if self._session.get_bind().dialect.name == "postgresql":
+            self._claim_voters(voters)
+        messages = {message_id for message_id, _ in voters}
+        found = votes_by_voter(
+            self._rows_where(_FEEDBACK.c.message_id, messages, feedback_from_row)
+        )
+        return {voter: found[voter] for voter in voters if voter in found}
+
+    def _claim_voters(self, voters: Collection[Vote]) -> None:
+        """Take transaction-scoped advisory locks on the voters, in one global order.
+
+        Two transactions replacing votes of the same users lock their old rows and their
+        (message, user) unique keys in batch order: opposite orders deadlocked. Claims come first,
+        sorted, so the second one waits whole. Voters hash to buckets; past MAX_VOTE_CLAIMS of
+        them a batch takes the one exclusive claim on all votes instead, so no transaction holds
+        more than MAX_VOTE_CLAIMS + 1 locks of PostgreSQL's shared lock table. Every claimer
+        takes that claim on all votes first (shared when it claims buckets).
+        """
+        buckets = sorted({vote_bucket(voter) for voter in voters})
+        if len(buckets) > MAX_VOTE_CLAIMS:
+            self._session.execute(_CLAIM_ALL_VOTES, {"space": VOTE_LOCK_SPACE})
+            return
+        self._session.execute(_SHARE_ALL_VOTES, {"space": VOTE_LOCK_SPACE})
+        self._session.execute(_CLAIM_VOTE_BUCKETS, {"space": VOTE_LOCK_SPACE, "buckets": buckets})
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
-        """Delete replaced votes from the feedback table and take them out of the rollups."""
+        """Delete replaced votes from the feedback table and take them out of the rollups.
+
+        On PostgreSQL the rows are locked in id order first: a DELETE locks in the order its plan
+        visits rows, which need not be the same for two transactions.
+        """
         if votes:
-            ids = [vote.id for vote in votes]
+            ids = sorted(vote.id for vote in votes)
+            if self._session.get_bind().dialect.name == "postgresql":
+                self._session.execute(_LOCK_VOTES, {"ids": ids})
             self._session.execute(_FEEDBACK.delete().where(_FEEDBACK.c.id.in_(ids)))
-            rollups.apply_feedback(self._rollup_target(), votes, -1)
+            self._rollups.add(rollups.FEEDBACK_KIND, votes, -1)
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
@@ -417,21 +460,21 @@ class Repository:
         rows = self._session.execute(select(table).where(table.c.id.in_(list(ids))))
         records = [interaction_from_row(row._mapping) for row in rows]
         self._delete_rows(InteractionRow, records)
-        rollups.apply_interactions(self._rollup_target(), records, -1)
+        self._rollups.add(rollups.INTERACTION_KIND, records, -1)
         return records
 
     def delete_feedback(self, ids: Collection[int]) -> list[FeedbackRecord]:
         """Delete feedback entries by id and return what was deleted; unknown ids are ignored."""
         records = self._rows_where(_FEEDBACK.c.id, ids, feedback_from_row)
         self._delete_rows(FeedbackRow, records)
-        rollups.apply_feedback(self._rollup_target(), records, -1)
+        self._rollups.add(rollups.FEEDBACK_KIND, records, -1)
         return records
 
     def delete_events(self, ids: Collection[int]) -> list[EventRecord]:
         """Delete analytics events by id and return what was deleted; unknown ids are ignored."""
         records = self._rows_where(_EVENTS.c.id, ids, event_from_row)
         self._delete_rows(EventRow, records)
-        rollups.apply_events(self._rollup_target(), records, -1)
+        self._rollups.add(rollups.EVENT_KIND, records, -1)
         return records
 
     def _delete_rows(
@@ -607,6 +650,24 @@ _EVENTS = Base.metadata.tables["events"]
 _BY_MESSAGES = select(_INTERACTIONS).where(
     _INTERACTIONS.c.message_id.in_(bindparam("ids", expanding=True))
 )
+VOTE_LOCK_SPACE = int.from_bytes(b"vote")
+"""The first key of the vote claims (pg_advisory_xact_lock's two-key space); the second is a
+voter's bucket, or 0 for the claim on all votes."""
+MAX_VOTE_CLAIMS = 64
+"""Buckets a transaction claims one by one; more, and it claims all votes at once."""
+_CLAIM_ALL_VOTES = text("SELECT pg_advisory_xact_lock(:space, 0)")
+_SHARE_ALL_VOTES = text("SELECT pg_advisory_xact_lock_shared(:space, 0)")
+# unnest returns the sorted buckets in array order, and each row's lock is taken in that order.
+_CLAIM_VOTE_BUCKETS = text(
+    "SELECT pg_advisory_xact_lock(:space, bucket)"
+    " FROM unnest(CAST(:buckets AS integer[])) AS claimed(bucket)"
+)
+_LOCK_VOTES = (
+    select(_FEEDBACK.c.id)
+    .where(_FEEDBACK.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_FEEDBACK.c.id)
+    .with_for_update()
+)
 _LATEST_IN_CONVERSATIONS = select(_INTERACTIONS).where(
     _INTERACTIONS.c.id.in_(
         select(func.max(_INTERACTIONS.c.id))
@@ -636,6 +697,13 @@ def interaction_from_row(row: RowMapping | Mapping[str, Any]) -> InteractionReco
         request_id=row["request_id"],
         request_digest=row["request_digest"],
     )
+
+
+def vote_bucket(voter: Vote) -> int:
+    """The voter's claim bucket, 1 to 2^31 - 1, the same in every process (unlike hash())."""
+    message_id, user_id = voter
+    digest = hashlib.blake2b(f"{message_id}\0{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest) % (2**31 - 1) + 1
 
 
 def votes_by_voter(records: Iterable[FeedbackRecord]) -> dict[Vote, FeedbackRecord]:

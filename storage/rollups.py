@@ -20,9 +20,10 @@ bucket at a time with IN lists. rollup_key_spans keeps the first and last day of
 readers know which buckets to look at when a range is open-ended (dense keys only: a user's or
 conversation's open range is bounded by the span of all records instead, at no cost per record).
 
-A batch is aggregated in Python first (one cell per distinct key) and applied with one multi-row
-INSERT ... ON CONFLICT DO UPDATE per table, rows sorted by key so concurrent PostgreSQL writers
-lock rows in the same order and never deadlock.
+A transaction's changes are aggregated in Python first (one cell per distinct key) and applied at
+its end with one multi-row INSERT ... ON CONFLICT DO UPDATE per table, tables in one fixed order
+and rows sorted by key, so concurrent PostgreSQL writers lock rows in one order and never
+deadlock (see RollupChanges).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import math
 import secrets
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from itertools import accumulate, chain
@@ -771,15 +773,6 @@ EVENT_TYPE_ROLLUPS = RollupTable(
     stamped=False,
     zero_column="record_count",
 )
-ROLLUP_TABLES = (
-    FEEDBACK_ROLLUPS,
-    FEEDBACK_LABEL_ROLLUPS,
-    FEEDBACK_HISTOGRAM_ROLLUPS,
-    INTERACTION_ROLLUPS,
-    INTERACTION_HISTOGRAM_ROLLUPS,
-    EVENT_ROLLUPS,
-    EVENT_TYPE_ROLLUPS,
-)
 KEY_SPANS_TABLE = "rollup_key_spans"
 
 
@@ -889,42 +882,6 @@ def id_bounds(ids_and_times: Iterable[tuple[int, datetime]]) -> dict[Cell, tuple
     return cells
 
 
-def _apply(
-    target: SqlTarget,
-    deltas: tuple[Mapping[Cell, Any], Spans],
-    sign: int,
-    counters: RollupTable,
-    children: Sequence[tuple[RollupTable, Callable[[Cell, Any], Iterable[tuple[Any, ...]]]]],
-    bounds: Callable[[], Mapping[Cell, tuple[int, int]]],
-) -> None:
-    cells, spans = deltas
-    if not cells:
-        return
-    stamp = _new_stamp()
-    # Removals leave the bounds as they are: a superset stays a superset.
-    bounds_of = bounds() if sign > 0 else {}
-    _upsert(
-        target,
-        counters,
-        [
-            (*cell, stamp, *tally.counts, *bounds_of.get(cell, NO_ID_BOUNDS))
-            for cell, tally in cells.items()
-        ],
-    )
-    detailed = [(cell, tally) for cell, tally in cells.items() if cell[2] in DETAILED_DIMENSIONS]
-    for table, rows_of in children:
-        rows = [row for cell, tally in detailed for row in rows_of(cell, tally)]
-        if rows:
-            _upsert(target, table, rows)
-    if sign < 0:
-        touched = sorted(cells)
-        for table, _ in children:
-            _delete_zeros(target, table, sorted(cell for cell, _ in detailed))
-        _delete_zeros(target, counters, touched)
-    else:
-        _update_spans(target, spans)
-
-
 def _label_rows(cell: Cell, tally: FeedbackTally) -> Iterable[tuple[Any, ...]]:
     return ((*cell, label, count) for label, count in tally.labels.items() if count)
 
@@ -935,37 +892,139 @@ def _type_rows(cell: Cell, tally: EventTally) -> Iterable[tuple[Any, ...]]:
     return ((*cell, event_type, count) for event_type, count in tally.types.items() if count)
 
 
-def apply_feedback(target: SqlTarget, records: Sequence[FeedbackRecord], sign: int) -> None:
-    """Add (sign 1) or remove (sign -1) stored feedback entries to or from the rollups."""
-    _apply(
+RowsOf = Callable[[Cell, Any], Iterable[tuple[Any, ...]]]
+"""The rows a detailed cell's tally adds to a child table (labels, histogram bins, types)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RollupKind:
+    """One kind of record as the rollups see it: its tables, and how its records become cells."""
+
+    counters: RollupTable
+    children: tuple[tuple[RollupTable, RowsOf], ...]
+    """Tables of detailed cells' details, with the rows a tally adds to each."""
+    deltas: Callable[[Iterable[Any], int], tuple[dict[Cell, Any], Spans]]
+    moment: Callable[[Any], datetime]
+    """The time that places a record in its buckets (and its id in the id bounds)."""
+
+    @property
+    def tables(self) -> tuple[RollupTable, ...]:
+        """The kind's tables in the order a transaction writes (and locks) them."""
+        return (self.counters, *(table for table, _ in self.children))
+
+
+FEEDBACK_KIND = RollupKind(
+    FEEDBACK_ROLLUPS,
+    ((FEEDBACK_LABEL_ROLLUPS, _label_rows), (FEEDBACK_HISTOGRAM_ROLLUPS, _histogram_rows)),
+    feedback_deltas,
+    lambda record: record.create_time,
+)
+INTERACTION_KIND = RollupKind(
+    INTERACTION_ROLLUPS,
+    ((INTERACTION_HISTOGRAM_ROLLUPS, _histogram_rows),),
+    interaction_deltas,
+    lambda record: record.occur_time,
+)
+EVENT_KIND = RollupKind(
+    EVENT_ROLLUPS,
+    ((EVENT_TYPE_ROLLUPS, _type_rows),),
+    event_deltas,
+    lambda record: record.event_time,
+)
+ROLLUP_KINDS = (FEEDBACK_KIND, INTERACTION_KIND, EVENT_KIND)
+"""Kinds in the order a transaction writes their rollups: with ROLLUP_TABLES, the lock order."""
+ROLLUP_TABLES = tuple(table for kind in ROLLUP_KINDS for table in kind.tables)
+"""Every rollup table, in the one order every write transaction locks them."""
+
+
+class RollupChanges:
+    """What one write transaction changes in the rollups, written at its end in one global order.
+
+    Replicas on one PostgreSQL database commit concurrently, and two transactions that take the
+    same rows in different orders deadlock (one is killed after deadlock_timeout). Writing each
+    kind's rollups as soon as its rows were inserted did exactly that: a batch of interactions and
+    feedback took the key span of "all" before feedback cells, a feedback-only batch took them
+    the other way round. So every write transaction takes its locks in this order:
+
+    1. its raw rows, before any rollup row: interactions; then per voting round the claims on its
+       voters (advisory locks in one sorted order, Repository.current_votes), the replaced votes
+       (in id order), the new feedback and its history; then events. Apart from votes, only writes
+       of the same request id, message id or event id share raw rows; those are taken in batch
+       order, so only two such duplicates racing in opposite orders could still deadlock, and
+       PostgreSQL then rolls one back for its writer to run again (TransactionRolledBack);
+    2. the rollup tables in ROLLUP_TABLES order, each once per transaction with one merged delta
+       per cell (every record added and removed, of every voting round), its rows sorted by
+       their full key, since a multi-row INSERT ... ON CONFLICT locks rows in VALUES order; a
+       table's emptied cells are deleted before the next table is touched;
+    3. rollup_key_spans last, once, sorted by (dimension, key).
+
+    SQLite has a single writer and cannot deadlock; it runs the same code.
+    """
+
+    def __init__(self) -> None:
+        """No changes yet."""
+        self._records: dict[RollupKind, tuple[list[Any], list[Any]]] = {}
+
+    def add(self, kind: RollupKind, records: Sequence[Any], sign: int) -> None:
+        """Count stored records in (sign 1) or removed ones out (sign -1) when applied."""
+        added, removed = self._records.setdefault(kind, ([], []))
+        (added if sign > 0 else removed).extend(records)
+
+    def apply(self, target: SqlTarget) -> None:
+        """Write every pending change in the order above, then forget them."""
+        pending, self._records = self._records, {}
+        if not any(added or removed for added, removed in pending.values()):
+            return
+        stamp = _new_stamp()
+        spans: Spans = {}
+        for kind in ROLLUP_KINDS:
+            added, removed = pending.get(kind, ([], []))
+            if added or removed:
+                _apply_kind(target, kind, added, removed, stamp, spans)
+        _update_spans(target, spans)
+
+
+def _apply_kind(
+    target: SqlTarget,
+    kind: RollupKind,
+    added: Sequence[Any],
+    removed: Sequence[Any],
+    stamp: int,
+    spans: Spans,
+) -> None:
+    """Upsert one kind's tables in their order, widening `spans` by the records added."""
+    cells, added_spans = kind.deltas(added, 1)
+    removed_cells, _ = kind.deltas(removed, -1)  # removals never narrow a span
+    for cell, tally in removed_cells.items():
+        existing = cells.get(cell)
+        if existing is None:
+            cells[cell] = tally
+        else:
+            existing.merge(tally)
+    _widen(spans, added_spans)
+    # Removals leave the bounds as they are: a superset stays a superset.
+    bounds = id_bounds((record.id, kind.moment(record)) for record in added)
+    emptied = sorted(removed_cells)
+    _upsert(
         target,
-        feedback_deltas(records, sign),
-        sign,
-        FEEDBACK_ROLLUPS,
-        ((FEEDBACK_LABEL_ROLLUPS, _label_rows), (FEEDBACK_HISTOGRAM_ROLLUPS, _histogram_rows)),
-        lambda: id_bounds((record.id, record.create_time) for record in records),
+        kind.counters,
+        [
+            (*cell, stamp, *tally.counts, *bounds.get(cell, NO_ID_BOUNDS))
+            for cell, tally in cells.items()
+        ],
     )
+    _delete_zeros(target, kind.counters, emptied)
+    detailed = [(cell, tally) for cell, tally in cells.items() if cell[2] in DETAILED_DIMENSIONS]
+    emptied_detailed = [cell for cell in emptied if cell[2] in DETAILED_DIMENSIONS]
+    for table, rows_of in kind.children:
+        rows = [row for cell, tally in detailed for row in rows_of(cell, tally)]
+        if rows:
+            _upsert(target, table, rows)
+        _delete_zeros(target, table, emptied_detailed)
 
 
-def apply_interactions(target: SqlTarget, records: Sequence[InteractionRecord], sign: int) -> None:
-    """Add (sign 1) or remove (sign -1) stored interactions to or from the rollups."""
-    _apply(
-        target,
-        interaction_deltas(records, sign),
-        sign,
-        INTERACTION_ROLLUPS,
-        ((INTERACTION_HISTOGRAM_ROLLUPS, _histogram_rows),),
-        lambda: id_bounds((record.id, record.occur_time) for record in records),
-    )
-
-
-def apply_events(target: SqlTarget, records: Sequence[EventRecord], sign: int) -> None:
-    """Add (sign 1) or remove (sign -1) stored events to or from the rollups."""
-    _apply(
-        target,
-        event_deltas(records, sign),
-        sign,
-        EVENT_ROLLUPS,
-        ((EVENT_TYPE_ROLLUPS, _type_rows),),
-        lambda: id_bounds((record.id, record.event_time) for record in records),
-    )
+def _widen(spans: Spans, more: Spans) -> None:
+    """Grow each key's span in `spans` to cover its span in `more`."""
+    for key, (first, last) in more.items():
+        known = spans.get(key)
+        spans[key] = (first, last) if known is None else (min(first, known[0]), max(last, known[1]))

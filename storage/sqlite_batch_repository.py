@@ -42,7 +42,7 @@ from storage.repository import (
     stored_records,
     votes_by_voter,
 )
-from storage.rollups import SqlTarget, apply_events, apply_feedback, apply_interactions
+from storage.rollups import EVENT_KIND, FEEDBACK_KIND, INTERACTION_KIND, RollupChanges, SqlTarget
 from storage.sqlite_bulk_insert import insert_returning_ids
 
 _INTERACTIONS = Base.metadata.tables["interactions"]
@@ -55,7 +55,11 @@ class SqliteBatchRepository:
     def __init__(self, connection: sqlite3.Connection) -> None:
         """Work inside `connection`'s current transaction."""
         self._connection = connection
-        self._rollups = SqlTarget(self._execute, "sqlite")
+        self._rollups = RollupChanges()
+
+    def apply_rollups(self) -> None:
+        """Write the unit's rollup changes last, in the order of rollups.RollupChanges."""
+        self._rollups.apply(SqlTarget(self._execute, "sqlite"))
 
     def interactions_by_messages(
         self, message_ids: Collection[str]
@@ -86,7 +90,7 @@ class SqliteBatchRepository:
         rows = [interaction_row(new) for new in news]
         ids = insert_returning_ids(self._execute, inspect(InteractionRow), rows)
         records = stored_records(InteractionRecord, news, ids)
-        apply_interactions(self._rollups, records, 1)
+        self._rollups.add(INTERACTION_KIND, records, 1)
         return records
 
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
@@ -94,7 +98,7 @@ class SqliteBatchRepository:
         rows = [feedback_row(new) for new in news]
         ids = insert_returning_ids(self._execute, inspect(FeedbackRow), rows)
         records = stored_records(FeedbackRecord, news, ids)
-        apply_feedback(self._rollups, records, 1)
+        self._rollups.add(FEEDBACK_KIND, records, 1)
         return records
 
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
@@ -102,7 +106,7 @@ class SqliteBatchRepository:
         rows = [event_row(new) for new in news]
         ids = insert_returning_ids(self._execute, inspect(EventRow), rows)
         records = stored_records(EventRecord, news, ids)
-        apply_events(self._rollups, records, 1)
+        self._rollups.add(EVENT_KIND, records, 1)
         return records
 
     def interactions_by_requests(
@@ -130,18 +134,21 @@ class SqliteBatchRepository:
         records = self._rows_where(_EVENTS, "event_id", event_ids, event_from_row)
         return {record.event_id or "": record for record in records}
 
-    def current_votes(self, message_ids: Collection[str]) -> dict[Vote, FeedbackRecord]:
-        """The current vote of every user on any of the messages, by (message, user)."""
-        return votes_by_voter(
-            self._rows_where(_FEEDBACK, "message_id", message_ids, feedback_from_row)
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of each of the voters that has one (SQLite's single writer needs
+        no claims), by (message, user)."""
+        messages = {message_id for message_id, _ in voters}
+        found = votes_by_voter(
+            self._rows_where(_FEEDBACK, "message_id", messages, feedback_from_row)
         )
+        return {voter: found[voter] for voter in voters if voter in found}
 
     def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
         """Delete replaced votes from the feedback table and take them out of the rollups."""
         if votes:
-            ids = tuple(vote.id for vote in votes)
+            ids = tuple(sorted(vote.id for vote in votes))
             self._execute(f"DELETE FROM feedback WHERE id IN ({_marks(ids)})", ids)
-            apply_feedback(self._rollups, votes, -1)
+            self._rollups.add(FEEDBACK_KIND, votes, -1)
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""

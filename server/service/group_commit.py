@@ -3,8 +3,10 @@
 One writer thread takes whatever jobs are queued (up to `max_batch` items), applies them in a
 single transaction and commits once, so a burst of N calls costs one commit (one fsync on SQLite)
 instead of N. A job is answered only after its batch commits. A batch that fails as a whole (a
-uniqueness race, say) is retried one item per transaction, so a bad row fails alone. The queue
-is bounded: when it is full, new writes are refused with a retry delay instead of piling up.
+uniqueness race, say) is retried one item per transaction, so a bad row fails alone; one that
+found the database locked by another writer (SQLite's busy timeout, a PostgreSQL deadlock) is run
+again whole, from scratch. The queue is bounded: when it is full, new writes are refused with a
+retry delay instead of piling up.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from server.service.errors import ResourceExhausted, ServiceError, Unavailable
 from storage import Storage
-from storage.errors import Conflict, StorageError, StorageUnavailable
+from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
 from storage.repository import BatchRepository
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,9 @@ WRITE_QUEUE_FULL = "WRITE_QUEUE_FULL"
 """ResourceExhausted.reason when the write queue cannot take a call's items."""
 DEFAULT_BUSY_RETRY_SECONDS = 10.0
 """How long a batch keeps retrying when other processes on the same SQLite file hold its write
-lock past the busy timeout; a caller should see "database is locked" only after that, and then
-as UNAVAILABLE. Within the client's default 10 s deadline."""
+lock past the busy timeout, or when PostgreSQL rolls it back to break a deadlock with another
+replica; a caller should see "database is locked" only after that, and then as UNAVAILABLE.
+Within the client's default 10 s deadline."""
 
 
 @dataclass(slots=True, eq=False)
@@ -196,15 +198,20 @@ class GroupCommitter:
             with contextlib.suppress(RuntimeError):
                 batch[0].future.get_loop().call_soon_threadsafe(_settle_all, batch)
 
-    def _commit(self, batch: list[Job]) -> None:
+    def _write_afresh(self, batch: list[Job]) -> None:
+        """Apply jobs in one transaction, tried again from scratch after lock contention."""
+
         def apply_afresh(repository: BatchRepository) -> None:
             # A busy retry runs this again: outcomes of the rolled-back attempt must not count.
             for job in batch:
                 job.reset()
             self._apply_batch(repository, batch=batch)
 
+        self._writer.write(apply_afresh, busy_retry_seconds=self._busy_retry_seconds)
+
+    def _commit(self, batch: list[Job]) -> None:
         try:
-            self._writer.write(apply_afresh, busy_retry_seconds=self._busy_retry_seconds)
+            self._write_afresh(batch)
         except StorageUnavailable as error:
             _fail(batch, error)
         except StorageError:
@@ -238,13 +245,16 @@ class GroupCommitter:
 
     def _commit_one(self, job: Job, item: Any) -> Any:
         single = Job(job.kind, [item], job.future, job.on_conflict)
-        single.reset()
-        self._writer.write(partial(self._apply_batch, batch=[single]))
+        self._write_afresh([single])
         return single.outcomes[0]
 
 
 def _unavailable(cause: StorageUnavailable) -> Unavailable:
-    error = Unavailable("the database is unavailable; nothing was written, retry later")
+    if isinstance(cause, TransactionRolledBack):
+        # Deadlocked with other writers for as long as the retries lasted; the database is fine.
+        error = Unavailable("the write kept colliding with others; nothing was written, retry")
+    else:
+        error = Unavailable("the database is unavailable; nothing was written, retry later")
     error.__cause__ = cause
     return error
 

@@ -321,7 +321,9 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
     Repeats of stored requests are answered first and store nothing. Interactions go before
-    feedback so that feedback in the same batch can link to them.
+    feedback so that feedback in the same batch can link to them. The storage writes the batch's
+    rollups after all of this, in one global order (storage.rollups.RollupChanges), so batches
+    of replicas sharing a PostgreSQL database never deadlock over rollup rows.
     """
     if interactions := _slots(batch, INTERACTION):
         fresh, copies = _unrepeated(interactions, repository.interactions_by_requests)
@@ -493,8 +495,7 @@ def _rounds(linked: list[Slot]) -> list[list[Slot]]:
 def _store_votes(repository: BatchRepository, slots: list[Slot]) -> None:
     """Store feedback; a vote replaces its user's current vote on the message, kept as history."""
     voters = {voter for _, _, item in slots if (voter := _voter(item))}
-    current = repository.current_votes({message_id for message_id, _ in voters}) if voters else {}
-    replaced = {voter: current[voter] for voter in voters if voter in current}
+    replaced = repository.current_votes(voters) if voters else {}
     drafts = [
         replace(item, replaces_id=replaced[voter].id)
         if (voter := _voter(item)) in replaced

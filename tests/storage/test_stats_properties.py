@@ -507,8 +507,8 @@ def vote(repository: Any, items: list[NewFeedback]) -> tuple[list[FeedbackRecord
     replaced: list[int] = []
     for item in items:
         voter = (item.message_id, item.user_id)
-        current = repository.current_votes({item.message_id}) if item.message_id else {}
-        old = current.get(voter) if item.user_id else None
+        current = repository.current_votes({voter}) if item.message_id and item.user_id else {}
+        old = current.get(voter)
         if old is not None:
             repository.retire_votes([old])
             item = dataclasses.replace(item, replaces_id=old.id)
