@@ -3,6 +3,10 @@
 Same mode as the real server (grpc.aio, async handlers, the same event loop and server options,
 health checking on), but SubmitFeedback and LogEvent answer a canned response of the real size
 without touching a database. Run as `python -m bench.ceiling_server --address HOST:PORT`.
+
+With `--stream-unary` the two writes are registered as stream-unary methods whose handler reads
+its one request with `context.read()`, as the real server's call boundary (server.call_handlers)
+registers every unary method, so the bench can measure what that costs an empty server.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import importlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -26,6 +30,9 @@ from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc
 from server.config import Settings
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[[Any, Context], Awaitable[Any]]
+EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+SERVICE_NAME = "feedback.v1.FeedbackService"
 
 
 class CeilingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
@@ -46,6 +53,40 @@ class CeilingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> pb.LogEventResponse:
         """A stored-looking event, storing nothing."""
         return self._event
+
+
+def add_servicer(servicer: CeilingServicer, server: grpc.aio.Server, *, stream_unary: bool) -> None:
+    """The ceiling's writes as generated (unary), or stream-unary as the real server has them."""
+    if not stream_unary:
+        feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
+        return
+    handlers = {
+        "SubmitFeedback": grpc.stream_unary_rpc_method_handler(
+            read_request_first(servicer.SubmitFeedback),
+            request_deserializer=pb.SubmitFeedbackRequest.FromString,
+            response_serializer=pb.SubmitFeedbackResponse.SerializeToString,
+        ),
+        "LogEvent": grpc.stream_unary_rpc_method_handler(
+            read_request_first(servicer.LogEvent),
+            request_deserializer=pb.LogEventRequest.FromString,
+            response_serializer=pb.LogEventResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    # Registered like the generated code registers them, so both modes find methods alike.
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
+
+
+def read_request_first(behavior: Behavior) -> Callable[[object, Context], Awaitable[Any]]:
+    """`behavior` as a stream-unary handler that reads its one request message itself."""
+
+    async def handle(_requests: object, context: Context) -> Any:
+        request = await context.read()
+        if request is EOF_MARK:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        return await behavior(request, context)
+
+    return handle
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -69,12 +110,12 @@ def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEvent
     return factory
 
 
-async def serve(address: str, settings: Settings) -> None:
+async def serve(address: str, settings: Settings, *, stream_unary: bool = False) -> None:
     """Serve until SIGTERM or SIGINT."""
     server = grpc.aio.server(options=server_options(settings))
     # The generated base class answers UNIMPLEMENTED for every method not overridden here.
     servicer = CeilingServicer()  # type: ignore[abstract]
-    feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
+    add_servicer(servicer, server, stream_unary=stream_unary)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(address)
@@ -96,10 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m bench.ceiling_server`."""
     parser = argparse.ArgumentParser(prog="python -m bench.ceiling_server", description=__doc__)
     parser.add_argument("--address", default="127.0.0.1:0", help="host:port to listen on")
+    parser.add_argument(
+        "--stream-unary",
+        action="store_true",
+        help="register the writes stream-unary, reading the request with context.read()",
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
-        runner.run(serve(args.address, settings))
+        runner.run(serve(args.address, settings, stream_unary=args.stream_unary))
     return 0
 
 
