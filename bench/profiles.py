@@ -52,8 +52,8 @@ FULL = Profile(
     batch_callers=4,
     ingest_events=100_000,
     raw_rows=100_000,
-    pair_rounds=5,
-    pair_requests=3000,
+    pair_rounds=8,
+    pair_requests=2000,
     h2load_timeout_seconds=120.0,
     ingestion_timeout_seconds=120.0,
 )
