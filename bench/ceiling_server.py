@@ -4,9 +4,11 @@ Same mode as the real server (grpc.aio, async handlers, the same event loop and 
 health checking on), but SubmitFeedback and LogEvent answer a canned response of the real size
 without touching a database. Run as `python -m bench.ceiling_server --address HOST:PORT`.
 
-With `--stream-unary` the two writes are registered as stream-unary methods whose handler reads
-its one request with `context.read()`, as the real server's call boundary (server.call_handlers)
-registers every unary method, so the bench can measure what that costs an empty server.
+`--handlers` says how the methods are registered: `generated` (the default) by the generated
+code, every method of the service; `unary` and `stream-unary` only the two writes, by the same
+code, as unary methods or as stream-unary ones whose handler reads its one request with
+`context.read()`, as the real server's call boundary (server.call_handlers) registers every unary
+method. The last two differ in nothing else, so the bench can price that boundary alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Behavior = Callable[[Any, Context], Awaitable[Any]]
 EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 SERVICE_NAME = "feedback.v1.FeedbackService"
+HANDLER_KINDS = ("generated", "unary", "stream-unary")
 
 
 class CeilingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
@@ -55,26 +58,39 @@ class CeilingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         return self._event
 
 
-def add_servicer(servicer: CeilingServicer, server: grpc.aio.Server, *, stream_unary: bool) -> None:
-    """The ceiling's writes as generated (unary), or stream-unary as the real server has them."""
-    if not stream_unary:
+def add_servicer(servicer: CeilingServicer, server: grpc.aio.Server, handlers: str) -> None:
+    """Register the ceiling's methods the way `handlers` (one of HANDLER_KINDS) names."""
+    if handlers == "generated":
         feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
         return
-    handlers = {
-        "SubmitFeedback": grpc.stream_unary_rpc_method_handler(
-            read_request_first(servicer.SubmitFeedback),
-            request_deserializer=pb.SubmitFeedbackRequest.FromString,
-            response_serializer=pb.SubmitFeedbackResponse.SerializeToString,
+    writes = (
+        (
+            "SubmitFeedback",
+            servicer.SubmitFeedback,
+            pb.SubmitFeedbackRequest,
+            pb.SubmitFeedbackResponse,
         ),
-        "LogEvent": grpc.stream_unary_rpc_method_handler(
-            read_request_first(servicer.LogEvent),
-            request_deserializer=pb.LogEventRequest.FromString,
-            response_serializer=pb.LogEventResponse.SerializeToString,
-        ),
+        ("LogEvent", servicer.LogEvent, pb.LogEventRequest, pb.LogEventResponse),
+    )
+    methods = {
+        name: (
+            grpc.stream_unary_rpc_method_handler(
+                read_request_first(behavior),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            if handlers == "stream-unary"
+            else grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+        )
+        for name, behavior, request, response in writes
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    # Registered like the generated code registers them, so both modes find methods alike.
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, methods),))
+    # As the generated code does: stubs call registered methods, found without a search.
+    server.add_registered_method_handlers(SERVICE_NAME, methods)  # type: ignore[attr-defined]
 
 
 def read_request_first(behavior: Behavior) -> Callable[[object, Context], Awaitable[Any]]:
@@ -110,12 +126,12 @@ def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEvent
     return factory
 
 
-async def serve(address: str, settings: Settings, *, stream_unary: bool = False) -> None:
+async def serve(address: str, settings: Settings, *, handlers: str = "generated") -> None:
     """Serve until SIGTERM or SIGINT."""
     server = grpc.aio.server(options=server_options(settings))
     # The generated base class answers UNIMPLEMENTED for every method not overridden here.
     servicer = CeilingServicer()  # type: ignore[abstract]
-    add_servicer(servicer, server, stream_unary=stream_unary)
+    add_servicer(servicer, server, handlers)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(address)
@@ -138,14 +154,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ceiling_server", description=__doc__)
     parser.add_argument("--address", default="127.0.0.1:0", help="host:port to listen on")
     parser.add_argument(
-        "--stream-unary",
-        action="store_true",
-        help="register the writes stream-unary, reading the request with context.read()",
+        "--handlers",
+        choices=HANDLER_KINDS,
+        default="generated",
+        help="generated: every method, by the generated code (default); unary or stream-unary: "
+        "only the two writes, stream-unary reading the request with context.read()",
     )
     args = parser.parse_args(argv)
     settings = Settings()
     with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
-        runner.run(serve(args.address, settings, stream_unary=args.stream_unary))
+        runner.run(serve(args.address, settings, handlers=args.handlers))
     return 0
 
 
