@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.cores import choose_pinning
 from bench.h2load import H2loadMissingError, require_h2load
 from bench.machine import machine_info
+from bench.pairs import summarize_pairs
 from bench.profiles import FULL, QUICK
 from bench.results import BenchReport
 from bench.runner import QUIET_LOGGING, REAL_SERVER_FLAGS, PhaseRunner
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.duration_seconds = time.monotonic() - started
     # Other work on the machine shows here; it shifts real and ceiling figures alike.
     report.machine["load_average_at_end"] = list(os.getloadavg())
+    report.pairs = summarize_pairs(report.phases)
     report.targets = evaluate_targets(report.phases)
     report.write(args.output)
     print(render(report))

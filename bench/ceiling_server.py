@@ -3,6 +3,12 @@
 Same mode as the real server (grpc.aio, async handlers, the same event loop and server options,
 health checking on), but SubmitFeedback and LogEvent answer a canned response of the real size
 without touching a database. Run as `python -m bench.ceiling_server --address HOST:PORT`.
+
+`--handlers` says how the methods are registered: `generated` (the default) by the generated
+code, every method of the service; `unary` and `stream-unary` only the two writes, by the same
+code, as unary methods or as stream-unary ones whose handler reads its one request with
+`context.read()`, as the real server's call boundary (server.call_handlers) registers every unary
+method. The last two differ in nothing else, so the bench can price that boundary alone.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import importlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -26,6 +32,10 @@ from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc
 from server.config import Settings
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[[Any, Context], Awaitable[Any]]
+EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+SERVICE_NAME = "feedback.v1.FeedbackService"
+HANDLER_KINDS = ("generated", "unary", "stream-unary")
 
 
 class CeilingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
@@ -46,6 +56,53 @@ class CeilingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> pb.LogEventResponse:
         """A stored-looking event, storing nothing."""
         return self._event
+
+
+def add_servicer(servicer: CeilingServicer, server: grpc.aio.Server, handlers: str) -> None:
+    """Register the ceiling's methods the way `handlers` (one of HANDLER_KINDS) names."""
+    if handlers == "generated":
+        feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
+        return
+    writes = (
+        (
+            "SubmitFeedback",
+            servicer.SubmitFeedback,
+            pb.SubmitFeedbackRequest,
+            pb.SubmitFeedbackResponse,
+        ),
+        ("LogEvent", servicer.LogEvent, pb.LogEventRequest, pb.LogEventResponse),
+    )
+    methods = {
+        name: (
+            grpc.stream_unary_rpc_method_handler(
+                read_request_first(behavior),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            if handlers == "stream-unary"
+            else grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+        )
+        for name, behavior, request, response in writes
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, methods),))
+    # As the generated code does: stubs call registered methods, found without a search.
+    server.add_registered_method_handlers(SERVICE_NAME, methods)  # type: ignore[attr-defined]
+
+
+def read_request_first(behavior: Behavior) -> Callable[[object, Context], Awaitable[Any]]:
+    """`behavior` as a stream-unary handler that reads its one request message itself."""
+
+    async def handle(_requests: object, context: Context) -> Any:
+        request = await context.read()
+        if request is EOF_MARK:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        return await behavior(request, context)
+
+    return handle
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -69,12 +126,12 @@ def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEvent
     return factory
 
 
-async def serve(address: str, settings: Settings) -> None:
+async def serve(address: str, settings: Settings, *, handlers: str = "generated") -> None:
     """Serve until SIGTERM or SIGINT."""
     server = grpc.aio.server(options=server_options(settings))
     # The generated base class answers UNIMPLEMENTED for every method not overridden here.
     servicer = CeilingServicer()  # type: ignore[abstract]
-    feedback_service_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
+    add_servicer(servicer, server, handlers)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(address)
@@ -96,10 +153,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m bench.ceiling_server`."""
     parser = argparse.ArgumentParser(prog="python -m bench.ceiling_server", description=__doc__)
     parser.add_argument("--address", default="127.0.0.1:0", help="host:port to listen on")
+    parser.add_argument(
+        "--handlers",
+        choices=HANDLER_KINDS,
+        default="generated",
+        help="generated: every method, by the generated code (default); unary or stream-unary: "
+        "only the two writes, stream-unary reading the request with context.read()",
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
-        runner.run(serve(args.address, settings))
+        runner.run(serve(args.address, settings, handlers=args.handlers))
     return 0
 
 

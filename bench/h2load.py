@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +81,11 @@ def run_h2load(
     log_file: Path,
     pinning: Pinning,
     timeout_seconds: float,
+    headers: Sequence[str] = (),
 ) -> H2loadRun:
     """POST `body_file` to `url` `requests` times over `concurrency` connections, one stream each.
 
+    `headers` ("name: value") go with every request after the gRPC ones, e.g. an authorization.
     Raises H2loadError when h2load fails, takes longer than `timeout_seconds` or answers nothing.
     """
     command = [
@@ -94,7 +97,7 @@ def run_h2load(
         f"--data={body_file}",
         f"--log-file={log_file}",
     ]
-    for header in GRPC_HEADERS:
+    for header in (*GRPC_HEADERS, *headers):
         command.append(f"--header={header}")
     command.append(url)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -74,10 +74,17 @@ class IngestionRun:
 
 
 async def status_check(
-    address: str, call: payloads.UnaryCall, *, requests: int, concurrency: int
+    address: str,
+    call: payloads.UnaryCall,
+    *,
+    requests: int,
+    concurrency: int,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> StatusCheckRun:
-    """Send h2load's exact request `requests` times and count the gRPC status of every answer."""
+    """Send h2load's exact request `requests` times and count the gRPC status of every answer;
+    `metadata` (an authorization, say) goes with every call, as h2load's extra headers do."""
     body = call.request.SerializeToString()
+    call_metadata = tuple(metadata)
     run = StatusCheckRun(requests=requests)
     remaining = iter(range(requests))
     async with grpc.aio.insecure_channel(address) as channel:
@@ -86,7 +93,7 @@ async def status_check(
         async def caller() -> None:
             for _ in remaining:
                 try:
-                    await method(body, timeout=30)
+                    await method(body, timeout=30, metadata=call_metadata)
                 except grpc.RpcError as error:
                     run.codes[error.code().name] += 1
                 else:

@@ -26,6 +26,10 @@ class Profile:
     ingest_events: int
     raw_rows: int
     """Rows raw executemany inserts in 1000-row transactions."""
+    pair_rounds: int
+    """Rounds of each A/B pair (bench.pairs); each round runs both sides, in alternating order."""
+    pair_requests: int
+    """Requests per side and round of an A/B pair, at the target concurrency."""
     h2load_timeout_seconds: float
     ingestion_timeout_seconds: float
 
@@ -48,6 +52,8 @@ FULL = Profile(
     batch_callers=4,
     ingest_events=100_000,
     raw_rows=100_000,
+    pair_rounds=8,
+    pair_requests=2000,
     h2load_timeout_seconds=120.0,
     ingestion_timeout_seconds=120.0,
 )
@@ -64,6 +70,8 @@ QUICK = Profile(
     batch_callers=2,
     ingest_events=2000,
     raw_rows=2000,
+    pair_rounds=2,
+    pair_requests=300,
     h2load_timeout_seconds=30.0,
     ingestion_timeout_seconds=30.0,
 )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # bench.pairs builds on PhaseResult
+    from bench.pairs import PairSummary
 
 OK = "ok"
 
@@ -53,7 +56,8 @@ class PhaseResult:
     """One measured phase: one server, one method, one concurrency."""
 
     phase: str
-    """warm-up, ceiling, unary, unary-logging, status-check, batch, ingest or raw-executemany."""
+    """warm-up, ceiling, unary, unary-logging, status-check, batch, ingest, raw-executemany, or
+    a round of an A/B pair (auth-round, boundary-round)."""
     method: str
     server: str
     concurrency: int
@@ -73,6 +77,8 @@ class PhaseResult:
     rss_high_water_mb: float | None = None
     """VmHWM at the end of this phase: the process's peak so far, this phase included."""
     response_bytes: float | None = None
+    cpu_us_per_call: float | None = None
+    """Server CPU (user + system, all threads) during the phase per answered call, in µs."""
     rows: RowCheck | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +123,8 @@ class BenchReport:
     settings: dict[str, Any]
     phases: list[PhaseResult] = field(default_factory=list)
     targets: list[TargetResult] = field(default_factory=list)
+    pairs: list[PairSummary] = field(default_factory=list)
+    """The A/B pairs' medians and ratios, computed from their rounds among the phases."""
     duration_seconds: float = 0.0
 
     @property
@@ -138,6 +146,7 @@ class BenchReport:
             "settings": self.settings,
             "phases": [phase.to_json() for phase in self.phases],
             "targets": [target.to_json() for target in self.targets],
+            "pairs": [pair.to_json() for pair in self.pairs],
             "correctness": {
                 "passed": self.missing_rows == 0,
                 "missing_rows": self.missing_rows,

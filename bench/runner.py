@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import load, payloads
+from bench.api_keys import create_key
 from bench.cores import Pinning, pin_this_thread, pinned_thread
+from bench.cpu import CpuMeter
 from bench.h2load import H2loadError, H2loadRun, run_h2load
 from bench.memory import RssSampler
+from bench.pairs import AUTH, BASELINE, BOUNDARY, VARIANT, PairSpec
 from bench.profiles import Profile
 from bench.raw_sqlite import create_events_schema, insert_events, stored_event_values
 from bench.results import OK, PhaseResult, RowCheck
@@ -33,9 +36,31 @@ REAL_SERVER_FLAGS = ("--accept-unknown-conversations",)
 QUIET_LOGGING = ("--log-level", "WARNING")
 """Per-RPC log lines off, so the measured phases see the service, not its logging."""
 SUBMIT_FEEDBACK, LOG_EVENT = payloads.UNARY_CALLS
+AUTH_NONE = "real, --auth none"
+AUTH_KEY = "real, --auth keys + key"
+CEILING_UNARY = "ceiling, unary"
+CEILING_STREAM_UNARY = "ceiling, stream-unary"
+BENCH_KEY_SCOPE = "ingest"
+"""The scope SubmitFeedback asks for: the key a real ingesting client would hold."""
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One side of an A/B pair: its server, its label, its database and its calls' metadata."""
+
+    side: str
+    label: str
+    server: ServerProcess
+    database: Path | None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        """The metadata as h2load headers."""
+        return tuple(f"{name}: {value}" for name, value in self.metadata)
 
 
 class PhaseRunner:
@@ -52,12 +77,15 @@ class PhaseRunner:
         self.phases: list[PhaseResult] = []
 
     def run_all(self) -> list[PhaseResult]:
-        """Unary (ceiling and real), unary with logs, batch, stream, raw SQLite; every phase."""
+        """Unary (ceiling and real), unary with logs, the A/B pairs (call boundary, API keys),
+        batch, stream, raw SQLite; every phase."""
         # The orchestrator, h2load and the Python load client share the load core.
         pin_this_thread(self._pinning.load_core)
         with self._server("ceiling", "bench.ceiling_server", []) as ceiling:
             event_databases = [self._unary_phases(call, ceiling) for call in payloads.UNARY_CALLS]
         self._logging_phase(self._ceilings[(SUBMIT_FEEDBACK.method, TARGET_CONCURRENCY)])
+        self._boundary_pair()
+        self._auth_pair()
         event_databases.insert(0, self._ingestion_phases())
         self._raw_phase(event_databases)
         return self.phases
@@ -114,6 +142,116 @@ class PhaseRunner:
             result.extra["logged_status_codes"] = dict(codes)
             if set(codes) - {"OK"}:
                 result.detail = _describe_codes(codes)
+
+    def _boundary_pair(self) -> None:
+        """Empty ceilings, plain unary against stream-unary reading with context.read(): what the
+        real server's call boundary costs gRPC's own per-call path. Both register the same two
+        methods by the same code (the generated code registers every method of the service)."""
+        module = "bench.ceiling_server"
+        with (
+            self._server("ceiling-unary", module, ["--handlers", "unary"]) as unary,
+            self._server(
+                "ceiling-stream-unary", module, ["--handlers", "stream-unary"]
+            ) as stream_unary,
+        ):
+            self._pair(
+                BOUNDARY,
+                SUBMIT_FEEDBACK,
+                _Side(BASELINE, CEILING_UNARY, unary, None),
+                _Side(VARIANT, CEILING_STREAM_UNARY, stream_unary, None),
+            )
+
+    def _auth_pair(self) -> None:
+        """Durable SubmitFeedback without authentication and with an ingest key, each on a fresh
+        database of its own: what authentication costs."""
+        keyed_name = "real-auth-keys"
+        # The key exists before the server starts, as an operator's first key does.
+        secret = create_key(self._workdir / keyed_name / "data", BENCH_KEY_SCOPE)
+        with (
+            self._real_server("real-auth-none", quiet=True, auth="none") as (plain, plain_db),
+            self._real_server(keyed_name, quiet=True, auth="keys") as (keyed, keyed_db),
+        ):
+            self._pair(
+                AUTH,
+                SUBMIT_FEEDBACK,
+                _Side(BASELINE, AUTH_NONE, plain, plain_db),
+                _Side(
+                    VARIANT,
+                    AUTH_KEY,
+                    keyed,
+                    keyed_db,
+                    (("authorization", f"Bearer {secret}"),),
+                ),
+                refused_without_metadata=True,
+            )
+
+    def _pair(
+        self,
+        spec: PairSpec,
+        call: payloads.UnaryCall,
+        baseline: _Side,
+        variant: _Side,
+        *,
+        refused_without_metadata: bool = False,
+    ) -> None:
+        """Check both sides answer, warm them up, then alternate rounds at the target concurrency.
+
+        `refused_without_metadata`: the variant must refuse a call without its metadata (a key),
+        or the pair would compare two servers that do the same thing.
+        """
+        if not self._pair_check(spec, call, (baseline, variant), refused_without_metadata):
+            return
+        for side in (baseline, variant):
+            self._warm_up(side.server, call, side.label, side.database, headers=side.headers)
+        for round_number in range(self._profile.pair_rounds):
+            order = (baseline, variant) if round_number % 2 == 0 else (variant, baseline)
+            for side in order:
+                result = self._h2load_phase(
+                    spec.phase,
+                    side.server,
+                    call,
+                    TARGET_CONCURRENCY,
+                    server_label=side.label,
+                    database=side.database,
+                    requests=self._profile.pair_requests,
+                    headers=side.headers,
+                )
+                result.extra.update(
+                    pair=spec.name,
+                    side=side.side,
+                    round=round_number,
+                    requests=self._profile.pair_requests,
+                )
+
+    def _pair_check(
+        self,
+        spec: PairSpec,
+        call: payloads.UnaryCall,
+        sides: Sequence[_Side],
+        refused_without_metadata: bool,
+    ) -> bool:
+        """One call per side with its metadata must answer OK (h2load cannot see gRPC status)
+        and, if asked, the last side must refuse one without it with UNAUTHENTICATED."""
+        result = self._add(PhaseResult(f"{spec.name}-check", call.method, "each side", 1))
+        expected = [(side.label, side.server, side.metadata, "OK") for side in sides]
+        if refused_without_metadata:
+            last = sides[-1]
+            expected.append((f"{last.label}, no metadata", last.server, (), "UNAUTHENTICATED"))
+        problems = []
+        for label, server, metadata, code in expected:
+            run = _run(
+                load.status_check(
+                    server.address, call, requests=1, concurrency=1, metadata=metadata
+                )
+            )
+            result.extra[label] = dict(run.codes)
+            if dict(run.codes) != {code: 1}:
+                problems.append(f"{label}: {_describe_codes(run.codes)}, expected {code}")
+        if problems:
+            result.status = "error"
+            result.detail = "; ".join(problems) + f" (the {spec.name} rounds did not run)"
+        self._report(result)
+        return not problems
 
     def _ingestion_phases(self) -> Path:
         """LogEvents batches, then one Ingest stream, on one fresh server; returns the database."""
@@ -181,6 +319,7 @@ class PhaseRunner:
         call: payloads.UnaryCall,
         server_label: str,
         database: Path | None,
+        headers: Sequence[str] = (),
     ) -> None:
         """Connections, caches and lazy imports warmed before anything is measured."""
         self._h2load_phase(
@@ -191,6 +330,7 @@ class PhaseRunner:
             server_label=server_label,
             database=database,
             requests=self._profile.warm_up_requests,
+            headers=headers,
         )
 
     def _h2load_phase(
@@ -204,13 +344,14 @@ class PhaseRunner:
         database: Path | None,
         ceiling: PhaseResult | None = None,
         requests: int | None = None,
+        headers: Sequence[str] = (),
     ) -> PhaseResult:
         requests = requests or self._profile.unary_requests(concurrency)
         result = self._add(PhaseResult(phase, call.method, server_label, concurrency))
         rows_before = None if database is None else count_rows(database, call.table)
         log_file = self._workdir / f"h2load-{next(self._log_numbers)}.log"
         run: H2loadRun | None = None
-        with RssSampler(server.pid) as memory:
+        with RssSampler(server.pid) as memory, CpuMeter(server.pid) as cpu:
             try:
                 run = run_h2load(
                     f"http://{server.address}{call.path}",
@@ -220,6 +361,7 @@ class PhaseRunner:
                     log_file=log_file,
                     pinning=self._pinning,
                     timeout_seconds=self._profile.h2load_timeout_seconds,
+                    headers=headers,
                 )
             except H2loadError as error:
                 result.status = "error"
@@ -227,6 +369,8 @@ class PhaseRunner:
         log_file.unlink(missing_ok=True)
         _record_memory(result, memory)
         if run is not None:
+            # Connection set-up is in it too, the same for every phase of a concurrency.
+            result.cpu_us_per_call = cpu.microseconds_per_call(run.summary.status_2xx)
             result.throughput = run.requests_per_second
             result.p50_ms = run.p50_ms
             result.p99_ms = run.p99_ms
@@ -322,7 +466,7 @@ class PhaseRunner:
     @contextmanager
     def _server(self, name: str, module: str, args: list[str]) -> Iterator[ServerProcess]:
         directory = self._workdir / name
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)  # a key may have created its database
         self._progress(f"starting {name} server")
         server = ServerProcess(
             module, args, log_file=directory / "server.log", pinning=self._pinning
@@ -331,10 +475,17 @@ class PhaseRunner:
             yield server
 
     @contextmanager
-    def _real_server(self, name: str, *, quiet: bool) -> Iterator[tuple[ServerProcess, Path]]:
-        """`python -m server` on a fresh data directory; yields it and its SQLite file."""
+    def _real_server(
+        self, name: str, *, quiet: bool, auth: str | None = None
+    ) -> Iterator[tuple[ServerProcess, Path]]:
+        """`python -m server` on a fresh data directory; yields it and its SQLite file.
+
+        `auth` None leaves --auth to its default, which is none on the loopback address here.
+        """
         data_dir = self._workdir / name / "data"
         args = ["--data-dir", str(data_dir), *REAL_SERVER_FLAGS]
+        if auth is not None:
+            args.extend(("--auth", auth))
         if quiet:
             args.extend(QUIET_LOGGING)
         with self._server(name, "server", args) as server:
@@ -355,6 +506,8 @@ class PhaseRunner:
         figures = "-" if result.throughput is None else f"{result.throughput:,.0f} {result.unit}"
         if result.p99_ms is not None:
             figures += f", p99 {result.p99_ms:.2f} ms"
+        if result.cpu_us_per_call is not None:
+            figures += f", CPU {result.cpu_us_per_call:.0f} µs/call"
         if result.rows is not None:
             figures += f", rows {result.rows.stored}/{result.rows.acknowledged}"
         if result.status != OK:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bench.pairs import PAIRS, PairSummary, SideSummary
 from bench.results import OK, BenchReport, PhaseResult
 
-HIDDEN_PHASES = frozenset({"warm-up"})
+HIDDEN_PHASES = frozenset({"warm-up", *(pair.phase for pair in PAIRS)})
+"""Warm-ups, and the A/B rounds, which the pairs table sums up (each is in the JSON)."""
 HEADER = (
     "phase",
     "method",
@@ -16,9 +18,11 @@ HEADER = (
     "thr x",
     "p50 x",
     "p99 x",
+    "CPU µs/call",
     "RSS MB",
     "rows stored/acked",
 )
+PAIR_HEADER = ("pair", "side", "throughput", "p50 ms", "p99 ms", "CPU µs/call", "rows stored/acked")
 
 
 def render(report: BenchReport) -> str:
@@ -28,7 +32,11 @@ def render(report: BenchReport) -> str:
     )
     lines.append("")
     lines.append("x columns: over the ceiling at the same c (req/s), over raw executemany (rows/s)")
+    lines.append("CPU: the server process's user + system time during the phase per answered call")
     lines.append("")
+    if report.pairs:
+        lines.extend(_pairs(report.pairs))
+        lines.append("")
     for target in report.targets:
         measured = "not measured" if target.measured is None else f"{target.measured:.2f}"
         verdict = "PASS" if target.passed else "FAIL"
@@ -66,9 +74,54 @@ def _phase_row(phase: PhaseResult) -> tuple[str, ...]:
         _number(phase.throughput_ratio),
         _number(phase.p50_ratio),
         _number(phase.p99_ratio),
+        _number(phase.cpu_us_per_call, digits=0),
         _number(phase.peak_rss_mb, digits=0),
         rows,
     )
+
+
+def _pairs(pairs: list[PairSummary]) -> list[str]:
+    """Each pair's two sides (medians over its rounds) and their ratios."""
+    rows: list[tuple[str, ...]] = []
+    notes = []
+    for pair in pairs:
+        rows.append(_side_row(pair.name, pair.baseline))
+        rows.append(_side_row(pair.name, pair.variant))
+        cpu = "-"
+        if pair.cpu_ratio is not None and pair.cpu_us_difference is not None:
+            cpu = f"{pair.cpu_ratio:.2f}x ({pair.cpu_us_difference:+.0f} µs)"
+        ratio = _times(pair.throughput_ratio)
+        rows.append((pair.name, pair.ratio_label, ratio, "-", _times(pair.p99_ratio), cpu, "-"))
+        ratios = " ".join(f"{ratio:.2f}" for ratio in pair.round_throughput_ratios)
+        notes.append(f"{pair.name}: {pair.question}; req/s ratio by round: {ratios}")
+    first = pairs[0]
+    lines = [
+        f"A/B pairs, {first.method} at c={first.concurrency}: medians of "
+        f"{first.baseline.rounds} rounds of {first.requests_per_round} calls per side in "
+        "alternating order; ratios are the medians of each round's own",
+        *aligned(PAIR_HEADER, rows),
+    ]
+    return lines + notes
+
+
+def _side_row(name: str, side: SideSummary) -> tuple[str, ...]:
+    rows = "-"
+    if side.stored is not None and side.acknowledged is not None:
+        rows = f"{side.stored}/{side.acknowledged}"
+    throughput = "-" if side.throughput is None else f"{side.throughput:,.0f} req/s"
+    return (
+        name,
+        side.server,
+        throughput,
+        _number(side.p50_ms),
+        _number(side.p99_ms),
+        _number(side.cpu_us_per_call, digits=0),
+        rows,
+    )
+
+
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.3f}x"
 
 
 def _correctness(report: BenchReport) -> str:

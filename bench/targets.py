@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bench.pairs import AUTH, find_pair, summarize_pairs
 from bench.results import OK, PhaseResult, TargetResult
 
 TARGET_CONCURRENCY = 64
@@ -12,6 +13,8 @@ MIN_THROUGHPUT_RATIO = 0.8
 MAX_P99_RATIO = 1.5
 MIN_INGESTION_RATIO = 1.0
 MAX_RSS_MB = 200.0
+MIN_AUTH_THROUGHPUT_RATIO = 0.95
+"""Authentication may cost durable writes at most 5 %."""
 
 
 def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
@@ -32,6 +35,7 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
         and phase.rss_high_water_mb is not None
     ]
     checks = [phase.rows for phase in phases if phase.rows is not None]
+    auth = find_pair(summarize_pairs(phases), AUTH.name)
     return [
         TargetResult(
             "unary-throughput",
@@ -60,6 +64,14 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
             max(memory) if memory else None,
             MAX_RSS_MB,
             "<=",
+        ),
+        TargetResult(
+            "auth-throughput",
+            f"durable SubmitFeedback at c={TARGET_CONCURRENCY}, req/s with an ingest key "
+            "(--auth keys) over without (--auth none): median of alternating rounds",
+            None if auth is None else auth.throughput_ratio,
+            MIN_AUTH_THROUGHPUT_RATIO,
+            ">=",
         ),
         TargetResult(
             "rows-acknowledged",

@@ -45,6 +45,12 @@ def _phases(report: dict[str, object]) -> list[dict[str, object]]:
     return phases
 
 
+def _extra(entry: dict[str, object]) -> dict[str, object]:
+    extra = entry["extra"]
+    assert isinstance(extra, dict)
+    return extra
+
+
 def test_every_unary_phase_ran_at_every_concurrency(report: dict[str, object]) -> None:
     for phase in ("ceiling", "unary"):
         measured = {
@@ -57,8 +63,32 @@ def test_every_unary_phase_ran_at_every_concurrency(report: dict[str, object]) -
 
 def test_every_other_phase_ran(report: dict[str, object]) -> None:
     statuses = {entry["phase"]: entry["status"] for entry in _phases(report)}
-    for phase in ("unary-logging", "status-check", "batch", "ingest", "raw-executemany"):
+    for phase in (
+        "unary-logging",
+        "status-check",
+        "boundary-check",
+        "auth-check",
+        "batch",
+        "ingest",
+        "raw-executemany",
+    ):
         assert statuses.get(phase) == "ok", phase
+
+
+def test_pairs_ran_every_round_on_both_sides(report: dict[str, object]) -> None:
+    for phase in ("auth-round", "boundary-round"):
+        rounds = [entry for entry in _phases(report) if entry["phase"] == phase]
+        extras = [_extra(entry) for entry in rounds]
+        assert {(extra["side"], extra["round"]) for extra in extras} == {
+            (side, number) for side in ("baseline", "variant") for number in (0, 1)
+        }, phase
+        assert all(entry["status"] == "ok" and entry["cpu_us_per_call"] for entry in rounds)
+    pairs = report["pairs"]
+    assert isinstance(pairs, list)
+    assert {pair["name"] for pair in pairs} == {"auth", "boundary"}
+    for pair in pairs:
+        assert pair["throughput_ratio"] is not None
+        assert pair["cpu_us_difference"] is not None
 
 
 def test_unary_phases_have_latency_ratios_and_memory(report: dict[str, object]) -> None:
@@ -69,6 +99,7 @@ def test_unary_phases_have_latency_ratios_and_memory(report: dict[str, object]) 
             assert entry["throughput_ratio"] is not None
             assert entry["p99_ratio"] is not None
             assert entry["rss_high_water_mb"] is not None
+            assert entry["cpu_us_per_call"] is not None
 
 
 def test_rows_stored_equal_writes_acknowledged(report: dict[str, object]) -> None:
@@ -89,6 +120,7 @@ def test_targets_have_verdicts(report: dict[str, object]) -> None:
         "unary-p99",
         "ingestion-throughput",
         "peak-rss",
+        "auth-throughput",
         "rows-acknowledged",
     }
     assert all(isinstance(target["passed"], bool) for target in targets)

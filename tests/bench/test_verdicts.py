@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.pairs import AUTH, BASELINE, VARIANT
 from bench.results import BenchReport, PhaseResult, RowCheck
 from bench.targets import evaluate_targets
 
@@ -32,10 +33,15 @@ def test_targets_from_phases() -> None:
     batch = PhaseResult("batch", "LogEvents", "real", 4, "rows/s")
     batch.throughput_ratio = 1.2
     unavailable = PhaseResult("ingest", "Ingest", "real", 1, "rows/s", status="unavailable")
+    without_key = PhaseResult(AUTH.phase, "SubmitFeedback", "none", 64)
+    with_key = PhaseResult(AUTH.phase, "SubmitFeedback", "keys", 64)
+    for side, result, throughput in ((BASELINE, without_key, 1000.0), (VARIANT, with_key, 940.0)):
+        result.throughput = throughput
+        result.extra.update(side=side, round=0, requests=10)
 
     verdicts = {
         target.name: (target.measured, target.passed)
-        for target in evaluate_targets([submit, memory, batch, unavailable])
+        for target in evaluate_targets([submit, memory, batch, unavailable, without_key, with_key])
     }
 
     assert verdicts == {
@@ -43,6 +49,7 @@ def test_targets_from_phases() -> None:
         "unary-p99": (2.0, False),
         "ingestion-throughput": (1.2, True),
         "peak-rss": (250.0, False),
+        "auth-throughput": (0.94, False),
         "rows-acknowledged": (0.0, True),
     }
 
