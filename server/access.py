@@ -8,9 +8,9 @@ call is allowed, and a caller is its peer address for limits.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from server.service.api_keys import INVALID_KEY, Caller, KeyRing, Scope
@@ -67,7 +67,7 @@ class Access:
             caller = Caller(caller_address, None)
         else:
             caller = self._key_ring.authenticate(
-                bearer_token(context.invocation_metadata()), _ClientIdentities(context)
+                bearer_token(context.invocation_metadata()), partial(client_identities, context)
             )
             caller.require(method.scope)
         _CALLER.set(caller)
@@ -90,6 +90,9 @@ def bearer_token(metadata: Any) -> str | None:
     raises Unauthenticated for an authorization that is not a bearer token."""
     for key, value in metadata or ():
         if key == "authorization":
+            token = value[7:] if value.startswith("Bearer ") else ""
+            if token and " " not in token:
+                return str(token)  # the common spelling, without the general parsing below
             scheme, _, token = str(value).strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated(
@@ -99,31 +102,8 @@ def bearer_token(metadata: Any) -> str | None:
     return None
 
 
-class _ClientIdentities(Collection[str]):
-    """The TLS client certificate's names (common name and subject alternative names), read from
-    the call's auth context only when a key is bound to one."""
-
-    def __init__(self, context: Context) -> None:
-        self._context = context
-        self._names: frozenset[str] | None = None
-
-    def _load(self) -> frozenset[str]:
-        if self._names is None:
-            auth = self._context.auth_context()
-            values = [
-                *auth.get("x509_common_name", ()),
-                *auth.get("x509_subject_alternative_name", ()),
-            ]
-            self._names = frozenset(
-                value.decode() if isinstance(value, bytes) else str(value) for value in values
-            )
-        return self._names
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._load()
-
-    def __iter__(self) -> Any:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
+def client_identities(context: Context) -> frozenset[str]:
+    """The TLS client certificate's names: its common name and subject alternative names."""
+    auth = context.auth_context()
+    values = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
+    return frozenset(value.decode() if isinstance(value, bytes) else str(value) for value in values)

@@ -124,7 +124,11 @@ def prefix_of(secret: str) -> str:
 
 def secret_hash(secret: str) -> str:
     """What is stored of a key: its SHA-256, in hex."""
-    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
+def _caller(key: ApiKeyRecord) -> Caller:
+    return Caller(key.prefix, frozenset(Scope(scope) for scope in key.scopes))
 
 
 def _checksum(random_part: str) -> str:
@@ -141,40 +145,48 @@ class KeyRing:
     database. Reloaded from storage every REFRESH_SECONDS; revocations made here apply at once."""
 
     def __init__(self) -> None:
-        self._by_hash: dict[str, ApiKeyRecord] = {}
+        self._by_hash: dict[str, tuple[ApiKeyRecord, Caller]] = {}
         self._used: set[str] = set()
 
     def replace(self, keys: Iterable[ApiKeyRecord]) -> None:
         """Know exactly these keys."""
-        self._by_hash = {key.secret_hash: key for key in keys}
+        self._by_hash = {key.secret_hash: (key, _caller(key)) for key in keys}
 
     def put(self, key: ApiKeyRecord) -> None:
         """Know this key as it now is (created or revoked here)."""
-        self._by_hash = {**self._by_hash, key.secret_hash: key}
+        self._by_hash = {**self._by_hash, key.secret_hash: (key, _caller(key))}
 
-    def authenticate(self, secret: str | None, client_identities: Collection[str]) -> Caller:
-        """The caller a key stands for; raises Unauthenticated for anything but a valid key."""
+    def authenticate(
+        self, secret: str | None, client_identities: Callable[[], Collection[str]]
+    ) -> Caller:
+        """The caller a key stands for; raises Unauthenticated for anything but a valid key.
+
+        A known key is found by its hash alone; its shape and checksum are checked only to say
+        why an unknown one failed. `client_identities` is asked only for a key bound to one.
+        """
         if not secret:
             raise Unauthenticated(
                 MISSING_KEY, "this server requires an API key: send `authorization: Bearer <key>`"
             )
-        if not well_formed(secret):
-            raise Unauthenticated(
-                INVALID_KEY,
-                "the API key is malformed (a key is fbk_ and 38 letters and digits, checksummed)",
-            )
-        key = self._by_hash.get(secret_hash(secret))
-        if key is None:
+        known = self._by_hash.get(secret_hash(secret))
+        if known is None:
+            if not well_formed(secret):
+                raise Unauthenticated(
+                    INVALID_KEY,
+                    "the API key is malformed (a key is fbk_ and 38 letters and digits, "
+                    "checksummed)",
+                )
             raise Unauthenticated(UNKNOWN_KEY, f"API key {prefix_of(secret)} is not known here")
+        key, caller = known
         if key.revoke_time is not None:
             raise Unauthenticated(REVOKED_KEY, f"API key {key.prefix} was revoked")
-        if key.client_identity is not None and key.client_identity not in client_identities:
+        if key.client_identity is not None and key.client_identity not in client_identities():
             raise Unauthenticated(
                 WRONG_CLIENT,
                 f"API key {key.prefix} is bound to another TLS client certificate",
             )
         self._used.add(key.prefix)
-        return Caller(key.prefix, frozenset(Scope(scope) for scope in key.scopes))
+        return caller
 
     def take_used(self) -> set[str]:
         """The prefixes of the keys used since the last call."""
