@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reliability.hostile.plan import CI_PLAN, FULL_PLAN, HostilePlan
 from reliability.retry_storms import StormPlan
 
 
@@ -28,6 +29,8 @@ class Profile:
     fuzz_examples: int | None
     """FUZZ_EXAMPLES for tests/fuzz; None keeps the tests' default."""
     fuzz_timeout_seconds: float
+    hostile: HostilePlan
+    """Sizes of the hostile-client phases (tests/hostile runs the quick ones)."""
 
 
 FULL = Profile(
@@ -41,6 +44,7 @@ FULL = Profile(
     storm=StormPlan(requests=100, concurrent=16, sequential=4),
     fuzz_examples=500,
     fuzz_timeout_seconds=240.0,
+    hostile=FULL_PLAN,
 )
 
 QUICK = Profile(
@@ -54,4 +58,5 @@ QUICK = Profile(
     storm=StormPlan(requests=20, concurrent=8, sequential=2),
     fuzz_examples=None,
     fuzz_timeout_seconds=120.0,
+    hostile=CI_PLAN,
 )
