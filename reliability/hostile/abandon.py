@@ -38,6 +38,8 @@ CHILD_START_SECONDS = 30.0
 """A client process on a busy 2-core machine can take this long to import grpc and connect."""
 CHUNK_PAUSE_SECONDS = 0.05
 """In-process slow readers wait this long after each chunk: 20 chunks outlast any deadline."""
+DEADLINE_CHUNK_PAUSE_SECONDS = 0.1
+"""Ten chunks of events at this pace take a second, twice the longest deadline."""
 FIRST_DATA_SECONDS = 10.0
 HOLD_SECONDS = (0.2, 0.6)
 """How long a reader that stopped reading keeps the stream before it goes away."""
@@ -52,6 +54,9 @@ ABANDON_ENVIRONMENT = {
 """Caps above the phase's own concurrency (so streams get abandoned, not refused) and a stall
 timeout longer than any reader holds a stream (so the client, not the server, ends it)."""
 CONCURRENCY = 8
+RESET_READ_BYTES = 128 * 1024
+"""A reset reader takes this much at full speed, then stops giving window back: the server is
+still streaming (an export is over 500 KiB) when the reset comes, never done."""
 CHILD_CONCURRENCY = 4
 
 
@@ -193,7 +198,8 @@ async def _killed_cli_clients(phase: Phase, plan: HostilePlan) -> None:
 
 
 async def deadline_exports(phase: Phase, plan: HostilePlan) -> None:
-    """Slow readers whose deadline, 0.01 to 0.2 s, passes while the export streams."""
+    """Slow readers whose deadline, 0.01 to 0.5 s, passes while the export streams (the short
+    ones often before the first chunk, so the long ones make sure some are cut mid-stream)."""
     tally = Tally()
     since = phase.log.mark()
     channels = _channels(phase.server.address, 4)
@@ -201,14 +207,16 @@ async def deadline_exports(phase: Phase, plan: HostilePlan) -> None:
 
     async def one(number: int) -> None:
         stub = pb_grpc.FeedbackServiceStub(channels[number % len(channels)])
-        timeout = 0.01 + 0.19 * number / max(1, count - 1)
-        call = _export_call(stub, number, timeout)
+        timeout = 0.01 + 0.49 * number / max(1, count - 1)
+        # ExportEvents only, read at DEADLINE_CHUNK_PAUSE_SECONDS: it outlasts every deadline,
+        # so no export can finish just as its deadline passes.
+        call = _export_call(stub, 0, timeout)
         tally.started += 1
         chunks = 0
         try:
             async for _ in call:
                 chunks += 1
-                await asyncio.sleep(CHUNK_PAUSE_SECONDS)
+                await asyncio.sleep(DEADLINE_CHUNK_PAUSE_SECONDS)
             tally.completed += 1
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -222,13 +230,14 @@ async def deadline_exports(phase: Phase, plan: HostilePlan) -> None:
         for channel in channels:
             await channel.close(None)
     await phase.checkup(f"{tally.started} exports past their deadline")
-    # A call whose deadline passed before its first chunk may never have reached the server.
+    # A call whose deadline passed before its first chunk may never have reached the server;
+    # how many get a chunk in time depends on the machine's load, so only one in eight must.
     await judge_tally(
         phase,
         tally,
         since=since,
         methods=EXPORT_METHODS,
-        least_mid_stream=count // 4,
+        least_mid_stream=count // 8,
         exact=False,
     )
 
@@ -276,8 +285,8 @@ async def cancelled_exports(phase: Phase, plan: HostilePlan) -> None:
 
 
 async def reset_exports(phase: Phase, plan: HostilePlan) -> None:
-    """TCP resets (SO_LINGER 0): after the first DATA (reading, or with the window left shut),
-    right after the request, or after the preface alone."""
+    """TCP resets (SO_LINGER 0): after the first DATA (while reading, or with the window left
+    shut), right after the request, or after the preface alone."""
     tally = Tally()
     since = phase.log.mark()
     before_headers = 0
@@ -286,7 +295,7 @@ async def reset_exports(phase: Phase, plan: HostilePlan) -> None:
         nonlocal before_headers
         mode = number % 4
         connection = await RawGrpcConnection.connect(
-            phase.server.address, acknowledge_data=mode == 0
+            phase.server.address, acknowledge_bytes=RESET_READ_BYTES if mode == 0 else 0
         )
         if mode == 3:
             before_headers += 1
@@ -338,7 +347,7 @@ async def stopped_readers(phase: Phase, plan: HostilePlan) -> None:
 
     async def raw(number: int, window: int) -> None:
         connection = await RawGrpcConnection.connect(
-            phase.server.address, initial_window=window, acknowledge_data=False
+            phase.server.address, initial_window=window, acknowledge_bytes=0
         )
         stream = await connection.open_stream(_method(number), _request(number))
         tally.started += 1

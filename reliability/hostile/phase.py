@@ -214,6 +214,7 @@ async def run_phase(
         was_alive = server.alive()
         exit_code = server.stop()
         result.figures["exit_code_at_stop"] = exit_code
+        result.figures["peak_rss_mb"] = round(server.peak_rss_mb, 1)
         if was_alive and exit_code is not None:
             result.check(
                 exit_code == 0,

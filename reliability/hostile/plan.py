@@ -18,7 +18,7 @@ class HostilePlan:
     killed_cli_clients: int
     """`feedbackctl export` processes sent SIGKILL or SIGINT a moment after they start."""
     deadline_exports: int
-    """Exports whose deadline (0.01 to 0.2 s) passes while they stream."""
+    """Exports whose deadline (0.01 to 0.5 s) passes while they stream."""
     cancelled_exports: int
     """Exports the client cancel()s after 0 to 2 chunks."""
     reset_exports: int

@@ -66,7 +66,9 @@ FLOOD_CALLS_PER_CONNECTION = 100
 FLOOD_CODES = frozenset({"OK", "RESOURCE_EXHAUSTED"})
 MESSAGE_TIMEOUT_SECONDS = 2
 HALF_SENT_ENVIRONMENT = {"FEEDBACK_MESSAGE_TIMEOUT": str(MESSAGE_TIMEOUT_SECONDS)}
-HALF_SENT_CONNECTIONS = 10
+HALF_SENT_STREAMS_PER_CONNECTION = 100
+"""FEEDBACK_MAX_STREAMS_PER_CONNECTION: every stream of a round is open at once, so a server that
+answers only when its message timeout passes still answers them all within one timeout."""
 HALF_SENT_DECLARED_BYTES = 1_000_000
 HALF_SENT_BODY = b"0123456789"
 HALF_SENT_METHODS = ("GetStats", "LogEvent", "Ingest", "ExportEvents")
@@ -181,7 +183,7 @@ async def _zero_window_exports(
 ) -> tuple[list[RawGrpcConnection], list[RawStream]]:
     """`count` exports on connections that offer a zero window: the server can send no DATA."""
     connections = [
-        await RawGrpcConnection.connect(address, initial_window=0, acknowledge_data=False)
+        await RawGrpcConnection.connect(address, initial_window=0, acknowledge_bytes=0)
         for _ in range(math.ceil(count / per_connection))
     ]
     streams = []
@@ -275,7 +277,7 @@ async def stalled_exports(phase: Phase, plan: HostilePlan) -> None:
     for number in range(STALLED_EXPORTS):
         window = 0 if number % 2 == 0 else 1024
         connection = await RawGrpcConnection.connect(
-            phase.server.address, initial_window=window, acknowledge_data=False
+            phase.server.address, initial_window=window, acknowledge_bytes=0
         )
         connections.append(connection)
         method, body = _export(number)
@@ -519,19 +521,20 @@ async def half_sent_messages(phase: Phase, plan: HostilePlan) -> None:
 
 
 async def _half_sent_round(phase: Phase, plan: HostilePlan) -> dict[str, object]:
-    """One round over HALF_SENT_CONNECTIONS connections; returns its figures."""
+    """One round, HALF_SENT_STREAMS_PER_CONNECTION streams per connection; returns its figures."""
+    total = plan.half_sent_streams + plan.slowloris_streams
     connections = [
-        await RawGrpcConnection.connect(phase.server.address) for _ in range(HALF_SENT_CONNECTIONS)
+        await RawGrpcConnection.connect(phase.server.address)
+        for _ in range(math.ceil(total / HALF_SENT_STREAMS_PER_CONNECTION))
     ]
     half_sent: list[RawStream] = []
     header_only: list[RawStream] = []
-    total = plan.half_sent_streams + plan.slowloris_streams
     budget = MESSAGE_TIMEOUT_SECONDS + CLOSE_SLACK_SECONDS
     opening_deadline = time.monotonic() + budget
 
     async def fill(index: int) -> None:
         connection = connections[index]
-        for number in range(index, total, HALF_SENT_CONNECTIONS):
+        for number in range(index, total, len(connections)):
             if time.monotonic() > opening_deadline:
                 return
             method = HALF_SENT_METHODS[number % len(HALF_SENT_METHODS)]

@@ -28,6 +28,8 @@ from google.rpc import error_details_pb2, status_pb2
 SERVICE_PATH = "/feedback.v1.FeedbackService/"
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_BYTES = 65_536
+ALWAYS = 2**62
+"""acknowledge_bytes of a reader that keeps reading."""
 RESOURCE_EXHAUSTED = 8
 STATUS_NAMES = {
     0: "OK",
@@ -155,13 +157,13 @@ class RawGrpcConnection:
         writer: asyncio.StreamWriter,
         connection: h2.connection.H2Connection,
         *,
-        acknowledge_data: bool,
+        acknowledge_bytes: int,
         authority: str,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._h2 = connection
-        self._acknowledge = acknowledge_data
+        self._acknowledge_left = acknowledge_bytes
         self._authority = authority
         self.streams: dict[int, RawStream] = {}
         self.closed = False
@@ -186,12 +188,13 @@ class RawGrpcConnection:
         address: str,
         *,
         initial_window: int | None = None,
-        acknowledge_data: bool = True,
+        acknowledge_bytes: int = ALWAYS,
     ) -> RawGrpcConnection:
         """Open a connection, send the preface and SETTINGS, and wait for the server's SETTINGS.
 
         `initial_window` is the stream flow-control window offered to the server (0 lets it
-        send no DATA at all); with `acknowledge_data` False no WINDOW_UPDATE is ever sent.
+        send no DATA at all); WINDOW_UPDATEs give back the first `acknowledge_bytes` received, then
+        none (0: never; the server's connection window of 64 KiB then caps what it can send).
         """
         host, port = address.rsplit(":", 1)
         reader, writer = await asyncio.wait_for(
@@ -206,7 +209,9 @@ class RawGrpcConnection:
                 initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window},
             )
         connection.initiate_connection()
-        raw = cls(reader, writer, connection, acknowledge_data=acknowledge_data, authority=address)
+        raw = cls(
+            reader, writer, connection, acknowledge_bytes=acknowledge_bytes, authority=address
+        )
         raw._flush()
         try:
             await asyncio.wait_for(raw._settings_received.wait(), CONNECT_TIMEOUT_SECONDS)
@@ -343,8 +348,10 @@ class RawGrpcConnection:
             if stream.first_data is None:
                 stream.first_data = now
             stream.got_data.set()
-            if self._acknowledge and event.flow_controlled_length:
-                self._h2.acknowledge_received_data(event.flow_controlled_length, stream.stream_id)
+            length = event.flow_controlled_length
+            if length and self._acknowledge_left > 0:
+                self._acknowledge_left -= length
+                self._h2.acknowledge_received_data(length, stream.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             stream.reset_code = int(event.error_code) if event.error_code is not None else 0
             stream.finish(now)
