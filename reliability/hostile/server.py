@@ -117,6 +117,7 @@ class HostileServer:
                     raise
                 continue
             break
+        self.rss_mb()  # a server that dies within the first sample interval still has a figure
         self._sampling.clear()
         self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
         self._sampler.start()
