@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reliability.hostile.plan import CI_PLAN, FULL_PLAN, HostilePlan
 from reliability.retry_storms import StormPlan
 
 
@@ -32,6 +33,8 @@ class Profile:
     """How long two replicas on one PostgreSQL database take mixed writes."""
     replicas_writers: int
     """Writers per replica in that scenario."""
+    hostile: HostilePlan
+    """Sizes of the hostile-client phases (tests/hostile runs the quick ones)."""
 
 
 FULL = Profile(
@@ -47,6 +50,7 @@ FULL = Profile(
     fuzz_timeout_seconds=240.0,
     replicas_seconds=20.0,
     replicas_writers=8,
+    hostile=FULL_PLAN,
 )
 
 QUICK = Profile(
@@ -62,4 +66,5 @@ QUICK = Profile(
     fuzz_timeout_seconds=120.0,
     replicas_seconds=10.0,
     replicas_writers=8,
+    hostile=CI_PLAN,
 )

@@ -17,6 +17,7 @@ from reliability.databases import (
     sqlite_database,
 )
 from reliability.fuzz import run_fuzz
+from reliability.hostile.scenario import HOSTILE, hostile_scenario
 from reliability.postgres_instance import (
     DEFAULT_BIN_DIR,
     PostgresInstance,
@@ -29,7 +30,7 @@ from reliability.results import ScenarioResult
 from reliability.retry_storms import STORM, retry_storms
 from reliability.stop_signals import KILL, TERMINATE, kill_under_load, terminate_under_load
 
-SCENARIOS = ("kill", "term", "outage", "storm", "replicas", "fuzz")
+SCENARIOS = ("kill", "term", "outage", "storm", "replicas", "fuzz", "hostile")
 """Names for --scenarios, in the order they run."""
 
 Progress = Callable[[str], None]
@@ -71,6 +72,9 @@ class Suite:
                             timeout_seconds=self.profile.fuzz_timeout_seconds,
                         )
                     )
+                    continue
+                if scenario == "hostile":
+                    results.extend(self._hostile(databases))
                     continue
                 if scenario == "outage":
                     if POSTGRESQL in databases:
@@ -142,6 +146,19 @@ class Suite:
             )
         except Exception as error:
             return _crashed(REPLICAS, POSTGRESQL, error, started)
+
+    def _hostile(self, databases: Sequence[str]) -> list[ScenarioResult]:
+        """The hostile-client phases; SQLite only (the damage is to the server, not the
+        database)."""
+        if SQLITE not in databases:
+            return [_skipped(HOSTILE, POSTGRESQL, "the hostile phases run on SQLite only")]
+        started = time.monotonic()
+        try:
+            return _run(
+                hostile_scenario(self.workdir / HOSTILE, self.profile.hostile, self.progress)
+            )
+        except Exception as error:
+            return [_crashed(HOSTILE, SQLITE, error, started)]
 
     def _outages(self) -> list[ScenarioResult]:
         results: list[ScenarioResult] = []
