@@ -53,6 +53,7 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 SLOW_READER = "SLOW_READER"
 """ErrorInfo reason of a stream ended because its client stopped taking responses."""
 WATCHDOG_TICK_SECONDS = 0.25
+EOF_GRACE_SECONDS = 0.02
 _MESSAGE = "message"
 
 
@@ -262,9 +263,14 @@ class _Boundary:
         """The next request message (EOF at the end), which must arrive in time."""
         self._watchdog.expect(call, self._timeouts.message_seconds, _MESSAGE)
         try:
-            return await context.read()
+            message = await context.read()
         finally:
             self._watchdog.done(call)
+        if message is EOF:
+            # gRPC also reads EOF when the client vanished: give its cancellation the moment it
+            # needs to arrive, so a cut-off stream is not taken for a finished one.
+            await asyncio.sleep(EOF_GRACE_SECONDS)
+        return message
 
     async def _fail(self, call: Call, context: Context, error: BaseException) -> None:
         """Answer the call for `error` while it is alive, or let a call nobody waits for go."""
