@@ -182,6 +182,14 @@ def test_a_key_revoked_over_the_api_is_refused_at_once_and_both_acts_are_audited
             pb.RevokeApiKeyRequest(prefix=created.api_key.prefix), metadata=bearer(admin)
         )
         events = stub.ListApiKeyEvents(pb.ListApiKeyEventsRequest(), metadata=bearer(admin))
+        newest = stub.ListApiKeyEvents(
+            pb.ListApiKeyEventsRequest(page_size=1), metadata=bearer(admin)
+        )
+        negative = failure(
+            lambda: stub.ListApiKeyEvents(
+                pb.ListApiKeyEventsRequest(page_size=-1), metadata=bearer(admin)
+            )
+        )
         listed = stub.ListApiKeys(pb.ListApiKeysRequest(), metadata=bearer(admin))
 
     assert well_formed(created.secret)
@@ -198,6 +206,8 @@ def test_a_key_revoked_over_the_api_is_refused_at_once_and_both_acts_are_audited
         (CREATE, prefix_of(admin), "cli", [ADMIN]),
     ]
     assert events.events[0].event_time == revoked.api_key.revoke_time
+    assert list(newest.events) == list(events.events[:1])
+    assert bad_fields(negative) == ["page_size"]
     assert created.secret.encode() not in listed.SerializeToString()
     assert [key.prefix for key in listed.api_keys] == [created.api_key.prefix, prefix_of(admin)]
 

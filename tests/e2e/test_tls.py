@@ -167,7 +167,11 @@ def test_mtls_lets_in_only_clients_with_a_certificate_from_its_ca(
     servers: Servers, pki: Pki
 ) -> None:
     refused = {}
-    for name, identity in (("no certificate", None), ("stranger's alice", pki.stranger.client)):
+    for name, identity in (
+        ("no certificate", None),
+        ("stranger's alice", pki.stranger.client),
+        ("a server certificate", pki.ours.server),  # our CA's, but not for client auth
+    ):
         with client(servers.mtls, servers.unbound, pki.ours.ca, identity) as connected:
             try:
                 connected.get_stats()
@@ -181,7 +185,11 @@ def test_mtls_lets_in_only_clients_with_a_certificate_from_its_ca(
         servers.mtls.address, "list", tls=[*tls_flags(pki.ours.ca), *GIVE_UP_SOON]
     )
 
-    assert refused == {"no certificate": "UNAVAILABLE", "stranger's alice": "UNAVAILABLE"}
+    assert refused == {
+        "no certificate": "UNAVAILABLE",
+        "stranger's alice": "UNAVAILABLE",
+        "a server certificate": "UNAVAILABLE",
+    }
     assert let_in.id > 0
     assert grpcurl_with.returncode == 0, grpcurl_with.stderr
     assert grpcurl_without.returncode != 0
