@@ -24,8 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmfeedback._proto.feedback.v1 import access_pb2
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.app import FEEDBACK_SERVICE
-from server.config import Settings
 from server.service.api_keys import new_secret, prefix_of
 from tests.e2e.auth_support import (
     GRPCURL,
@@ -37,6 +37,7 @@ from tests.e2e.auth_support import (
     grpcurl,
     grpcurl_code,
     invoke,
+    keyed_settings,
     method,
     request_class,
 )
@@ -104,29 +105,17 @@ def keyed(database_url: str) -> Iterator[KeyedServer]:
     """A started server requiring keys: the admin key bootstrapped on the database with the
     `keys create` command, the others made and revoked over the API with it."""
     admin = create_key(database_url, "admin", name="matrix admin")
-    settings = Settings(
-        database_url=database_url,
-        storage_threads=2,
-        log_level="WARNING",
-        auth="keys",
-        accept_unknown_conversations=True,
-    )
+    settings = keyed_settings(database_url, accept_unknown_conversations=True)
     with ServerThread(settings) as server, grpc.insecure_channel(server.address) as channel:
-        create = method("CreateApiKey")
+        stub = FeedbackServiceStub(channel)
 
-        def make(*scopes: access_pb2.Scope.ValueType) -> str:
-            response = channel.unary_unary(
-                f"/{FEEDBACK_SERVICE.full_name}/CreateApiKey",
-                pb.CreateApiKeyRequest.SerializeToString,
-                pb.CreateApiKeyResponse.FromString,
-            )(pb.CreateApiKeyRequest(name=create.name, scopes=scopes), metadata=bearer(admin))
-            return str(response.secret)
+        def make(scope: access_pb2.Scope.ValueType) -> str:
+            request = pb.CreateApiKeyRequest(name="matrix", scopes=[scope])
+            return str(stub.CreateApiKey(request, metadata=bearer(admin), timeout=10).secret)
 
         revoked = make(access_pb2.SCOPE_ADMIN)
-        assert invoke(
-            channel, method("RevokeApiKey"), pb.RevokeApiKeyRequest(prefix=prefix_of(revoked)),
-            bearer(admin),
-        ) == OK  # fmt: skip
+        revoke = pb.RevokeApiKeyRequest(prefix=prefix_of(revoked))
+        stub.RevokeApiKey(revoke, metadata=bearer(admin), timeout=10)
         yield KeyedServer(
             server=server,
             admin=admin,
@@ -255,11 +244,9 @@ def test_the_admin_calls_of_the_matrix_did_what_they_say(keyed: KeyedServer) -> 
     with grpc.insecure_channel(keyed.server.address) as channel:
         event = pb.LogEventRequest(user_id="matrix-user", event_type="matrix_check")
         assert invoke(channel, method("LogEvent"), event, bearer(keyed.ingest)) == OK
-        listed = channel.unary_unary(
-            f"/{FEEDBACK_SERVICE.full_name}/ListEvents",
-            pb.ListEventsRequest.SerializeToString,
-            pb.ListEventsResponse.FromString,
-        )(pb.ListEventsRequest(event_type="matrix_check"), metadata=bearer(keyed.read))
+        listed = FeedbackServiceStub(channel).ListEvents(
+            pb.ListEventsRequest(event_type="matrix_check"), metadata=bearer(keyed.read)
+        )
         before = invoke(channel, method("GetStats"), pb.GetStatsRequest(), bearer(keyed.victim))
         revoke = pb.RevokeApiKeyRequest(prefix=prefix_of(keyed.victim))
         assert invoke(channel, method("RevokeApiKey"), revoke, bearer(keyed.admin)) == OK
