@@ -18,7 +18,7 @@ from server import mapping
 from server.access import OPEN, Access, MethodAccess
 from server.admission import Admission, CallKind, Limits
 from server.call_handlers import CallInterceptor, MethodPolicy, Timeouts, Watchdog
-from server.config import Settings
+from server.config import Settings, auth_mode
 from server.reflection import enable_reflection
 from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
@@ -131,6 +131,7 @@ class FeedbackServer:
 
 async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     """Build a server for `settings` with its database migrated; returns it and the bound port."""
+    requires_keys = auth_mode(settings.auth, settings.address) == "keys"  # before any resource
     storage = Storage.connect(
         settings.database_url,
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
@@ -154,10 +155,10 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     )
     key_ring = KeyRing()
     keys = ApiKeyService(storage, executor, key_ring)
-    if settings.auth == "keys":
+    if requires_keys:
         await keys.load()
     access = Access(
-        key_ring if settings.auth == "keys" else None,
+        key_ring if requires_keys else None,
         RateLimiter(parse_rates(settings.rate_limits)),
     )
     boundary = CallInterceptor(

@@ -247,8 +247,8 @@ class _Boundary:
         if refusal is not None:
             raise refusal
         call.admitted = True
-        if not self._method_access.open:
-            self._access.charge(1)
+        if not (self._method_access.open or self._handler.request_streaming):
+            self._access.charge(1)  # a client stream charges its items as they come, waiting
 
     async def _request(self, call: Call, context: Context) -> Any:
         """The request message, or for client-streaming methods the stream of them."""

@@ -66,9 +66,9 @@ class Settings:
     """SQLite's synchronous pragma; FULL makes every acknowledged write survive power loss."""
     event_loop: str = "uvloop"
     """"uvloop" (faster; falls back to asyncio where it is not installed) or "asyncio"."""
-    auth: str = "none"
-    """"keys" (every call but health and reflection needs an API key) or "none". The command line
-    defaults to "keys" when the address is not a loopback one."""
+    auth: str = ""
+    """"keys" (every call but health and reflection needs an API key), "none", or "" for keys
+    unless the address is a loopback one (see auth_mode)."""
     rate_limits: str = ""
     """Per-caller rates by scope, e.g. "ingest=1000/s,read=50/s" (items per second; empty: none)."""
     tls_cert_file: str | None = None
@@ -117,7 +117,7 @@ def parse_settings(
         sqlite_busy_timeout_ms=args.sqlite_busy_timeout,
         sqlite_synchronous=args.sqlite_synchronous,
         event_loop=args.event_loop,
-        auth=args.auth or ("none" if is_loopback(args.address) else "keys"),
+        auth=_checked_auth(parser, args.auth, args.address),
         rate_limits=args.rate_limit,
         tls_cert_file=args.tls_cert or None,
         tls_key_file=args.tls_key or None,
@@ -216,8 +216,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     security = parser.add_argument_group("security")
     security.add_argument(
         "--auth",
-        choices=["keys", "none"],
-        default=default("AUTH", "") or None,
+        default=default("AUTH", ""),
         help="FEEDBACK_AUTH: keys = every call needs an API key (health checks and reflection "
         "aside); none = no authentication. Default: none on a loopback address, keys otherwise",
     )
@@ -268,6 +267,26 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+AUTH_MODES = ("keys", "none")
+
+
+def auth_mode(auth: str, address: str) -> str:
+    """The authentication a server runs with: `auth` if given, else keys beyond loopback.
+
+    Raises ValueError for anything but keys, none or empty, so a typo never opens a server."""
+    mode = auth.strip() or ("none" if is_loopback(address) else "keys")
+    if mode not in AUTH_MODES:
+        raise ValueError(f"--auth (FEEDBACK_AUTH) must be keys or none, not {auth!r}")
+    return mode
+
+
+def _checked_auth(parser: argparse.ArgumentParser, auth: str | None, address: str) -> str:
+    try:
+        return auth_mode(auth or "", address)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def resolve_database_url(database_url: str, data_dir: str) -> str:

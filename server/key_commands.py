@@ -17,7 +17,7 @@ from server.config import database_arguments, resolve_database_url
 from server.service import InvalidArgument, ServiceError
 from server.service.api_keys import (
     CLI_ACTOR,
-    MAX_NAME_LENGTH,
+    check_new_key,
     create_key,
     parse_scopes,
     valid_prefix,
@@ -47,9 +47,7 @@ def run_key_command(argv: Sequence[str], environ: Mapping[str, str] | None = Non
 
 def _create(storage: Storage, args: argparse.Namespace) -> int:
     scopes = parse_scopes(args.scope)
-    if len(args.name) > MAX_NAME_LENGTH:
-        print(f"error: --name must be at most {MAX_NAME_LENGTH} characters", file=sys.stderr)
-        return 2
+    check_new_key(args.name, scopes, args.client_identity)
     created = storage.write(
         lambda repository: create_key(
             repository,

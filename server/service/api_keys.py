@@ -46,7 +46,8 @@ _CHECKSUM_LENGTH = 6
 PREFIX_LENGTH = len(KEY_MARK) + 8
 _KEY = re.compile(rf"{KEY_MARK}[0-9A-Za-z]{{{_RANDOM_LENGTH + _CHECKSUM_LENGTH}}}")
 _PREFIX = re.compile(rf"{KEY_MARK}[0-9A-Za-z]{{8}}")
-_CLIENT_IDENTITY = re.compile(r"[!-~]{1,253}")
+_CLIENT_IDENTITY = re.compile(r"[!-~](?:[ -~]{0,251}[!-~])?")
+"""A certificate name: a common name may hold spaces ("Jane Doe"), a DNS name never does."""
 MAX_NAME_LENGTH = 200
 MAX_EVENTS_PAGE = 1000
 DEFAULT_EVENTS_PAGE = 100
@@ -88,7 +89,7 @@ class Caller:
 
     def require(self, scope: Scope | None) -> None:
         """Raise PermissionDenied unless the caller may call a method that needs `scope`."""
-        if self.scopes is None or Scope.ADMIN in self.scopes or scope in self.scopes:
+        if self.scopes is None or (scope is not None and {Scope.ADMIN, scope} & self.scopes):
             return
         needed = "none (the method is closed to every key)" if scope is None else scope.value
         raise PermissionDenied(
@@ -147,13 +148,26 @@ class KeyRing:
     def __init__(self) -> None:
         self._by_hash: dict[str, tuple[ApiKeyRecord, Caller]] = {}
         self._used: set[str] = set()
+        self.generation = 0
+        """Counts the changes made here; a reload notes it before reading the database."""
+        self._changes: list[tuple[int, ApiKeyRecord]] = []
 
-    def replace(self, keys: Iterable[ApiKeyRecord]) -> None:
-        """Know exactly these keys."""
-        self._by_hash = {key.secret_hash: (key, _caller(key)) for key in keys}
+    def replace(self, keys: Iterable[ApiKeyRecord], *, read_at: int) -> None:
+        """Know exactly the keys a reload read, which began at generation `read_at`, plus the
+        changes made here since: the reload's snapshot may be older than them. A revocation is
+        never undone by an older record."""
+        by_hash = {key.secret_hash: (key, _caller(key)) for key in keys}
+        self._changes = [(number, key) for number, key in self._changes if number > read_at]
+        for _, key in self._changes:
+            loaded = by_hash.get(key.secret_hash)
+            if loaded is None or loaded[0].revoke_time is None:
+                by_hash[key.secret_hash] = (key, _caller(key))
+        self._by_hash = by_hash
 
     def put(self, key: ApiKeyRecord) -> None:
         """Know this key as it now is (created or revoked here)."""
+        self.generation += 1
+        self._changes.append((self.generation, key))
         self._by_hash = {**self._by_hash, key.secret_hash: (key, _caller(key))}
 
     def authenticate(
@@ -225,16 +239,7 @@ class ApiKeyService:
         self, name: str, scopes: Collection[Scope], client_identity: str, actor: str
     ) -> CreatedKey:
         """Create a key; raises InvalidArgument for a bad name, scope set or identity."""
-        check = Violations()
-        if len(name) > MAX_NAME_LENGTH:
-            check.add("name", f"must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
-        if "\x00" in name:
-            check.add("name", "must not contain the NUL character")
-        if not scopes:
-            check.add("scopes", "must name at least one scope")
-        if client_identity and _CLIENT_IDENTITY.fullmatch(client_identity) is None:
-            check.add("client_identity", "must be 1-253 printable ASCII characters without spaces")
-        check.raise_if_any()
+        check_new_key(name, scopes, client_identity)
         created = await self._write(
             lambda repository: create_key(
                 repository, name, scopes, client_identity or None, actor, self._clock()
@@ -273,8 +278,9 @@ class ApiKeyService:
 
     async def load(self) -> None:
         """Load every key into the key ring (at start, before the first call)."""
+        read_at = self.key_ring.generation
         keys = await self._run(self._storage.read, lambda repository: repository.api_keys.all())
-        self.key_ring.replace(keys)
+        self.key_ring.replace(keys, read_at=read_at)
 
     def start(self) -> None:
         """Keep the key ring fresh and record key use, in the background."""
@@ -317,6 +323,23 @@ class ApiKeyService:
             return await loop.run_in_executor(self._executor, run, work)
         except StorageUnavailable as error:
             raise Unavailable("the database is unavailable; retry later") from error
+
+
+def check_new_key(name: str, scopes: Collection[Scope], client_identity: str) -> None:
+    """Raise InvalidArgument naming every rule a new key's fields break."""
+    check = Violations()
+    if len(name) > MAX_NAME_LENGTH:
+        check.add("name", f"must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    if "\x00" in name:
+        check.add("name", "must not contain the NUL character")
+    if not scopes:
+        check.add("scopes", "must name at least one scope")
+    if client_identity and _CLIENT_IDENTITY.fullmatch(client_identity) is None:
+        check.add(
+            "client_identity",
+            "must be 1-253 printable ASCII characters, not starting or ending with a space",
+        )
+    check.raise_if_any()
 
 
 def create_key(

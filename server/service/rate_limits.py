@@ -9,6 +9,7 @@ up to N times the rate.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ def parse_rates(text: str) -> dict[Scope, Rate]:
             per_second = float(number) / seconds if seconds else -1.0
         except ValueError:
             per_second = -1.0
-        if per_second <= 0:
+        if not (math.isfinite(per_second) and per_second > 0):
             raise ValueError(
                 f"bad rate limit {part!r}: use SCOPE=N/s or N/min, SCOPE one of ingest, read, admin"
             )

@@ -115,12 +115,6 @@ def test_a_server_beyond_loopback_without_keys_refuses_every_unauthenticated_cal
     assert health == "SERVING"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FEEDBACK_AUTH=Keys (any value but exactly 'keys' or 'none') starts a server "
-    "on 0.0.0.0 with no authentication: argparse does not check environment defaults against "
-    "choices and create_server only turns keys on for the exact string 'keys'",
-)
 def test_a_mistyped_feedback_auth_does_not_open_a_server_beyond_loopback(start: Any) -> None:
     server = start("typo", FEEDBACK_AUTH="Keys")
     serving = server.serving_or_exit()

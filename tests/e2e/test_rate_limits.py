@@ -236,12 +236,6 @@ def test_ingest_slows_down_instead_of_failing(limited: Limited) -> None:
     assert 1.0 <= took <= 10.0, took
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an Ingest stream started while its caller is in debt is refused "
-    "RESOURCE_EXHAUSTED at once (the boundary charges every call 1 item with take()), instead "
-    "of being slowed down like a stream that goes into debt midway",
-)
 def test_an_ingest_started_in_debt_is_slowed_down_not_refused(limited: Limited) -> None:
     log_batch(limited.stub, bearer(limited.ingest), 130)  # about 0.6 s in debt
     messages = [pb.IngestRequest(items=[pb.IngestItem(event=event()) for _ in range(10)])]

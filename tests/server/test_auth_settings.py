@@ -47,12 +47,6 @@ def test_an_unknown_auth_flag_is_refused() -> None:
         auth_of("--address", "0.0.0.0:0", "--auth", "Keys")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FEEDBACK_AUTH is not checked against keys|none (argparse checks choices on the "
-    "command line only), and create_server treats anything but 'keys' as no authentication: "
-    "FEEDBACK_AUTH=Keys or a typo serves 0.0.0.0 with no keys at all",
-)
 @pytest.mark.parametrize("value", ["Keys", "KEYS", "key", "true"])
 def test_a_mistyped_feedback_auth_never_turns_authentication_off(value: str) -> None:
     try:
