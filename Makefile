@@ -53,6 +53,12 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+## bench-auth: the cost of API keys on one in-process server, its key check switched off and on
+## between alternating rounds of durable SubmitFeedback at c=64 (needs h2load)
+.PHONY: bench-auth
+bench-auth: $(STAMP)
+	$(BIN)/python -m bench.auth_toggle $(BENCH_AUTH_ARGS)
+
 ## bench-read: GetStats, ListFeedback and ExportFeedback on bulk-loaded 1M and 10M-row SQLite
 ## files next to plain SQL; writes bench-results/bench-read.json (BENCH_READ_ARGS=--quick)
 .PHONY: bench-read
