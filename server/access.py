@@ -55,11 +55,6 @@ class Access:
         self._key_ring = key_ring
         self._rate_limiter = rate_limiter
 
-    @property
-    def requires_keys(self) -> bool:
-        """Whether calls need an API key."""
-        return self._key_ring is not None
-
     def identify(self, context: Context, caller_address: str, method: MethodAccess) -> Caller:
         """The call's caller, who may call the method; raises Unauthenticated or
         PermissionDenied. Must run inside the call (it reads the context)."""

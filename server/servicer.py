@@ -219,17 +219,21 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> pb.IngestResponse:
         ingest = _IngestRun(self._service)
         chunk: list[tuple[int, WriteInput | InvalidArgument]] = []
-        async for request in request_iterator:
-            await self._within_rate(len(request.items))
-            for item in request.items:
-                chunk.append((ingest.received, _ingest_input(item)))
-                ingest.received += 1
-                if len(chunk) == MAX_BATCH_ITEMS:
-                    await ingest.write(chunk)
-                    chunk = []
-        if chunk:
-            await ingest.write(chunk)
-        await ingest.finish()
+        try:
+            async for request in request_iterator:
+                await self._within_rate(len(request.items))
+                for item in request.items:
+                    chunk.append((ingest.received, _ingest_input(item)))
+                    ingest.received += 1
+                    if len(chunk) == MAX_BATCH_ITEMS:
+                        await ingest.write(chunk)
+                        chunk = []
+            if chunk:
+                await ingest.write(chunk)
+            await ingest.finish()
+        except BaseException:
+            ingest.abandon()
+            raise
         return ingest.response()
 
     async def _within_rate(self, items: int) -> None:
@@ -305,6 +309,13 @@ class _IngestRun:
         await self.finish()
         self._in_flight = asyncio.create_task(self._write(chunk))
 
+    def abandon(self) -> None:
+        """The stream failed or its client left: the chunk in flight still commits (its items
+        were queued), and its outcome is taken here so it is never reported as unretrieved."""
+        if self._in_flight is not None:
+            self._in_flight.add_done_callback(_retrieved)
+            self._in_flight = None
+
     async def finish(self) -> None:
         """Wait for the chunk in flight; re-raises its failure."""
         if self._in_flight is not None:
@@ -351,6 +362,11 @@ class _IngestRun:
             rejections=self.rejections,
             duplicate_count=self.duplicates,
         )
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _sized(
