@@ -30,16 +30,9 @@ class NewApiKey:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ApiKeyRecord:
-    """A stored key."""
+class ApiKeyRecord(NewApiKey):
+    """A stored key: what was stored, and what has happened to it since."""
 
-    prefix: str
-    secret_hash: str
-    name: str
-    scopes: tuple[str, ...]
-    client_identity: str | None
-    create_time: datetime
-    created_by: str
     last_use_time: datetime | None
     revoke_time: datetime | None
     revoked_by: str | None
