@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
 import statistics
 import sys
@@ -100,23 +101,37 @@ async def _measure(rounds: int, requests: int) -> dict[str, list[tuple[float, fl
     return results
 
 
+def summarize(results: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """Medians over the rounds: req/s per side, the per-round req/s ratio, CPU µs per call."""
+    pairs = list(zip(results["without"], results["with"], strict=True))
+    return {
+        "rounds": float(len(pairs)),
+        "without_rps": statistics.median(without[0] for without, _ in pairs),
+        "with_rps": statistics.median(with_[0] for _, with_ in pairs),
+        "ratio": statistics.median(with_[0] / without[0] for without, with_ in pairs),
+        "without_cpu_us": statistics.median(without[1] for without, _ in pairs),
+        "with_cpu_us": statistics.median(with_[1] for _, with_ in pairs),
+        "extra_cpu_us": statistics.median(with_[1] - without[1] for without, with_ in pairs),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the rounds and print the verdict; exit 0 (the verdict is informative)."""
     parser = argparse.ArgumentParser(prog="python -m bench.auth_toggle", description=__doc__)
     parser.add_argument("--rounds", type=int, default=12, help="rounds per side (default 12)")
     parser.add_argument("--requests", type=int, default=4000, help="calls per round")
+    parser.add_argument("--json", type=Path, help="also write the medians here")
     args = parser.parse_args(argv)
     with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
-        results = runner.run(_measure(args.rounds, args.requests))
-    pairs = list(zip(results["without"], results["with"], strict=True))
-    ratio = statistics.median(with_[0] / without[0] for without, with_ in pairs)
-    extra_cpu = statistics.median(with_[1] - without[1] for without, with_ in pairs)
-    base_cpu = statistics.median(without[1] for without, _ in pairs)
-    verdict = "PASS" if ratio >= TARGET else "FAIL"
+        summary = summarize(runner.run(_measure(args.rounds, args.requests)))
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary))
+    verdict = "PASS" if summary["ratio"] >= TARGET else "FAIL"
+    extra, base = summary["extra_cpu_us"], summary["without_cpu_us"]
     print(
-        f"{verdict}  with a key / without: {ratio:.3f}x req/s (target >= {TARGET}); CPU "
-        f"{extra_cpu:+.1f} µs/call over {base_cpu:.0f} ({extra_cpu / base_cpu:+.1%}); medians "
-        f"of {len(pairs)} alternating rounds of {args.requests} calls"
+        f"{verdict}  with a key / without: {summary['ratio']:.3f}x req/s (target >= {TARGET}); "
+        f"CPU {extra:+.1f} µs/call over {base:.0f} ({extra / base:+.1%}); medians of "
+        f"{summary['rounds']:.0f} alternating rounds of {args.requests} calls"
     )
     return 0
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -38,6 +41,8 @@ QUIET_LOGGING = ("--log-level", "WARNING")
 SUBMIT_FEEDBACK, LOG_EVENT = payloads.UNARY_CALLS
 AUTH_NONE = "real, --auth none"
 AUTH_KEY = "real, --auth keys + key"
+AUTH_TOGGLE = "auth-toggle"
+AUTH_TOGGLE_SERVER = "one server, keys off/on"
 CEILING_UNARY = "ceiling, unary"
 CEILING_STREAM_UNARY = "ceiling, stream-unary"
 BENCH_KEY_SCOPE = "ingest"
@@ -86,6 +91,7 @@ class PhaseRunner:
         self._logging_phase(self._ceilings[(SUBMIT_FEEDBACK.method, TARGET_CONCURRENCY)])
         self._boundary_pair()
         self._auth_pair()
+        self._auth_toggle()
         event_databases.insert(0, self._ingestion_phases())
         self._raw_phase(event_databases)
         return self.phases
@@ -184,6 +190,48 @@ class PhaseRunner:
                 ),
                 refused_without_metadata=True,
             )
+
+    def _auth_toggle(self) -> None:
+        """What keys cost one server with everything else equal (bench.auth_toggle): two
+        processes on two databases differ by more than a key costs on a shared machine."""
+        self._progress("auth-toggle: one server, key check switched off and on between rounds")
+        summary_file = self._workdir / "auth-toggle.json"
+        command = [
+            sys.executable,
+            *("-m", "bench.auth_toggle", "--json", str(summary_file)),
+            *("--rounds", str(self._profile.pair_rounds)),
+            *("--requests", str(self._profile.pair_requests)),
+        ]
+        finished = subprocess.run(command, capture_output=True, text=True, check=False)
+        if finished.returncode != 0 or not summary_file.exists():
+            self._add(
+                PhaseResult(
+                    AUTH_TOGGLE,
+                    SUBMIT_FEEDBACK.method,
+                    AUTH_TOGGLE_SERVER,
+                    TARGET_CONCURRENCY,
+                    status="error",
+                    detail=finished.stderr.strip()[-500:],
+                )
+            )
+            return
+        summary = json.loads(summary_file.read_text())
+        self._report(
+            self._add(
+                PhaseResult(
+                    AUTH_TOGGLE,
+                    SUBMIT_FEEDBACK.method,
+                    AUTH_TOGGLE_SERVER,
+                    TARGET_CONCURRENCY,
+                    throughput=summary["with_rps"],
+                    throughput_ratio=summary["ratio"],
+                    cpu_us_per_call=summary["with_cpu_us"],
+                    detail=f"with a key / without {summary['ratio']:.3f}x req/s, CPU "
+                    f"{summary['extra_cpu_us']:+.1f} µs/call over {summary['without_cpu_us']:.0f}",
+                    extra=summary,
+                )
+            )
+        )
 
     def _pair(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.pairs import AUTH, find_pair, summarize_pairs
 from bench.results import OK, PhaseResult, TargetResult
 
 TARGET_CONCURRENCY = 64
@@ -35,7 +34,7 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
         and phase.rss_high_water_mb is not None
     ]
     checks = [phase.rows for phase in phases if phase.rows is not None]
-    auth = find_pair(summarize_pairs(phases), AUTH.name)
+    toggled = [phase for phase in phases if phase.phase == "auth-toggle" and phase.status == OK]
     return [
         TargetResult(
             "unary-throughput",
@@ -67,9 +66,10 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
         ),
         TargetResult(
             "auth-throughput",
-            f"durable SubmitFeedback at c={TARGET_CONCURRENCY}, req/s with an ingest key "
-            "(--auth keys) over without (--auth none): median of alternating rounds",
-            None if auth is None else auth.throughput_ratio,
+            f"durable SubmitFeedback at c={TARGET_CONCURRENCY}, req/s with an ingest key over "
+            "without, one server with its key check switched on and off: median of alternating "
+            "rounds (the two-server auth pair above is reported, not judged: its noise is larger)",
+            toggled[0].throughput_ratio if toggled else None,
             MIN_AUTH_THROUGHPUT_RATIO,
             ">=",
         ),
