@@ -3,9 +3,9 @@
 A key is `fbk_` + 32 random base62 characters (190 bits) + a 6-character base62 CRC32 of those,
 like GitHub's tokens: the prefix makes a leaked key recognisable to secret scanners, the
 checksum tells a typo from an unknown key and lets anyone check a key offline, and `_` is no
-base62 character, so a double click selects the whole key. Only the SHA-256 of a key is stored; at this entropy a salt or a slow
-hash adds nothing. The first 12 characters (`fbk_` + 8) are the key's visible prefix: shown in
-lists and logs, and the name it is revoked by.
+base62 character, so a double click selects the whole key. Only the SHA-256 of a key is
+stored; at this entropy a salt or a slow hash adds nothing. The first 12 characters (`fbk_` +
+8) are the key's visible prefix: shown in lists and logs, and the name it is revoked by.
 """
 
 from __future__ import annotations
