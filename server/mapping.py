@@ -41,21 +41,23 @@ from server.service.list_inputs import (
     SelectionT,
 )
 from server.service.listing import Chunk, Page
-from storage.api_keys import ApiKeyEventRecord, ApiKeyRecord
-from storage.listing_records import EventEntry, FeedbackEntry, InteractionEntry
 from storage.records import (
+    EventEntry,
     EventRecord,
     EventStats,
+    FeedbackEntry,
     FeedbackRecord,
     FeedbackStats,
+    InteractionEntry,
     InteractionRecord,
     InteractionStats,
     Label,
     Percentiles,
     Score,
+    StatsBucket,
     Thumb,
 )
-from storage.stats_records import StatsBucket
+from storage.rows.api_keys import ApiKeyEventRecord, ApiKeyRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ANY_VALID_TIME = datetime.min.replace(tzinfo=UTC)

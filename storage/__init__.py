@@ -2,7 +2,7 @@
 
 from storage.database import Storage
 from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
-from storage.repository import Repository
+from storage.rows.repository import Repository
 
 __all__ = [
     "Conflict",

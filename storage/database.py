@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.aggregates.rebuild import rebuild_rollups, register_sqlite_functions
+from storage.aggregates.stats_queries import CellCache, StatsReader
 from storage.engines import (
     WRITE_TRANSACTION_OPTION,
     normalized_url,
@@ -22,11 +24,9 @@ from storage.engines import (
 )
 from storage.error_translation import driver_errors, is_lock_contention, translated_errors
 from storage.errors import StorageError, StorageUnavailable, TransactionRolledBack
-from storage.repository import BatchRepository, Repository
-from storage.rollup_rebuild import rebuild_rollups, register_sqlite_functions
-from storage.schema_migration import upgrade_to_head
-from storage.sqlite_batch_repository import SqliteBatchRepository, sqlite_errors
-from storage.stats_queries import CellCache, StatsReader
+from storage.rows.repository import BatchRepository, Repository
+from storage.rows.sqlite_batch import SqliteBatchRepository, sqlite_errors
+from storage.schema.migrate import upgrade_to_head
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
 
-    from storage.stats_records import StatsAnswer, StatsQuery
+    from storage.records import StatsAnswer, StatsQuery
 
 T = TypeVar("T")
 
@@ -389,7 +389,7 @@ class DedicatedWriter:
 
     @staticmethod
     def _write_sqlite(connection: Connection, work: Callable[[BatchRepository], T]) -> T:
-        """The transaction on sqlite3 itself (see storage.sqlite_batch_repository for why)."""
+        """The transaction on sqlite3 itself (see storage.rows.sqlite_batch for why)."""
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
         with sqlite_errors("BEGIN IMMEDIATE"):

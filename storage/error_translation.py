@@ -12,7 +12,7 @@ from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint
 from sqlalchemy import exc as sa_exc
 
 from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
-from storage.models import Base
+from storage.schema.models import Base
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

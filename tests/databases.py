@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from storage.models import Base
+from storage.schema.models import Base
 
 if TYPE_CHECKING:
     from pathlib import Path

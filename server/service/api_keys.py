@@ -33,7 +33,7 @@ from server.service.errors import (
 )
 from server.service.validation import Violations
 from storage import Repository, Storage, StorageUnavailable
-from storage.api_keys import ApiKeyEventRecord, ApiKeyRecord, NewApiKey
+from storage.rows.api_keys import ApiKeyEventRecord, ApiKeyRecord, NewApiKey
 
 log = logging.getLogger(__name__)
 

@@ -53,8 +53,10 @@ from storage.records import (
     InteractionRecord,
     InteractionStats,
     NewInteraction,
+    StatsBucket,
+    StatsGroup,
+    StatsPeriod,
 )
-from storage.stats_records import StatsBucket, StatsGroup, StatsPeriod
 
 T = TypeVar("T")
 

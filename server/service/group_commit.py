@@ -24,7 +24,7 @@ from typing import Any
 from server.service.errors import ResourceExhausted, ServiceError, Unavailable
 from storage import Storage
 from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
-from storage.repository import BatchRepository
+from storage.rows.repository import BatchRepository
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from server.service.write_rules import (
     LABEL_RULE,
 )
 from storage import Repository
-from storage.listing_records import (
+from storage.records import (
     EventEntry,
     EventFilter,
     FeedbackEntry,

@@ -9,8 +9,8 @@ from typing import get_args
 from server.service.inputs import StatsInput
 from server.service.validation import CONVERSATION_ID, IDENTIFIER, MIN_TIME, Violations
 from server.service.write_rules import CONVERSATION_RULE, IDENTIFIER_RULE
-from storage.stats_queries import bucket_bounds
-from storage.stats_records import GroupBy, StatsQuery, StatsSet, TimeBucket
+from storage.aggregates.stats_queries import bucket_bounds
+from storage.records import GroupBy, StatsQuery, StatsSet, TimeBucket
 
 MAX_BUCKETS = 1000
 DEFAULT_TOP_N = 10

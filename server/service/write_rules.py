@@ -36,7 +36,7 @@ from storage.records import (
     Score,
     Thumb,
 )
-from storage.repository import BatchRepository, Vote
+from storage.rows.repository import BatchRepository, Vote
 
 CONVERSATION_RULE = "1-128 letters, digits, '-' or '_'"
 IDENTIFIER_RULE = "1-128 letters, digits, '.', '_', ':', '@' or '-'"
@@ -322,8 +322,9 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
 
     Repeats of stored requests are answered first and store nothing. Interactions go before
     feedback so that feedback in the same batch can link to them. The storage writes the batch's
-    rollups after all of this, in one global order (storage.rollups.RollupChanges), so batches
-    of replicas sharing a PostgreSQL database never deadlock over rollup rows.
+    rollups after all of this, in one global order
+    (storage.aggregates.rollups.RollupChanges), so batches of replicas sharing a PostgreSQL
+    database never deadlock over rollup rows.
     """
     if interactions := _slots(batch, INTERACTION):
         fresh, copies = _unrepeated(interactions, repository.interactions_by_requests)

@@ -21,7 +21,6 @@ from bench.read.dataset import (
 )
 from bench.read.phases import stored_form
 from server.mapping import feedback_message
-from storage.models import Base, EventRow, FeedbackRow, InteractionRow
 from storage.records import (
     FeedbackRecord,
     Label,
@@ -32,8 +31,9 @@ from storage.records import (
     Score,
     Thumb,
 )
-from storage.repository import event_row, feedback_row, interaction_row
-from storage.sqlite_bulk_insert import insert_returning_ids
+from storage.rows.repository import event_row, feedback_row, interaction_row
+from storage.rows.sqlite_insert import insert_returning_ids
+from storage.schema.models import Base, EventRow, FeedbackRow, InteractionRow
 
 YEAR = Year.ending_today(datetime(2026, 11, 22, 15, 30, tzinfo=UTC))
 

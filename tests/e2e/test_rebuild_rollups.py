@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from storage import Storage
-from storage.stats_records import StatsQuery
+from storage.records import StatsQuery
 
 if TYPE_CHECKING:
     from pathlib import Path

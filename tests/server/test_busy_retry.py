@@ -16,8 +16,8 @@ import pytest
 from server.service.group_commit import GroupCommitter, Job
 from server.service.write_rules import EVENT, Rules, apply_batch
 from storage import Storage
-from storage.repository import BatchRepository
-from storage.sqlite_batch_repository import sqlite_errors
+from storage.rows.repository import BatchRepository
+from storage.rows.sqlite_batch import sqlite_errors
 from tests.server.test_group_commit import _count, _event, _job
 
 

@@ -7,8 +7,14 @@ from datetime import UTC, datetime, timedelta
 from llmfeedback._proto.feedback.v1 import feedback_service_pb2, stats_pb2
 from server.mapping import stats_response, timestamp
 from server.service import Stats
-from storage.records import EventStats, FeedbackStats, InteractionStats, Percentiles
-from storage.stats_records import StatsBucket, StatsSet
+from storage.records import (
+    EventStats,
+    FeedbackStats,
+    InteractionStats,
+    Percentiles,
+    StatsBucket,
+    StatsSet,
+)
 
 DAY0 = datetime(2025, 3, 1, tzinfo=UTC)
 

@@ -9,19 +9,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from storage.listing_records import EventEntry, FeedbackEntry, InteractionEntry, RatingKind
-from storage.models import EventRow
 from storage.records import (
+    EventEntry,
     EventRecord,
+    FeedbackEntry,
     FeedbackRecord,
+    InteractionEntry,
     InteractionRecord,
     Label,
     NewEvent,
     NewFeedback,
     NewInteraction,
+    RatingKind,
     Score,
     Thumb,
 )
+from storage.schema.models import EventRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,20 +9,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from storage import Conflict, StorageError
-from storage.listing_records import (
-    EventFilter,
-    FeedbackEntry,
-    FeedbackFilter,
-    InteractionFilter,
-    Keyset,
-)
 from storage.records import (
+    EventFilter,
     EventRecord,
     EventStats,
+    FeedbackEntry,
+    FeedbackFilter,
     FeedbackRecord,
     FeedbackStats,
+    InteractionFilter,
     InteractionRecord,
     InteractionStats,
+    Keyset,
     Label,
     NewEvent,
     NewFeedback,

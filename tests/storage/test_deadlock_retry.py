@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from storage import Storage, TransactionRolledBack
-from storage.repository import BatchRepository
+from storage.rows.repository import BatchRepository
 from tests.databases import empty_postgres_tables, libpq_url
 from tests.storage.factories import new_event
 

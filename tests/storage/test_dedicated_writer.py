@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage import Conflict, Storage, StorageUnavailable
-from storage.listing_records import FeedbackFilter, Keyset
-from storage.records import Label, StatsFilter
+from storage.records import FeedbackFilter, Keyset, Label, StatsFilter
 from tests.storage.factories import feedback_entry, new_event, new_feedback, new_interaction
 
 

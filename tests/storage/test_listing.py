@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import Engine, event
 
-from storage.listing_records import (
+from storage.records import (
     EventEntry,
     EventFilter,
     FeedbackEntry,
@@ -17,8 +17,11 @@ from storage.listing_records import (
     InteractionEntry,
     InteractionFilter,
     Keyset,
+    Label,
+    NewFeedback,
+    Score,
+    Thumb,
 )
-from storage.records import Label, NewFeedback, Score, Thumb
 from tests.storage.factories import (
     event_entry,
     feedback_entry,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from storage.listing_records import EventFilter, FeedbackFilter, InteractionFilter, Keyset
-from storage.rollups import ALL
+from storage.aggregates.rollups import ALL
+from storage.records import EventFilter, FeedbackFilter, InteractionFilter, Keyset
 from tests.storage.factories import T0, new_event, new_feedback, new_interaction
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine, event
 
 from storage import Storage
+from storage.aggregates.rollups import KEY_SPANS_TABLE, ROLLUP_TABLES
 from storage.records import FeedbackRecord, Label, Score, Thumb
-from storage.repository import Repository
-from storage.rollups import KEY_SPANS_TABLE, ROLLUP_TABLES
+from storage.rows.repository import Repository
 from tests.databases import empty_postgres_tables
 from tests.storage.factories import minutes, new_event, new_feedback, new_interaction
 

@@ -14,10 +14,9 @@ from sqlalchemy import MetaData, create_engine, insert, text
 
 from storage import Storage
 from storage.database import rebuild_rollups_on
-from storage.models import Base, EventRow, FeedbackRow
-from storage.records import Score, StatsFilter
-from storage.schema_migration import alembic_config, current_revision, head_revision
-from storage.stats_records import StatsQuery
+from storage.records import Score, StatsFilter, StatsQuery
+from storage.schema.migrate import alembic_config, current_revision, head_revision
+from storage.schema.models import Base, EventRow, FeedbackRow
 from tests.databases import (
     create_postgres_database,
     drop_postgres_database,

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage.listing_records import FeedbackFilter, Keyset
-from storage.records import StatsFilter
+from storage.records import FeedbackFilter, Keyset, StatsFilter
 from tests.storage.factories import T0, new_event, new_feedback
 
 if TYPE_CHECKING:

@@ -6,14 +6,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from storage import Storage
-from storage.records import Score
-from storage.stats_queries import CellCache, _CachedAnswer
-from storage.stats_records import StatsQuery
+from storage.aggregates.stats_queries import CellCache, _CachedAnswer
+from storage.records import Score, StatsQuery
 from tests.storage.factories import T0, new_event, new_feedback, new_interaction
 
 if TYPE_CHECKING:
     from storage import Repository
-    from storage.stats_records import StatsAnswer
+    from storage.records import StatsAnswer
 
 DAY = timedelta(days=1)
 MIDNIGHT = T0.replace(hour=0, minute=0, second=0, microsecond=0)

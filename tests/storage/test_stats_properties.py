@@ -1,6 +1,6 @@
 """Stats from rollups equal a full-scan SQL aggregate after any mix of inserts and deletes.
 
-The reference below is written independently of storage.rollups and storage.stats_queries: plain
+The reference below is written independently of storage.aggregates: plain
 SQL over the raw tables for every count, sum, label and value, nearest-rank percentiles from the
 sorted values, and its own calendar arithmetic for the buckets.
 """
@@ -19,12 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import bindparam, create_engine, text
 
-from storage.column_types import UTCDateTime
-from storage.models import Base
+from storage.aggregates.rollups import Histogram, bin_value, histogram_bin
+from storage.aggregates.stats_queries import _decompose
 from storage.records import (
     EventStats,
     FeedbackRecord,
     FeedbackStats,
+    GroupBy,
     InteractionStats,
     Label,
     NewEvent,
@@ -32,11 +33,13 @@ from storage.records import (
     NewInteraction,
     Percentiles,
     Score,
+    StatsQuery,
+    StatsSet,
     Thumb,
+    TimeBucket,
 )
-from storage.rollups import Histogram, bin_value, histogram_bin
-from storage.stats_queries import _decompose
-from storage.stats_records import GroupBy, StatsQuery, StatsSet, TimeBucket
+from storage.schema.column_types import UTCDateTime
+from storage.schema.models import Base
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -746,8 +749,8 @@ def test_a_bin_holds_its_value_and_its_midpoint_is_within_one_percent(value: flo
 def test_cells_and_raw_edges_cover_a_range_exactly_once(
     low: datetime, high: datetime, months_only: bool
 ) -> None:
-    from storage.rollups import DAY, HOUR, MONTH, next_bucket_start
-    from storage.rollups import epoch_microseconds as us
+    from storage.aggregates.rollups import DAY, HOUR, MONTH, next_bucket_start
+    from storage.aggregates.rollups import epoch_microseconds as us
 
     levels = (MONTH,) if months_only else (HOUR, DAY, MONTH)
     cells, raw = _decompose(us(low), us(high), levels)

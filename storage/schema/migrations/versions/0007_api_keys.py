@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from alembic import op
 
-from storage.column_types import UTCDateTime
+from storage.schema.column_types import UTCDateTime
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

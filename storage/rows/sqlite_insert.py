@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Table
 from sqlalchemy.orm import Mapper
 
-from storage.column_types import UTCDateTime
 from storage.engines import JSON_SERIALIZER
+from storage.schema.column_types import UTCDateTime
 
 MAX_VARIABLES = 32_766
 """SQLite's limit on parameters per statement (3.32 and later)."""

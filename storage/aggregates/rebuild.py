@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from storage.rollups import (
+from storage.aggregates.rollups import (
     _LOG_GROWTH,
     _NEGATIVE_BASE,
     ALL,
@@ -36,13 +36,13 @@ from storage.rollups import (
     _new_stamp,
     histogram_bin,
 )
-from storage.rollups import EVENT_ROLLUPS as EVENTS
-from storage.rollups import EVENT_TYPE_ROLLUPS as EVENT_TYPES
-from storage.rollups import FEEDBACK_HISTOGRAM_ROLLUPS as FEEDBACK_HISTOGRAMS
-from storage.rollups import FEEDBACK_LABEL_ROLLUPS as FEEDBACK_LABELS
-from storage.rollups import FEEDBACK_ROLLUPS as FEEDBACK
-from storage.rollups import INTERACTION_HISTOGRAM_ROLLUPS as INTERACTION_HISTOGRAMS
-from storage.rollups import INTERACTION_ROLLUPS as INTERACTIONS
+from storage.aggregates.rollups import EVENT_ROLLUPS as EVENTS
+from storage.aggregates.rollups import EVENT_TYPE_ROLLUPS as EVENT_TYPES
+from storage.aggregates.rollups import FEEDBACK_HISTOGRAM_ROLLUPS as FEEDBACK_HISTOGRAMS
+from storage.aggregates.rollups import FEEDBACK_LABEL_ROLLUPS as FEEDBACK_LABELS
+from storage.aggregates.rollups import FEEDBACK_ROLLUPS as FEEDBACK
+from storage.aggregates.rollups import INTERACTION_HISTOGRAM_ROLLUPS as INTERACTION_HISTOGRAMS
+from storage.aggregates.rollups import INTERACTION_ROLLUPS as INTERACTIONS
 
 RunSql = Callable[[str], None]
 """Runs one statement without parameters in the caller's transaction."""

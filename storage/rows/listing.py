@@ -29,25 +29,7 @@ from sqlalchemy import (
     select,
 )
 
-from storage.listing_records import (
-    EventEntry,
-    EventFilter,
-    FeedbackEntry,
-    FeedbackFilter,
-    InteractionEntry,
-    InteractionFilter,
-    Keyset,
-)
-from storage.models import (
-    EventRollupRow,
-    EventRow,
-    FeedbackRollupRow,
-    FeedbackRow,
-    InteractionRollupRow,
-    InteractionRow,
-    RollupKeySpanRow,
-)
-from storage.rollups import (
+from storage.aggregates.rollups import (
     ALL,
     DAY,
     DAY_SECONDS,
@@ -58,6 +40,24 @@ from storage.rollups import (
     epoch_microseconds,
     month_start,
     next_month_start,
+)
+from storage.records import (
+    EventEntry,
+    EventFilter,
+    FeedbackEntry,
+    FeedbackFilter,
+    InteractionEntry,
+    InteractionFilter,
+    Keyset,
+)
+from storage.schema.models import (
+    EventRollupRow,
+    EventRow,
+    FeedbackRollupRow,
+    FeedbackRow,
+    InteractionRollupRow,
+    InteractionRow,
+    RollupKeySpanRow,
 )
 
 if TYPE_CHECKING:
@@ -481,7 +481,7 @@ def _sqlite_json(text: str) -> dict[str, Any]:
 
 
 def _sqlite_time(text: str) -> datetime:
-    # SQLite holds UTC as "YYYY-MM-DD HH:MM:SS.ffffff" (storage.column_types); appending the
+    # SQLite holds UTC as "YYYY-MM-DD HH:MM:SS.ffffff" (storage.schema.column_types); appending the
     # offset is several times cheaper than datetime.replace(tzinfo=UTC).
     return datetime.fromisoformat(text + "+00:00")
 

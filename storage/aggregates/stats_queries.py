@@ -34,8 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.records import EventStats, FeedbackStats, InteractionStats, Percentiles
-from storage.rollups import (
+from storage.aggregates.rollups import (
     ALL,
     CONVERSATION,
     DAY,
@@ -78,8 +77,12 @@ from storage.rollups import (
     next_bucket_start,
     next_month_start,
 )
-from storage.stats_records import (
+from storage.records import (
+    EventStats,
+    FeedbackStats,
     GroupBy,
+    InteractionStats,
+    Percentiles,
     StatsAnswer,
     StatsBucket,
     StatsGroup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from storage.models import Base
+from storage.schema.models import Base
 
 TARGET_METADATA = Base.metadata
 

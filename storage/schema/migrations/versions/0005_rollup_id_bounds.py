@@ -38,7 +38,7 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("min_id", sa.BigInteger(), nullable=True))
             batch.add_column(sa.Column("max_id", sa.BigInteger(), nullable=True))
-        # Statements frozen here rather than shared with storage.rollup_rebuild, so later
+        # Statements frozen here rather than shared with storage.aggregates.rebuild, so later
         # changes to the rebuild cannot change what this revision does.
         hour = _hour_sql(dialect, time_column)
         _fill(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from alembic import op
 
-from storage.column_types import JSON_OBJECT, UTCDateTime
+from storage.schema.column_types import JSON_OBJECT, UTCDateTime
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.models import ApiKeyEventRow, ApiKeyRow
+from storage.schema.models import ApiKeyEventRow, ApiKeyRow
 
 CREATE = "create"
 REVOKE = "revoke"

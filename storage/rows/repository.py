@@ -23,26 +23,22 @@ from sqlalchemy import (
     text,
 )
 
-from storage import listing_queries, rollups
-from storage.api_keys import ApiKeys
+from storage.aggregates import rollups
 from storage.error_translation import translated_errors
-from storage.listing_records import (
+from storage.records import (
     EventEntry,
     EventFilter,
-    FeedbackEntry,
-    FeedbackFilter,
-    InteractionEntry,
-    InteractionFilter,
-    Keyset,
-)
-from storage.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
-from storage.records import (
     EventRecord,
     EventStats,
+    FeedbackEntry,
+    FeedbackFilter,
     FeedbackRecord,
     FeedbackStats,
+    InteractionEntry,
+    InteractionFilter,
     InteractionRecord,
     InteractionStats,
+    Keyset,
     Label,
     NewEvent,
     NewFeedback,
@@ -52,7 +48,10 @@ from storage.records import (
     StatsFilter,
     Thumb,
 )
-from storage.sqlite_bulk_insert import insert_returning_ids
+from storage.rows import listing as listing_queries
+from storage.rows.api_keys import ApiKeys
+from storage.rows.sqlite_insert import insert_returning_ids
+from storage.schema.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -277,7 +276,7 @@ class Repository:
             with_text_count=with_text,
         )
 
-    # Lists and exports (storage.listing_queries)
+    # Lists and exports (storage.rows.listing)
 
     def feedback_entries(self, selection: FeedbackFilter, keyset: Keyset) -> list[FeedbackEntry]:
         """One keyset page of feedback."""

@@ -3,7 +3,7 @@
 A batch of ten ratings cost about 920 us of CPU through SQLAlchemy and 260 us through sqlite3
 alone; the difference was SQLAlchemy's per-statement and per-transaction machinery, paid on every
 commit of the single writer thread. This repository does the same work with the same values
-(the column encodings of storage.sqlite_bulk_insert, rows decoded as SQLAlchemy's types would).
+(the column encodings of storage.rows.sqlite_insert, rows decoded as SQLAlchemy's types would).
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, Boolean, Table, inspect
 from sqlalchemy import exc as sa_exc
 
-from storage.column_types import UTCDateTime
+from storage.aggregates.rollups import (
+    EVENT_KIND,
+    FEEDBACK_KIND,
+    INTERACTION_KIND,
+    RollupChanges,
+    SqlTarget,
+)
 from storage.error_translation import storage_error_for
-from storage.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 from storage.records import (
     EventRecord,
     FeedbackRecord,
@@ -30,7 +35,7 @@ from storage.records import (
     NewFeedback,
     NewInteraction,
 )
-from storage.repository import (
+from storage.rows.repository import (
     Vote,
     event_from_row,
     event_row,
@@ -42,8 +47,9 @@ from storage.repository import (
     stored_records,
     votes_by_voter,
 )
-from storage.rollups import EVENT_KIND, FEEDBACK_KIND, INTERACTION_KIND, RollupChanges, SqlTarget
-from storage.sqlite_bulk_insert import insert_returning_ids
+from storage.rows.sqlite_insert import insert_returning_ids
+from storage.schema.column_types import UTCDateTime
+from storage.schema.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 
 _INTERACTIONS = Base.metadata.tables["interactions"]
 _SELECT = f"SELECT {', '.join(c.name for c in _INTERACTIONS.columns)} FROM interactions"

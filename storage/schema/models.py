@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.column_types import JSON_OBJECT, UTCDateTime
+from storage.schema.column_types import JSON_OBJECT, UTCDateTime
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -271,7 +271,7 @@ class EventRow(Base):
     request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
 
 
-# Rollups (storage.rollups): exact aggregates kept in the same transaction as every write. Keys
+# Rollups (storage.aggregates): exact aggregates kept in the same transaction as every write. Keys
 # start with (level, bucket_start) so a batch touches a few hot buckets, not a page per user.
 # WITHOUT ROWID on SQLite: the rows live in the primary key's B-tree, one lookup per upsert.
 
@@ -283,7 +283,7 @@ def _rollup_counter() -> Mapped[int]:
 
 
 class _IdBounds:
-    """Ids of the records of an "all" cell, for lists with a time range (storage.listing_queries).
+    """Ids of the records of an "all" cell, for lists with a time range (storage.rows.listing).
 
     A superset: every record of the cell has min_id <= id <= max_id, but removals never narrow
     the bounds. NULL on the cells of other dimensions.
@@ -297,11 +297,11 @@ class _RollupCell:
     """The key every rollup table starts with: which bucket of which level, for which key."""
 
     level: Mapped[int] = mapped_column(SmallInteger, sort_order=-4)
-    """storage.rollups.HOUR, DAY, MONTH or TOTAL."""
+    """storage.aggregates.rollups.HOUR, DAY, MONTH or TOTAL."""
     bucket_start: Mapped[int] = mapped_column(BigInteger, sort_order=-3)
     """Epoch seconds (UTC) of the bucket's start; 0 for TOTAL."""
     dimension: Mapped[int] = mapped_column(SmallInteger, sort_order=-2)
-    """storage.rollups.ALL, MODEL, CONVERSATION, USER or EVENT_TYPE."""
+    """storage.aggregates.rollups.ALL, MODEL, CONVERSATION, USER or EVENT_TYPE."""
     dimension_key: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), sort_order=-1)
     """The model, conversation, user or event type; "" for ALL and for records without one."""
 
@@ -354,9 +354,9 @@ class FeedbackHistogramRollupRow(_RollupCell, Base):
     __table_args__ = _rollup_table_args("metric", "bin")
 
     metric: Mapped[int] = mapped_column(SmallInteger)
-    """storage.rollups.LATENCY_METRIC or TOKENS_METRIC."""
+    """storage.aggregates.rollups.LATENCY_METRIC or TOKENS_METRIC."""
     bin: Mapped[int] = mapped_column(Integer)
-    """storage.rollups.histogram_bin() of the value."""
+    """storage.aggregates.rollups.histogram_bin() of the value."""
     record_count: Mapped[int] = _rollup_counter()
 
 

@@ -1,0 +1,1 @@
+"""The raw tables, row by row: a unit of work's inserts, lookups, lists and API keys."""
