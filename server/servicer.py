@@ -221,9 +221,11 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         chunk: list[tuple[int, WriteInput | InvalidArgument]] = []
         try:
             async for request in request_iterator:
+                inputs = [_ingest_input(item) for item in request.items]
+                ingest.clock.observe(inputs)  # when received, before any wait of ours
                 await self._within_rate(len(request.items))
-                for item in request.items:
-                    chunk.append((ingest.received, _ingest_input(item)))
+                for item_input in inputs:
+                    chunk.append((ingest.received, item_input))
                     ingest.received += 1
                     if len(chunk) == MAX_BATCH_ITEMS:
                         await ingest.write(chunk)
@@ -297,6 +299,8 @@ class _IngestRun:
 
     def __init__(self, service: FeedbackService) -> None:
         self._service = service
+        self.clock = service.stream_clock()
+        """The client's clock error as estimated over this stream; corrects its items' times."""
         self._in_flight: asyncio.Task[None] | None = None
         self.received = 0
         self.accepted = 0
@@ -340,7 +344,7 @@ class _IngestRun:
         give_up = loop.time() + INGEST_OVERLOAD_PATIENCE_SECONDS
         while True:
             try:
-                return await self._service.write_many(items, "item")
+                return await self._service.write_many(items, "item", clock_offset=self.clock.offset)
             except ResourceExhausted as error:
                 if loop.time() + error.retry_after_seconds > give_up:
                     raise self._stopped(error) from error

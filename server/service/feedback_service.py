@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from server.service.listing import (
     list_page,
 )
 from server.service.stats import StatsChange, compare, valid_stats_query
+from server.service.stream_clock import StreamClock
 from server.service.validation import IDENTIFIER, Violations
 from server.service.write_rules import (
     EVENT,
@@ -144,14 +145,20 @@ class FeedbackService:
         return outcome
 
     async def write_many(
-        self, requests: Sequence[WriteInput | InvalidArgument], field: str
+        self,
+        requests: Sequence[WriteInput | InvalidArgument],
+        field: str,
+        *,
+        clock_offset: timedelta | None = None,
     ) -> list[WriteOutcome]:
         """Store up to MAX_BATCH_ITEMS items, each validated and stored on its own.
 
         Returns one outcome per request, in order; a request that is already an InvalidArgument
         (rejected by the caller, say for its size) keeps it. Admission is all-or-nothing
         (ResourceExhausted when the queue cannot take the whole batch); if no item could be
-        stored because the database is down, raises Unavailable.
+        stored because the database is down, raises Unavailable. `clock_offset` is the client
+        clock's error estimated over an Ingest stream (see stream_clock), used instead of each
+        item's own sent_time.
         """
         if not 1 <= len(requests) <= MAX_BATCH_ITEMS:
             check = Violations()
@@ -162,7 +169,7 @@ class FeedbackService:
         by_kind: dict[str, tuple[list[int], list[Any]]] = {}
         for index, request in enumerate(requests):
             try:
-                kind, item = self._validated(request, now)
+                kind, item = self._validated(request, now, clock_offset)
             except InvalidArgument as error:
                 outcomes[index] = error
                 continue
@@ -179,17 +186,26 @@ class FeedbackService:
                 outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _validated(self, request: WriteInput | InvalidArgument, now: datetime) -> tuple[str, Any]:
+    def _validated(
+        self,
+        request: WriteInput | InvalidArgument,
+        now: datetime,
+        clock_offset: timedelta | None,
+    ) -> tuple[str, Any]:
         """The kind and validated item of a write; raises InvalidArgument."""
         match request:
             case InvalidArgument():
                 raise request
             case InteractionInput():
-                return INTERACTION, valid_interaction(request, now)
+                return INTERACTION, valid_interaction(request, now, clock_offset)
             case FeedbackInput():
                 return FEEDBACK, valid_feedback(request, self._rules, now)
             case EventInput():
-                return EVENT, valid_event(request, now)
+                return EVENT, valid_event(request, now, clock_offset)
+
+    def stream_clock(self) -> StreamClock:
+        """A new estimate of one Ingest stream's client clock error, on this service's clock."""
+        return StreamClock(self._clock)
 
     def _job(self, kind: str, items: list[Any]) -> Job:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()

@@ -85,8 +85,13 @@ def _sha256(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
-def valid_interaction(request: InteractionInput, now: datetime) -> NewInteraction:
-    """The chat turn to store, or InvalidArgument naming every bad field; texts become hashes."""
+def valid_interaction(
+    request: InteractionInput, now: datetime, clock_offset: timedelta | None = None
+) -> NewInteraction:
+    """The chat turn to store, or InvalidArgument naming every bad field; texts become hashes.
+
+    `clock_offset` is the client clock's error estimated over a stream (see _skew_corrected).
+    """
     check = Violations()
     new = NewInteraction(
         conversation_id=check.required_match(
@@ -109,7 +114,9 @@ def valid_interaction(request: InteractionInput, now: datetime) -> NewInteractio
         ),
         occur_time=check.client_time(
             "occur_time",
-            _skew_corrected(check, "occur_time", request.occur_time, request.sent_time, now),
+            _skew_corrected(
+                check, "occur_time", request.occur_time, request.sent_time, now, clock_offset
+            ),
             now,
         ),
         create_time=now,
@@ -183,8 +190,13 @@ def _rating(check: Violations, request: FeedbackInput, rules: Rules) -> Rating:
     return Score(0)
 
 
-def valid_event(request: EventInput, now: datetime) -> NewEvent:
-    """The analytics event to store, or InvalidArgument naming every bad field."""
+def valid_event(
+    request: EventInput, now: datetime, clock_offset: timedelta | None = None
+) -> NewEvent:
+    """The analytics event to store, or InvalidArgument naming every bad field.
+
+    `clock_offset` is the client clock's error estimated over a stream (see _skew_corrected).
+    """
     check = Violations()
     new = NewEvent(
         user_id=check.required_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
@@ -196,7 +208,9 @@ def valid_event(request: EventInput, now: datetime) -> NewEvent:
         ),
         event_time=check.client_time(
             "event_time",
-            _skew_corrected(check, "event_time", request.event_time, request.sent_time, now),
+            _skew_corrected(
+                check, "event_time", request.event_time, request.sent_time, now, clock_offset
+            ),
             now,
         ),
         receive_time=now,
@@ -221,18 +235,21 @@ def _skew_corrected(
     client_time: datetime | None,
     sent_time: datetime | None,
     now: datetime,
+    clock_offset: timedelta | None = None,
 ) -> datetime | None:
     """A client-clock time moved by the client's clock error, as Segment and PostHog correct it.
 
     The client's clock read `sent_time` when the server's read `now` (less the network delay,
-    which is counted as skew), so its times are off by `now - sent_time`.
+    which is counted as skew), so its times are off by `now - sent_time`. On an Ingest stream,
+    where items wait in send buffers after they are stamped, the error is instead the stream's
+    `clock_offset` (server.service.stream_clock), given for every item that carries a sent_time.
     """
     if client_time is None or sent_time is None:
         return client_time
     if sent_time < MIN_TIME:
         check.add("sent_time", "must be after 1970-01-01T00:00:00Z")
         return client_time
-    skew = now - sent_time
+    skew = now - sent_time if clock_offset is None else clock_offset
     if abs(skew) < MIN_CORRECTED_SKEW:  # mostly network delay: a synchronized clock stays exact
         return client_time
     try:

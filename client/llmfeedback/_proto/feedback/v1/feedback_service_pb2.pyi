@@ -96,8 +96,11 @@ class RecordInteractionRequest(_message.Message):
         """Optional time the client sent this request, by the client's clock. When given with
         occur_time, the server corrects the client's clock skew: the stored occur_time is
         occur_time + (receive time - sent_time), as Segment and PostHog do; a difference under one
-        second is mostly network delay and is ignored, so a synchronized clock keeps exact times. Not
-        part of the content a request_id is checked against, so a retry may send a fresh one.
+        second is mostly network delay and is ignored, so a synchronized clock keeps exact times. On
+        an Ingest stream, whose items may wait in send buffers after they are stamped, the difference
+        is the smallest (receive time - sent_time) of the stream's items so far (NTP's minimum-delay
+        rule), so stamping an item when it is queued is as good as when it leaves. Not part of the
+        content a request_id is checked against, so a retry may send a fresh one.
         """
 
     def __init__(

@@ -384,9 +384,10 @@ class FeedbackServiceServicer:
     def Ingest(self, request_iterator, context):
         """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
         it goes, and answers once the client closes the stream with totals and every rejected item.
-        Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
-        RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-        the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+        Items are processed in stream order within each kind. The stream's items are corrected for
+        their client's clock skew by one estimate per stream (see RecordInteractionRequest.sent_time).
+        Returns RESOURCE_EXHAUSTED (with RetryInfo) or UNAVAILABLE if the stream had to stop; items
+        before the failure are committed and the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
         stream message is not a valid IngestRequest; the messages before it are committed and counted
         in the ErrorInfo metadata.
         """

@@ -179,9 +179,10 @@ class FeedbackServiceStub:
     Ingest: _grpc.StreamUnaryMultiCallable[_feedback_service_pb2.IngestRequest, _feedback_service_pb2.IngestResponse]
     """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
     it goes, and answers once the client closes the stream with totals and every rejected item.
-    Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
-    RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-    the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+    Items are processed in stream order within each kind. The stream's items are corrected for
+    their client's clock skew by one estimate per stream (see RecordInteractionRequest.sent_time).
+    Returns RESOURCE_EXHAUSTED (with RetryInfo) or UNAVAILABLE if the stream had to stop; items
+    before the failure are committed and the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
     stream message is not a valid IngestRequest; the messages before it are committed and counted
     in the ErrorInfo metadata.
     """
@@ -358,9 +359,10 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     Ingest: _aio.StreamUnaryMultiCallable[_feedback_service_pb2.IngestRequest, _feedback_service_pb2.IngestResponse]  # type: ignore[assignment]
     """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
     it goes, and answers once the client closes the stream with totals and every rejected item.
-    Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
-    RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-    the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+    Items are processed in stream order within each kind. The stream's items are corrected for
+    their client's clock skew by one estimate per stream (see RecordInteractionRequest.sent_time).
+    Returns RESOURCE_EXHAUSTED (with RetryInfo) or UNAVAILABLE if the stream had to stop; items
+    before the failure are committed and the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
     stream message is not a valid IngestRequest; the messages before it are committed and counted
     in the ErrorInfo metadata.
     """
@@ -624,9 +626,10 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_service_pb2.IngestResponse, _abc.Awaitable[_feedback_service_pb2.IngestResponse]]:
         """Ingest bulk-loads a stream of interactions, feedback and events of any length, committing as
         it goes, and answers once the client closes the stream with totals and every rejected item.
-        Items are processed in stream order within each kind. Returns RESOURCE_EXHAUSTED (with
-        RetryInfo) or UNAVAILABLE if the stream had to stop; items before the failure are committed and
-        the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
+        Items are processed in stream order within each kind. The stream's items are corrected for
+        their client's clock skew by one estimate per stream (see RecordInteractionRequest.sent_time).
+        Returns RESOURCE_EXHAUSTED (with RetryInfo) or UNAVAILABLE if the stream had to stop; items
+        before the failure are committed and the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
         stream message is not a valid IngestRequest; the messages before it are committed and counted
         in the ErrorInfo metadata.
         """
