@@ -21,9 +21,8 @@ import grpc
 
 from ._batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, deliver
 from ._errors import FeedbackError, UnexpectedStatusError
-from ._items import EventItem, encoded_size
+from ._items import EVENTS, EventItem, encoded_size
 from ._proto.feedback.v1 import feedback_service_pb2
-from ._requests import stamp_sent_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -228,14 +227,9 @@ class EventBatcher:
         Raises ValueError/TypeError for an invalid event, QueueFullError when the queue is full
         (on_full "raise", or "block" after block_timeout), RuntimeError after `close`.
         """
-        item = EventItem(
-            user_id,
-            event_type,
-            details=details,
-            event_time=datetime.now(UTC) if event_time is None else event_time,
-            event_id=event_id,
-            request_id=request_id,
-        )
+        if event_time is None:
+            event_time = datetime.now(UTC)
+        item = EventItem(**EVENTS.arguments(locals()))
         queued = _Queued(item, encoded_size(item._request), time.monotonic())
         with self._work:
             self._check_open()
@@ -417,7 +411,7 @@ class EventBatcher:
         """One LogEvents attempt, cancellable by a `close` that runs out of time."""
         # Typed as the Future it also is: grpc-stubs leave Call.cancel untyped.
         request = feedback_service_pb2.LogEventsRequest(events=requests)
-        stamp_sent_time(request.events)
+        EVENTS.stamp_sent_time(request.events)
         call: grpc.Future[feedback_service_pb2.LogEventsResponse] = self._send(request, timeout)
         with self._work:
             self._call = call

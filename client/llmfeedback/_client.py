@@ -19,7 +19,18 @@ from ._connection import (
 )
 from ._conversions import to_timestamp
 from ._errors import FeedbackError, error_from_rpc_error, error_from_status
-from ._items import EventItem, FeedbackItem, InteractionItem, coerce_items
+from ._items import (
+    EVENTS,
+    FEEDBACK,
+    INTERACTIONS,
+    EventItem,
+    FeedbackItem,
+    IngestItem,
+    InteractionItem,
+    coerce_items,
+    kind_of,
+)
+from ._kinds import Kind
 from ._listing import (
     EventFilters,
     ExportChunk,
@@ -31,7 +42,6 @@ from ._listing import (
     order_by,
 )
 from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
-from ._requests import event_request, feedback_request, interaction_request, stamp_sent_time
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
 
 if TYPE_CHECKING:
@@ -71,6 +81,7 @@ _ListRequestT = TypeVar(
 )
 _PageT = TypeVar("_PageT", bound="_Page")
 _ItemRequestT = TypeVar("_ItemRequestT", bound="Message")
+_ItemT = TypeVar("_ItemT", InteractionItem, FeedbackItem, EventItem)
 
 
 class FeedbackClient:
@@ -216,30 +227,8 @@ class FeedbackClient:
         or as a hash from `compute_hash`, not both. `request_id` (a UUID string, random by default)
         is sent on every retry, so the turn is stored once; see "Idempotent writes" on the class.
         """
-        request = interaction_request(
-            conversation_id,
-            message_id=message_id,
-            user_id=user_id,
-            model=model,
-            input_text=input_text,
-            input_hash=input_hash,
-            output_text=output_text,
-            output_hash=output_hash,
-            latency_ms=latency_ms,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=total_tokens,
-            metadata=metadata,
-            occur_time=occur_time,
-            request_id=request_id,
-        )
-        response = self._call(
-            self._stub.RecordInteraction,
-            request,
-            timeout,
-            before_attempt=lambda: stamp_sent_time((request,)),
-            request_id=request.request_id,
-        )
+        request = INTERACTIONS.request(INTERACTIONS.arguments(locals()))
+        response = self._write(self._stub.RecordInteraction, INTERACTIONS, request, timeout)
         return response.interaction
 
     def submit_feedback(
@@ -268,25 +257,8 @@ class FeedbackClient:
         interaction's; a different one fails with FailedPreconditionError (MODEL_MISMATCH).
         `request_id` works as in `record_interaction`.
         """
-        request = feedback_request(
-            conversation_id,
-            message_id=message_id,
-            user_id=user_id,
-            score=score,
-            thumb=thumb,
-            label=label,
-            text=text,
-            latency_ms=latency_ms,
-            tokens_used=tokens_used,
-            input_hash=input_hash,
-            output_hash=output_hash,
-            metadata=metadata,
-            model=model,
-            request_id=request_id,
-        )
-        response = self._call(
-            self._stub.SubmitFeedback, request, timeout, request_id=request.request_id
-        )
+        request = FEEDBACK.request(FEEDBACK.arguments(locals()))
+        response = self._write(self._stub.SubmitFeedback, FEEDBACK, request, timeout)
         return response.feedback
 
     def log_event(
@@ -306,21 +278,8 @@ class FeedbackClient:
         event_id is already stored is not stored again, and the stored one is returned.
         `request_id` works as in `record_interaction`.
         """
-        request = event_request(
-            user_id,
-            event_type,
-            details=details,
-            event_time=event_time,
-            event_id=event_id,
-            request_id=request_id,
-        )
-        response = self._call(
-            self._stub.LogEvent,
-            request,
-            timeout,
-            before_attempt=lambda: stamp_sent_time((request,)),
-            request_id=request.request_id,
-        )
+        request = EVENTS.request(EVENTS.arguments(locals()))
+        response = self._write(self._stub.LogEvent, EVENTS, request, timeout)
         return response.event
 
     def get_stats(
@@ -575,17 +534,7 @@ class FeedbackClient:
         Items are `InteractionItem`s or mappings of their fields. Splitting, retries and errors
         work as for `log_events`.
         """
-        items = coerce_items(interactions, InteractionItem)
-
-        def send(
-            requests: list[feedback_service_pb2.RecordInteractionRequest], remaining: float | None
-        ) -> Sequence[batch_pb2.BatchItemResult]:
-            request = feedback_service_pb2.RecordInteractionsRequest(interactions=requests)
-            stamp_sent_time(request.interactions)
-            call = self._stub.RecordInteractions
-            return call(request, timeout=remaining, metadata=self._metadata).results
-
-        return self._send_batches([item._request for item in items], send, timeout)
+        return self._write_batches(INTERACTIONS, interactions, timeout)
 
     def submit_feedback_batch(
         self,
@@ -598,16 +547,7 @@ class FeedbackClient:
         Items are `FeedbackItem`s or mappings of their fields. Splitting, retries and errors work
         as for `log_events`.
         """
-        items = coerce_items(feedback, FeedbackItem)
-
-        def send(
-            requests: list[feedback_service_pb2.SubmitFeedbackRequest], remaining: float | None
-        ) -> Sequence[batch_pb2.BatchItemResult]:
-            request = feedback_service_pb2.SubmitFeedbackBatchRequest(feedback=requests)
-            call = self._stub.SubmitFeedbackBatch
-            return call(request, timeout=remaining, metadata=self._metadata).results
-
-        return self._send_batches([item._request for item in items], send, timeout)
+        return self._write_batches(FEEDBACK, feedback, timeout)
 
     def log_events(
         self,
@@ -633,20 +573,11 @@ class FeedbackClient:
         When a call fails for good, its FeedbackError is raised with `batch_result` holding the
         outcome of every item settled so far; the others may not be stored.
         """
-        items = coerce_items(events, EventItem)
-
-        def send(
-            requests: list[feedback_service_pb2.LogEventRequest], remaining: float | None
-        ) -> Sequence[batch_pb2.BatchItemResult]:
-            request = feedback_service_pb2.LogEventsRequest(events=requests)
-            stamp_sent_time(request.events)
-            return self._stub.LogEvents(request, timeout=remaining, metadata=self._metadata).results
-
-        return self._send_batches([item._request for item in items], send, timeout)
+        return self._write_batches(EVENTS, events, timeout)
 
     def ingest(
         self,
-        items: Iterable[InteractionItem | FeedbackItem | EventItem],
+        items: Iterable[IngestItem],
         *,
         timeout: float | None = None,
     ) -> IngestResult:
@@ -766,14 +697,43 @@ class FeedbackClient:
         """Start one LogEvents call for an EventBatcher, which waits on (or cancels) it."""
         return self._stub.LogEvents.future(request, timeout=timeout, metadata=self._metadata)
 
-    def _send_batches(
+    def _write(
         self,
-        requests: Sequence[_ItemRequestT],
-        send: Callable[[list[_ItemRequestT], float | None], Sequence[batch_pb2.BatchItemResult]],
+        method: grpc.UnaryUnaryMultiCallable[_ItemRequestT, _ResponseT],
+        kind: Kind[Any, _ItemRequestT],
+        request: _ItemRequestT,
+        timeout: float | None,
+    ) -> _ResponseT:
+        """Make one write of `kind`, with a fresh sent_time on every attempt."""
+        return self._call(
+            method,
+            request,
+            timeout,
+            before_attempt=lambda: kind.stamp_sent_time((request,)),
+            request_id=_request_id(request),
+        )
+
+    def _write_batches(
+        self,
+        kind: Kind[_ItemT, Any],
+        values: Iterable[_ItemT | Mapping[str, Any]],
         timeout: float | None,
     ) -> BatchResult:
-        """Send requests in as many calls as the limits need, one after the other."""
+        """Send items of `kind` in as many batch calls as the limits need, one after the other."""
+        items = coerce_items(values, kind.item_type)
+        call = getattr(self._stub, kind.batch_method)
+
+        def send(
+            requests: list[Message], remaining: float | None
+        ) -> Sequence[batch_pb2.BatchItemResult]:
+            request = kind.batch_request(requests)
+            kind.stamp_sent_time(getattr(request, kind.batch_field))
+            response = call(request, timeout=remaining, metadata=self._metadata)
+            results: Sequence[batch_pb2.BatchItemResult] = response.results
+            return results
+
         self._check_open()
+        requests: list[Message] = [item._request for item in items]
         results: list[ItemResult] = []
         for first_index, chunk in split_batches(requests):
             settled, failure = deliver(
@@ -891,27 +851,17 @@ _INGEST_BYTES_PER_MESSAGE = 1024 * 1024
 """A quarter of the server's default message limit, so any stream message fits."""
 
 
-def _ingest_item(
-    item: InteractionItem | FeedbackItem | EventItem,
-) -> feedback_service_pb2.IngestItem:
+def _ingest_item(item: IngestItem) -> feedback_service_pb2.IngestItem:
     """Wrap an item for the stream, stamped with sent_time, refusing anything that is not an item.
 
     Wrapping copies the item's request, so the stamp never changes the item itself.
     """
-    if isinstance(item, InteractionItem):
-        wrapped = feedback_service_pb2.IngestItem(interaction=item._request)
-        stamp_sent_time((wrapped.interaction,))
-        return wrapped
-    if isinstance(item, FeedbackItem):
-        return feedback_service_pb2.IngestItem(feedback=item._request)
-    if isinstance(item, EventItem):
-        wrapped = feedback_service_pb2.IngestItem(event=item._request)
-        stamp_sent_time((wrapped.event,))
-        return wrapped
-    raise TypeError(
-        f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
-        f"not {type(item).__name__}"
-    )
+    kind = kind_of(item)
+    wrapped = feedback_service_pb2.IngestItem()
+    member = getattr(wrapped, kind.name)
+    member.CopyFrom(item._request)
+    kind.stamp_sent_time((member,))
+    return wrapped
 
 
 def _request_id(request: Message) -> str:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from google.protobuf import struct_pb2, timestamp_pb2
     from google.protobuf.message import Message
 
-    from ._proto.feedback.v1 import event_pb2, interaction_pb2
 
 __all__ = ["COLUMNS", "ExportFile", "ExportFileError", "Format", "Kind", "rows", "sidecar_path"]
 
@@ -42,69 +41,6 @@ class ExportFileError(Exception):
 
 # ---- records as flat rows ----
 
-
-def _feedback_row(entry: feedback_pb2.Feedback) -> dict[str, Any]:
-    rating = entry.WhichOneof("rating")
-    return {
-        "id": entry.id,
-        "create_time": _time(entry.create_time),
-        "conversation_id": entry.conversation_id or None,
-        "message_id": entry.message_id or None,
-        "user_id": entry.user_id or None,
-        "interaction_id": entry.interaction_id or None,
-        "model": entry.model or None,
-        "rating_kind": rating,
-        "score": entry.score if rating == "score" else None,
-        "thumb": ("up" if entry.thumb == feedback_pb2.THUMB_UP else "down")
-        if rating == "thumb"
-        else None,
-        "label": entry.label if rating == "label" else None,
-        "text": entry.text or None,
-        "latency_ms": entry.latency_ms if entry.HasField("latency_ms") else None,
-        "tokens_used": entry.tokens_used if entry.HasField("tokens_used") else None,
-        "input_hash": entry.input_hash or None,
-        "output_hash": entry.output_hash or None,
-        "metadata": _json_object(entry.metadata),
-    }
-
-
-def _interaction_row(entry: interaction_pb2.Interaction) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "occur_time": _time(entry.occur_time),
-        "create_time": _time(entry.create_time),
-        "conversation_id": entry.conversation_id,
-        "message_id": entry.message_id or None,
-        "user_id": entry.user_id or None,
-        "model": entry.model or None,
-        "input_hash": entry.input_hash or None,
-        "output_hash": entry.output_hash or None,
-        "latency_ms": entry.latency_ms if entry.HasField("latency_ms") else None,
-        "prompt_tokens": entry.prompt_tokens if entry.HasField("prompt_tokens") else None,
-        "completion_tokens": (
-            entry.completion_tokens if entry.HasField("completion_tokens") else None
-        ),
-        "total_tokens": entry.total_tokens if entry.HasField("total_tokens") else None,
-        "metadata": _json_object(entry.metadata),
-    }
-
-
-def _event_row(entry: event_pb2.Event) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "event_time": _time(entry.event_time),
-        "receive_time": _time(entry.receive_time),
-        "user_id": entry.user_id,
-        "event_type": entry.event_type,
-        "details": _json_object(entry.details),
-    }
-
-
-_ROWS: dict[Kind, Callable[[Any], dict[str, Any]]] = {
-    "feedback": _feedback_row,
-    "interactions": _interaction_row,
-    "events": _event_row,
-}
 
 COLUMNS: dict[Kind, tuple[str, ...]] = {
     "feedback": (
@@ -149,8 +85,30 @@ COLUMNS: dict[Kind, tuple[str, ...]] = {
 
 def rows(kind: Kind, records: Iterable[Message]) -> list[dict[str, Any]]:
     """Records as flat rows: absent values None, JSON objects as dicts, times RFC 3339."""
-    make = _ROWS[kind]
-    return [make(record) for record in records]
+    columns = COLUMNS[kind]
+    return [{column: _cell(record, column) for column in columns} for record in records]
+
+
+def _cell(record: Message, column: str) -> Any:
+    """One column of a record's row, read from the record's field of the same name.
+
+    `rating_kind` is the member of the rating oneof that is set; a oneof member that is not set,
+    an optional number that is absent and an empty string or zero id are None.
+    """
+    if column == "rating_kind":
+        return record.WhichOneof("rating")
+    descriptor = record.DESCRIPTOR.fields_by_name[column]
+    value = getattr(record, column)
+    oneof = descriptor.containing_oneof
+    if oneof is not None and record.WhichOneof(oneof.name) != column:
+        return None
+    if descriptor.enum_type is not None and descriptor.enum_type.name == "Thumb":
+        return "up" if value == feedback_pb2.THUMB_UP else "down"
+    if descriptor.message_type is None:
+        return value if oneof is not None else value or None
+    if descriptor.message_type.full_name == "google.protobuf.Timestamp":
+        return _time(value)
+    return _json_object(value)
 
 
 def _time(value: timestamp_pb2.Timestamp) -> str:

@@ -1,8 +1,10 @@
-"""Typed items for the batch and bulk-load methods, checked when they are created.
+"""The record kinds a client writes, declared once: typed items, and the kinds built on them.
 
-An item holds the same fields as the single-item method it stands for and runs the same local checks
-through the same request-building code, so a mistake raises ValueError or TypeError where the item
-is made, not in the middle of a batch. Values are captured at creation: changing a `metadata` dict
+Each item dataclass is the one list of its kind's fields (types, defaults, how a field goes into
+the request); the kind beside it (INTERACTIONS, FEEDBACK, EVENTS) adds what fields cannot say. The
+single-item methods take the same fields and build their request through the same kind, so an
+item runs the same local checks: a mistake raises ValueError or TypeError where the item is made,
+not in the middle of a batch. Values are captured at creation: changing a `metadata` dict
 afterwards does not change what is sent.
 
 An item is one record. It gets its idempotency key (`request_id`) when it is made, so however
@@ -15,23 +17,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._hashing import compute_hash
-from ._requests import event_request, feedback_request, interaction_request
+from ._kinds import REQUEST_ID, SCORE, STRUCT, THUMB, TIME, Kind, converted
+from ._proto.feedback.v1 import feedback_service_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from datetime import datetime
 
     from google.protobuf.message import Message
 
-    from ._proto.feedback.v1 import feedback_service_pb2
-
 __all__ = [
+    "EVENTS",
+    "FEEDBACK",
+    "INTERACTIONS",
+    "KINDS",
     "MAX_ITEM_BYTES",
     "EventItem",
     "FeedbackItem",
+    "IngestItem",
     "InteractionItem",
     "coerce_items",
     "encoded_size",
@@ -77,43 +83,18 @@ class InteractionItem:
     """Tokens of the answer."""
     total_tokens: int | None = None
     """Tokens in all; computed by the server from the other two when left out."""
-    metadata: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, metadata=converted(STRUCT))
     """Any JSON-like mapping."""
-    occur_time: datetime | None = None
+    occur_time: datetime | None = field(default=None, metadata=converted(TIME))
     """When the turn happened (timezone-aware); the receive time when left out."""
-    request_id: str | None = None
+    request_id: str | None = field(default=None, metadata=converted(REQUEST_ID))
     """Idempotency key, a UUID string; a random one is set when the item is made without one."""
     _request: feedback_service_pb2.RecordInteractionRequest = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        request = interaction_request(
-            self.conversation_id,
-            message_id=self.message_id,
-            user_id=self.user_id,
-            model=self.model,
-            input_text=self.input_text,
-            input_hash=self.input_hash,
-            output_text=self.output_text,
-            output_hash=self.output_hash,
-            latency_ms=self.latency_ms,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.total_tokens,
-            metadata=self.metadata,
-            occur_time=self.occur_time,
-            request_id=self.request_id,
-        )
-        object.__setattr__(self, "request_id", request.request_id)
-        if encoded_size(request) > MAX_ITEM_BYTES:
-            # Assigning the hash member of a oneof clears its text member.
-            if request.WhichOneof("input") == "input_text":
-                request.input_hash = compute_hash(request.input_text)
-            if request.WhichOneof("output") == "output_text":
-                request.output_hash = compute_hash(request.output_text)
-        _check_size(request, "interaction")
-        object.__setattr__(self, "_request", request)
+        _made(self)
 
 
 @dataclass(frozen=True)
@@ -131,9 +112,9 @@ class FeedbackItem:
     """Message being rated."""
     user_id: str | None = None
     """End user giving the feedback."""
-    score: int | None = None
+    score: int | None = field(default=None, metadata=converted(SCORE))
     """Score from 1 (poor) to 5 (excellent)."""
-    thumb: bool | None = None
+    thumb: bool | None = field(default=None, metadata=converted(THUMB))
     """True for thumbs up, False for thumbs down."""
     label: str | None = None
     """Categorical rating such as "good"."""
@@ -147,36 +128,18 @@ class FeedbackItem:
     """SHA-256 of the user input."""
     output_hash: str | None = None
     """SHA-256 of the rated answer."""
-    metadata: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, metadata=converted(STRUCT))
     """Any JSON-like mapping."""
     model: str | None = None
     """Model that produced the rated answer; taken from the rated interaction when omitted."""
-    request_id: str | None = None
+    request_id: str | None = field(default=None, metadata=converted(REQUEST_ID))
     """Idempotency key, a UUID string; a random one is set when the item is made without one."""
     _request: feedback_service_pb2.SubmitFeedbackRequest = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        request = feedback_request(
-            self.conversation_id,
-            message_id=self.message_id,
-            user_id=self.user_id,
-            score=self.score,
-            thumb=self.thumb,
-            label=self.label,
-            text=self.text,
-            latency_ms=self.latency_ms,
-            tokens_used=self.tokens_used,
-            input_hash=self.input_hash,
-            output_hash=self.output_hash,
-            metadata=self.metadata,
-            model=self.model,
-            request_id=self.request_id,
-        )
-        object.__setattr__(self, "request_id", request.request_id)
-        _check_size(request, "feedback")
-        object.__setattr__(self, "_request", request)
+        _made(self)
 
 
 @dataclass(frozen=True)
@@ -188,29 +151,90 @@ class EventItem:
     event_type: str
     """Kind of event, such as "page_view"."""
     _: KW_ONLY
-    details: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] | None = field(default=None, metadata=converted(STRUCT))
     """Any JSON-like mapping."""
-    event_time: datetime | None = None
+    event_time: datetime | None = field(default=None, metadata=converted(TIME))
     """When the event happened (timezone-aware); the receive time when left out."""
     event_id: str | None = None
     """Your own identifier of the event (like Segment's messageId), unique across the service: an
     event whose event_id is already stored is not stored again, whatever its request_id."""
-    request_id: str | None = None
+    request_id: str | None = field(default=None, metadata=converted(REQUEST_ID))
     """Idempotency key, a UUID string; a random one is set when the item is made without one."""
     _request: feedback_service_pb2.LogEventRequest = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        request = event_request(
-            self.user_id,
-            self.event_type,
-            details=self.details,
-            event_time=self.event_time,
-            event_id=self.event_id,
-            request_id=self.request_id,
-        )
-        object.__setattr__(self, "request_id", request.request_id)
-        _check_size(request, "event")
-        object.__setattr__(self, "_request", request)
+        _made(self)
+
+
+IngestItem = InteractionItem | FeedbackItem | EventItem
+"""Any item `ingest` takes."""
+
+
+def _hash_texts(request: feedback_service_pb2.RecordInteractionRequest) -> None:
+    """Send the texts' hashes instead: the server stores only those, so the record is the same."""
+    # Assigning the hash member of a oneof clears its text member.
+    if request.WhichOneof("input") == "input_text":
+        request.input_hash = compute_hash(request.input_text)
+    if request.WhichOneof("output") == "output_text":
+        request.output_hash = compute_hash(request.output_text)
+
+
+INTERACTIONS = Kind(
+    "interaction",
+    InteractionItem,
+    feedback_service_pb2.RecordInteractionRequest,
+    batch_method="RecordInteractions",
+    batch_type=feedback_service_pb2.RecordInteractionsRequest,
+    batch_field="interactions",
+    at_most_one=(("input_text", "input_hash"), ("output_text", "output_hash")),
+    happened="occur_time",
+    shrink=_hash_texts,
+)
+"""Chat turns: texts and hashes of one side exclude each other."""
+FEEDBACK = Kind(
+    "feedback",
+    FeedbackItem,
+    feedback_service_pb2.SubmitFeedbackRequest,
+    batch_method="SubmitFeedbackBatch",
+    batch_type=feedback_service_pb2.SubmitFeedbackBatchRequest,
+    batch_field="feedback",
+    exactly_one=("score", "thumb", "label"),
+)
+"""Ratings, carrying exactly one of score, thumb or label."""
+EVENTS = Kind(
+    "event",
+    EventItem,
+    feedback_service_pb2.LogEventRequest,
+    batch_method="LogEvents",
+    batch_type=feedback_service_pb2.LogEventsRequest,
+    batch_field="events",
+    happened="event_time",
+)
+"""Analytics events; `event_id` is the caller's own key, checked by the server."""
+KINDS: dict[str, Kind[Any, Any]] = {kind.name: kind for kind in (INTERACTIONS, FEEDBACK, EVENTS)}
+"""Every kind by its name (the IngestItem member and the "kind" of an ingest line)."""
+
+
+def kind_of(item: object) -> Kind[Any, Any]:
+    """The kind of an item; TypeError for anything that is not one."""
+    for kind in KINDS.values():
+        if isinstance(item, kind.item_type):
+            return kind
+    raise TypeError(
+        f"ingest takes InteractionItem, FeedbackItem and EventItem objects, "
+        f"not {type(item).__name__}"
+    )
+
+
+def _made(item: IngestItem) -> None:
+    """Build and check an item's request when the item is made; it keeps the request."""
+    kind = kind_of(item)
+    request = kind.request(vars(item))
+    object.__setattr__(item, "request_id", request.request_id)
+    if kind.shrink is not None and encoded_size(request) > MAX_ITEM_BYTES:
+        kind.shrink(request)
+    _check_size(request, kind.name)
+    object.__setattr__(item, "_request", request)
 
 
 def coerce_items(

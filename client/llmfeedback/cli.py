@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
 from . import __version__
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
@@ -40,10 +40,10 @@ from ._errors import (
     UnauthenticatedError,
 )
 from ._export_file import ExportFile, ExportFileError, Format, Kind
-from ._items import EventItem, FeedbackItem, InteractionItem
+from ._items import EVENTS, FEEDBACK, INTERACTIONS, KINDS, IngestItem
 from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
 from ._proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
-from ._requests import checked_request_id
+from ._request_ids import checked_request_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -109,22 +109,6 @@ _LABEL_WIDTH = 18
 _TEXT_WIDTH = 48
 # Local ingest failures listed, like the server's own list of rejections.
 _MAX_LISTED_REJECTIONS = 1000
-
-_IngestItem = InteractionItem | FeedbackItem | EventItem
-
-# What each "kind" of an ingest line becomes: the request its fields follow, then the item type.
-_INGEST_KINDS: dict[str, tuple[type[Message], Callable[..., _IngestItem]]] = {
-    "interaction": (feedback_service_pb2.RecordInteractionRequest, InteractionItem),
-    "feedback": (feedback_service_pb2.SubmitFeedbackRequest, FeedbackItem),
-    "event": (feedback_service_pb2.LogEventRequest, EventItem),
-}
-# Fields an item takes positionally; proto3 reads an absent string as "", and the server then
-# names it in its field violations like any other invalid field.
-_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "interaction": ("conversation_id",),
-    "feedback": (),
-    "event": ("user_id", "event_type"),
-}
 
 
 class _UsageError(Exception):
@@ -494,55 +478,19 @@ def _selection(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _record(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
-    interaction = client.record_interaction(
-        args.conversation_id,
-        message_id=args.message_id,
-        user_id=args.user_id,
-        model=args.model,
-        input_text=args.input_text,
-        input_hash=args.input_hash,
-        output_text=args.output_text,
-        output_hash=args.output_hash,
-        latency_ms=args.latency_ms,
-        prompt_tokens=args.prompt_tokens,
-        completion_tokens=args.completion_tokens,
-        total_tokens=args.total_tokens,
-        metadata=args.metadata,
-        occur_time=args.occur_time,
-        request_id=args.request_id,
-    )
+    interaction = client.record_interaction(**INTERACTIONS.arguments(vars(args)))
     _print_message(interaction, args, out)
 
 
 def _submit(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
-    feedback = client.submit_feedback(
-        args.conversation_id,
-        message_id=args.message_id,
-        user_id=args.user_id,
-        score=args.score,
-        thumb=None if args.thumb is None else args.thumb == "up",
-        label=args.label,
-        text=args.text,
-        latency_ms=args.latency_ms,
-        tokens_used=args.tokens_used,
-        input_hash=args.input_hash,
-        output_hash=args.output_hash,
-        metadata=args.metadata,
-        model=args.model,
-        request_id=args.request_id,
-    )
+    arguments = FEEDBACK.arguments(vars(args))
+    arguments["thumb"] = None if args.thumb is None else args.thumb == "up"
+    feedback = client.submit_feedback(**arguments)
     _print_message(feedback, args, out)
 
 
 def _log(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
-    event = client.log_event(
-        args.user_id,
-        args.event_type,
-        details=args.details,
-        event_time=args.event_time,
-        event_id=args.event_id,
-        request_id=args.request_id,
-    )
+    event = client.log_event(**EVENTS.arguments(vars(args)))
     _print_message(event, args, out)
 
 
@@ -715,7 +663,7 @@ class _IngestInput:
         self.invalid: list[tuple[int, FeedbackError]] = []
         """The first refused lines, with why."""
 
-    def items(self, lines: Iterable[str]) -> Iterator[_IngestItem]:
+    def items(self, lines: Iterable[str]) -> Iterator[IngestItem]:
         """Yield an item per valid line, recording the others."""
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -793,7 +741,7 @@ def _ingest(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
     return 1 if rejected else 0
 
 
-def _ingest_item(line: str) -> _IngestItem:
+def _ingest_item(line: str) -> IngestItem:
     """Turn one JSON line into an item, raising ValueError or TypeError saying what is wrong."""
     try:
         document = json.loads(line)
@@ -801,37 +749,19 @@ def _ingest_item(line: str) -> _IngestItem:
         raise ValueError(f"not valid JSON: {error}") from error
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")
-    kind = document.pop("kind", None)
-    if not isinstance(kind, str) or kind not in _INGEST_KINDS:
-        raise ValueError(f'"kind" must be "interaction", "feedback" or "event", not {kind!r}')
-    request_type, item_type = _INGEST_KINDS[kind]
+    name = document.pop("kind", None)
+    if not isinstance(name, str) or name not in KINDS:
+        raise ValueError(f'"kind" must be "interaction", "feedback" or "event", not {name!r}')
+    kind = KINDS[name]
     try:
-        request = json_format.ParseDict(document, request_type())
+        request = json_format.ParseDict(document, kind.request_type())
     except json_format.ParseError as error:
         # The first line names the problem; the rest lists every field of the message.
         raise ValueError(str(error).splitlines()[0]) from error
     if any(descriptor.name == "sent_time" for descriptor, _ in request.ListFields()):
         raise ValueError("sent_time is set by the client when it sends the item; leave it out")
-    fields = {name: "" for name in _REQUIRED_FIELDS[kind]}
-    fields.update(_python_values(request))
-    return item_type(**fields)
-
-
-def _python_values(request: Message) -> dict[str, Any]:
-    """The set fields of a request as the keyword arguments of the matching item."""
-    values: dict[str, Any] = {}
-    for descriptor, value in request.ListFields():
-        if isinstance(value, timestamp_pb2.Timestamp):
-            values[descriptor.name] = value.ToDatetime(tzinfo=UTC)
-        elif isinstance(value, struct_pb2.Struct):
-            values[descriptor.name] = json_format.MessageToDict(value)
-        elif descriptor.enum_type is not None and descriptor.enum_type.name == "Thumb":
-            if value not in (feedback_pb2.THUMB_UP, feedback_pb2.THUMB_DOWN):
-                raise ValueError('thumb must be "THUMB_UP" or "THUMB_DOWN"')
-            values[descriptor.name] = value == feedback_pb2.THUMB_UP
-        else:
-            values[descriptor.name] = value
-    return values
+    item: IngestItem = kind.item_type(**kind.item_arguments(request))
+    return item
 
 
 def _rejection_document(line: int, error: FeedbackError) -> dict[str, Any]:

@@ -55,6 +55,50 @@ def test_feedback_rows_flatten_the_rating_and_keep_absent_values_none() -> None:
     assert row["metadata"] == {"n": 2, "list": [1.5, "x"], "empty": {}}
 
 
+def test_interaction_and_event_rows_carry_every_field_as_stored() -> None:
+    interaction = Interaction(
+        id=3,
+        occur_time=timestamp_pb2.Timestamp(seconds=2),
+        create_time=timestamp_pb2.Timestamp(seconds=3),
+        conversation_id="c",
+        model="m",
+        output_hash="h",
+        latency_ms=0.0,
+        prompt_tokens=0,
+        total_tokens=5,
+    )
+    event = Event(id=4, user_id="u", event_type="view", event_time=timestamp_pb2.Timestamp())
+    event.details.update({"page": "/"})
+
+    [interaction_row] = rows("interactions", [interaction])
+    [event_row] = rows("events", [event])
+
+    assert interaction_row == {
+        "id": 3,
+        "occur_time": "1970-01-01T00:00:02Z",
+        "create_time": "1970-01-01T00:00:03Z",
+        "conversation_id": "c",
+        "message_id": None,
+        "user_id": None,
+        "model": "m",
+        "input_hash": None,
+        "output_hash": "h",
+        "latency_ms": 0.0,
+        "prompt_tokens": 0,
+        "completion_tokens": None,
+        "total_tokens": 5,
+        "metadata": {},
+    }
+    assert event_row == {
+        "id": 4,
+        "event_time": "1970-01-01T00:00:00Z",
+        "receive_time": "1970-01-01T00:00:00Z",
+        "user_id": "u",
+        "event_type": "view",
+        "details": {"page": "/"},
+    }
+
+
 def events(*ids: int) -> list[Message]:
     return [Event(id=i, user_id="u", event_type="e") for i in ids]
 

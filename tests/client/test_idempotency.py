@@ -459,7 +459,7 @@ def test_generated_request_ids_are_uuid7_and_grow_with_time() -> None:
     import time
     import uuid
 
-    from llmfeedback._requests import new_request_id
+    from llmfeedback._request_ids import new_request_id
 
     first = new_request_id()
     time.sleep(0.002)

@@ -8,6 +8,7 @@ wait must not be taken for clock skew.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -27,15 +28,9 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    """A server that drains one caller's Ingest stream at RATE items per second."""
-    return Settings(
-        database_url=database_url,
-        storage_threads=4,
-        log_level="WARNING",
-        auth="none",
-        rate_limits=f"ingest={RATE}/s",
-    )
+def settings(settings: Settings) -> Settings:
+    """The default server, draining one caller's Ingest stream at RATE items per second."""
+    return replace(settings, auth="none", rate_limits=f"ingest={RATE}/s")
 
 
 def _occur_time(index: int) -> datetime:
