@@ -56,17 +56,9 @@ def test_feedback_rows_flatten_the_rating_and_keep_absent_values_none() -> None:
 
 
 def test_interaction_and_event_rows_carry_every_field_as_stored() -> None:
-    interaction = Interaction(
-        id=3,
-        occur_time=timestamp_pb2.Timestamp(seconds=2),
-        create_time=timestamp_pb2.Timestamp(seconds=3),
-        conversation_id="c",
-        model="m",
-        output_hash="h",
-        latency_ms=0.0,
-        prompt_tokens=0,
-        total_tokens=5,
-    )
+    interaction = Interaction(id=3, conversation_id="c", model="m", output_hash="h", latency_ms=0.0)
+    interaction.occur_time.seconds, interaction.create_time.seconds = 2, 3
+    interaction.prompt_tokens, interaction.total_tokens = 0, 5  # a set zero is not absent
     event = Event(id=4, user_id="u", event_type="view", event_time=timestamp_pb2.Timestamp())
     event.details.update({"page": "/"})
 
