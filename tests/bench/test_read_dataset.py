@@ -31,8 +31,8 @@ from storage.records import (
     Score,
     Thumb,
 )
+from storage.rows.bulk_insert import insert_returning_ids
 from storage.rows.repository import event_row, feedback_row, interaction_row
-from storage.rows.sqlite_insert import insert_returning_ids
 from storage.schema.models import Base, EventRow, FeedbackRow, InteractionRow
 
 YEAR = Year.ending_today(datetime(2026, 11, 22, 15, 30, tzinfo=UTC))
@@ -60,7 +60,7 @@ def _stored(model: type[Base], values: dict[str, Any]) -> tuple[object, ...]:
         bound.append(parameters)
         return [(1,)]
 
-    insert_returning_ids(execute, inspect(model), [values])
+    insert_returning_ids(execute, "sqlite", inspect(model), [values])
     # The loader leaves the trailing columns (request and event ids) NULL.
     columns = {
         InteractionRow: INTERACTION_COLUMNS,
