@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.orm import Mapper
 
 from storage.rows.row_codec import MARKS, Convert, Dialect, table_codec
 
@@ -22,24 +21,21 @@ MAX_VARIABLES = 32_766
 Execute = Callable[[str, tuple[Any, ...]], Sequence[Sequence[Any]]]
 """Runs one SQL statement with positional parameters and returns its rows (none if it has none)."""
 
+Getter = Callable[[Any], Any]
+"""Reads one column's value off the record being inserted."""
+
 
 @cache
-def _layout(
-    mapper: Mapper[Any], dialect: Dialect
-) -> tuple[Table, tuple[str, ...], tuple[tuple[str, Convert | None], ...]]:
-    """The table, its inserted column names and, per column, the attribute to read and its
-    encoder (the primary key is the database's to give)."""
-    table = mapper.local_table
-    assert isinstance(table, Table)
+def inserted_columns(table: Table) -> tuple[str, ...]:
+    """The columns an insert gives values for: all but a primary key the database assigns."""
+    return tuple(column.name for column in table.columns if not column.primary_key)
+
+
+@cache
+def _encoders(table: Table, dialect: Dialect) -> tuple[Convert | None, ...]:
     codec = table_codec(table, dialect)
-    names: list[str] = []
-    fields: list[tuple[str, Convert | None]] = []
-    for column, encode in zip(table.columns, codec.encoders, strict=True):
-        if column.primary_key:
-            continue
-        names.append(column.name)
-        fields.append((mapper.get_property_by_column(column).key, encode))
-    return table, tuple(names), tuple(fields)
+    by_name = dict(zip(codec.columns, codec.encoders, strict=True))
+    return tuple(by_name[name] for name in inserted_columns(table))
 
 
 @cache
@@ -50,20 +46,33 @@ def _statement(table_name: str, columns: tuple[str, ...], rows: int, mark: str) 
     return f'INSERT INTO "{table_name}" ({quoted}) VALUES {values} RETURNING id'
 
 
+def _encoded(get: Getter, convert: Convert) -> Getter:
+    def read(record: Any) -> Any:
+        value = get(record)
+        return None if value is None else convert(value)
+
+    return read
+
+
 def insert_returning_ids(
-    execute: Execute, dialect: Dialect, mapper: Mapper[Any], rows: Sequence[dict[str, Any]]
+    execute: Execute,
+    dialect: Dialect,
+    table: Table,
+    getters: Sequence[Getter],
+    records: Sequence[Any],
 ) -> list[int]:
-    """Insert `rows` (dicts keyed by mapped attribute) and return their ids in row order."""
-    table, columns, fields = _layout(mapper, dialect)
+    """Insert one row per record, `getters` reading the values of inserted_columns(table) in
+    order, and return the `id` column of each row, in record order."""
+    columns = inserted_columns(table)
+    readers = tuple(
+        get if convert is None else _encoded(get, convert)
+        for get, convert in zip(getters, _encoders(table, dialect), strict=True)
+    )
     per_statement = max(1, MAX_VARIABLES // len(columns))
     ids: list[int] = []
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        parameters = tuple(
-            convert(row[key]) if convert is not None and row[key] is not None else row[key]
-            for row in chunk
-            for key, convert in fields
-        )
+    for start in range(0, len(records), per_statement):
+        chunk = records[start : start + per_statement]
+        parameters = tuple(read(record) for record in chunk for read in readers)
         statement = _statement(table.name, columns, len(chunk), MARKS[dialect])
         # Ids are drawn in VALUES order within one statement (SQLite's rowids, PostgreSQL's
         # sequence, as SQLAlchemy's own insertmanyvalues assumes); RETURNING's order is

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, assert_never
 
 from sqlalchemy import Table
@@ -41,7 +43,7 @@ from storage.records import (
 from storage.rows import executors
 from storage.rows import listing as listing_queries
 from storage.rows.api_keys import ApiKeys
-from storage.rows.bulk_insert import Execute, insert_returning_ids
+from storage.rows.bulk_insert import Execute, Getter, insert_returning_ids, inserted_columns
 from storage.rows.row_codec import MARKS, Dialect, table_codec
 from storage.schema.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 
@@ -54,17 +56,19 @@ Vote = tuple[str, str]
 """(message_id, user_id): whose vote on which message; one current vote each."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, eq=False)
 class RowKind(Generic[StoredRecord]):
-    """One raw table as data: its model, how a record becomes a row and back, its rollups."""
+    """One raw table as data: its records, the few columns and fields that are not a copy of
+    each other, its rollups. Every other column holds the record field of the same name."""
 
     model: type[Base]
-    to_row: Callable[[Any], dict[str, Any]]
-    """Insert values of a new record, keyed by mapped attribute."""
-    from_row: Callable[[Mapping[str, Any]], StoredRecord]
-    """The record of a decoded row (column names, typed values)."""
+    record_type: type[StoredRecord]
     rollup_kind: rollups.RollupKind | None
     """The rollups its rows count in; None for a table no rollup reads."""
+    column_values: Mapping[str, Getter] = field(default_factory=dict)
+    """Inserted columns computed from the record rather than copied from a field."""
+    field_values: Mapping[str, Callable[[Mapping[str, Any]], Any]] = field(default_factory=dict)
+    """Record fields computed from the row rather than copied from a column."""
 
     @property
     def table(self) -> Table:
@@ -72,6 +76,34 @@ class RowKind(Generic[StoredRecord]):
         table = self.model.__table__
         assert isinstance(table, Table)
         return table
+
+    @cached_property
+    def getters(self) -> tuple[Getter, ...]:
+        """Per inserted column (bulk_insert.inserted_columns), how to read it off a record."""
+        return tuple(
+            self.column_values.get(name) or attrgetter(name)
+            for name in inserted_columns(self.table)
+        )
+
+    @cached_property
+    def _readers(self) -> tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...]:
+        columns = set(self.table.columns.keys())
+        readers = []
+        for record_field in fields(self.record_type):
+            name = record_field.name
+            read = self.field_values.get(name)
+            if read is None:
+                read = itemgetter(name) if name in columns else _constant(record_field.default)
+            readers.append((name, read))
+        return tuple(readers)
+
+    def from_row(self, row: Mapping[str, Any]) -> StoredRecord:
+        """The record of a decoded row (values by column name, typed)."""
+        return self.record_type(**{name: read(row) for name, read in self._readers})
+
+
+def _constant(value: object) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda row: value
 
 
 class Rows:
@@ -119,19 +151,19 @@ class Rows:
 
     def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
         """Store chat turns in one statement per chunk; raises Conflict if a message_id is taken."""
-        return self._insert(INTERACTIONS, InteractionRecord, news)
+        return self._insert(INTERACTIONS, news)
 
     # Feedback
 
     def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
         """Store feedback entries in one statement per chunk."""
-        return self._insert(FEEDBACK, FeedbackRecord, news)
+        return self._insert(FEEDBACK, news)
 
     # Events
 
     def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
         """Store analytics events in one statement per chunk."""
-        return self._insert(EVENTS, EventRecord, news)
+        return self._insert(EVENTS, news)
 
     # Idempotency and votes (group commit; see server.service.write_rules)
 
@@ -216,9 +248,9 @@ class Rows:
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
-        rows = [history_row(record) for record in replaced]
-        if rows:
-            insert_returning_ids(self._execute, self._dialect, HISTORY.model.__mapper__, rows)
+        if replaced:
+            table = HISTORY.table
+            insert_returning_ids(self._execute, self._dialect, table, HISTORY.getters, replaced)
 
     def feedback_history(self, message_id: str, user_id: str, limit: int) -> list[FeedbackRecord]:
         """A user's votes on a message, oldest first: the newest `limit` of them."""
@@ -232,18 +264,12 @@ class Rows:
             )
         return sorted(found, key=lambda record: record.id)[-limit:]
 
-    def _insert(
-        self,
-        kind: RowKind[StoredRecord],
-        record_type: type[StoredRecord],
-        news: Sequence[Any],
-    ) -> list[StoredRecord]:
+    def _insert(self, kind: RowKind[StoredRecord], news: Sequence[Any]) -> list[StoredRecord]:
         """Insert new records of `kind` now (not at commit); their stored records, in order."""
         if not news:
             return []
-        rows = [kind.to_row(new) for new in news]
-        ids = insert_returning_ids(self._execute, self._dialect, kind.model.__mapper__, rows)
-        records = stored_records(record_type, news, ids)
+        ids = insert_returning_ids(self._execute, self._dialect, kind.table, kind.getters, news)
+        records = stored_records(kind.record_type, news, ids)
         if kind.rollup_kind is not None:
             self._rollups.add(kind.rollup_kind, records, 1)
         return records
@@ -306,28 +332,6 @@ MAX_VOTE_CLAIMS = 64
 """Buckets a transaction claims one by one; more, and it claims all votes at once."""
 
 
-def interaction_from_row(row: Mapping[str, Any]) -> InteractionRecord:
-    """A record from a decoded row of the interactions table (column names, typed values)."""
-    return InteractionRecord(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        message_id=row["message_id"],
-        user_id=row["user_id"],
-        model=row["model"],
-        input_hash=row["input_hash"],
-        output_hash=row["output_hash"],
-        latency_ms=row["latency_ms"],
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
-        total_tokens=row["total_tokens"],
-        metadata=row["metadata"],
-        occur_time=row["occur_time"],
-        create_time=row["create_time"],
-        request_id=row["request_id"],
-        request_digest=row["request_digest"],
-    )
-
-
 def vote_bucket(voter: Vote) -> int:
     """The voter's claim bucket, 1 to 2^31 - 1, the same in every process (unlike hash())."""
     message_id, user_id = voter
@@ -355,77 +359,6 @@ def _rating_columns(rating: Rating) -> tuple[str, int | None, bool | None, str |
             return "label", None, None, name
         case _:
             assert_never(rating)
-
-
-def interaction_row(new: NewInteraction) -> dict[str, Any]:
-    """Insert values of a chat turn, keyed by mapped attribute."""
-    return {
-        "conversation_id": new.conversation_id,
-        "message_id": new.message_id,
-        "user_id": new.user_id,
-        "model": new.model,
-        "input_hash": new.input_hash,
-        "output_hash": new.output_hash,
-        "latency_ms": new.latency_ms,
-        "prompt_tokens": new.prompt_tokens,
-        "completion_tokens": new.completion_tokens,
-        "total_tokens": new.total_tokens,
-        "metadata_": new.metadata,
-        "occur_time": new.occur_time,
-        "create_time": new.create_time,
-        "request_id": new.request_id,
-        "request_digest": new.request_digest,
-    }
-
-
-def feedback_row(new: NewFeedback) -> dict[str, Any]:
-    """Insert values of a feedback entry, its rating in the column of the rating's kind."""
-    kind, score, thumb_up, label = _rating_columns(new.rating)
-    return {
-        "conversation_id": new.conversation_id,
-        "message_id": new.message_id,
-        "user_id": new.user_id,
-        "interaction_id": new.interaction_id,
-        "model": new.model,
-        "rating_kind": kind,
-        "score": score,
-        "thumb_up": thumb_up,
-        "label": label,
-        "text": new.text,
-        "latency_ms": new.latency_ms,
-        "tokens_used": new.tokens_used,
-        "input_hash": new.input_hash,
-        "output_hash": new.output_hash,
-        "metadata_": new.metadata,
-        "create_time": new.create_time,
-        "request_id": new.request_id,
-        "request_digest": new.request_digest,
-        "replaces_id": new.replaces_id,
-    }
-
-
-def history_row(record: FeedbackRecord) -> dict[str, Any]:
-    """Insert values of a replaced vote, keyed by mapped attribute."""
-    return {
-        **feedback_row(record),
-        "id": record.id,
-        "replace_time": record.replace_time,
-        "replaced_by_id": record.replaced_by_id,
-    }
-
-
-def event_row(new: NewEvent) -> dict[str, Any]:
-    """Insert values of an analytics event."""
-    return {
-        "user_id": new.user_id,
-        "event_type": new.event_type,
-        "details": new.details,
-        "event_time": new.event_time,
-        "receive_time": new.receive_time,
-        "event_id": new.event_id,
-        "request_id": new.request_id,
-        "request_digest": new.request_digest,
-    }
 
 
 def stored_records(
@@ -463,52 +396,54 @@ def _rating(row: Mapping[str, Any]) -> Rating:
     raise ValueError(f"feedback {row['id']} has an inconsistent rating of kind {kind!r}")
 
 
-def feedback_from_row(row: Mapping[str, Any]) -> FeedbackRecord:
-    """A record from a row of the feedback or feedback_history table (column names, typed)."""
-    return FeedbackRecord(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        message_id=row["message_id"],
-        user_id=row["user_id"],
-        interaction_id=row["interaction_id"],
-        model=row["model"],
-        rating=_rating(row),
-        text=row["text"],
-        latency_ms=row["latency_ms"],
-        tokens_used=row["tokens_used"],
-        input_hash=row["input_hash"],
-        output_hash=row["output_hash"],
-        metadata=row["metadata"],
-        create_time=row["create_time"],
-        request_id=row["request_id"],
-        request_digest=row["request_digest"],
-        replaces_id=row["replaces_id"],
-        replace_time=row.get("replace_time"),
-        replaced_by_id=row.get("replaced_by_id"),
-    )
+def _rating_kind(new: NewFeedback) -> str:
+    match new.rating:
+        case Score():
+            return "score"
+        case Thumb():
+            return "thumb"
+        case Label():
+            return "label"
+        case _:
+            assert_never(new.rating)
 
 
-def event_from_row(row: Mapping[str, Any]) -> EventRecord:
-    """A record from a row of the events table (column names, typed values)."""
-    return EventRecord(
-        id=row["id"],
-        user_id=row["user_id"],
-        event_type=row["event_type"],
-        details=row["details"],
-        event_time=row["event_time"],
-        receive_time=row["receive_time"],
-        event_id=row["event_id"],
-        request_id=row["request_id"],
-        request_digest=row["request_digest"],
-    )
+def _score(new: NewFeedback) -> int | None:
+    return new.rating.value if isinstance(new.rating, Score) else None
 
+
+def _thumb_up(new: NewFeedback) -> bool | None:
+    return new.rating.up if isinstance(new.rating, Thumb) else None
+
+
+def _label(new: NewFeedback) -> str | None:
+    return new.rating.name if isinstance(new.rating, Label) else None
+
+
+_RATING_COLUMNS: dict[str, Getter] = {
+    "rating_kind": _rating_kind,
+    "score": _score,
+    "thumb_up": _thumb_up,
+    "label": _label,
+}
+"""A rating in the column of its kind, the other two NULL (the table's CHECK constraint)."""
 
 INTERACTIONS: RowKind[InteractionRecord] = RowKind(
-    InteractionRow, interaction_row, interaction_from_row, rollups.INTERACTION_KIND
+    InteractionRow, InteractionRecord, rollups.INTERACTION_KIND
 )
 FEEDBACK: RowKind[FeedbackRecord] = RowKind(
-    FeedbackRow, feedback_row, feedback_from_row, rollups.FEEDBACK_KIND
+    FeedbackRow,
+    FeedbackRecord,
+    rollups.FEEDBACK_KIND,
+    column_values=_RATING_COLUMNS,
+    field_values={"rating": _rating},
 )
-HISTORY: RowKind[FeedbackRecord] = RowKind(FeedbackHistoryRow, history_row, feedback_from_row, None)
+HISTORY: RowKind[FeedbackRecord] = RowKind(
+    FeedbackHistoryRow,
+    FeedbackRecord,
+    None,
+    column_values=_RATING_COLUMNS,
+    field_values={"rating": _rating},
+)
 """Replaced votes: kept for history and idempotent replays, counted in no rollup."""
-EVENTS: RowKind[EventRecord] = RowKind(EventRow, event_row, event_from_row, rollups.EVENT_KIND)
+EVENTS: RowKind[EventRecord] = RowKind(EventRow, EventRecord, rollups.EVENT_KIND)
