@@ -15,12 +15,15 @@ import time
 import uuid
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 from server.service.group_commit import Job
-from server.service.ports import BatchRepository
 from server.service.write_rules import FEEDBACK, INTERACTION, Rules, apply_batch
 from storage import Storage
 from storage.records import NewFeedback, NewInteraction, Score
+
+if TYPE_CHECKING:
+    from server.service.ports import BatchRepository
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 RULES = Rules(accept_unknown_conversations=True)
