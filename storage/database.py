@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from storage.aggregates.rebuild import rebuild_rollups, register_sqlite_functions
 from storage.aggregates.stats_queries import CellCache, StatsReader
@@ -24,8 +24,8 @@ from storage.engines import (
 )
 from storage.error_translation import driver_errors, is_lock_contention, translated_errors
 from storage.errors import StorageError, StorageUnavailable, TransactionRolledBack
-from storage.rows.repository import BatchRepository, Repository
-from storage.rows.sqlite_batch import SqliteBatchRepository, sqlite_errors
+from storage.rows import executors
+from storage.rows.repository import Repository, Rows
 from storage.schema.migrate import upgrade_to_head
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ class DedicatedWriter:
         self._on_unavailable = on_unavailable
         self._connection: Connection | None = None
 
-    def write(self, work: Callable[[BatchRepository], T], *, busy_retry_seconds: float = 0.0) -> T:
+    def write(self, work: Callable[[Rows], T], *, busy_retry_seconds: float = 0.0) -> T:
         """Run `work` in one write transaction and commit; on any exception nothing is kept.
 
         With `busy_retry_seconds`, a write that found SQLite locked by other writers (other
@@ -360,7 +360,7 @@ class DedicatedWriter:
             time.sleep(random.uniform(pause / 2, pause))
             pause = min(pause * 2, 0.2)
 
-    def _write_once(self, work: Callable[[BatchRepository], T]) -> T:
+    def _write_once(self, work: Callable[[Rows], T]) -> T:
         self._check_open()
         try:
             with translated_errors():
@@ -370,14 +370,10 @@ class DedicatedWriter:
                 if self._connection.dialect.name == "sqlite":
                     return self._write_sqlite(self._connection, work)
                 with self._connection.begin():
-                    session = Session(bind=self._connection, expire_on_commit=False)
-                    try:
-                        repository = Repository(session)
-                        result = work(repository)
-                        repository.apply_rollups()
-                        return result
-                    finally:
-                        session.close()
+                    rows = Rows(executors.on_connection(self._connection), "postgresql")
+                    result = work(rows)
+                    rows.apply_rollups()
+                    return result
         except StorageUnavailable as error:
             # Reconnect on the next write: the database may have restarted, and a SQLite file
             # opened while it was read-only stays read-only on that connection.
@@ -388,17 +384,18 @@ class DedicatedWriter:
             raise
 
     @staticmethod
-    def _write_sqlite(connection: Connection, work: Callable[[BatchRepository], T]) -> T:
-        """The transaction on sqlite3 itself (see storage.rows.sqlite_batch for why)."""
+    def _write_sqlite(connection: Connection, work: Callable[[Rows], T]) -> T:
+        """The transaction on sqlite3 itself: SQLAlchemy's per-transaction machinery cost more
+        than a small batch's statements (see storage.rows.repository)."""
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
-        with sqlite_errors("BEGIN IMMEDIATE"):
+        with driver_errors("BEGIN IMMEDIATE"):
             raw.execute("BEGIN IMMEDIATE")
         try:
-            repository = SqliteBatchRepository(raw)
-            result = work(repository)
-            repository.apply_rollups()
-            with sqlite_errors("COMMIT"):
+            rows = Rows(executors.on_sqlite(raw), "sqlite")
+            result = work(rows)
+            rows.apply_rollups()
+            with driver_errors("COMMIT"):
                 raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:

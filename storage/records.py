@@ -168,7 +168,8 @@ class FeedbackStats:
     avg_tokens: float | None = None
     with_text_count: int = 0
     latency_ms_percentiles: Percentiles = NO_PERCENTILES
-    """Filled by the rollup reader (GetStats); the full-scan Repository.feedback_stats leaves it."""
+    """Filled by the rollup reader (GetStats); the full scan of tests/storage/full_scan.py leaves
+    it."""
     tokens_percentiles: Percentiles = NO_PERCENTILES
 
     @property

@@ -3,7 +3,7 @@
 Rows go in through sqlite3 with the journal and fsyncs off and the secondary indexes (and any
 triggers) dropped, 50k feedback rows per transaction; the indexes are then rebuilt from their own
 CREATE statements and WAL is switched back on, so the server opens a normal database with exactly
-the migrated schema. Values are encoded as storage.rows.sqlite_insert encodes them (UTC text
+the migrated schema. Values are encoded as storage.rows.row_codec encodes them (UTC text
 times, JSON text, 0/1 booleans); tests/bench/test_read_dataset.py holds the two side by side.
 
 Ids are given explicitly (the next free ones), so feedback can point at the interaction it rates;
@@ -187,7 +187,7 @@ def owner(conversation_index: int) -> int:
 
 
 def sqlite_time(moment: datetime) -> str:
-    """A UTC time as storage.rows.sqlite_insert stores it: naive, fixed width, microseconds."""
+    """A UTC time as storage.rows.row_codec stores it: naive, fixed width, microseconds."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 

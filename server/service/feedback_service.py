@@ -28,6 +28,7 @@ from server.service.listing import (
     export,
     list_page,
 )
+from server.service.ports import ReadUnit, RecordStorage
 from server.service.stats import StatsChange, compare, valid_stats_query
 from server.service.stream_clock import StreamClock
 from server.service.validation import IDENTIFIER, Violations
@@ -44,7 +45,6 @@ from server.service.write_rules import (
     valid_feedback,
     valid_interaction,
 )
-from storage import Repository, Storage
 from storage.errors import StorageUnavailable
 from storage.records import (
     EventRecord,
@@ -95,7 +95,7 @@ class FeedbackService:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: RecordStorage,
         executor: Executor,
         rules: Rules | None = None,
         clock: Callable[[], datetime] = _utc_now,
@@ -255,7 +255,7 @@ class FeedbackService:
         """Every matching row, chunk by chunk (see server.service.listing)."""
         return export(listing, request, self._read)
 
-    async def _read(self, work: Callable[[Repository], T]) -> T:
+    async def _read(self, work: Callable[[ReadUnit], T]) -> T:
         """Run a read on the executor so the event loop keeps serving."""
         loop = asyncio.get_running_loop()
         try:

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.service.errors import ResourceExhausted, ServiceError, Unavailable
-from storage import Storage
+from server.service.ports import BatchRepository, RecordStorage
 from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
-from storage.rows.repository import BatchRepository
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: RecordStorage,
         apply_batch: ApplyBatch,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,

@@ -22,6 +22,7 @@ from server.service.list_inputs import (
     PageRequest,
     SelectionT,
 )
+from server.service.ports import ReadUnit
 from server.service.validation import (
     CONVERSATION_ID,
     EVENT_TYPE,
@@ -35,7 +36,6 @@ from server.service.write_rules import (
     IDENTIFIER_RULE,
     LABEL_RULE,
 )
-from storage import Repository
 from storage.records import (
     EventEntry,
     EventFilter,
@@ -65,7 +65,7 @@ FilterT = TypeVar("FilterT", FeedbackFilter, InteractionFilter, EventFilter)
 EntryT = TypeVar("EntryT", FeedbackEntry, InteractionEntry, EventEntry)
 T = TypeVar("T")
 
-Read = Callable[[Callable[[Repository], T]], Awaitable[T]]
+Read = Callable[[Callable[[ReadUnit], T]], Awaitable[T]]
 """Runs a unit of read work on the storage executor (FeedbackService._read)."""
 
 
@@ -91,7 +91,8 @@ class Listing(Generic[SelectionT, FilterT, EntryT]):
 
     validate: Callable[[SelectionT, Violations], FilterT]
     """The storage filter of a selection, adding a violation for every bad field."""
-    read: Callable[[Repository, FilterT, Keyset], list[EntryT]]
+    read: Callable[[ReadUnit, FilterT, Keyset], list[EntryT]]
+    """One keyset page of the kind, read in a unit of work (a method of ports.ReadUnit)."""
 
 
 async def list_page(
@@ -285,11 +286,12 @@ def _label(check: Violations, value: str) -> str | None:
 
 
 FEEDBACK: Listing[FeedbackSelection, FeedbackFilter, FeedbackEntry] = Listing(
-    _feedback_filter, Repository.feedback_entries
+    _feedback_filter, lambda unit, selection, keyset: unit.feedback_entries(selection, keyset)
 )
 INTERACTIONS: Listing[InteractionSelection, InteractionFilter, InteractionEntry] = Listing(
-    _interaction_filter, Repository.interaction_entries
+    _interaction_filter,
+    lambda unit, selection, keyset: unit.interaction_entries(selection, keyset),
 )
 EVENTS: Listing[EventSelection, EventFilter, EventEntry] = Listing(
-    _event_filter, Repository.event_entries
+    _event_filter, lambda unit, selection, keyset: unit.event_entries(selection, keyset)
 )

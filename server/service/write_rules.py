@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from server.service.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
 from server.service.group_commit import Job
 from server.service.inputs import EventInput, FeedbackInput, InteractionInput
+from server.service.ports import BatchRepository, Vote
 from server.service.validation import (
     CONVERSATION_ID,
     EVENT_TYPE,
@@ -36,7 +37,6 @@ from storage.records import (
     Score,
     Thumb,
 )
-from storage.rows.repository import BatchRepository, Vote
 
 CONVERSATION_RULE = "1-128 letters, digits, '-' or '_'"
 IDENTIFIER_RULE = "1-128 letters, digits, '.', '_', ':', '@' or '-'"

@@ -9,9 +9,8 @@ SQLAlchemy builds and binds the statements; the rows are decoded here (see _page
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -50,6 +49,7 @@ from storage.records import (
     InteractionFilter,
     Keyset,
 )
+from storage.rows.row_codec import CODECS, Dialect
 from storage.schema.models import (
     EventRollupRow,
     EventRow,
@@ -158,7 +158,8 @@ class _Window(NamedTuple):
 
 
 class _Decoder(NamedTuple):
-    """How one database's driver returns the columns SQLAlchemy would otherwise convert."""
+    """How one database's driver returns the columns SQLAlchemy would otherwise convert
+    (storage.rows.row_codec), unpacked for the per-row loops below; NULL stays None."""
 
     json: Callable[[Any], dict[str, Any]]
     time: Callable[[Any], datetime]
@@ -472,31 +473,10 @@ def _events(rows: Sequence[Any], decoder: _Decoder) -> list[EventEntry]:
     ]
 
 
-def _sqlite_json(text: str) -> dict[str, Any]:
-    # Most rows carry no metadata; json.loads costs about 2 us even for "{}".
-    if text == "{}":
-        return {}
-    value: dict[str, Any] = json.loads(text)
-    return value
+def _decoder(dialect: Dialect) -> _Decoder:
+    codec = CODECS[dialect]
+    return _Decoder(codec.decode_json, codec.decode_time, codec.decode_flag)
 
 
-def _sqlite_time(text: str) -> datetime:
-    # SQLite holds UTC as "YYYY-MM-DD HH:MM:SS.ffffff" (storage.schema.column_types); appending the
-    # offset is several times cheaper than datetime.replace(tzinfo=UTC).
-    return datetime.fromisoformat(text + "+00:00")
-
-
-def _sqlite_flag(value: int | None) -> bool | None:
-    return None if value is None else value == 1
-
-
-def _as_is(value: Any) -> Any:
-    return value  # psycopg decodes jsonb and booleans itself
-
-
-def _postgres_time(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-_SQLITE = _Decoder(_sqlite_json, _sqlite_time, _sqlite_flag)
-_POSTGRES = _Decoder(_as_is, _postgres_time, _as_is)
+_SQLITE = _decoder("sqlite")
+_POSTGRES = _decoder("postgresql")

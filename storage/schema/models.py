@@ -82,7 +82,7 @@ class InteractionRow(Base):
 
     __tablename__ = "interactions"
     __table_args__ = (
-        # latest_interaction() reads the highest id within a conversation.
+        # Rows.latest_interactions() reads the highest id within a conversation.
         Index("ix_interactions_conversation_id_id", "conversation_id", "id"),
         # Filter indexes end with id, so a keyset page is read in id order from the index alone
         # (SQLite appends the rowid anyway; PostgreSQL needs it spelled out).

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
 
 from bench.read.dataset import (
     EVENT_COLUMNS,
@@ -31,9 +30,9 @@ from storage.records import (
     Score,
     Thumb,
 )
-from storage.rows.repository import event_row, feedback_row, interaction_row
-from storage.rows.sqlite_insert import insert_returning_ids
-from storage.schema.models import Base, EventRow, FeedbackRow, InteractionRow
+from storage.rows.bulk_insert import insert_returning_ids
+from storage.rows.repository import EVENTS, FEEDBACK, INTERACTIONS, RowKind
+from storage.schema.models import EventRow, FeedbackRow, InteractionRow
 
 YEAR = Year.ending_today(datetime(2026, 11, 22, 15, 30, tzinfo=UTC))
 
@@ -52,7 +51,7 @@ def rows() -> tuple[list[Row], list[Row], list[Row]]:
     return generate_step(plan, 1)
 
 
-def _stored(model: type[Base], values: dict[str, Any]) -> tuple[object, ...]:
+def _stored(kind: RowKind[Any], new: object) -> tuple[object, ...]:
     """The parameters the storage layer binds when it inserts one row."""
     bound: list[tuple[Any, ...]] = []
 
@@ -60,13 +59,13 @@ def _stored(model: type[Base], values: dict[str, Any]) -> tuple[object, ...]:
         bound.append(parameters)
         return [(1,)]
 
-    insert_returning_ids(execute, inspect(model), [values])
+    insert_returning_ids(execute, "sqlite", kind.table, kind.getters, [new])
     # The loader leaves the trailing columns (request and event ids) NULL.
     columns = {
         InteractionRow: INTERACTION_COLUMNS,
         FeedbackRow: FEEDBACK_COLUMNS,
         EventRow: EVENT_COLUMNS,
-    }[model]
+    }[kind.model]
     assert all(value is None for value in bound[0][len(columns) - 1 :])
     return bound[0][: len(columns) - 1]
 
@@ -121,7 +120,7 @@ def test_feedback_is_encoded_as_the_storage_layer_encodes_it(
     kinds = {row[6] for row in feedback}
     assert kinds == {"score", "thumb", "label"}
     for row in feedback:
-        assert _stored(FeedbackRow, feedback_row(_new_feedback(row))) == row[1:]
+        assert _stored(FEEDBACK, _new_feedback(row)) == row[1:]
 
 
 def test_interactions_and_events_are_encoded_as_the_storage_layer_encodes_them(
@@ -145,7 +144,7 @@ def test_interactions_and_events_are_encoded_as_the_storage_layer_encodes_them(
             occur_time=_time(values["occur_time"]),
             create_time=_time(values["create_time"]),
         )
-        assert _stored(InteractionRow, interaction_row(new)) == row[1:]
+        assert _stored(INTERACTIONS, new) == row[1:]
     for row in events:
         event = NewEvent(
             user_id=str(row[1]),
@@ -154,7 +153,7 @@ def test_interactions_and_events_are_encoded_as_the_storage_layer_encodes_them(
             event_time=_time(row[4]),
             receive_time=_time(row[5]),
         )
-        assert _stored(EventRow, event_row(event)) == row[1:]
+        assert _stored(EVENTS, event) == row[1:]
 
 
 def test_ids_follow_on_and_times_rise_within_the_step(

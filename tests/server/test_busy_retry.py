@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from server.service.group_commit import GroupCommitter, Job
+from server.service.ports import BatchRepository
 from server.service.write_rules import EVENT, Rules, apply_batch
 from storage import Storage
-from storage.rows.repository import BatchRepository
-from storage.rows.sqlite_batch import sqlite_errors
+from storage.error_translation import driver_errors as sqlite_errors
 from tests.server.test_group_commit import _count, _event, _job
 
 

@@ -18,6 +18,7 @@ from server.service.group_commit import GroupCommitter, Job
 from server.service.write_rules import EVENT, INTERACTION, Rules, apply_batch, message_exists
 from storage import Repository, Storage
 from storage.records import NewEvent, NewInteraction
+from tests.storage.factories import insert_interaction
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -79,7 +80,7 @@ def test_concurrent_writes_share_transactions(storage: Storage) -> None:
 
 def test_a_row_only_the_database_rejects_fails_alone(storage: Storage) -> None:
     """A uniqueness race the rules could not see rolls the batch back; the others still land."""
-    storage.write(lambda repository: repository.insert_interaction(_interaction("taken")))
+    storage.write(lambda repository: insert_interaction(repository, _interaction("taken")))
 
     def unchecked_apply(repository: Repository, batch: Sequence[Job]) -> None:
         # Inserts without the rules' duplicate check, as a second replica's race would.

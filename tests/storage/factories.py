@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from storage.aggregates import rollups
 from storage.records import (
     EventEntry,
     EventRecord,
@@ -24,17 +25,23 @@ from storage.records import (
     Score,
     Thumb,
 )
+from storage.rows import executors
+from storage.rows.repository import EVENTS, FEEDBACK, INTERACTIONS, RowKind
+from storage.rows.row_codec import Dialect
 from storage.schema.models import EventRow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from _typeshed import DataclassInstance
+
+    from storage import Repository
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 """A fixed instant with microseconds, so precision loss shows."""
 
 StoredRecord = TypeVar("StoredRecord")
+RowRecord = TypeVar("RowRecord", InteractionRecord, FeedbackRecord, EventRecord)
 
 
 def minutes(count: float) -> datetime:
@@ -70,6 +77,66 @@ def stored(
     """The record a store of `new` should give back under `id`: every field unchanged."""
     values = {field.name: getattr(new, field.name) for field in fields(new)}
     return record_type(id=record_id, **values)
+
+
+def insert_interaction(repository: Repository, new: NewInteraction) -> InteractionRecord:
+    """Store one chat turn through the batch insert; Conflict if its message_id is taken."""
+    return repository.insert_interactions([new])[0]
+
+
+def insert_feedback(repository: Repository, new: NewFeedback) -> FeedbackRecord:
+    """Store one feedback entry through the batch insert."""
+    return repository.insert_feedback_entries([new])[0]
+
+
+def insert_event(repository: Repository, new: NewEvent) -> EventRecord:
+    """Store one analytics event through the batch insert."""
+    return repository.insert_events([new])[0]
+
+
+def interaction_by_message(repository: Repository, message_id: str) -> InteractionRecord | None:
+    """The interaction recorded for a message id, through the batch lookup."""
+    return repository.interactions_by_messages({message_id}).get(message_id)
+
+
+def latest_interaction(repository: Repository, conversation_id: str) -> InteractionRecord | None:
+    """The conversation's most recent interaction, through the batch lookup."""
+    return repository.latest_interactions({conversation_id}).get(conversation_id)
+
+
+def delete_interactions(repository: Repository, ids: Collection[int]) -> list[InteractionRecord]:
+    """Delete interactions by id, their rollups with them; feedback on them stays, unlinked."""
+    return _delete(repository, INTERACTIONS, ids)
+
+
+def delete_feedback(repository: Repository, ids: Collection[int]) -> list[FeedbackRecord]:
+    """Delete feedback entries by id, their rollups with them; unknown ids are ignored."""
+    return _delete(repository, FEEDBACK, ids)
+
+
+def delete_events(repository: Repository, ids: Collection[int]) -> list[EventRecord]:
+    """Delete analytics events by id, their rollups with them; unknown ids are ignored."""
+    return _delete(repository, EVENTS, ids)
+
+
+def _delete(
+    repository: Repository, kind: RowKind[RowRecord], ids: Collection[int]
+) -> list[RowRecord]:
+    """Rows go and their contributions leave the rollups, in the unit's transaction: what an
+    operator's manual removal followed by the rollups' own bookkeeping would leave."""
+    table = kind.table
+    session = repository.session
+    found = session.execute(select(table).where(table.c.id.in_(list(ids))))
+    records = [kind.from_row(dict(row._mapping)) for row in found]
+    if records:
+        session.execute(table.delete().where(table.c.id.in_([record.id for record in records])))
+        assert kind.rollup_kind is not None
+        changes = rollups.RollupChanges()
+        changes.add(kind.rollup_kind, records, -1)
+        connection = session.connection()
+        dialect: Dialect = "sqlite" if connection.dialect.name == "sqlite" else "postgresql"
+        changes.apply(rollups.SqlTarget(executors.on_connection(connection), dialect))
+    return records
 
 
 def stored_events(database_url: str) -> list[EventRecord]:

@@ -15,7 +15,8 @@ from sqlalchemy.engine import make_url
 from storage import Storage, StorageUnavailable
 from storage.records import StatsFilter
 from tests.databases import empty_postgres_tables, libpq_url, sqlite_url
-from tests.storage.factories import new_event
+from tests.storage import full_scan
+from tests.storage.factories import insert_event, new_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,8 +44,8 @@ def test_unreachable_postgres_is_unavailable_for_every_operation() -> None:
     operations: list[Callable[[], object]] = [
         storage.ping,
         storage.migrate,
-        lambda: storage.read(lambda repository: repository.event_stats(StatsFilter())),
-        lambda: storage.write(lambda repository: repository.insert_event(new_event())),
+        lambda: storage.read(lambda repository: full_scan.event_stats(repository, StatsFilter())),
+        lambda: storage.write(lambda repository: insert_event(repository, new_event())),
     ]
     try:
         for operation in operations:
@@ -64,7 +65,7 @@ def test_read_only_sqlite_file_refuses_writes_as_unavailable(tmp_path: Path) -> 
 
     with Storage.connect(read_only_url) as storage:
         with pytest.raises(StorageUnavailable, match="readonly"):
-            storage.write(lambda repository: repository.insert_event(new_event()))
+            storage.write(lambda repository: insert_event(repository, new_event()))
         assert event_count(storage) == 0
 
 
@@ -77,10 +78,12 @@ def test_sqlite_writer_waits_for_the_busy_timeout_then_is_unavailable(tmp_path: 
         with Storage.connect(url, sqlite_busy_timeout_ms=300) as storage:
             started = time.monotonic()
             with pytest.raises(StorageUnavailable, match="locked"):
-                storage.write(lambda repository: repository.insert_event(new_event()))
+                storage.write(lambda repository: insert_event(repository, new_event()))
             waited = time.monotonic() - started
             # WAL: readers are not blocked by the writer.
-            stats = storage.read(lambda repository: repository.event_stats(StatsFilter()))
+            stats = storage.read(
+                lambda repository: full_scan.event_stats(repository, StatsFilter())
+            )
     finally:
         other_writer.rollback()
         other_writer.close()
@@ -98,7 +101,7 @@ def test_sqlite_writer_proceeds_once_the_lock_is_released(tmp_path: Path) -> Non
         storage.ping()  # open the pool before the lock matters
         release_after_s = 0.2
         releaser = _after(release_after_s, other_writer.rollback)
-        storage.write(lambda repository: repository.insert_event(new_event()))
+        storage.write(lambda repository: insert_event(repository, new_event()))
         releaser.join()
         assert event_count(storage) == 1
     other_writer.close()
@@ -118,7 +121,9 @@ def _after(delay_s: float, action: Callable[[], object]) -> threading.Thread:
 
 def event_count(storage: Storage) -> int:
     """How many events are stored."""
-    return storage.read(lambda repository: repository.event_stats(StatsFilter())).total_count
+    return storage.read(
+        lambda repository: full_scan.event_stats(repository, StatsFilter())
+    ).total_count
 
 
 @pytest.mark.postgres
@@ -128,7 +133,7 @@ def test_postgres_restart_is_survived_without_reconnecting_by_hand(
     empty_postgres_tables(postgres_database_url)
     with Storage.connect(postgres_database_url) as storage:
         storage.ping()
-        storage.write(lambda repository: repository.insert_event(new_event()))
+        storage.write(lambda repository: insert_event(repository, new_event()))
         # What a server restart does to our pooled connections: the server ends their sessions.
         with psycopg.connect(libpq_url(postgres_database_url), autocommit=True) as admin:
             terminated = admin.execute(
@@ -140,6 +145,6 @@ def test_postgres_restart_is_survived_without_reconnecting_by_hand(
         assert terminated[0] >= 1
 
         storage.ping()
-        stats = storage.read(lambda repository: repository.event_stats(StatsFilter()))
+        stats = storage.read(lambda repository: full_scan.event_stats(repository, StatsFilter()))
 
     assert stats.total_count == 1

@@ -29,11 +29,17 @@ from storage.records import (
     StatsFilter,
     Thumb,
 )
+from tests.storage import full_scan
 from tests.storage.factories import (
     T0,
     event_entry,
     feedback_entry,
+    insert_event,
+    insert_feedback,
+    insert_interaction,
+    interaction_by_message,
     interaction_entry,
+    latest_interaction,
     new_event,
     new_feedback,
     new_interaction,
@@ -68,9 +74,9 @@ def count_everything(storage: Storage) -> tuple[int, int, int]:
     """(interactions, feedback, events) currently stored."""
     return storage.read(
         lambda repository: (
-            repository.interaction_stats(StatsFilter()).total_count,
-            repository.feedback_stats(StatsFilter()).total_count,
-            repository.event_stats(StatsFilter()).total_count,
+            full_scan.interaction_stats(repository, StatsFilter()).total_count,
+            full_scan.feedback_stats(repository, StatsFilter()).total_count,
+            full_scan.event_stats(repository, StatsFilter()).total_count,
         )
     )
 
@@ -95,9 +101,9 @@ def test_interaction_round_trips_every_field(storage: Storage) -> None:
         create_time=datetime(2025, 1, 2, 3, 4, 6, 1, tzinfo=UTC),
     )
 
-    inserted = storage.write(lambda repository: repository.insert_interaction(new))
-    by_message = storage.read(lambda repository: repository.interaction_by_message("msg-1"))
-    latest = storage.read(lambda repository: repository.latest_interaction("conv-ü"))
+    inserted = storage.write(lambda repository: insert_interaction(repository, new))
+    by_message = storage.read(lambda repository: interaction_by_message(repository, "msg-1"))
+    latest = storage.read(lambda repository: latest_interaction(repository, "conv-ü"))
 
     assert inserted == stored(new, InteractionRecord, inserted.id)
     assert by_message == inserted
@@ -126,10 +132,10 @@ def test_interaction_keeps_none_zero_and_empty_apart(storage: Storage) -> None:
     )
     nothing = new_interaction(conversation_id="conv-2")
 
-    storage.write(lambda repository: repository.insert_interaction(zeros))
-    storage.write(lambda repository: repository.insert_interaction(nothing))
-    read_zeros = storage.read(lambda repository: repository.interaction_by_message(""))
-    read_nothing = storage.read(lambda repository: repository.latest_interaction("conv-2"))
+    storage.write(lambda repository: insert_interaction(repository, zeros))
+    storage.write(lambda repository: insert_interaction(repository, nothing))
+    read_zeros = storage.read(lambda repository: interaction_by_message(repository, ""))
+    read_nothing = storage.read(lambda repository: latest_interaction(repository, "conv-2"))
 
     assert read_zeros is not None
     assert read_nothing is not None
@@ -147,7 +153,7 @@ def test_interaction_keeps_none_zero_and_empty_apart(storage: Storage) -> None:
 )
 def test_feedback_round_trips_every_field(storage: Storage, rating: Rating) -> None:
     interaction = storage.write(
-        lambda repository: repository.insert_interaction(new_interaction(message_id="msg-1"))
+        lambda repository: insert_interaction(repository, new_interaction(message_id="msg-1"))
     )
     new = new_feedback(
         conversation_id="conv-1",
@@ -164,7 +170,7 @@ def test_feedback_round_trips_every_field(storage: Storage, rating: Rating) -> N
         create_time=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=PLUS_0530),
     )
 
-    inserted = storage.write(lambda repository: repository.insert_feedback(new))
+    inserted = storage.write(lambda repository: insert_feedback(repository, new))
     listed = list_all_feedback(storage)
 
     assert inserted == stored(new, FeedbackRecord, inserted.id)
@@ -176,8 +182,8 @@ def test_feedback_keeps_none_zero_and_empty_apart(storage: Storage) -> None:
     zeros = new_feedback(text="", latency_ms=0.0, tokens_used=0, user_id="", metadata={})
     nothing = new_feedback()
 
-    storage.write(lambda repository: repository.insert_feedback(zeros))
-    storage.write(lambda repository: repository.insert_feedback(nothing))
+    storage.write(lambda repository: insert_feedback(repository, zeros))
+    storage.write(lambda repository: insert_feedback(repository, nothing))
     newest_first = list_all_feedback(storage)
 
     assert [record.text for record in newest_first] == [None, ""]
@@ -190,7 +196,7 @@ def test_feedback_keeps_none_zero_and_empty_apart(storage: Storage) -> None:
 def test_feedback_on_an_unknown_message_may_lack_a_conversation(storage: Storage) -> None:
     new = new_feedback(conversation_id=None, message_id="never-recorded", rating=Thumb(up=False))
 
-    inserted = storage.write(lambda repository: repository.insert_feedback(new))
+    inserted = storage.write(lambda repository: insert_feedback(repository, new))
 
     assert inserted.conversation_id is None
     assert list_all_feedback(storage) == [feedback_entry(inserted)]
@@ -205,7 +211,7 @@ def test_event_round_trips_every_field(storage: Storage, database_url: str) -> N
         receive_time=datetime(2025, 6, 30, 18, 30, 0, 0, tzinfo=UTC),
     )
 
-    inserted = storage.write(lambda repository: repository.insert_event(new))
+    inserted = storage.write(lambda repository: insert_event(repository, new))
 
     assert inserted == stored(new, EventRecord, inserted.id)
     assert stored_events(database_url) == [inserted]
@@ -218,31 +224,31 @@ def test_event_round_trips_every_field(storage: Storage, database_url: str) -> N
 def test_ids_increase_in_insertion_order(storage: Storage) -> None:
     first, second = storage.write(
         lambda repository: (
-            repository.insert_interaction(new_interaction()),
-            repository.insert_interaction(new_interaction()),
+            insert_interaction(repository, new_interaction()),
+            insert_interaction(repository, new_interaction()),
         )
     )
-    third = storage.write(lambda repository: repository.insert_interaction(new_interaction()))
+    third = storage.write(lambda repository: insert_interaction(repository, new_interaction()))
 
     assert first.id < second.id < third.id
-    assert storage.read(lambda repository: repository.latest_interaction("conv-1")) == third
+    assert storage.read(lambda repository: latest_interaction(repository, "conv-1")) == third
 
 
 def test_a_read_unit_sees_one_snapshot(storage: Storage) -> None:
     def count_twice_around_a_commit(repository: Repository) -> tuple[int, int, int]:
-        before = repository.event_stats(StatsFilter()).total_count
-        storage.write(lambda other: other.insert_event(new_event()))  # commits meanwhile
-        again = repository.event_stats(StatsFilter()).total_count
+        before = full_scan.event_stats(repository, StatsFilter()).total_count
+        storage.write(lambda other: insert_event(other, new_event()))  # commits meanwhile
+        again = full_scan.event_stats(repository, StatsFilter()).total_count
         return before, again, count_everything(storage)[2]
 
     assert storage.read(count_twice_around_a_commit) == (0, 0, 1)
 
 
 def test_lookups_of_unknown_ids_find_nothing(storage: Storage) -> None:
-    storage.write(lambda repository: repository.insert_interaction(new_interaction()))
+    storage.write(lambda repository: insert_interaction(repository, new_interaction()))
 
-    assert storage.read(lambda repository: repository.interaction_by_message("nope")) is None
-    assert storage.read(lambda repository: repository.latest_interaction("nope")) is None
+    assert storage.read(lambda repository: interaction_by_message(repository, "nope")) is None
+    assert storage.read(lambda repository: latest_interaction(repository, "nope")) is None
 
 
 # Conflicts and rollback
@@ -250,38 +256,38 @@ def test_lookups_of_unknown_ids_find_nothing(storage: Storage) -> None:
 
 def test_duplicate_message_id_conflicts_and_keeps_nothing_of_the_unit(storage: Storage) -> None:
     first = storage.write(
-        lambda repository: repository.insert_interaction(new_interaction(message_id="msg-1"))
+        lambda repository: insert_interaction(repository, new_interaction(message_id="msg-1"))
     )
 
     def duplicate(repository: Repository) -> None:
-        repository.insert_event(new_event())
-        repository.insert_feedback(new_feedback())
-        repository.insert_interaction(new_interaction(conversation_id="other", message_id="msg-1"))
+        insert_event(repository, new_event())
+        insert_feedback(repository, new_feedback())
+        insert_interaction(repository, new_interaction(conversation_id="other", message_id="msg-1"))
 
     with pytest.raises(Conflict) as raised:
         storage.write(duplicate)
 
     assert raised.value.constraint == "uq_interactions_message_id"
     assert count_everything(storage) == (1, 0, 0)
-    assert storage.read(lambda repository: repository.interaction_by_message("msg-1")) == first
+    assert storage.read(lambda repository: interaction_by_message(repository, "msg-1")) == first
 
 
 def test_missing_message_ids_never_conflict(storage: Storage) -> None:
     for _ in range(3):
-        storage.write(lambda repository: repository.insert_interaction(new_interaction()))
+        storage.write(lambda repository: insert_interaction(repository, new_interaction()))
 
     assert count_everything(storage) == (3, 0, 0)
 
 
 def test_conflict_surfaces_at_the_insert(storage: Storage) -> None:
     storage.write(
-        lambda repository: repository.insert_interaction(new_interaction(message_id="msg-1"))
+        lambda repository: insert_interaction(repository, new_interaction(message_id="msg-1"))
     )
     seen: list[str | None] = []
 
     def insert_and_note(repository: Repository) -> None:
         try:
-            repository.insert_interaction(new_interaction(message_id="msg-1"))
+            insert_interaction(repository, new_interaction(message_id="msg-1"))
         except Conflict as conflict:
             seen.append(conflict.constraint)
             raise
@@ -297,9 +303,9 @@ def test_an_exception_in_a_unit_rolls_back_its_earlier_inserts(storage: Storage)
         pass
 
     def partial(repository: Repository) -> None:
-        interaction = repository.insert_interaction(new_interaction(message_id="msg-1"))
-        repository.insert_feedback(new_feedback(interaction_id=interaction.id))
-        repository.insert_event(new_event())
+        interaction = insert_interaction(repository, new_interaction(message_id="msg-1"))
+        insert_feedback(repository, new_feedback(interaction_id=interaction.id))
+        insert_event(repository, new_event())
         raise Abandon
 
     with pytest.raises(Abandon):
@@ -321,8 +327,8 @@ def test_the_schema_refuses_invalid_feedback_and_keeps_nothing(
     storage: Storage, invalid: NewFeedback
 ) -> None:
     def insert_after_a_valid_one(repository: Repository) -> None:
-        repository.insert_feedback(new_feedback())
-        repository.insert_feedback(invalid)
+        insert_feedback(repository, new_feedback())
+        insert_feedback(repository, invalid)
 
     with pytest.raises(StorageError) as raised:
         storage.write(insert_after_a_valid_one)
@@ -342,8 +348,8 @@ def test_invalid_values_raise_value_error_and_keep_nothing(
     storage: Storage, invalid: NewEvent, message: str
 ) -> None:
     def insert_after_a_valid_one(repository: Repository) -> None:
-        repository.insert_event(new_event())
-        repository.insert_event(invalid)
+        insert_event(repository, new_event())
+        insert_event(repository, invalid)
 
     with pytest.raises(ValueError, match=message):
         storage.write(insert_after_a_valid_one)
@@ -381,7 +387,7 @@ def rated(storage: Storage) -> None:
 
     def insert_all(repository: Repository) -> None:
         for minute, entry in enumerate(entries):
-            repository.insert_feedback(replace(entry, create_time=T0 + timedelta(minutes=minute)))
+            insert_feedback(repository, replace(entry, create_time=T0 + timedelta(minutes=minute)))
 
     storage.write(insert_all)
 
@@ -471,7 +477,7 @@ def scores(**counts: int) -> dict[int, int]:
 def test_feedback_stats_are_exact(
     storage: Storage, stats_filter: StatsFilter, expected: FeedbackStats
 ) -> None:
-    stats = storage.read(lambda repository: repository.feedback_stats(stats_filter))
+    stats = storage.read(lambda repository: full_scan.feedback_stats(repository, stats_filter))
 
     assert stats == expected
     assert stats.avg_score is None or type(stats.avg_score) is float
@@ -479,7 +485,7 @@ def test_feedback_stats_are_exact(
 
 
 def test_feedback_stats_of_an_empty_database_are_zero_and_none(storage: Storage) -> None:
-    stats = storage.read(lambda repository: repository.feedback_stats(StatsFilter()))
+    stats = storage.read(lambda repository: full_scan.feedback_stats(repository, StatsFilter()))
 
     assert stats == FeedbackStats()
     assert stats.score_counts == {1: 0, 2: 0, 3: 0, 4: 0, 5: 0}
@@ -506,7 +512,9 @@ def recorded(storage: Storage) -> None:
 
     def insert_all(repository: Repository) -> None:
         for minute, entry in enumerate(entries):
-            repository.insert_interaction(replace(entry, occur_time=T0 + timedelta(minutes=minute)))
+            insert_interaction(
+                repository, replace(entry, occur_time=T0 + timedelta(minutes=minute))
+            )
 
     storage.write(insert_all)
 
@@ -534,7 +542,10 @@ def recorded(storage: Storage) -> None:
 def test_interaction_stats_are_exact(
     storage: Storage, stats_filter: StatsFilter, expected: InteractionStats
 ) -> None:
-    assert storage.read(lambda repository: repository.interaction_stats(stats_filter)) == expected
+    assert (
+        storage.read(lambda repository: full_scan.interaction_stats(repository, stats_filter))
+        == expected
+    )
 
 
 @pytest.fixture
@@ -545,13 +556,14 @@ def logged(storage: Storage) -> None:
 
     def insert_all(repository: Repository) -> None:
         for minute, (user_id, event_type) in enumerate(entries):
-            repository.insert_event(
+            insert_event(
+                repository,
                 new_event(
                     user_id=user_id,
                     event_type=event_type,
                     event_time=T0 + timedelta(minutes=minute),
                     receive_time=T0 + timedelta(hours=1),
-                )
+                ),
             )
 
     storage.write(insert_all)
@@ -576,7 +588,9 @@ def logged(storage: Storage) -> None:
 def test_event_stats_are_exact(
     storage: Storage, stats_filter: StatsFilter, expected: EventStats
 ) -> None:
-    assert storage.read(lambda repository: repository.event_stats(stats_filter)) == expected
+    assert (
+        storage.read(lambda repository: full_scan.event_stats(repository, stats_filter)) == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -586,11 +600,14 @@ def test_event_stats_refuse_filters_events_cannot_match(
     storage: Storage, stats_filter: StatsFilter
 ) -> None:
     with pytest.raises(ValueError, match="events"):
-        storage.read(lambda repository: repository.event_stats(stats_filter))
+        storage.read(lambda repository: full_scan.event_stats(repository, stats_filter))
 
 
 def test_stats_of_an_empty_database(storage: Storage) -> None:
-    assert storage.read(lambda repository: repository.interaction_stats(StatsFilter())) == (
-        InteractionStats()
+    assert storage.read(
+        lambda repository: full_scan.interaction_stats(repository, StatsFilter())
+    ) == (InteractionStats())
+    assert (
+        storage.read(lambda repository: full_scan.event_stats(repository, StatsFilter()))
+        == EventStats()
     )
-    assert storage.read(lambda repository: repository.event_stats(StatsFilter())) == EventStats()

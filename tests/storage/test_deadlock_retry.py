@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from server.service.ports import BatchRepository
 from storage import Storage, TransactionRolledBack
-from storage.rows.repository import BatchRepository
 from tests.databases import empty_postgres_tables, libpq_url
-from tests.storage.factories import new_event
+from tests.storage.factories import insert_event, new_event
 
 pytestmark = pytest.mark.postgres
 
@@ -27,7 +27,7 @@ def database(postgres_database_url: str) -> str:
     spans exist for another transaction to lock)."""
     empty_postgres_tables(postgres_database_url)
     with Storage.connect(postgres_database_url) as storage:
-        storage.write(lambda repository: repository.insert_event(new_event()))
+        storage.write(lambda repository: insert_event(repository, new_event()))
     return postgres_database_url
 
 

@@ -9,7 +9,14 @@ import pytest
 
 from storage import Conflict, Storage, StorageUnavailable
 from storage.records import FeedbackFilter, Keyset, Label, StatsFilter
-from tests.storage.factories import feedback_entry, new_event, new_feedback, new_interaction
+from tests.storage import full_scan
+from tests.storage.factories import (
+    feedback_entry,
+    interaction_by_message,
+    new_event,
+    new_feedback,
+    new_interaction,
+)
 
 
 def test_records_written_are_the_records_read(storage: Storage) -> None:
@@ -36,7 +43,7 @@ def test_records_written_are_the_records_read(storage: Storage) -> None:
     by_message, latest = found
     assert by_message == {"m1": interaction}
     assert latest == {interaction.conversation_id: interaction}
-    assert storage.read(lambda repository: repository.interaction_by_message("m1")) == interaction
+    assert storage.read(lambda repository: interaction_by_message(repository, "m1")) == interaction
     listed = storage.read(
         lambda repository: repository.feedback_entries(FeedbackFilter(), Keyset(limit=5))
     )
@@ -62,7 +69,7 @@ def test_a_taken_message_id_is_a_conflict_and_rolls_back_the_unit(storage: Stora
     finally:
         writer.close()
 
-    stats = storage.read(lambda repository: repository.event_stats(StatsFilter()))
+    stats = storage.read(lambda repository: full_scan.event_stats(repository, StatsFilter()))
     assert stats.total_count == 1
 
 

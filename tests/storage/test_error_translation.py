@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from storage import Storage, StorageUnavailable
 from storage.error_translation import translated_errors
 from tests.databases import empty_postgres_tables, sqlite_url
-from tests.storage.factories import new_event
+from tests.storage.factories import insert_event, new_event
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,4 +59,4 @@ def test_postgres_read_only_transactions_are_unavailable(postgres_database_url: 
     with Storage.connect(read_only.render_as_string(hide_password=False)) as storage:
         storage.ping()
         with pytest.raises(StorageUnavailable, match="read-only"):
-            storage.write(lambda repository: repository.insert_event(new_event()))
+            storage.write(lambda repository: insert_event(repository, new_event()))

@@ -25,6 +25,8 @@ from storage.records import (
 from tests.storage.factories import (
     event_entry,
     feedback_entry,
+    insert_event,
+    insert_feedback,
     interaction_entry,
     minutes,
     new_event,
@@ -106,7 +108,7 @@ def feedback(storage: Storage) -> dict[str, FeedbackEntry]:
 
 
 def _insert(storage: Storage, new: NewFeedback) -> Any:
-    return storage.write(lambda repository: repository.insert_feedback(new))
+    return storage.write(lambda repository: insert_feedback(repository, new))
 
 
 def feedback_page(
@@ -287,7 +289,7 @@ def test_event_filters_and_order(storage: Storage) -> None:
 
 
 def test_times_in_any_zone_select_the_same_instants(storage: Storage) -> None:
-    storage.write(lambda repository: repository.insert_event(new_event(event_time=minutes(0))))
+    storage.write(lambda repository: insert_event(repository, new_event(event_time=minutes(0))))
     same_instant = minutes(0).astimezone(timezone(timedelta(hours=5, minutes=30)))
 
     def count(selection: EventFilter) -> int:

@@ -12,7 +12,17 @@ from sqlalchemy import create_engine, text
 
 from storage.aggregates.rollups import ALL
 from storage.records import EventFilter, FeedbackFilter, InteractionFilter, Keyset
-from tests.storage.factories import T0, new_event, new_feedback, new_interaction
+from tests.storage.factories import (
+    T0,
+    delete_events,
+    delete_feedback,
+    delete_interactions,
+    insert_feedback,
+    insert_interaction,
+    new_event,
+    new_feedback,
+    new_interaction,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -30,11 +40,11 @@ def _random_time(rng: random.Random) -> datetime:
 
 
 def _insert_feedback(time: datetime, repository: Any) -> Any:
-    return repository.insert_feedback(new_feedback(create_time=time))
+    return insert_feedback(repository, new_feedback(create_time=time))
 
 
 def _insert_interaction(time: datetime, repository: Any) -> Any:
-    return repository.insert_interaction(new_interaction(occur_time=time, create_time=time))
+    return insert_interaction(repository, new_interaction(occur_time=time, create_time=time))
 
 
 class _Kind:
@@ -55,9 +65,9 @@ class _Kind:
 
     def delete(self, storage: Storage, ids: Sequence[int]) -> None:
         delete: Callable[[Any], Any] = {
-            "events": lambda r: r.delete_events(ids),
-            "feedback": lambda r: r.delete_feedback(ids),
-            "interactions": lambda r: r.delete_interactions(ids),
+            "events": lambda r: delete_events(r, ids),
+            "feedback": lambda r: delete_feedback(r, ids),
+            "interactions": lambda r: delete_interactions(r, ids),
         }[self.name]
         storage.write(delete)
 

@@ -17,7 +17,13 @@ from storage.aggregates.rollups import KEY_SPANS_TABLE, ROLLUP_TABLES
 from storage.records import FeedbackRecord, Label, Score, Thumb
 from storage.rows.repository import Repository
 from tests.databases import empty_postgres_tables
-from tests.storage.factories import minutes, new_event, new_feedback, new_interaction
+from tests.storage.factories import (
+    insert_feedback,
+    minutes,
+    new_event,
+    new_feedback,
+    new_interaction,
+)
 
 LOCK_ORDER = [table.name for table in ROLLUP_TABLES] + [KEY_SPANS_TABLE]
 WIDTHS = {table.name: len(table.columns) for table in ROLLUP_TABLES} | {KEY_SPANS_TABLE: 4}
@@ -84,10 +90,11 @@ def test_a_transaction_locks_rollup_tables_once_each_in_the_global_order_rows_by
     storage: Storage, statements: list[tuple[str, Any]]
 ) -> None:
     voted = storage.write(
-        lambda repository: repository.insert_feedback(
+        lambda repository: insert_feedback(
+            repository,
             new_feedback(
                 message_id="m1", user_id="u1", rating=Thumb(True), create_time=minutes(-90)
-            )
+            ),
         )
     )
     statements.clear()
@@ -152,8 +159,8 @@ def test_a_replica_replacing_the_same_vote_waits_and_then_replaces_the_newer_one
     replaced: dict[str, FeedbackRecord | None] = {}
     with Storage.connect(postgres_database_url) as storage:
         original = storage.write(
-            lambda repository: repository.insert_feedback(
-                new_feedback(message_id="m1", user_id="u1", rating=Thumb(True))
+            lambda repository: insert_feedback(
+                repository, new_feedback(message_id="m1", user_id="u1", rating=Thumb(True))
             )
         )
 

@@ -23,7 +23,8 @@ from tests.databases import (
     postgres_server_url,
     sqlite_url,
 )
-from tests.storage.factories import T0, new_interaction
+from tests.storage import full_scan
+from tests.storage.factories import T0, insert_interaction, latest_interaction, new_interaction
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,16 +74,18 @@ def test_schema_comparison_notices_a_difference(database_url: str) -> None:
 
 
 def test_migrate_again_is_a_no_op(storage: Storage, database_url: str) -> None:
-    kept = storage.write(lambda repository: repository.insert_interaction(new_interaction()))
+    kept = storage.write(lambda repository: insert_interaction(repository, new_interaction()))
 
     storage.migrate()
     storage.migrate()
 
     assert revision_of(database_url) == head_revision() == "0007"
     assert schema_differences(database_url, Base.metadata) == []
-    assert storage.read(lambda repository: repository.latest_interaction("conv-1")) == kept
+    assert storage.read(lambda repository: latest_interaction(repository, "conv-1")) == kept
     assert (
-        storage.read(lambda repository: repository.interaction_stats(StatsFilter())).total_count
+        storage.read(
+            lambda repository: full_scan.interaction_stats(repository, StatsFilter())
+        ).total_count
         == 1
     )
 
@@ -208,7 +211,9 @@ def test_revision_0006_keeps_each_users_newest_vote_and_the_rest_as_history(
 
     with Storage.connect(unmigrated_database_url) as storage:
         storage.migrate()
-        current = storage.read(lambda repository: repository.feedback_stats(StatsFilter()))
+        current = storage.read(
+            lambda repository: full_scan.feedback_stats(repository, StatsFilter())
+        )
         history = storage.read(lambda repository: repository.feedback_history("m1", "u1", 10))
         rolled_up = storage.read_stats(StatsQuery()).overall.feedback
 

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 from storage import Storage
 from storage.records import Score, StatsFilter
 from tests.databases import sqlite_url
-from tests.storage.factories import new_feedback, new_interaction
+from tests.storage import full_scan
+from tests.storage.factories import (
+    insert_feedback,
+    insert_interaction,
+    interaction_by_message,
+    latest_interaction,
+    new_feedback,
+    new_interaction,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,14 +32,17 @@ def record_then_rate(
     repository: Repository, *, conversation_id: str, message_id: str, score: int
 ) -> None:
     """The service's shape of unit: read (is the message known? which turn is latest?), write."""
-    if repository.interaction_by_message(message_id) is None:
-        repository.insert_interaction(
-            new_interaction(conversation_id=conversation_id, message_id=message_id)
+    if interaction_by_message(repository, message_id) is None:
+        insert_interaction(
+            repository, new_interaction(conversation_id=conversation_id, message_id=message_id)
         )
-    latest = repository.latest_interaction(conversation_id)
+    latest = latest_interaction(repository, conversation_id)
     assert latest is not None
-    repository.insert_feedback(
-        new_feedback(conversation_id=conversation_id, interaction_id=latest.id, rating=Score(score))
+    insert_feedback(
+        repository,
+        new_feedback(
+            conversation_id=conversation_id, interaction_id=latest.id, rating=Score(score)
+        ),
     )
 
 
@@ -65,8 +76,12 @@ def test_concurrent_read_then_write_units_never_fail(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
 
-        interactions = storage.read(lambda repository: repository.interaction_stats(StatsFilter()))
-        feedback = storage.read(lambda repository: repository.feedback_stats(StatsFilter()))
+        interactions = storage.read(
+            lambda repository: full_scan.interaction_stats(repository, StatsFilter())
+        )
+        feedback = storage.read(
+            lambda repository: full_scan.feedback_stats(repository, StatsFilter())
+        )
 
     assert failures == []
     assert interactions.total_count == WRITERS * UNITS_PER_WRITER

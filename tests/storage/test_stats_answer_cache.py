@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from storage import Storage
 from storage.aggregates.stats_queries import CellCache, _CachedAnswer
 from storage.records import Score, StatsQuery
-from tests.storage.factories import T0, new_event, new_feedback, new_interaction
+from tests.storage.factories import T0, delete_feedback, new_event, new_feedback, new_interaction
 
 if TYPE_CHECKING:
     from storage import Repository
@@ -107,7 +107,7 @@ def test_a_delete_changes_the_answer(storage: Storage, database_url: str) -> Non
     removed = write_feedback(storage, 4)
     write_feedback(storage, 5)
     first = storage.read_stats(DAILY)
-    storage.write(lambda repository: repository.delete_feedback({removed}))
+    storage.write(lambda repository: delete_feedback(repository, {removed}))
 
     second = storage.read_stats(DAILY)
 

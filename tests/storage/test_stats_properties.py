@@ -40,9 +40,10 @@ from storage.records import (
 )
 from storage.schema.column_types import UTCDateTime
 from storage.schema.models import Base
+from tests.storage.factories import delete_events, delete_feedback, delete_interactions
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from sqlalchemy import Connection, Engine
 
@@ -558,16 +559,18 @@ def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
                 if not ids:
                     continue
                 picked = {ids[pick % len(ids)] for pick in step.picks}
-                method = {
-                    "feedback": "delete_feedback",
-                    "interactions": "delete_interactions",
-                    "events": "delete_events",
-                }[step.kind]
+                deletes: dict[str, Callable[[Repository, set[int]], Sequence[Any]]] = {
+                    "feedback": delete_feedback,
+                    "interactions": delete_interactions,
+                    "events": delete_events,
+                }
 
                 def remove(
-                    repository: Repository, method: str = method, picked: set[int] = picked
-                ) -> list[Any]:
-                    return getattr(repository, method)(picked)  # type: ignore[no-any-return]
+                    repository: Repository,
+                    delete: Callable[[Repository, set[int]], Sequence[Any]] = deletes[step.kind],
+                    picked: set[int] = picked,
+                ) -> Sequence[Any]:
+                    return delete(repository, picked)
 
                 removed = storage.write(remove)
                 assert {record.id for record in removed} == picked

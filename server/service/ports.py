@@ -1,0 +1,145 @@
+"""What the service needs of storage, as Protocols: storage implements them structurally.
+
+The service depends on these shapes only (plus the plain records and errors of storage.records
+and storage.errors), so its rules run over any implementation: the database (storage.Storage)
+in production, an in-memory one in unit tests (tests/server/memory_storage.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol, TypeVar
+
+from storage.records import (
+    EventEntry,
+    EventFilter,
+    EventRecord,
+    FeedbackEntry,
+    FeedbackFilter,
+    FeedbackRecord,
+    InteractionEntry,
+    InteractionFilter,
+    InteractionRecord,
+    Keyset,
+    NewEvent,
+    NewFeedback,
+    NewInteraction,
+    StatsAnswer,
+    StatsQuery,
+)
+
+T = TypeVar("T")
+
+Vote = tuple[str, str]
+"""(message_id, user_id): whose vote on which message; one current vote each."""
+
+
+class BatchRepository(Protocol):
+    """What group commit needs inside one write transaction: batched lookups and inserts.
+
+    An insert that breaks a unique rule raises storage.errors.Conflict and ends the unit.
+    """
+
+    def interactions_by_messages(
+        self, message_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """The interactions recorded for any of the message ids, by message id."""
+        ...
+
+    def latest_interactions(
+        self, conversation_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """Each conversation's most recent interaction (highest id), by conversation id."""
+        ...
+
+    def insert_interactions(self, news: Sequence[NewInteraction]) -> list[InteractionRecord]:
+        """Store chat turns, ids in order; Conflict if a message id is taken."""
+        ...
+
+    def insert_feedback_entries(self, news: Sequence[NewFeedback]) -> list[FeedbackRecord]:
+        """Store feedback entries, ids in order; Conflict if a voter has a current vote."""
+        ...
+
+    def insert_events(self, news: Sequence[NewEvent]) -> list[EventRecord]:
+        """Store analytics events, ids in order; Conflict if an event id is taken."""
+        ...
+
+    def interactions_by_requests(
+        self, request_ids: Collection[str]
+    ) -> dict[str, InteractionRecord]:
+        """The interactions stored by any of the request ids, by request id."""
+        ...
+
+    def feedback_by_requests(self, request_ids: Collection[str]) -> dict[str, FeedbackRecord]:
+        """Current and replaced votes stored by any of the request ids, by request id."""
+        ...
+
+    def events_by_requests(self, request_ids: Collection[str]) -> dict[str, EventRecord]:
+        """The events stored by any of the request ids, by request id."""
+        ...
+
+    def events_by_event_ids(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        """The events stored under any of the client event ids, by event id."""
+        ...
+
+    def current_votes(self, voters: Collection[Vote]) -> dict[Vote, FeedbackRecord]:
+        """The current vote of each of the voters that has one, by (message, user)."""
+        ...
+
+    def retire_votes(self, votes: Sequence[FeedbackRecord]) -> None:
+        """Remove replaced votes from the current ones."""
+        ...
+
+    def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
+        """Keep replaced votes, with when and by which vote."""
+        ...
+
+
+class ReadUnit(Protocol):
+    """What the service reads inside one read transaction (one consistent snapshot)."""
+
+    def feedback_history(self, message_id: str, user_id: str, limit: int) -> list[FeedbackRecord]:
+        """A user's votes on a message, oldest first: the newest `limit` of them."""
+        ...
+
+    def feedback_entries(self, selection: FeedbackFilter, keyset: Keyset) -> list[FeedbackEntry]:
+        """One keyset page of feedback."""
+        ...
+
+    def interaction_entries(
+        self, selection: InteractionFilter, keyset: Keyset
+    ) -> list[InteractionEntry]:
+        """One keyset page of interactions."""
+        ...
+
+    def event_entries(self, selection: EventFilter, keyset: Keyset) -> list[EventEntry]:
+        """One keyset page of analytics events."""
+        ...
+
+
+class BatchWriter(Protocol):
+    """Write transactions for one thread (group commit's writer)."""
+
+    def write(self, work: Callable[[BatchRepository], T], *, busy_retry_seconds: float = 0.0) -> T:
+        """Run `work` in one transaction and commit; nothing is kept if it raises."""
+        ...
+
+    def close(self) -> None:
+        """Give the writer's connection back."""
+        ...
+
+
+class RecordStorage(Protocol):
+    """The storage handle the feedback service runs its units of work on."""
+
+    def read(self, work: Callable[[ReadUnit], T]) -> T:
+        """Run `work` in one read transaction."""
+        ...
+
+    def read_stats(self, query: StatsQuery) -> StatsAnswer:
+        """Answer a stats query in one read transaction."""
+        ...
+
+    def dedicated_writer(self) -> BatchWriter:
+        """A writer for group commit's thread."""
+        ...
