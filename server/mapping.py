@@ -216,24 +216,42 @@ class RecordMessage(Generic[MessageT]):
     """How one record kind becomes its protobuf message, declared once and built by one piece
     of code for a write's answer, a history, a page and an export chunk.
 
-    A record type that lacks a declared attribute (a list entry has no replace time; a write's
-    record holds its rating as a Rating, a list entry in columns) leaves that part out. Each
-    record type gets a writer compiled from the declaration on first use, as dataclasses and
-    namedtuple compile theirs: lists and exports build up to 1000 messages per response at
-    tens of thousands of rows a second, and a loop over the declaration costs a third more per
-    row than the straight-line code.
+    The message's own schema says the rest: every field is set from the record's attribute of
+    the same name (None leaves it unset), a Timestamp from an aware datetime, the Struct from a
+    JSON object (unset when empty). A record type that lacks an attribute (a list entry has no
+    replace time; a write's record holds its rating as a Rating, a list entry in columns)
+    leaves that part out. Each record type gets a writer compiled on first use, as dataclasses
+    and namedtuple compile theirs: lists and exports build up to 1000 messages per response at
+    tens of thousands of rows a second, and a loop over the fields costs a third more per row
+    than the straight-line code.
     """
 
     message: type[MessageT]
-    copied: tuple[str, ...]
-    """Fields set from the record's attribute of the same name; None leaves a field unset."""
-    times: tuple[str, ...]
-    """Timestamp fields set from the record's aware datetimes of the same name."""
-    json_field: str
-    """The Struct field set from the record's JSON object of the same name (unset when empty)."""
     converted: tuple[Converted, ...] = ()
+    """Fields set from an attribute of another name."""
     expanded: tuple[Expanded, ...] = ()
+    """Attributes that set several fields."""
+    copied: tuple[str, ...] = field(init=False)
+    """Fields set from the record's attribute of the same name."""
+    times: tuple[str, ...] = field(init=False)
+    """Timestamp fields."""
+    json_field: str = field(init=False)
+    """The Struct field."""
     _writers: dict[type, _Writers] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fields = self.message.DESCRIPTOR.fields
+        by_type = {
+            name: [found.name for found in fields if _message_type(found) == name]
+            for name in (_TIMESTAMP, _STRUCT)
+        }
+        (json_field,) = by_type[_STRUCT]
+        converted = {part.field for part in self.converted}
+        special = {*converted, *by_type[_TIMESTAMP], json_field}
+        copied = tuple(found.name for found in fields if found.name not in special)
+        object.__setattr__(self, "copied", copied)
+        object.__setattr__(self, "times", tuple(by_type[_TIMESTAMP]))
+        object.__setattr__(self, "json_field", json_field)
 
     def build(self, record: Any) -> MessageT:
         """The message of one record."""
@@ -299,6 +317,15 @@ class _Writers(NamedTuple):
     all: Callable[[Callable[..., Any], Iterable[Any]], None]
 
 
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+
+
+def _message_type(found: Any) -> str | None:
+    """The full name of a field's message type; None for a scalar field."""
+    return None if found.message_type is None else str(found.message_type.full_name)
+
+
 def _attributes(record_type: type) -> frozenset[str]:
     """The attribute names a record type declares (a dataclass's fields, a NamedTuple's)."""
     if dataclasses.is_dataclass(record_type):
@@ -322,52 +349,11 @@ _THUMBS = {True: feedback_pb2.THUMB_UP, False: feedback_pb2.THUMB_DOWN}
 
 FEEDBACK_MESSAGE = RecordMessage(
     feedback_pb2.Feedback,
-    copied=(
-        "id",
-        "conversation_id",
-        "message_id",
-        "user_id",
-        "interaction_id",
-        "model",
-        "text",
-        "latency_ms",
-        "tokens_used",
-        "input_hash",
-        "output_hash",
-        "replaces_id",
-        "replaced_by_id",
-        "score",
-        "label",
-    ),
-    times=("create_time", "replace_time"),
-    json_field="metadata",
     converted=(Converted("thumb", "thumb_up", _THUMBS.get),),  # a list entry's column
     expanded=(Expanded("rating", _rating_fields),),  # a write's record
 )
-INTERACTION_MESSAGE = RecordMessage(
-    interaction_pb2.Interaction,
-    copied=(
-        "id",
-        "conversation_id",
-        "message_id",
-        "user_id",
-        "model",
-        "input_hash",
-        "output_hash",
-        "latency_ms",
-        "prompt_tokens",
-        "completion_tokens",
-        "total_tokens",
-    ),
-    times=("occur_time", "create_time"),
-    json_field="metadata",
-)
-EVENT_MESSAGE = RecordMessage(
-    event_pb2.Event,
-    copied=("id", "user_id", "event_type", "event_id"),
-    times=("event_time", "receive_time"),
-    json_field="details",
-)
+INTERACTION_MESSAGE = RecordMessage(interaction_pb2.Interaction)
+EVENT_MESSAGE = RecordMessage(event_pb2.Event)
 
 
 def interaction_message(record: InteractionRecord) -> interaction_pb2.Interaction:
