@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 from hypothesis import given
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2
+from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 from server.mapping import (
     EVENT_MESSAGE,
     FEEDBACK_MESSAGE,
@@ -30,17 +30,15 @@ from server.mapping import (
 )
 from server.service.listing import Chunk, Page
 from storage.records import (
-    EventEntry,
     EventRecord,
-    FeedbackEntry,
     FeedbackRecord,
-    InteractionEntry,
     InteractionRecord,
     Label,
     Rating,
     Score,
     Thumb,
 )
+from tests.storage.factories import event_entry, feedback_entry, interaction_entry
 from tests.storage.test_properties import json_objects
 
 
@@ -90,49 +88,27 @@ def _feedback_record(rating: Rating, **changes: Any) -> FeedbackRecord:
     )
 
 
-def _feedback_entry(rating_kind: str, score: Any, thumb_up: Any, label: Any) -> FeedbackEntry:
-    record = _feedback_record(Score(1))
-    return FeedbackEntry(
-        id=record.id,
-        conversation_id=record.conversation_id,
-        message_id=record.message_id,
-        user_id=record.user_id,
-        interaction_id=record.interaction_id,
-        model=record.model,
-        rating_kind=rating_kind,  # type: ignore[arg-type]
-        score=score,
-        thumb_up=thumb_up,
-        label=label,
-        text=record.text,
-        latency_ms=record.latency_ms,
-        tokens_used=record.tokens_used,
-        input_hash=record.input_hash,
-        output_hash=record.output_hash,
-        metadata=record.metadata,
-        create_time=record.create_time,
-        replaces_id=record.replaces_id,
-    )
-
-
 @pytest.mark.parametrize(
-    ("rating", "columns"),
+    ("rating", "field", "value"),
     [
-        (Score(4), ("score", 4, None, None)),
-        (Thumb(True), ("thumb", None, True, None)),
-        (Thumb(False), ("thumb", None, False, None)),
-        (Label("good"), ("label", None, None, "good")),
+        (Score(4), "score", 4),
+        (Thumb(True), "thumb", feedback_pb2.THUMB_UP),
+        (Thumb(False), "thumb", feedback_pb2.THUMB_DOWN),
+        (Label("good"), "label", "good"),
     ],
 )
 def test_a_written_record_and_a_listed_entry_make_the_same_feedback(
-    rating: Rating, columns: tuple[str, Any, Any, Any]
+    rating: Rating, field: str, value: object
 ) -> None:
+    record = _feedback_record(rating)
     listed = feedback_service_pb2.ListFeedbackResponse()
-    add_feedback(listed.feedback, [_feedback_entry(*columns)])
+    add_feedback(listed.feedback, [feedback_entry(record)])
 
-    written = feedback_message(_feedback_record(rating))
+    written = feedback_message(record)
 
     assert written == listed.feedback[0]
-    assert written.WhichOneof("rating") == columns[0]
+    assert written.WhichOneof("rating") == field
+    assert getattr(written, field) == value
     assert written.create_time.ToDatetime(tzinfo=UTC) == NOW
     assert struct_to_dict(written.metadata) == {"source": "web", "n": [1, {"x": None}]}
 
@@ -187,21 +163,14 @@ def test_interactions_and_events_map_the_same_from_records_and_entries() -> None
         event_id="e-1",
     )
     exported = feedback_service_pb2.ExportInteractionsResponse()
-    add_interactions(
-        exported.interactions,
-        [InteractionEntry(**_entry_values(interaction, InteractionEntry))],
-    )
+    add_interactions(exported.interactions, [interaction_entry(interaction)])
     events = feedback_service_pb2.ExportEventsResponse()
-    add_events(events.events, [EventEntry(**_entry_values(event, EventEntry))])
+    add_events(events.events, [event_entry(event)])
 
     assert interaction_message(interaction) == exported.interactions[0]
     assert event_message(event) == events.events[0]
     assert exported.interactions[0].occur_time.ToDatetime(tzinfo=UTC) == NOW
     assert events.events[0].receive_time.ToDatetime(tzinfo=UTC) == LATER
-
-
-def _entry_values(record: Any, entry_type: Any) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in entry_type._fields}
 
 
 @pytest.mark.parametrize(
@@ -225,7 +194,7 @@ def test_the_message_schema_gives_every_field_one_part(
 
 
 def test_pages_and_chunks_hold_every_entry_in_order() -> None:
-    entries = [_feedback_entry("score", score, None, None) for score in (1, 2, 3)]
+    entries = [feedback_entry(_feedback_record(Score(score))) for score in (1, 2, 3)]
 
     page = feedback_page(Page(items=entries, next_page_token="next"))
     chunk = feedback_chunk(Chunk(items=entries, resume_token="resume"))
