@@ -25,7 +25,7 @@ from bench.results import BenchReport
 from bench.runner import QUIET_LOGGING, REAL_SERVER_FLAGS, PhaseRunner
 from bench.server_process import REPOSITORY_ROOT, ServerStartError
 from bench.table import render
-from bench.targets import evaluate_targets
+from bench.targets import evaluate_targets, write_cpu_us
 
 DEFAULT_OUTPUT = Path("bench-results/bench.json")
 
@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.machine["load_average_at_end"] = list(os.getloadavg())
     report.pairs = summarize_pairs(report.phases)
     report.targets = evaluate_targets(report.phases)
+    report.write_cpu_us = write_cpu_us(report.phases)
     report.write(args.output)
     print(render(report))
     print(f"wrote {args.output}")

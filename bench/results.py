@@ -125,6 +125,8 @@ class BenchReport:
     targets: list[TargetResult] = field(default_factory=list)
     pairs: list[PairSummary] = field(default_factory=list)
     """The A/B pairs' medians and ratios, computed from their rounds among the phases."""
+    write_cpu_us: dict[str, float | None] = field(default_factory=dict)
+    """Server CPU µs per durable SubmitFeedback at the target concurrency (bench.targets)."""
     duration_seconds: float = 0.0
 
     @property
@@ -147,6 +149,7 @@ class BenchReport:
             "phases": [phase.to_json() for phase in self.phases],
             "targets": [target.to_json() for target in self.targets],
             "pairs": [pair.to_json() for pair in self.pairs],
+            "durable_write_cpu_us": self.write_cpu_us,
             "correctness": {
                 "passed": self.missing_rows == 0,
                 "missing_rows": self.missing_rows,

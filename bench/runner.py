@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from bench.profiles import Profile
 from bench.raw_sqlite import create_events_schema, insert_events, stored_event_values
 from bench.results import OK, PhaseResult, RowCheck
 from bench.row_counts import count_rows
-from bench.server_logs import logged_status_codes
+from bench.server_logs import settled_status_codes
 from bench.server_process import ServerProcess
 from bench.targets import TARGET_CONCURRENCY
 from server.config import DEFAULT_DATABASE_FILE
@@ -129,7 +130,9 @@ class PhaseRunner:
         call = SUBMIT_FEEDBACK
         with self._real_server("real-logging", quiet=False) as (server, database):
             self._warm_up(server, call, REAL_WITH_LOGS, database)
-            logged_before = logged_status_codes(server.log_file, call.path)
+            logged_before = settled_status_codes(
+                server.log_file, call.path, Counter(), self._profile.warm_up_requests
+            )
             result = self._h2load_phase(
                 "unary-logging",
                 server,
@@ -139,7 +142,8 @@ class PhaseRunner:
                 database=database,
                 ceiling=ceiling,
             )
-            codes = logged_status_codes(server.log_file, call.path) - logged_before
+            answered = result.extra.get("h2load", {}).get("status_2xx", 0)
+            codes = settled_status_codes(server.log_file, call.path, logged_before, answered)
             if result.rows is not None:
                 # The server's own log knows every call's gRPC status: an exact acknowledgement.
                 result.rows = replace(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.pairs import PAIRS, PairSummary, SideSummary
 from bench.results import OK, BenchReport, PhaseResult
+from bench.targets import TARGET_CONCURRENCY
 
 HIDDEN_PHASES = frozenset({"warm-up", *(pair.phase for pair in PAIRS)})
 """Warm-ups, and the A/B rounds, which the pairs table sums up (each is in the JSON)."""
@@ -44,6 +45,8 @@ def render(report: BenchReport) -> str:
             f"{verdict}  {target.name}: {measured} (target {target.comparison} "
             f"{target.limit:g}): {target.description}"
         )
+    if report.write_cpu_us:
+        lines.append(_write_cpu(report.write_cpu_us))
     lines.append("")
     lines.append(_correctness(report))
     lines.append(f"total time {report.duration_seconds:.0f} s ({report.mode} mode)")
@@ -78,6 +81,14 @@ def _phase_row(phase: PhaseResult) -> tuple[str, ...]:
         _number(phase.peak_rss_mb, digits=0),
         rows,
     )
+
+
+def _write_cpu(figures: dict[str, float | None]) -> str:
+    """The noise-free figure beside the ratios: server CPU per durable write."""
+    sides = ", ".join(
+        f"{side} {'-' if value is None else f'{value:.0f} µs'}" for side, value in figures.items()
+    )
+    return f"server CPU per durable SubmitFeedback at c={TARGET_CONCURRENCY}: {sides}"
 
 
 def _pairs(pairs: list[PairSummary]) -> list[str]:

@@ -83,6 +83,22 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
     ]
 
 
+WRITE_CPU_SIDES = (("quiet", "unary"), ("INFO logs", "unary-logging"), ("ceiling", "ceiling"))
+"""The phases whose server CPU per durable SubmitFeedback the report prints beside the ratios."""
+
+
+def write_cpu_us(phases: Sequence[PhaseResult]) -> dict[str, float | None]:
+    """Server CPU µs per durable SubmitFeedback at the target concurrency: the real server with
+    logs quiet and with its default INFO logs, and the empty ceiling; None where not measured.
+
+    Unlike req/s ratios, this barely moves with other work on a shared machine."""
+    figures: dict[str, float | None] = {}
+    for side, phase in WRITE_CPU_SIDES:
+        found = _find(phases, phase, "SubmitFeedback", TARGET_CONCURRENCY)
+        figures[side] = None if found is None else found.cpu_us_per_call
+    return figures
+
+
 def _find(
     phases: Sequence[PhaseResult], phase: str, method: str, concurrency: int
 ) -> PhaseResult | None:

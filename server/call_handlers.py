@@ -18,7 +18,6 @@ streaming client must take each response within `stall_timeout` (one watchdog ta
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -30,6 +29,7 @@ from google.protobuf import descriptor_pool
 
 from server.access import Access, MethodAccess
 from server.admission import Admission, CallKind
+from server.logs import AccessLog
 from server.service import ResourceExhausted
 from server.service.background import BackgroundTask
 from server.status import (
@@ -38,8 +38,6 @@ from server.status import (
     malformed_request_status,
     message_timeout_status,
 )
-
-log = logging.getLogger("server.rpc")
 
 if TYPE_CHECKING:
     ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -152,6 +150,7 @@ class CallInterceptor(ServerInterceptor):
         self.timeouts = timeouts
         self._policy_of = policy_of
         self._wrapped: dict[str, Handler] = {}
+        self.access_log = AccessLog()
 
     async def intercept_service(
         self,
@@ -181,6 +180,7 @@ class _Boundary:
         self._admission = owner.admission
         self._watchdog = owner.watchdog
         self._timeouts = owner.timeouts
+        self._access_log = owner.access_log
         self._method = method
         self._kind = policy.kind
         self._handler = handler
@@ -306,15 +306,13 @@ class _Boundary:
     def _end(self, call: Call, context: Context) -> None:
         if call.admitted:
             self._admission.release(self._kind, call.caller, call.peer)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "rpc",
-                extra={
-                    "method": call.method,
-                    "code": _code(call, context).name,
-                    "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
-                    "peer": call.peer,
-                },
+        access_log = self._access_log
+        if access_log.enabled():
+            access_log.write(
+                call.method,
+                _code(call, context).name,
+                round((time.perf_counter() - call.started) * 1000, 3),
+                call.peer,
             )
 
 

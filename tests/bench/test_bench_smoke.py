@@ -131,3 +131,10 @@ def test_machine_info_is_recorded(report: dict[str, object]) -> None:
     assert isinstance(machine, dict)
     assert machine["nproc"] >= 1
     assert machine["python"]
+
+
+def test_server_cpu_per_durable_write_is_measured(report: dict[str, object]) -> None:
+    figures = report["durable_write_cpu_us"]
+    assert isinstance(figures, dict)
+    assert set(figures) == {"quiet", "INFO logs", "ceiling"}
+    assert all(isinstance(value, float) and value > 0 for value in figures.values()), figures

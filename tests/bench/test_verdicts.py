@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bench.pairs import AUTH, BASELINE, VARIANT
 from bench.results import BenchReport, PhaseResult, RowCheck
-from bench.targets import evaluate_targets
+from bench.table import render
+from bench.targets import evaluate_targets, write_cpu_us
 
 
 def test_missing_and_extra_rows() -> None:
@@ -59,3 +60,22 @@ def test_targets_from_phases() -> None:
 def test_unmeasured_target_fails() -> None:
     verdicts = {target.name: target.passed for target in evaluate_targets([])}
     assert not any(verdicts.values())
+
+
+def test_server_cpu_per_durable_write_is_reported_beside_the_ratios() -> None:
+    quiet = PhaseResult("unary", "SubmitFeedback", "real", 64)
+    quiet.cpu_us_per_call = 450.0
+    logged = PhaseResult("unary-logging", "SubmitFeedback", "real, INFO logs", 64)
+    logged.cpu_us_per_call = 470.0
+    other_concurrency = PhaseResult("ceiling", "SubmitFeedback", "ceiling", 16)
+    other_concurrency.cpu_us_per_call = 99.0
+    phases = [quiet, logged, other_concurrency]
+    report = BenchReport(mode="quick", machine={}, settings={}, phases=phases)
+    report.write_cpu_us = write_cpu_us(phases)
+
+    assert report.write_cpu_us == {"quiet": 450.0, "INFO logs": 470.0, "ceiling": None}
+    assert report.to_json()["durable_write_cpu_us"] == report.write_cpu_us
+    assert (
+        "server CPU per durable SubmitFeedback at c=64: quiet 450 µs, INFO logs 470 µs, ceiling -"
+        in render(report).splitlines()
+    )
