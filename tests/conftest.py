@@ -85,11 +85,18 @@ processes, hypothesis): started first, so no worker is left with one of them at 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run `database_independent` tests on SQLite only (their PostgreSQL runs prove nothing more),
-    and the longest folders first (pytest-xdist hands out modules in this order)."""
-    dropped = [item for item in items if _runs_on_postgresql_for_nothing(item)]
+    leave `alone` tests to a run in one process, and start the longest folders first
+    (pytest-xdist hands out modules in this order)."""
+    parallel = int(getattr(config, "workerinput", {}).get("workercount", 1)) > 1
+    dropped = [
+        item
+        for item in items
+        if _runs_on_postgresql_for_nothing(item)
+        or (parallel and item.get_closest_marker("alone") is not None)
+    ]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-    kept = [item for item in items if not _runs_on_postgresql_for_nothing(item)]
+    kept = [item for item in items if item not in dropped]
     items[:] = sorted(kept, key=_folder_rank)  # stable: the order within a folder is kept
 
 
