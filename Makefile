@@ -38,8 +38,10 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	mypy
 
+# The parallel run leaves out the tests marked `alone` (latency limits); the second runs them.
 test: $(STAMP)
 	pytest
+	pytest -n 0 -m alone
 
 check: proto-check lint typecheck test
 

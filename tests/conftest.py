@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -43,14 +44,27 @@ def postgres_database_url() -> Iterator[str]:
         drop_postgres_database(server_url, database_url)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session: tests get copies, the same bytes a fresh
+    migration writes, without paying for the migration each time."""
+    path = tmp_path_factory.mktemp("migrated-sqlite") / "feedback.sqlite3"
+    with Storage.connect(sqlite_url(path)) as storage:
+        storage.migrate()
+    # Closing the last connection checkpoints the WAL into the file, so the file is the whole
+    # database; a leftover WAL would mean a copy of the file alone misses rows.
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
+    assert not leftovers, f"the migrated SQLite file is not self-contained: {leftovers}"
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite_file: Path) -> str:
     """The URL of a migrated database with no rows, once per supported database."""
     if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "feedback.sqlite3")
-        with Storage.connect(url) as storage:
-            storage.migrate()
-        return url
+        path = tmp_path / "feedback.sqlite3"
+        shutil.copyfile(migrated_sqlite_file, path)
+        return sqlite_url(path)
     # Looked up lazily so a SQLite-only run never touches PostgreSQL.
     postgres_url: str = request.getfixturevalue("postgres_database_url")
     empty_postgres_tables(postgres_url)
@@ -62,3 +76,41 @@ def storage(database_url: str) -> Iterator[Storage]:
     """A Storage connected to the test's empty database, closed afterwards."""
     with Storage.connect(database_url) as connected:
         yield connected
+
+
+LONGEST_FIRST = ("tests/bench/", "tests/hostile/", "tests/reliability/", "tests/fuzz/")
+"""Folders whose modules take tens of seconds each (benchmark runs, abuse phases, killed
+processes, hypothesis): started first, so no worker is left with one of them at the end."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run `database_independent` tests on SQLite only (their PostgreSQL runs prove nothing more),
+    leave `alone` tests to a run in one process, and start the longest folders first
+    (pytest-xdist hands out modules in this order)."""
+    parallel = int(getattr(config, "workerinput", {}).get("workercount", 1)) > 1
+    dropped = [
+        item
+        for item in items
+        if _runs_on_postgresql_for_nothing(item)
+        or (parallel and item.get_closest_marker("alone") is not None)
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    kept = [item for item in items if item not in dropped]
+    items[:] = sorted(kept, key=_folder_rank)  # stable: the order within a folder is kept
+
+
+def _runs_on_postgresql_for_nothing(item: pytest.Item) -> bool:
+    """Whether a database_independent test is here with its PostgreSQL parameter."""
+    callspec = getattr(item, "callspec", None)
+    on_postgresql = callspec is not None and callspec.params.get("database_url") == "postgresql"
+    return on_postgresql and item.get_closest_marker("database_independent") is not None
+
+
+def _folder_rank(item: pytest.Item) -> int:
+    """Where the test's folder comes in LONGEST_FIRST, after them all when it is not there."""
+    nodeid = item.nodeid
+    return next(
+        (rank for rank, folder in enumerate(LONGEST_FIRST) if nodeid.startswith(folder)),
+        len(LONGEST_FIRST),
+    )

@@ -97,10 +97,19 @@ def allow_connections(database_url: str, allowed: bool) -> None:
 
 
 def empty_postgres_tables(database_url: str) -> None:
-    """Delete every row and restart the id sequences, so each test sees ids from 1 again."""
-    tables = sql.SQL(", ").join(sql.Identifier(table.name) for table in Base.metadata.sorted_tables)
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
-        connection.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(tables))
+    """Delete every row and restart the id sequences, so each test sees ids from 1 again.
+
+    DELETE, not TRUNCATE: on tables this small it is several times faster (TRUNCATE makes new
+    files for every table and index), and a test pays it before every PostgreSQL run.
+    """
+    children_first = reversed(Base.metadata.sorted_tables)  # foreign keys never block a delete
+    deletes = [sql.SQL("DELETE FROM {}").format(sql.Identifier(t.name)) for t in children_first]
+    restart = sql.SQL(
+        "SELECT setval(oid, 1, false) FROM pg_class"
+        " WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
+    )
+    with psycopg.connect(libpq_url(database_url)) as connection, connection.transaction():
+        connection.execute(sql.SQL("; ").join([*deletes, restart]))
 
 
 def sqlite_url(path: Path) -> str:

@@ -290,6 +290,7 @@ def test_revoke_api_key_answers_not_found_and_invalid_argument(database_url: str
     assert by_secret.api_key.prefix == prefix_of(other)  # the whole key names it too
 
 
+@pytest.mark.database_independent
 def test_create_api_key_rejects_bad_requests_naming_the_fields(database_url: str) -> None:
     admin = create_key(database_url, "admin")
     metadata = bearer(admin)
@@ -332,6 +333,7 @@ def test_create_api_key_rejects_bad_requests_naming_the_fields(database_url: str
     assert len(events.events) == 2  # the admin key and the longest: nothing rejected was stored
 
 
+@pytest.mark.database_independent
 def test_the_keys_command_refuses_bad_input_with_exit_codes(database_url: str) -> None:
     bad_scope = keys_command(database_url, "create", "--scope", "owner")
     long_name = keys_command(database_url, "create", "--scope", "read", "--name", "n" * 201)
@@ -348,6 +350,7 @@ def test_the_keys_command_refuses_bad_input_with_exit_codes(database_url: str) -
     assert stored == []
 
 
+@pytest.mark.database_independent
 def test_the_keys_command_checks_client_identities_like_the_api(database_url: str) -> None:
     code, out, err = keys_command(
         database_url, "create", "--scope", "read", "--client-identity", "naïve "

@@ -195,6 +195,7 @@ def test_every_rpc_names_a_required_scope_that_fits_its_kind() -> None:
     assert wrong == {}
 
 
+@pytest.mark.database_independent
 def test_every_rpc_answers_every_credential_with_the_exact_status(
     keyed: KeyedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,6 +276,7 @@ GRPCURL_CASES = [
 ]
 
 
+@pytest.mark.database_independent
 def test_grpcurl_gets_the_matrix_codes_with_its_own_headers(keyed: KeyedServer) -> None:
     """An outside client sending `-H 'authorization: Bearer ...'` sees the same verdicts."""
     secrets = {
@@ -297,6 +299,7 @@ def test_grpcurl_gets_the_matrix_codes_with_its_own_headers(keyed: KeyedServer) 
     assert seen == {(c, rpc): (code, True) for c, rpc, _, code, words in GRPCURL_CASES}
 
 
+@pytest.mark.database_independent
 def test_health_and_reflection_need_no_key(keyed: KeyedServer) -> None:
     """Probes and service discovery work without secrets, and a bad key does not break them."""
     statuses = []

@@ -87,6 +87,7 @@ def test_interaction_batch_rejects_duplicate_message_ids(stub: FeedbackServiceSt
     assert response.results[1].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize("count", [0, 1001])
 def test_batch_size_limits(stub: FeedbackServiceStub, count: int) -> None:
     with pytest.raises(grpc.RpcError) as caught:

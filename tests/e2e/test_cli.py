@@ -43,6 +43,7 @@ def test_record_submit_log_and_read_back(
     assert "thumb down" in listed
 
 
+@pytest.mark.database_independent
 def test_server_errors_print_every_violation_and_exit_1(
     server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -56,6 +57,7 @@ def test_server_errors_print_every_violation_and_exit_1(
     assert "Traceback" not in err
 
 
+@pytest.mark.database_independent
 def test_unknown_conversation_exits_1_with_not_found(
     server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

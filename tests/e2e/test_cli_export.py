@@ -169,6 +169,7 @@ def test_resume_drops_a_half_written_chunk(
     assert lines[0][0] == "id"
 
 
+@pytest.mark.database_independent
 def test_a_rejected_export_leaves_no_files(
     server: ServerThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -184,6 +185,7 @@ def test_a_rejected_export_leaves_no_files(
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.database_independent
 def test_resume_without_an_interrupted_export_fails(
     server: ServerThread, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -193,6 +195,7 @@ def test_resume_without_an_interrupted_export_fails(
     assert "nothing to resume" in err
 
 
+@pytest.mark.database_independent
 def test_list_kinds_and_filters_that_do_not_apply(
     server: ServerThread, client: FeedbackClient, capsys: pytest.CaptureFixture[str]
 ) -> None:

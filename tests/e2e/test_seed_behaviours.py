@@ -68,6 +68,7 @@ def test_boundary_scores_are_accepted(
     assert feedback.id > 0
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize("score", [0, 6, -1, 2**31 - 1])
 def test_out_of_range_scores_are_rejected(
     client: FeedbackClient, conversation: str, score: int
@@ -89,6 +90,7 @@ def test_text_of_2000_characters_is_accepted_and_2001_rejected(
     assert _violations(caught.value)["text"] == "must be at most 2000 characters, got 2001"
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -117,6 +119,7 @@ def test_zero_latency_and_tokens_are_valid(client: FeedbackClient, conversation:
     assert (feedback.latency_ms, feedback.tokens_used) == (0.0, 0)
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize(
     "conversation_id", ["has space", "slash/id", "dot.id", "x" * 129, "é", "tab\tid", "new\n"]
 )
@@ -145,11 +148,13 @@ def test_unknown_conversation_is_not_found(client: FeedbackClient, conversation:
     assert client.get_stats().feedback.total_count == 0
 
 
+@pytest.mark.database_independent
 def test_validation_comes_before_the_existence_check(client: FeedbackClient) -> None:
     with pytest.raises(InvalidArgumentError):
         client.submit_feedback("never-recorded", score=9)
 
 
+@pytest.mark.database_independent
 def test_every_violation_is_reported_and_nothing_is_stored(
     client: FeedbackClient, conversation: str
 ) -> None:
@@ -229,6 +234,7 @@ def test_score_range_filters_are_inclusive(client: FeedbackClient) -> None:
     assert middle == [4, 3, 2]
 
 
+@pytest.mark.database_independent
 def test_reversed_score_range_is_rejected(client: FeedbackClient) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         client.list_feedback(min_score=4, max_score=2)
@@ -345,6 +351,7 @@ def test_thumbs_are_counted(client: FeedbackClient) -> None:
     assert stats.scored_count == 0
 
 
+@pytest.mark.database_independent
 def test_up2d8_feedback_missing_rating_and_ids_is_rejected(stub: FeedbackServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.SubmitFeedback(pb.SubmitFeedbackRequest(user_id="u"), timeout=10)
@@ -388,6 +395,7 @@ def test_up2d8_events_are_logged_with_details(client: FeedbackClient) -> None:
     assert client.get_stats().events.total_count == 3
 
 
+@pytest.mark.database_independent
 def test_up2d8_event_missing_fields_is_rejected(stub: FeedbackServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.LogEvent(pb.LogEventRequest(), timeout=10)
@@ -398,6 +406,7 @@ def test_up2d8_event_missing_fields_is_rejected(stub: FeedbackServiceStub) -> No
     }
 
 
+@pytest.mark.database_independent
 def test_event_time_far_in_the_future_is_rejected(client: FeedbackClient) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         client.log_event("u", "page_view", event_time=datetime.now(UTC) + timedelta(days=2))
@@ -417,6 +426,7 @@ def test_stats_time_range_is_half_open(client: FeedbackClient) -> None:
         client.get_stats(start_time=t0, end_time=t0 - timedelta(seconds=1))
 
 
+@pytest.mark.database_independent
 def test_metadata_size_and_depth_limits(client: FeedbackClient, conversation: str) -> None:
     nested: dict[str, Any] = {"leaf": 1}
     for _ in range(10):

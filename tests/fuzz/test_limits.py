@@ -81,6 +81,7 @@ def test_struct_keys_and_list_items_count_through_all_nesting(channel: grpc.Chan
         }
 
 
+@pytest.mark.database_independent
 def test_struct_depth_counts_objects_and_lists(channel: grpc.Channel) -> None:
     lists_ten_deep: list[Any] = [1]
     for _ in range(8):
@@ -252,6 +253,7 @@ def test_item_size_limit_in_batches_and_ingest(channel: grpc.Channel, rows: RowC
     assert rows.counts()["interactions"] == 2
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize("method_name", ["RecordInteraction", "LogEvents", "Ingest"])
 def test_messages_over_the_server_limit_get_resource_exhausted(
     channel: grpc.Channel, rows: RowCounter, method_name: str
@@ -280,6 +282,7 @@ def _page_token(cursor: int, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+@pytest.mark.database_independent
 def test_forged_page_token_with_a_huge_cursor_is_invalid_argument(channel: grpc.Channel) -> None:
     """Tokens are not secret: their fingerprint is a hash of the filters anyone can compute."""
     for _ in range(2):
@@ -297,6 +300,7 @@ def test_forged_page_token_with_a_huge_cursor_is_invalid_argument(channel: grpc.
     assert list(_violations(outcome)) == ["page_token"]
 
 
+@pytest.mark.database_independent
 def test_get_stats_rejects_invalid_timestamps(channel: grpc.Channel) -> None:
     for invalid in (timestamp_pb2.Timestamp(seconds=2**62), timestamp_pb2.Timestamp(nanos=-1)):
         outcome = _call(channel, "GetStats", pb.GetStatsRequest(start_time=invalid))

@@ -66,6 +66,7 @@ _raw_requests = st.sampled_from(METHODS).flatmap(
 )
 
 
+@pytest.mark.database_independent
 @fuzz_settings(default_examples=400)
 @given(method_and_bytes=_raw_requests)
 def test_any_bytes_get_the_answer_their_decoding_calls_for(

@@ -19,6 +19,7 @@ from tests.hostile.conftest import PHASE_TIMEOUT_SECONDS, explain, run
 pytestmark = [pytest.mark.hostile, pytest.mark.timeout(PHASE_TIMEOUT_SECONDS)]
 
 
+@pytest.mark.alone  # its p99 limit
 def test_thousands_of_idle_connections(hostile_dataset: Dataset, tmp_path: Path) -> None:
     result = run(IDLE_CONNECTIONS, hostile_dataset, tmp_path)
 
@@ -26,6 +27,7 @@ def test_thousands_of_idle_connections(hostile_dataset: Dataset, tmp_path: Path)
     assert result.failures == [], explain(result)
 
 
+@pytest.mark.alone  # its p99 limit
 def test_slow_readers_are_refused_with_retry_info(hostile_dataset: Dataset, tmp_path: Path) -> None:
     result = run(SLOW_READERS, hostile_dataset, tmp_path)
 
