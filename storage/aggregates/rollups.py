@@ -403,6 +403,13 @@ def _merge_counts(target: dict[Any, int], source: Mapping[Any, int]) -> None:
         target[key] = target.get(key, 0) + count
 
 
+def _removed_extremes(tally: FeedbackTally | InteractionTally) -> Extremes:
+    """The tally's extremes of removed values, made on the first removal (most tallies see none)."""
+    if tally.removed_extremes is None:
+        tally.removed_extremes = Extremes()
+    return tally.removed_extremes
+
+
 class FeedbackTally:
     """Counters, label counts and histogram bins of some feedback, signed (+1 added, -1 removed)."""
 
@@ -417,8 +424,8 @@ class FeedbackTally:
         self.tokens_bins: dict[int, int] = {}
         self.extremes = Extremes()
         """Of the values added (cells with histograms only)."""
-        self.removed_extremes = Extremes()
-        """Of the values removed: a stored extreme among them must be read again from raw rows."""
+        self.removed_extremes: Extremes | None = None
+        """Of the values removed (None: none): a stored extreme among them is read again."""
 
     def add(self, contribution: FeedbackContribution, sign: int) -> None:
         """Add one entry's contribution `sign` times."""
@@ -431,7 +438,7 @@ class FeedbackTally:
             self.labels[label] = self.labels.get(label, 0) + sign
         if has_text:
             counts[WITH_TEXT_SLOT] += sign
-        extremes = self.extremes if sign > 0 else self.removed_extremes
+        extremes = self.extremes if sign > 0 else _removed_extremes(self)
         if latency is not None:
             counts[FEEDBACK_LATENCY_COUNT] += sign
             counts[FEEDBACK_LATENCY_SUM] += sign * latency
@@ -466,7 +473,8 @@ class FeedbackTally:
         _merge_counts(self.latency_bins, other.latency_bins)
         _merge_counts(self.tokens_bins, other.tokens_bins)
         self.extremes.merge(other.extremes)
-        self.removed_extremes.merge(other.removed_extremes)
+        if other.removed_extremes is not None:
+            _removed_extremes(self).merge(other.removed_extremes)
 
     def copy(self) -> FeedbackTally:
         """An independent copy."""
@@ -490,14 +498,14 @@ class InteractionTally:
         self.latency_bins: dict[int, int] = {}
         self.tokens_bins: dict[int, int] = {}
         self.extremes = Extremes()
-        self.removed_extremes = Extremes()
+        self.removed_extremes: Extremes | None = None
 
     def add(self, contribution: InteractionContribution, sign: int) -> None:
         """Add one interaction's contribution `sign` times."""
         latency, latency_bin, tokens, tokens_bin = contribution
         counts = self.counts
         counts[0] += sign
-        extremes = self.extremes if sign > 0 else self.removed_extremes
+        extremes = self.extremes if sign > 0 else _removed_extremes(self)
         if latency is not None:
             counts[1] += sign
             counts[2] += sign * latency
@@ -527,7 +535,8 @@ class InteractionTally:
         _merge_counts(self.latency_bins, other.latency_bins)
         _merge_counts(self.tokens_bins, other.tokens_bins)
         self.extremes.merge(other.extremes)
-        self.removed_extremes.merge(other.removed_extremes)
+        if other.removed_extremes is not None:
+            _removed_extremes(self).merge(other.removed_extremes)
 
     def copy(self) -> InteractionTally:
         """An independent copy."""
@@ -1183,9 +1192,11 @@ def _refresh_extremes(target: SqlTarget, kind: RollupKind, removed: Mapping[Cell
         f"{column} {'>=' if column.endswith('_min') else '<='} {mark}" for column in EXTREME_COLUMNS
     )
     for cell, tally in sorted(removed.items()):
-        removed_values = tally.removed_extremes.values
         level, start, dimension, key = cell
-        if dimension not in DETAILED_DIMENSIONS or all(v is None for v in removed_values):
+        if tally.removed_extremes is None or dimension not in DETAILED_DIMENSIONS:
+            continue
+        removed_values = tally.removed_extremes.values
+        if all(value is None for value in removed_values):
             continue
         where: list[str] = []
         parameters: list[Any] = []
