@@ -299,9 +299,11 @@ def _check_sqlite_writable(raw: sqlite3.Connection, database_file: Path | None) 
             raise StorageUnavailable("database unavailable: the disk is full")
 
 
-def rebuild_rollups_on(connection: Connection, *, id_bounds: bool = True) -> None:
-    """Rebuild the rollups inside `connection`'s write transaction (also used by migration 0004,
-    with `id_bounds=False`: its tables have no id bounds yet)."""
+def rebuild_rollups_on(
+    connection: Connection, *, id_bounds: bool = True, extremes: bool = True
+) -> None:
+    """Rebuild the rollups inside `connection`'s write transaction (also used by migrations, with
+    `id_bounds=False` before 0005 and `extremes=False` before 0008: columns not there yet)."""
     if connection.dialect.name == "sqlite":
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
@@ -315,7 +317,7 @@ def rebuild_rollups_on(connection: Connection, *, id_bounds: bool = True) -> Non
     def run(sql: str) -> None:
         connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
-    rebuild_rollups(run, dialect, id_bounds=id_bounds)
+    rebuild_rollups(run, dialect, id_bounds=id_bounds, extremes=extremes)
 
 
 class DedicatedWriter:

@@ -22,7 +22,10 @@ from storage.aggregates.rollups import (
     DAY,
     DETAILED_DIMENSIONS,
     EVENT_TYPE,
+    EXTREME_COLUMNS,
+    FEEDBACK_KIND,
     HOUR,
+    INTERACTION_KIND,
     KEY_SPANS_TABLE,
     LATENCY_METRIC,
     MODEL,
@@ -119,6 +122,8 @@ class _Source:
     counters: RollupTable
     counter_sql: Sequence[str]
     """SELECT expressions of the counters, in the table's counter order."""
+    metric_columns: Sequence[str]
+    """Raw column of each histogram metric, whose min and max are the cells' extremes."""
     children: Sequence[tuple[RollupTable, Callable[[_Sql], tuple[str, str, str]]]]
     """Per child table: (extra SELECT columns, FROM of the per-row values, extra GROUP BY)."""
 
@@ -177,6 +182,7 @@ _SOURCES = (
             "count(tokens_used)",
             "COALESCE(sum(tokens_used), 0)",
         ),
+        metric_columns=FEEDBACK_KIND.metric_columns,
         children=((FEEDBACK_LABELS, _feedback_labels), (FEEDBACK_HISTOGRAMS, _feedback_histograms)),
     ),
     _Source(
@@ -193,6 +199,7 @@ _SOURCES = (
             "count(total_tokens)",
             "COALESCE(sum(total_tokens), 0)",
         ),
+        metric_columns=INTERACTION_KIND.metric_columns,
         children=((INTERACTION_HISTOGRAMS, _interaction_histograms),),
     ),
     _Source(
@@ -203,6 +210,7 @@ _SOURCES = (
         sparse={USER: "user_id"},
         counters=EVENTS,
         counter_sql=("count(*)",),
+        metric_columns=(),
         children=((EVENT_TYPES, _event_types),),
     ),
 )
@@ -210,17 +218,20 @@ _SOURCES = (
 _PARENT_LEVEL = {DAY: HOUR, MONTH: DAY, TOTAL: MONTH}
 
 
-def rebuild_rollups(run: RunSql, dialect: Dialect, *, id_bounds: bool = True) -> None:
+def rebuild_rollups(
+    run: RunSql, dialect: Dialect, *, id_bounds: bool = True, extremes: bool = True
+) -> None:
     """Replace every rollup row with what the raw tables hold now, in the caller's transaction.
 
     On PostgreSQL the caller must keep writers out meanwhile (see Storage.rebuild_rollups); on
     SQLite the write transaction does. SQLite connections need register_sqlite_functions().
-    `id_bounds=False` is for schemas before revision 0005, whose counter tables have no bounds.
+    `id_bounds=False` is for schemas before revision 0005, whose counter tables have no bounds;
+    `extremes=False` for those before revision 0008, which have no extremes.
     """
     sql = _Sql(dialect)
     stamp = _new_stamp()
     for source in _SOURCES:
-        source_ = source if id_bounds else _without_bounds(source)
+        source_ = _as_of(source, id_bounds=id_bounds, extremes=extremes)
         for table in (source_.counters, *(child for child, _ in source_.children)):
             run(f"DELETE FROM {table.name}")
         dense, dense_key = source_.dense
@@ -239,22 +250,47 @@ def rebuild_rollups(run: RunSql, dialect: Dialect, *, id_bounds: bool = True) ->
     _rebuild_spans(run)
 
 
-def _without_bounds(source: _Source) -> _Source:
-    """The source writing counter tables as they were before revision 0005."""
+def _as_of(source: _Source, *, id_bounds: bool, extremes: bool) -> _Source:
+    """The source writing counter tables with or without the id bounds and the extremes."""
+    if id_bounds and extremes:
+        return source
     table = source.counters
-    unbounded = RollupTable(
+    older = RollupTable(
         table.name,
         table.key_columns,
         table.counters,
         stamped=table.stamped,
         zero_column=table.zero_column,
+        bounded=table.bounded and id_bounds,
+        extremes=table.extremes and extremes,
     )
-    return replace(source, counters=unbounded)
+    return replace(source, counters=older)
 
 
 def _bounds_sql(table: RollupTable, bounds: str) -> str:
     """`bounds` (two SELECT expressions) after a comma when the table keeps id bounds."""
     return f", {bounds}" if table.bounded else ""
+
+
+def _extremes_sql(table: RollupTable, values: Sequence[str] | None) -> str:
+    """After a comma, the extremes of the cells when the table keeps them: min() and max() of
+    each of `values` (SQL of one metric each), or NULLs for cells without histograms (None)."""
+    if not table.extremes:
+        return ""
+    if values is None:
+        return ", " + ", ".join(["NULL"] * len(EXTREME_COLUMNS))
+    return ", " + ", ".join(
+        f"{function}({value})" for value in values for function in ("min", "max")
+    )
+
+
+def _summed_extremes_sql(table: RollupTable) -> str:
+    """After a comma, the extremes of cells made of finer cells, when the table keeps them."""
+    if not table.extremes:
+        return ""
+    return ", " + ", ".join(
+        f"{'min' if column.endswith('_min') else 'max'}({column})" for column in EXTREME_COLUMNS
+    )
 
 
 def _from_raw(
@@ -271,6 +307,7 @@ def _from_raw(
     run(
         f"INSERT INTO {table.name} ({', '.join(table.columns)})"
         f" SELECT {head}, {stamp}, {', '.join(source.counter_sql)}"
+        + _extremes_sql(table, source.metric_columns if dimension in DETAILED_DIMENSIONS else None)
         + _bounds_sql(table, "min(rollup_id), max(rollup_id)" if level == HOUR else "NULL, NULL")
         + f" FROM {rows} GROUP BY rollup_bucket, rollup_key"
     )
@@ -296,6 +333,7 @@ def _all_from_dense(run: RunSql, source: _Source, dense: int, stamp: int) -> Non
     run(
         f"INSERT INTO {table.name} ({', '.join(table.columns)})"
         f" SELECT {HOUR}, bucket_start, {ALL}, '', {stamp}, {sums}"
+        + _summed_extremes_sql(table)
         + _bounds_sql(table, "min(min_id), max(max_id)")
         + f" FROM {table.name} WHERE {where} GROUP BY bucket_start"
     )
@@ -329,6 +367,7 @@ def _coarser(
     run(
         f"INSERT INTO {table.name} ({', '.join(table.columns)})"
         f" SELECT {level}, {bucket}, dimension, dimension_key, {stamp}, {sums}"
+        + _summed_extremes_sql(table)
         + _bounds_sql(table, "min(min_id), max(max_id)")
         + f" FROM {table.name} WHERE {where} GROUP BY 2, dimension, dimension_key"
     )

@@ -90,6 +90,15 @@ def epoch_microseconds(moment: datetime) -> int:
     return (moment - _EPOCH) // _ONE_MICROSECOND
 
 
+def time_parameter(dialect: Dialect, microseconds: int) -> Any:
+    """A statement parameter compared with a raw time column: SQLite's stored text, or a time."""
+    moment = from_epoch_microseconds(microseconds)
+    if dialect == "sqlite":
+        # The fixed-width text the SQLite DateTime column stores, so text order is time order.
+        return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return moment
+
+
 def from_epoch_microseconds(microseconds: int) -> datetime:
     """The aware UTC datetime of an epoch_microseconds() value."""
     return _EPOCH + timedelta(microseconds=microseconds)
@@ -196,18 +205,28 @@ class Histogram:
     monthly histograms well under a millisecond.
     """
 
-    __slots__ = ("counts", "offset", "others")
+    __slots__ = ("counts", "high", "low", "offset", "others")
 
     def __init__(self) -> None:
         """An empty histogram."""
         self.offset = 0
         self.counts: list[int] = []
         self.others: dict[int, int] = {}
+        self.low: float | None = None
+        self.high: float | None = None
+        """Exact least and greatest value counted (None: unknown), which percentiles stay within."""
 
     @classmethod
-    def from_bins(cls, bins: Iterable[tuple[int, int]]) -> Histogram:
-        """A histogram from (bin, count) pairs in any order; zero counts are dropped."""
+    def from_bins(
+        cls,
+        bins: Iterable[tuple[int, int]],
+        low: float | None = None,
+        high: float | None = None,
+    ) -> Histogram:
+        """A histogram from (bin, count) pairs in any order and the values' exact extremes;
+        zero counts are dropped."""
         histogram = cls()
+        histogram.low, histogram.high = low, high
         positive: dict[int, int] = {}
         for bin_index, count in bins:
             if not count:
@@ -224,7 +243,9 @@ class Histogram:
         return histogram
 
     def merge(self, other: Histogram) -> None:
-        """Add another histogram's counts to this one."""
+        """Add another histogram's counts (and extremes) to this one."""
+        self.low = _least(self.low, other.low)
+        self.high = _greatest(self.high, other.high)
         if other.counts:
             if not self.counts:
                 self.offset, self.counts = other.offset, list(other.counts)
@@ -246,7 +267,9 @@ class Histogram:
             self.others[bin_index] = self.others.get(bin_index, 0) + count
 
     def percentiles(self) -> tuple[float, ...] | None:
-        """Nearest-rank p50, p90, p95, p99 as bin midpoints; None when the histogram is empty."""
+        """Nearest-rank p50, p90, p95, p99 as bin midpoints within the exact extremes, and the
+        extreme itself at rank 1 or the last rank (so one value, or a percentile at either end,
+        is exact); None when the histogram is empty."""
         ordered_others = sorted((b, n) for b, n in self.others.items() if n)
         other_bins = [b for b, _ in ordered_others]
         other_cumulative = list(accumulate(n for _, n in ordered_others))
@@ -255,14 +278,38 @@ class Histogram:
         total = cumulative[-1] if cumulative else below
         if total <= 0:
             return None
+        low, high = self.low, self.high
         values = []
         for percent in PERCENTILE_RANKS:
             rank = nearest_rank(percent, total)
-            if rank <= below:
-                values.append(bin_value(other_bins[bisect_left(other_cumulative, rank)]))
+            if rank == total and high is not None:
+                value = high  # the greatest value itself
+            elif rank == 1 and low is not None:
+                value = low
+            elif rank <= below:
+                value = bin_value(other_bins[bisect_left(other_cumulative, rank)])
             else:
-                values.append(bin_value(self.offset + bisect_left(cumulative, rank)))
+                value = bin_value(self.offset + bisect_left(cumulative, rank))
+            if low is not None and value < low:
+                value = low
+            if high is not None and value > high:
+                value = high
+            values.append(float(value))
         return tuple(values)
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    """The lesser of two optional values; None only when both are."""
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
+def _greatest(a: float | None, b: float | None) -> float | None:
+    """The greater of two optional values; None only when both are."""
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
 
 
 # ---- tallies: what a set of records adds to one cell ----
@@ -301,6 +348,49 @@ EVENT_COUNTERS = ("total_count",)
 
 LATENCY_METRIC, TOKENS_METRIC = 0, 1
 """Histogram metrics: latency_ms; tokens_used (feedback) or total_tokens (interactions)."""
+METRICS = (LATENCY_METRIC, TOKENS_METRIC)
+
+EXTREME_COLUMNS = ("latency_min", "latency_max", "tokens_min", "tokens_max")
+"""Columns of a counter table holding Extremes.values: (least, greatest) of each metric."""
+
+
+class Extremes:
+    """Exact least and greatest value of each histogrammed metric of some records.
+
+    Bins are 2 % wide, so percentiles read from bins alone could fall outside the values seen;
+    readers clamp them into these (Histogram.low, Histogram.high).
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        """No values seen."""
+        self.values: list[Any] = [None] * len(EXTREME_COLUMNS)
+        """(least, greatest) of each metric in METRICS order; None while none was seen."""
+
+    def include(self, metric: int, value: float) -> None:
+        """Widen a metric's extremes to cover `value`."""
+        values = self.values
+        index = 2 * metric
+        low = values[index]
+        if low is None:
+            values[index] = values[index + 1] = value
+        elif value < low:
+            values[index] = value
+        elif value > values[index + 1]:
+            values[index + 1] = value
+
+    def merge(self, other: Extremes) -> None:
+        """Widen every metric's extremes to cover another's."""
+        for metric in METRICS:
+            low = other.values[2 * metric]
+            if low is not None:
+                self.include(metric, low)
+                self.include(metric, other.values[2 * metric + 1])
+
+    def histogram(self, metric: int, bins: Iterable[tuple[int, int]]) -> Histogram:
+        """A histogram of the metric's bins, clamped to its extremes."""
+        return Histogram.from_bins(bins, self.values[2 * metric], self.values[2 * metric + 1])
 
 
 def _add_bin(bins: dict[int, int], bin_index: int | None, count: int) -> None:
@@ -313,10 +403,17 @@ def _merge_counts(target: dict[Any, int], source: Mapping[Any, int]) -> None:
         target[key] = target.get(key, 0) + count
 
 
+def _removed_extremes(tally: FeedbackTally | InteractionTally) -> Extremes:
+    """The tally's extremes of removed values, made on the first removal (most tallies see none)."""
+    if tally.removed_extremes is None:
+        tally.removed_extremes = Extremes()
+    return tally.removed_extremes
+
+
 class FeedbackTally:
     """Counters, label counts and histogram bins of some feedback, signed (+1 added, -1 removed)."""
 
-    __slots__ = ("counts", "labels", "latency_bins", "tokens_bins")
+    __slots__ = ("counts", "extremes", "labels", "latency_bins", "removed_extremes", "tokens_bins")
 
     def __init__(self) -> None:
         """A tally of nothing."""
@@ -325,6 +422,10 @@ class FeedbackTally:
         self.labels: dict[str, int] = {}
         self.latency_bins: dict[int, int] = {}
         self.tokens_bins: dict[int, int] = {}
+        self.extremes = Extremes()
+        """Of the values added (cells with histograms only)."""
+        self.removed_extremes: Extremes | None = None
+        """Of the values removed (None: none): a stored extreme among them is read again."""
 
     def add(self, contribution: FeedbackContribution, sign: int) -> None:
         """Add one entry's contribution `sign` times."""
@@ -337,14 +438,17 @@ class FeedbackTally:
             self.labels[label] = self.labels.get(label, 0) + sign
         if has_text:
             counts[WITH_TEXT_SLOT] += sign
+        extremes = self.extremes if sign > 0 else _removed_extremes(self)
         if latency is not None:
             counts[FEEDBACK_LATENCY_COUNT] += sign
             counts[FEEDBACK_LATENCY_SUM] += sign * latency
             _add_bin(self.latency_bins, latency_bin, sign)
+            extremes.include(LATENCY_METRIC, latency)
         if tokens is not None:
             counts[FEEDBACK_TOKENS_COUNT] += sign
             counts[FEEDBACK_TOKENS_SUM] += sign * tokens
             _add_bin(self.tokens_bins, tokens_bin, sign)
+            extremes.include(TOKENS_METRIC, tokens)
 
     def add_counts(self, contribution: FeedbackContribution, sign: int) -> None:
         """Add one entry's counters only (cells that keep no labels or histograms)."""
@@ -368,6 +472,9 @@ class FeedbackTally:
         _merge_counts(self.labels, other.labels)
         _merge_counts(self.latency_bins, other.latency_bins)
         _merge_counts(self.tokens_bins, other.tokens_bins)
+        self.extremes.merge(other.extremes)
+        if other.removed_extremes is not None:
+            _removed_extremes(self).merge(other.removed_extremes)
 
     def copy(self) -> FeedbackTally:
         """An independent copy."""
@@ -383,27 +490,32 @@ class FeedbackTally:
 class InteractionTally:
     """Counters and histogram bins of some interactions, signed."""
 
-    __slots__ = ("counts", "latency_bins", "tokens_bins")
+    __slots__ = ("counts", "extremes", "latency_bins", "removed_extremes", "tokens_bins")
 
     def __init__(self) -> None:
         """A tally of nothing."""
         self.counts: list[Any] = [0, 0, 0.0, 0, 0]
         self.latency_bins: dict[int, int] = {}
         self.tokens_bins: dict[int, int] = {}
+        self.extremes = Extremes()
+        self.removed_extremes: Extremes | None = None
 
     def add(self, contribution: InteractionContribution, sign: int) -> None:
         """Add one interaction's contribution `sign` times."""
         latency, latency_bin, tokens, tokens_bin = contribution
         counts = self.counts
         counts[0] += sign
+        extremes = self.extremes if sign > 0 else _removed_extremes(self)
         if latency is not None:
             counts[1] += sign
             counts[2] += sign * latency
             _add_bin(self.latency_bins, latency_bin, sign)
+            extremes.include(LATENCY_METRIC, latency)
         if tokens is not None:
             counts[3] += sign
             counts[4] += sign * tokens
             _add_bin(self.tokens_bins, tokens_bin, sign)
+            extremes.include(TOKENS_METRIC, tokens)
 
     def add_counts(self, contribution: InteractionContribution, sign: int) -> None:
         """Add one interaction's counters only."""
@@ -422,6 +534,9 @@ class InteractionTally:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         _merge_counts(self.latency_bins, other.latency_bins)
         _merge_counts(self.tokens_bins, other.tokens_bins)
+        self.extremes.merge(other.extremes)
+        if other.removed_extremes is not None:
+            _removed_extremes(self).merge(other.removed_extremes)
 
     def copy(self) -> InteractionTally:
         """An independent copy."""
@@ -678,19 +793,23 @@ class RollupTable:
         zero_column: str,
         sums: Mapping[str, str] | None = None,
         bounded: bool = False,
+        extremes: bool = False,
     ) -> None:
         """`sums` maps float sum columns to the count column that resets them at zero;
-        `bounded` tables end with the id bounds of "all" cells (ID_BOUND_COLUMNS)."""
+        `extremes` tables follow the counters with EXTREME_COLUMNS (NULL on cells without
+        histograms); `bounded` tables end with the id bounds of "all" cells (ID_BOUND_COLUMNS)."""
         self.name = name
         self.key_columns = key_columns
         self.counters = counters
         self.stamped = stamped
         self.bounded = bounded
+        self.extremes = extremes
         self.zero_column = zero_column
         self.columns = (
             key_columns
             + (("stamp",) if stamped else ())
             + counters
+            + (EXTREME_COLUMNS if extremes else ())
             + (ID_BOUND_COLUMNS if bounded else ())
         )
         assignments = []
@@ -707,15 +826,23 @@ class RollupTable:
                     f"{column} = CASE WHEN {name}.{count_column} + excluded.{count_column} = 0"
                     f" THEN 0 ELSE {total} END"
                 )
-        if bounded:
-            # Bounds only widen; a row without bounds (NULL: a removal, another dimension) keeps
-            # the stored ones. Portable CASE: SQLite's min()/max() are NULL if either side is.
-            for column, keeps in (("min_id", "<="), ("max_id", ">=")):
-                assignments.append(
-                    f"{column} = CASE WHEN excluded.{column} IS NULL"
-                    f" OR {name}.{column} {keeps} excluded.{column}"
-                    f" THEN {name}.{column} ELSE excluded.{column} END"
-                )
+        # Id bounds and extremes only widen here; a row without them (NULL: only removals,
+        # another dimension) keeps the stored ones. Removals that took an extreme away are
+        # read again from the raw rows (RollupKind.refresh_extremes). Portable CASE: SQLite's
+        # two-argument min() and max() are NULL if either side is.
+        widening: tuple[tuple[str, str], ...] = (
+            (("min_id", "<="), ("max_id", ">=")) if bounded else ()
+        )
+        if extremes:
+            widening += tuple(
+                (column, "<=" if column.endswith("_min") else ">=") for column in EXTREME_COLUMNS
+            )
+        for column, keeps in widening:
+            assignments.append(
+                f"{column} = CASE WHEN excluded.{column} IS NULL"
+                f" OR {name}.{column} {keeps} excluded.{column}"
+                f" THEN {name}.{column} ELSE excluded.{column} END"
+            )
         self.update = ", ".join(assignments)
 
 
@@ -727,6 +854,7 @@ FEEDBACK_ROLLUPS = RollupTable(
     zero_column="total_count",
     sums={"latency_sum": "latency_count"},
     bounded=True,
+    extremes=True,
 )
 FEEDBACK_LABEL_ROLLUPS = RollupTable(
     "feedback_label_rollups",
@@ -750,6 +878,7 @@ INTERACTION_ROLLUPS = RollupTable(
     zero_column="total_count",
     sums={"latency_sum": "latency_count"},
     bounded=True,
+    extremes=True,
 )
 INTERACTION_HISTOGRAM_ROLLUPS = RollupTable(
     "interaction_histogram_rollups",
@@ -906,6 +1035,12 @@ class RollupKind:
     deltas: Callable[[Iterable[Any], int], tuple[dict[Cell, Any], Spans]]
     moment: Callable[[Any], datetime]
     """The time that places a record in its buckets (and its id in the id bounds)."""
+    raw_table: str
+    time_column: str
+    key_columns: Mapping[int, str]
+    """Raw column of each detailed dimension other than ALL."""
+    metric_columns: tuple[str, ...] = ()
+    """Raw column of each histogram metric (METRICS order): where lost extremes are re-read."""
 
     @property
     def tables(self) -> tuple[RollupTable, ...]:
@@ -918,18 +1053,29 @@ FEEDBACK_KIND = RollupKind(
     ((FEEDBACK_LABEL_ROLLUPS, _label_rows), (FEEDBACK_HISTOGRAM_ROLLUPS, _histogram_rows)),
     feedback_deltas,
     lambda record: record.create_time,
+    raw_table="feedback",
+    time_column="create_time",
+    key_columns={MODEL: "model", USER: "user_id"},
+    metric_columns=("latency_ms", "tokens_used"),
 )
 INTERACTION_KIND = RollupKind(
     INTERACTION_ROLLUPS,
     ((INTERACTION_HISTOGRAM_ROLLUPS, _histogram_rows),),
     interaction_deltas,
     lambda record: record.occur_time,
+    raw_table="interactions",
+    time_column="occur_time",
+    key_columns={MODEL: "model", USER: "user_id"},
+    metric_columns=("latency_ms", "total_tokens"),
 )
 EVENT_KIND = RollupKind(
     EVENT_ROLLUPS,
     ((EVENT_TYPE_ROLLUPS, _type_rows),),
     event_deltas,
     lambda record: record.event_time,
+    raw_table="events",
+    time_column="event_time",
+    key_columns={EVENT_TYPE: "event_type", USER: "user_id"},
 )
 ROLLUP_KINDS = (FEEDBACK_KIND, INTERACTION_KIND, EVENT_KIND)
 """Kinds in the order a transaction writes their rollups: with ROLLUP_TABLES, the lock order."""
@@ -1005,15 +1151,20 @@ def _apply_kind(
     # Removals leave the bounds as they are: a superset stays a superset.
     bounds = id_bounds((record.id, kind.moment(record)) for record in added)
     emptied = sorted(removed_cells)
-    _upsert(
-        target,
-        kind.counters,
-        [
+    if kind.counters.extremes:
+        rows = [
+            (*cell, stamp, *tally.counts, *tally.extremes.values, *bounds.get(cell, NO_ID_BOUNDS))
+            for cell, tally in cells.items()
+        ]
+    else:
+        rows = [
             (*cell, stamp, *tally.counts, *bounds.get(cell, NO_ID_BOUNDS))
             for cell, tally in cells.items()
-        ],
-    )
+        ]
+    _upsert(target, kind.counters, rows)
     _delete_zeros(target, kind.counters, emptied)
+    if kind.counters.extremes:
+        _refresh_extremes(target, kind, removed_cells)
     detailed = [(cell, tally) for cell, tally in cells.items() if cell[2] in DETAILED_DIMENSIONS]
     emptied_detailed = [cell for cell in emptied if cell[2] in DETAILED_DIMENSIONS]
     for table, rows_of in kind.children:
@@ -1021,6 +1172,54 @@ def _apply_kind(
         if rows:
             _upsert(target, table, rows)
         _delete_zeros(target, table, emptied_detailed)
+
+
+def _refresh_extremes(target: SqlTarget, kind: RollupKind, removed: Mapping[Cell, Any]) -> None:
+    """Re-read from the raw rows the extremes of the cells whose removals may have taken one.
+
+    Extremes cannot be subtracted. A removed value can only have been a stored extreme if it
+    is at or beyond it, so the statement's WHERE leaves every other cell alone at the cost of a
+    key lookup; a cell that lost its least or greatest value is re-read with its own index range
+    (a TOTAL cell of "all" scans the table, which takes removing its very extreme value).
+    The cells' rows were upserted already in this transaction, so no new lock is taken.
+    """
+    table = kind.counters
+    mark = target.mark
+    aggregates = ", ".join(
+        f"{function}({column})" for column in kind.metric_columns for function in ("min", "max")
+    )
+    touched = " OR ".join(
+        f"{column} {'>=' if column.endswith('_min') else '<='} {mark}" for column in EXTREME_COLUMNS
+    )
+    for cell, tally in sorted(removed.items()):
+        level, start, dimension, key = cell
+        if tally.removed_extremes is None or dimension not in DETAILED_DIMENSIONS:
+            continue
+        removed_values = tally.removed_extremes.values
+        if all(value is None for value in removed_values):
+            continue
+        where: list[str] = []
+        parameters: list[Any] = []
+        if level != TOTAL:
+            where.append(f"{kind.time_column} >= {mark} AND {kind.time_column} < {mark}")
+            end = next_bucket_start(level, start)
+            parameters += [time_parameter(target.dialect, start * 1_000_000)]
+            parameters += [time_parameter(target.dialect, end * 1_000_000)]
+        if dimension != ALL:
+            column = kind.key_columns[dimension]
+            if key:
+                where.append(f"{column} = {mark}")
+                parameters.append(key)
+            else:
+                where.append(f"({column} IS NULL OR {column} = '')")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        target.execute(
+            f"UPDATE {table.name} SET ({', '.join(EXTREME_COLUMNS)}) ="
+            f" (SELECT {aggregates} FROM {kind.raw_table}{clause})"
+            f" WHERE level = {mark} AND bucket_start = {mark} AND dimension = {mark}"
+            f" AND dimension_key = {mark} AND ({touched})",
+            (*parameters, *cell, *removed_values),
+        )
 
 
 def _widen(spans: Spans, more: Spans) -> None:

@@ -44,6 +44,7 @@ from storage.aggregates.rollups import (
     EVENT_ROLLUPS,
     EVENT_TYPE,
     EVENT_TYPE_ROLLUPS,
+    EXTREME_COLUMNS,
     FEEDBACK_HISTOGRAM_ROLLUPS,
     FEEDBACK_LABEL_ROLLUPS,
     FEEDBACK_LEVELS,
@@ -55,6 +56,7 @@ from storage.aggregates.rollups import (
     INTERACTION_ROLLUPS,
     KEY_SPANS_TABLE,
     LATENCY_METRIC,
+    METRICS,
     MODEL,
     MONTH,
     TOTAL,
@@ -63,6 +65,7 @@ from storage.aggregates.rollups import (
     Dialect,
     EventTally,
     Execute,
+    Extremes,
     FeedbackTally,
     Histogram,
     InteractionTally,
@@ -76,6 +79,7 @@ from storage.aggregates.rollups import (
     month_start,
     next_bucket_start,
     next_month_start,
+    time_parameter,
 )
 from storage.records import (
     EventStats,
@@ -539,7 +543,10 @@ class _Sum:
         )
         histograms: tuple[Histogram, ...] = ()
         if not isinstance(tally, EventTally):
-            histograms = tuple(Histogram.from_bins(bins.items()) for bins in tally.histograms())
+            histograms = tuple(
+                tally.extremes.histogram(metric, bins.items())
+                for metric, bins in zip(METRICS, tally.histograms(), strict=True)
+            )
         self.cells.append(_Cell(tuple(counts), dict(parts), histograms))
         self.raw = True
 
@@ -1223,7 +1230,8 @@ class StatsReader:
             return {}
         table = kind.counters
         stamps_sql, stamps_parameters = self._cell_select(table, "stamp", dimension, keys, wanted)
-        counters = ", ".join(table.counters)
+        extremes_count = len(EXTREME_COLUMNS) if table.extremes else 0
+        counters = ", ".join(table.counters + (EXTREME_COLUMNS if table.extremes else ()))
         small = len(keys) * sum(map(len, wanted.values())) <= _FEW_CELLS
         stamps = self._query(
             *(
@@ -1264,14 +1272,20 @@ class StatsReader:
             if not small or (row[0], row[1], row[2]) not in found
         }
         details = self._details(kind, dimension, missing)
-        for cell_key, (stamp, counts) in missing.items():
+        for cell_key, (stamp, values) in missing.items():
             parts, histograms = details.get(cell_key, ({}, {}))
+            extremes = Extremes()
+            if extremes_count:
+                counts = values[:-extremes_count]
+                extremes.values = list(values[-extremes_count:])
+            else:
+                counts = values
             cell = _Cell(
                 counts,
                 parts,
                 tuple(
-                    Histogram.from_bins(histograms.get(metric, {}).items())
-                    for metric in (range(2) if kind.histograms else ())
+                    extremes.histogram(metric, histograms.get(metric, {}).items())
+                    for metric in (METRICS if kind.histograms else ())
                 ),
             )
             self._cache.put((table.name, *cell_key[:2], dimension, cell_key[2]), stamp, cell)
@@ -1410,11 +1424,7 @@ class StatsReader:
         return rows
 
     def _time_parameter(self, microseconds: int) -> Any:
-        moment = from_epoch_microseconds(microseconds)
-        if self._dialect == "sqlite":
-            # The fixed-width text the SQLite DateTime column stores, so text order is time order.
-            return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
-        return moment
+        return time_parameter(self._dialect, microseconds)
 
     def _time_value(self, value: Any) -> int:
         if isinstance(value, str):

@@ -293,6 +293,20 @@ class _IdBounds:
     max_id: Mapped[int | None] = mapped_column(BigInteger, sort_order=2)
 
 
+class _Extremes:
+    """Exact least and greatest latency and tokens of a cell's records, which percentiles read
+    from its histogram bins stay within (storage.aggregates.rollups.Extremes).
+
+    Exact: writes widen them, removals that took an extreme away read it again from the raw
+    rows. NULL without such values, and on the cells of dimensions that keep no histograms.
+    """
+
+    latency_min: Mapped[float | None] = mapped_column(Float, sort_order=3)
+    latency_max: Mapped[float | None] = mapped_column(Float, sort_order=4)
+    tokens_min: Mapped[int | None] = mapped_column(BigInteger, sort_order=5)
+    tokens_max: Mapped[int | None] = mapped_column(BigInteger, sort_order=6)
+
+
 class _RollupCell:
     """The key every rollup table starts with: which bucket of which level, for which key."""
 
@@ -314,7 +328,7 @@ def _rollup_table_args(*extra_key: str) -> tuple[Any, ...]:
     return (PrimaryKeyConstraint(*_CELL, *extra_key), ROLLUP_TABLE_OPTIONS)
 
 
-class FeedbackRollupRow(_RollupCell, _IdBounds, Base):
+class FeedbackRollupRow(_RollupCell, _IdBounds, _Extremes, Base):
     """Counts and sums of the feedback of one cell."""
 
     __tablename__ = "feedback_rollups"
@@ -360,7 +374,7 @@ class FeedbackHistogramRollupRow(_RollupCell, Base):
     record_count: Mapped[int] = _rollup_counter()
 
 
-class InteractionRollupRow(_RollupCell, _IdBounds, Base):
+class InteractionRollupRow(_RollupCell, _IdBounds, _Extremes, Base):
     """Counts and sums of the interactions of one cell."""
 
     __tablename__ = "interaction_rollups"

@@ -88,6 +88,23 @@ def test_percentiles_are_within_one_percent_of_the_exact_values(client: Feedback
     assert not stats.HasField("events")
 
 
+def test_one_value_is_every_percentile_exactly(client: FeedbackClient) -> None:
+    """Bins alone answered 151.4 for one latency of 150.5 and 248.4 for 250 tokens."""
+    client.record_interaction("conv-1", model="solo", latency_ms=150.5, total_tokens=250)
+    client.submit_feedback("conv-1", model="solo", score=4, latency_ms=150.5, tokens_used=250)
+
+    for stats in (client.get_stats(model="solo"), client.get_stats()):
+        for percentiles, value in (
+            (stats.interactions.latency_ms_percentiles, 150.5),
+            (stats.interactions.total_tokens_percentiles, 250),
+            (stats.feedback.latency_ms_percentiles, 150.5),
+            (stats.feedback.tokens_percentiles, 250),
+        ):
+            assert (percentiles.p50, percentiles.p90, percentiles.p95, percentiles.p99) == (
+                value,
+            ) * 4
+
+
 @pytest.mark.usefixtures("recorded")
 def test_groups_rank_by_records_across_kinds_then_by_key(client: FeedbackClient) -> None:
     by_user = client.get_stats(group_by="user", top_n=2)

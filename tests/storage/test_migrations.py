@@ -14,9 +14,9 @@ from sqlalchemy import MetaData, create_engine, insert, text
 
 from storage import Storage
 from storage.database import rebuild_rollups_on
-from storage.records import Score, StatsFilter, StatsQuery
+from storage.records import Percentiles, Score, StatsFilter, StatsQuery
 from storage.schema.migrate import alembic_config, current_revision, head_revision
-from storage.schema.models import Base, EventRow, FeedbackRow
+from storage.schema.models import Base, EventRow, FeedbackRow, InteractionRow
 from tests.databases import (
     create_postgres_database,
     drop_postgres_database,
@@ -79,7 +79,7 @@ def test_migrate_again_is_a_no_op(storage: Storage, database_url: str) -> None:
     storage.migrate()
     storage.migrate()
 
-    assert revision_of(database_url) == head_revision() == "0007"
+    assert revision_of(database_url) == head_revision() == "0008"
     assert schema_differences(database_url, Base.metadata) == []
     assert storage.read(lambda repository: latest_interaction(repository, "conv-1")) == kept
     assert (
@@ -145,7 +145,7 @@ def test_revision_0005_fills_the_id_bounds_a_rebuild_would(unmigrated_database_u
                     for time in times
                 ],
             )
-            rebuild_rollups_on(connection, id_bounds=False)
+            rebuild_rollups_on(connection, id_bounds=False, extremes=False)
     finally:
         engine.dispose()
 
@@ -205,7 +205,7 @@ def test_revision_0006_keeps_each_users_newest_vote_and_the_rest_as_history(
                     for n, (message_id, user_id, score) in enumerate(votes)
                 ],
             )
-            rebuild_rollups_on(connection)
+            rebuild_rollups_on(connection, extremes=False)
     finally:
         engine.dispose()
 
@@ -226,3 +226,62 @@ def test_revision_0006_keeps_each_users_newest_vote_and_the_rest_as_history(
     assert rolled_up is not None
     assert current.total_count == rolled_up.total_count == 4
     assert rolled_up.score_counts == {1: 0, 2: 0, 3: 1, 4: 1, 5: 2}
+
+
+def test_revision_0008_fills_the_extremes_of_rows_stored_before(
+    unmigrated_database_url: str,
+) -> None:
+    engine = create_engine(unmigrated_database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0007")
+        with engine.begin() as connection:
+            connection.execute(
+                insert(FeedbackRow),
+                [
+                    {
+                        "conversation_id": "c1",
+                        "model": "m1",
+                        "rating_kind": "score",
+                        "score": 4,
+                        "latency_ms": 150.5,
+                        "tokens_used": 250,
+                        "create_time": T0,
+                    }
+                ],
+            )
+            connection.execute(
+                insert(InteractionRow),
+                [
+                    {
+                        "conversation_id": "c1",
+                        "latency_ms": 150.5,
+                        "total_tokens": 250,
+                        "occur_time": T0,
+                        "create_time": T0,
+                    }
+                ],
+            )
+            rebuild_rollups_on(connection, extremes=False)
+    finally:
+        engine.dispose()
+
+    with Storage.connect(unmigrated_database_url) as storage:
+        storage.migrate()
+        answer = storage.read_stats(
+            StatsQuery(start_time=T0 - timedelta(days=1), end_time=T0 + timedelta(days=1))
+        )
+
+    # Bins alone would say 151.4 and 248.4 (test_percentile_extremes).
+    for stats in (answer.overall.feedback, answer.overall.interactions):
+        assert stats is not None
+        assert stats.latency_ms_percentiles == Percentiles(
+            p50=150.5, p90=150.5, p95=150.5, p99=150.5
+        )
+    assert answer.overall.feedback is not None
+    assert answer.overall.feedback.tokens_percentiles == Percentiles(
+        p50=250, p90=250, p95=250, p99=250
+    )
+    assert answer.overall.interactions is not None
+    tokens = answer.overall.interactions.total_tokens_percentiles
+    assert tokens == Percentiles(p50=250, p90=250, p95=250, p99=250)

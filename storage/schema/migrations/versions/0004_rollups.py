@@ -131,12 +131,12 @@ def _backfill() -> None:
     """Aggregate the existing rows with the rebuild the service ships.
 
     The rebuild targets the rollup tables as the code defines them, less the id bounds that
-    revision 0005 adds; a later revision that changes these tables otherwise must freeze a copy
-    of the statements it needs here.
+    revision 0005 adds and the extremes of 0008; a later revision that changes these tables
+    otherwise must freeze a copy of the statements it needs here.
     """
     from storage.database import rebuild_rollups_on
 
-    rebuild_rollups_on(op.get_bind(), id_bounds=False)
+    rebuild_rollups_on(op.get_bind(), id_bounds=False, extremes=False)
 
 
 def downgrade() -> None:
