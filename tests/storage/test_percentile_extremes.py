@@ -16,7 +16,13 @@ import pytest
 from storage import Storage
 from storage.aggregates.rollups import Histogram, bin_value, histogram_bin
 from storage.records import Percentiles, StatsQuery
-from tests.storage.factories import T0, new_feedback, new_interaction
+from tests.storage.factories import (
+    T0,
+    delete_feedback,
+    delete_interactions,
+    new_feedback,
+    new_interaction,
+)
 
 if TYPE_CHECKING:
     from storage import Repository
@@ -124,8 +130,8 @@ def test_removing_the_greatest_value_brings_p99_back_to_the_next(
     feedback_ids, interaction_ids = write(storage, [150.5, 150.5, 200.0], [250, 250, 400])
     storage.read_stats(query)  # cache the cells as they were
 
-    storage.write(lambda repository: repository.delete_feedback([feedback_ids[2]]))
-    storage.write(lambda repository: repository.delete_interactions([interaction_ids[2]]))
+    storage.write(lambda repository: delete_feedback(repository, [feedback_ids[2]]))
+    storage.write(lambda repository: delete_interactions(repository, [interaction_ids[2]]))
 
     assert_exact(storage.read_stats(query), 150.5, 250.0)
 
@@ -139,8 +145,8 @@ def test_removing_the_least_value_brings_p50_up_to_the_next(
 
     def remove(repository: Repository) -> None:
         # One transaction for both kinds: the removals of a batch are applied together.
-        repository.delete_feedback([feedback_ids[0]])
-        repository.delete_interactions([interaction_ids[0]])
+        delete_feedback(repository, [feedback_ids[0]])
+        delete_interactions(repository, [interaction_ids[0]])
 
     storage.write(remove)
 
@@ -150,7 +156,7 @@ def test_removing_the_least_value_brings_p50_up_to_the_next(
 def test_removing_a_value_inside_keeps_the_extremes(storage: Storage) -> None:
     feedback_ids, _ = write(storage, [100.0, 120.0, 150.5], [20, 30, 250])
 
-    storage.write(lambda repository: repository.delete_feedback([feedback_ids[1]]))
+    storage.write(lambda repository: delete_feedback(repository, [feedback_ids[1]]))
 
     feedback = storage.read_stats(StatsQuery()).overall.feedback
     assert feedback is not None
@@ -163,7 +169,7 @@ def test_removing_a_value_inside_keeps_the_extremes(storage: Storage) -> None:
 
 def test_a_rebuild_keeps_the_extremes(storage: Storage) -> None:
     feedback_ids, _ = write(storage, [150.5, 200.0], [250, 400])
-    storage.write(lambda repository: repository.delete_feedback([feedback_ids[1]]))
+    storage.write(lambda repository: delete_feedback(repository, [feedback_ids[1]]))
 
     storage.rebuild_rollups()
 
