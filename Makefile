@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]'
 	touch $(STAMP)
 
-## proto: regenerate client/llmfeedback/_proto from protos/ (commit the result)
+## proto: regenerate client/llmfeedback/proto from protos/ (commit the result)
 proto: $(STAMP)
 	scripts/generate_protos.sh
 
@@ -23,7 +23,7 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	rm -rf build/proto-check && mkdir -p build/proto-check
 	scripts/generate_protos.sh build/proto-check > /dev/null
-	diff -r --exclude=__pycache__ client/llmfeedback/_proto build/proto-check/llmfeedback/_proto
+	diff -r --exclude=__pycache__ client/llmfeedback/proto build/proto-check/llmfeedback/proto
 	@echo "generated code matches protos/"
 
 lint: $(STAMP)

@@ -17,7 +17,7 @@ import grpc
 
 from bench import payloads
 from bench.percentiles import percentile
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 
 UNAVAILABLE = "unavailable"
 OK = "ok"

@@ -14,8 +14,8 @@ from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from llmfeedback._proto.feedback.v1 import event_pb2, feedback_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import event_pb2, feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 
 SERVICE_PATH = "/feedback.v1.FeedbackService"
 LOG_EVENTS_PATH = f"{SERVICE_PATH}/LogEvents"

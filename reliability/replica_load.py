@@ -23,9 +23,9 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2
 
-from llmfeedback._proto.feedback.v1 import batch_pb2, feedback_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from llmfeedback.proto.feedback.v1 import batch_pb2, feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from reliability.databases import libpq_url
 
 CONVERSATIONS = 4

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import grpc
 
-from llmfeedback._proto.feedback.v1 import batch_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from llmfeedback.proto.feedback.v1 import batch_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from reliability.databases import Database
 from reliability.results import ScenarioResult
 from reliability.server_process import ServerProcess

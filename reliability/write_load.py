@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 
 CALL_TIMEOUT_SECONDS = 10.0
 FAILURE_PAUSE_SECONDS = 0.02

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 package_root="${1:-client}"
-out="$package_root/llmfeedback/_proto"
+out="$package_root/llmfeedback/proto"
 rm -rf "$out"
 mkdir -p "$out"
 python -m grpc_tools.protoc \
@@ -25,7 +25,7 @@ python -m grpc_tools.protoc \
   protos/feedback/v1/*.proto protos/google/rpc/error_details.proto
 # protoc writes imports as `from feedback.v1 import ...`; they must live under our package so they
 # cannot collide with a `feedback` module of the service that installs the client.
-find "$out" -name '*.py*' -exec sed -i -E 's/^from feedback\.v1 import/from llmfeedback._proto.feedback.v1 import/; s/^import feedback\.v1\./import llmfeedback._proto.feedback.v1./' {} +
+find "$out" -name '*.py*' -exec sed -i -E 's/^from feedback\.v1 import/from llmfeedback.proto.feedback.v1 import/; s/^import feedback\.v1\./import llmfeedback.proto.feedback.v1./' {} +
 # Message-only files get empty *_pb2_grpc modules; only files that declare a service keep theirs.
 for grpc_module in "$out"/feedback/v1/*_pb2_grpc.py; do
   grep -q 'Stub' "$grpc_module" || rm -f "$grpc_module" "${grpc_module}i"

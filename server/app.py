@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from llmfeedback._proto.feedback.v1 import access_pb2, feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import access_pb2, feedback_service_pb2
 from server import mapping
 from server.access import OPEN, Access, MethodAccess
 from server.admission import Admission, CallKind, Limits

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 
-from llmfeedback._proto.feedback.v1 import (
+from llmfeedback.proto.feedback.v1 import (
     access_pb2,
     event_pb2,
     feedback_pb2,

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha._base import BaseReflectionServicer
 if TYPE_CHECKING:  # not subscriptable at run time
     Context = grpc.aio.ServicerContext[Any, Any]
 
-DESCRIPTOR_SET = ("llmfeedback._proto", "feedback_v1.binpb")
+DESCRIPTOR_SET = ("llmfeedback.proto", "feedback_v1.binpb")
 V1ALPHA_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 REFLECTION_SERVICES = (V1_SERVICE, V1ALPHA_SERVICE)

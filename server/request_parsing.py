@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import descriptor, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
 from server.status import abort_with_status, malformed_request_status
 
 SERVICE = feedback_service_pb2.DESCRIPTOR.services_by_name["FeedbackService"]

@@ -12,8 +12,8 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from llmfeedback._proto.feedback.v1 import batch_pb2, feedback_service_pb2_grpc
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import batch_pb2, feedback_service_pb2_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from server import mapping
 from server.access import Access, current_caller
 from server.service import (

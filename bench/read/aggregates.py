@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import stats_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import stats_pb2
 
 AVERAGE_TOLERANCE = 1e-9
 """Relative: sums of floats added in another order differ in the last bits, never more."""

@@ -39,8 +39,8 @@ from bench.read.report import (
 )
 from bench.row_counts import count_rows
 from bench.server_process import ServerProcess
-from llmfeedback._proto.feedback.v1 import feedback_pb2, stats_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_pb2, stats_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from storage.engines import JSON_SERIALIZER
 
 GET_STATS = f"{payloads.SERVICE_PATH}/GetStats"

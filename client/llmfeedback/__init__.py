@@ -8,7 +8,9 @@
         with client.event_batcher() as events:
             events.log("alice", "page_view", details={"path": "/pricing"})
 
-Everything public is importable from here; the generated code in `llmfeedback._proto` is private.
+The friendly client is importable from here. The generated messages and stubs are public too, in
+`llmfeedback.proto.feedback.v1` (the server and outside code that speaks the raw contract import
+them there); they are produced from `protos/` and never edited.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -37,17 +39,17 @@ from ._errors import (
 from ._hashing import compute_hash
 from ._items import EventItem, FeedbackItem, InteractionItem
 from ._listing import EventFilters, ExportChunk, FeedbackFilters, InteractionFilters, Order
-from ._proto.feedback.v1.event_pb2 import Event
-from ._proto.feedback.v1.feedback_pb2 import Feedback, Thumb
-from ._proto.feedback.v1.feedback_service_pb2 import (
+from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
+from .proto.feedback.v1.event_pb2 import Event
+from .proto.feedback.v1.feedback_pb2 import Feedback, Thumb
+from .proto.feedback.v1.feedback_service_pb2 import (
     GetStatsResponse,
     ListEventsResponse,
     ListFeedbackResponse,
     ListInteractionsResponse,
 )
-from ._proto.feedback.v1.interaction_pb2 import Interaction
-from ._proto.feedback.v1.stats_pb2 import EventStats, FeedbackStats, InteractionStats
-from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
+from .proto.feedback.v1.interaction_pb2 import Interaction
+from .proto.feedback.v1.stats_pb2 import EventStats, FeedbackStats, InteractionStats
 
 try:
     __version__ = version("llmfeedback")

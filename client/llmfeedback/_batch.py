@@ -22,7 +22,7 @@ import grpc
 
 from ._errors import FeedbackError, UnexpectedStatusError, error_from_rpc_error, error_from_status
 from ._items import encoded_size
-from ._proto.feedback.v1 import batch_pb2
+from .proto.feedback.v1 import batch_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -22,15 +22,15 @@ import grpc
 from ._batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, deliver
 from ._errors import FeedbackError, UnexpectedStatusError
 from ._items import EVENTS, EventItem, encoded_size
-from ._proto.feedback.v1 import feedback_service_pb2
+from .proto.feedback.v1 import feedback_service_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
 
     from ._batch import ItemResult
-    from ._proto.feedback.v1 import batch_pb2
     from ._retry import RetryPolicy
+    from .proto.feedback.v1 import batch_pb2
 
 __all__ = ["BatcherStats", "EventBatcher", "OnFull", "QueueFullError"]
 

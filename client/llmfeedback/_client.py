@@ -41,8 +41,8 @@ from ._listing import (
     list_request,
     order_by,
 )
-from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
+from .proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from google.protobuf.message import Message
 
-    from ._proto.feedback.v1 import batch_pb2, event_pb2, interaction_pb2
+    from .proto.feedback.v1 import batch_pb2, event_pb2, interaction_pb2
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "FeedbackClient"]
 

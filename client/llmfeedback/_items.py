@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._hashing import compute_hash
 from ._kinds import REQUEST_ID, SCORE, STRUCT, THUMB, TIME, Kind, converted
-from ._proto.feedback.v1 import feedback_service_pb2
+from .proto.feedback.v1 import feedback_service_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -23,8 +23,8 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from ._conversions import to_struct, to_timestamp
-from ._proto.feedback.v1 import feedback_pb2
 from ._request_ids import checked_request_id
+from .proto.feedback.v1 import feedback_pb2
 
 __all__ = [
     "PLAIN",

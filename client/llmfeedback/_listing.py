@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypedDict, TypeVar
 
 from ._conversions import to_timestamp
-from ._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from .proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 
 if TYPE_CHECKING:
     from datetime import datetime

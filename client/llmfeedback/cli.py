@@ -42,8 +42,8 @@ from ._errors import (
 from ._export_file import ExportFile, ExportFileError, Format, Kind
 from ._items import EVENTS, FEEDBACK, INTERACTIONS, KINDS, IngestItem
 from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
-from ._proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
 from ._request_ids import checked_request_id
+from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from reliability.databases import Database
 from reliability.hostile.export_child import SLOW_READER_OPTIONS
 from reliability.hostile.phase import (

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from reliability.hostile.raw_h2 import detail_kinds, details_from_metadata
 
 SLOW_READER_OPTIONS = (("grpc.http2.bdp_probe", 0),)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import grpc
 
 from llmfeedback import FeedbackError
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from reliability.databases import Database
 from reliability.hostile.checkup import get_stats_latencies_ms, ordinary_client, p99_ms
 from reliability.hostile.phase import (

@@ -19,7 +19,7 @@ import grpc
 from google.rpc import status_pb2
 
 from llmfeedback import Event, Feedback, FeedbackStats, Interaction
-from llmfeedback._proto.feedback.v1 import (
+from llmfeedback.proto.feedback.v1 import (
     batch_pb2,
     feedback_service_pb2,
     feedback_service_pb2_grpc,

@@ -27,7 +27,7 @@ from llmfeedback import (
     RetryPolicy,
     UnavailableError,
 )
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2
 
 from .fake_service import Abort, Hold, Stall, rich_status
 

@@ -18,9 +18,9 @@ from llmfeedback import (
     InteractionStats,
     ListFeedbackResponse,
 )
-from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
-from llmfeedback._proto.feedback.v1.stats_pb2 import Percentiles
 from llmfeedback.cli import main
+from llmfeedback.proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from llmfeedback.proto.feedback.v1.stats_pb2 import Percentiles
 
 from .fake_service import Abort, unused_address
 

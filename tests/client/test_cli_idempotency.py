@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from llmfeedback import Feedback
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2
 from llmfeedback.cli import main
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2
 
 from .fake_service import Stall
 

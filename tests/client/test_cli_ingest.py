@@ -11,8 +11,8 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
-from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 from llmfeedback.cli import main
+from llmfeedback.proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 
 from .fake_service import Abort, rich_status
 

@@ -9,8 +9,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmfeedback import FeedbackClient, GetStatsResponse
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2, stats_pb2
 from llmfeedback.cli import main
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2, stats_pb2
 
 if TYPE_CHECKING:
     from .fake_service import RecordingServicer

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from llmfeedback import FeedbackClient, RetryPolicy
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2, feedback_service_pb2_grpc
 
 if TYPE_CHECKING:
     from .fake_service import RecordingServicer

@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from llmfeedback import Event, Feedback, Interaction
 from llmfeedback._export_file import COLUMNS, ExportFile, ExportFileError, Kind, rows, sidecar_path
-from llmfeedback._proto.feedback.v1 import feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -26,7 +26,7 @@ from llmfeedback import (
     ItemResult,
     RetryPolicy,
 )
-from llmfeedback._proto.feedback.v1 import batch_pb2, feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import batch_pb2, feedback_service_pb2
 
 from .fake_service import Abort, Reply, Stall, rich_status
 

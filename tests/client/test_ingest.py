@@ -16,7 +16,7 @@ from llmfeedback import (
     InvalidArgumentError,
     UnavailableError,
 )
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2
 
 from .fake_service import Abort, rich_status
 

@@ -13,8 +13,8 @@ import pytest
 from llmfeedback import EventBatcher, FeedbackClient
 from llmfeedback._items import EVENTS, FEEDBACK, INTERACTIONS
 from llmfeedback._kinds import Kind
-from llmfeedback._proto.feedback.v1 import feedback_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from tests.client.fake_service import RecordingServicer
 
 if TYPE_CHECKING:

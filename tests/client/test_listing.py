@@ -21,7 +21,7 @@ from llmfeedback import (
     ListInteractionsResponse,
     UnavailableError,
 )
-from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 
 from .fake_service import Abort, Stream
 

@@ -70,8 +70,8 @@ def test_wheel_ships_types_stubs_and_the_cli(wheel: Path) -> None:
         scripts = archive.read(entry_points).decode()
 
     assert "llmfeedback/py.typed" in files
-    assert "llmfeedback/_proto/feedback/v1/feedback_service_pb2_grpc.py" in files
-    assert "llmfeedback/_proto/feedback/v1/feedback_pb2.pyi" in files
+    assert "llmfeedback/proto/feedback/v1/feedback_service_pb2_grpc.py" in files
+    assert "llmfeedback/proto/feedback/v1/feedback_pb2.pyi" in files
     assert "feedbackctl = llmfeedback.cli:main" in scripts
     assert not any(name.startswith(("tests/", "server/", "storage/")) for name in files)
 

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from llmfeedback import Feedback, FeedbackClient, Interaction, ListFeedbackResponse, compute_hash
-from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 
 if TYPE_CHECKING:
     from .fake_service import RecordingServicer

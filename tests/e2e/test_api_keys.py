@@ -15,9 +15,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from llmfeedback._proto.feedback.v1 import access_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import access_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.service import api_keys
 from server.service.api_keys import Scope, new_secret, prefix_of, secret_hash, well_formed
 from storage import Storage

@@ -22,9 +22,9 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmfeedback._proto.feedback.v1 import access_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import access_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.app import FEEDBACK_SERVICE
 from server.service.api_keys import new_secret, prefix_of
 from tests.e2e.auth_support import (

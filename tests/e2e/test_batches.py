@@ -13,9 +13,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from llmfeedback._proto.feedback.v1 import batch_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import batch_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.config import Settings
 from tests.server_harness import ServerThread
 

@@ -17,8 +17,8 @@ from llmfeedback import (
     InvalidArgumentError,
     RetryPolicy,
 )
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from tests.server_harness import ServerThread
 
 

@@ -17,9 +17,9 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from llmfeedback._proto.feedback.v1 import batch_pb2, feedback_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import batch_pb2, feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from tests.server_harness import ServerThread
 
 ACCEPTED = batch_pb2.ITEM_OUTCOME_ACCEPTED

@@ -16,8 +16,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from llmfeedback import FeedbackClient, InteractionItem
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.config import Settings
 from tests.server_harness import ServerThread
 

@@ -20,8 +20,8 @@ from llmfeedback import (
     RetryPolicy,
     error_from_rpc_error,
 )
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from tests.server_harness import ServerThread
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

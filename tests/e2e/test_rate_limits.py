@@ -18,8 +18,8 @@ import pytest
 from google.rpc import error_details_pb2
 
 from llmfeedback import FeedbackClient, RetryPolicy
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.service.api_keys import prefix_of
 from storage import Storage
 from tests.databases import sqlite_url

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 
-import llmfeedback._proto
+import llmfeedback.proto
 from server.reflection import DESCRIPTOR_SET
 
 PROTOS = Path(__file__).parents[2] / "protos"
@@ -69,8 +69,8 @@ def test_descriptor_set_carries_the_error_details_with_their_comments() -> None:
 
 def test_no_python_is_generated_for_the_vendored_files() -> None:
     # googleapis-common-protos registers google/rpc/*.proto in the default descriptor pool; a
-    # second copy under llmfeedback._proto would collide with it on import.
-    generated = Path(llmfeedback._proto.__file__).parent
+    # second copy under llmfeedback.proto would collide with it on import.
+    generated = Path(llmfeedback.proto.__file__).parent
 
     assert not (generated / "google").exists()
     assert not list(generated.rglob("*error_details*"))

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, settings
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2
 from server.request_parsing import implements
 from server.servicer import FeedbackServicer
 from server.status import MALFORMED_REQUEST

@@ -12,8 +12,8 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
-from llmfeedback._proto.feedback.v1 import batch_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import batch_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from tests.fuzz.harness import (
     METHODS,
     SERVICE,

@@ -9,7 +9,7 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from tests.fuzz.harness import (
     METHODS,
     SERVICE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from server.access import Access
 from server.request_parsing import SERVICE, implements, method_handlers
 from server.service import FeedbackService

@@ -10,8 +10,8 @@ from google.protobuf.json_format import MessageToDict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
-from llmfeedback._proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from server.service.validation import IDENTIFIER
 from tests.fuzz.harness import fuzz_settings
 from tests.fuzz.strategies import FREE_TEXT, SQL_INJECTIONS, UNICODE_EDGES, json_objects, struct_of

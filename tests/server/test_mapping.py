@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import struct_pb2
 from hypothesis import given
 
-from llmfeedback._proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 from server.mapping import (
     EVENT_MESSAGE,
     FEEDBACK_MESSAGE,

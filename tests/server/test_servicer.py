@@ -15,8 +15,8 @@ import pytest
 from google.protobuf import message
 from google.rpc import error_details_pb2, status_pb2
 
-from llmfeedback._proto.feedback.v1 import feedback_pb2
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as pb
+from llmfeedback.proto.feedback.v1 import feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from server.access import Access
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing

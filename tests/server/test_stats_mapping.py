@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2, stats_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2, stats_pb2
 from server.mapping import stats_response, timestamp
 from server.service import Stats
 from storage.records import (

@@ -4,7 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as _feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as _feedback_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

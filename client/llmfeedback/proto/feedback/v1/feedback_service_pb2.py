@@ -22,12 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from llmfeedback._proto.feedback.v1 import access_pb2 as feedback_dot_v1_dot_access__pb2
-from llmfeedback._proto.feedback.v1 import batch_pb2 as feedback_dot_v1_dot_batch__pb2
-from llmfeedback._proto.feedback.v1 import event_pb2 as feedback_dot_v1_dot_event__pb2
-from llmfeedback._proto.feedback.v1 import feedback_pb2 as feedback_dot_v1_dot_feedback__pb2
-from llmfeedback._proto.feedback.v1 import interaction_pb2 as feedback_dot_v1_dot_interaction__pb2
-from llmfeedback._proto.feedback.v1 import stats_pb2 as feedback_dot_v1_dot_stats__pb2
+from llmfeedback.proto.feedback.v1 import access_pb2 as feedback_dot_v1_dot_access__pb2
+from llmfeedback.proto.feedback.v1 import batch_pb2 as feedback_dot_v1_dot_batch__pb2
+from llmfeedback.proto.feedback.v1 import event_pb2 as feedback_dot_v1_dot_event__pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2 as feedback_dot_v1_dot_feedback__pb2
+from llmfeedback.proto.feedback.v1 import interaction_pb2 as feedback_dot_v1_dot_interaction__pb2
+from llmfeedback.proto.feedback.v1 import stats_pb2 as feedback_dot_v1_dot_stats__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from llmfeedback._proto.feedback.v1 import feedback_service_pb2 as feedback_dot_v1_dot_feedback__service__pb2
+from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as feedback_dot_v1_dot_feedback__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -4,12 +4,12 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from llmfeedback._proto.feedback.v1 import access_pb2 as _access_pb2
-from llmfeedback._proto.feedback.v1 import batch_pb2 as _batch_pb2
-from llmfeedback._proto.feedback.v1 import event_pb2 as _event_pb2
-from llmfeedback._proto.feedback.v1 import feedback_pb2 as _feedback_pb2
-from llmfeedback._proto.feedback.v1 import interaction_pb2 as _interaction_pb2
-from llmfeedback._proto.feedback.v1 import stats_pb2 as _stats_pb2
+from llmfeedback.proto.feedback.v1 import access_pb2 as _access_pb2
+from llmfeedback.proto.feedback.v1 import batch_pb2 as _batch_pb2
+from llmfeedback.proto.feedback.v1 import event_pb2 as _event_pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2 as _feedback_pb2
+from llmfeedback.proto.feedback.v1 import interaction_pb2 as _interaction_pb2
+from llmfeedback.proto.feedback.v1 import stats_pb2 as _stats_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
