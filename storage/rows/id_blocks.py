@@ -130,7 +130,13 @@ def id_runs(
     newest_first: bool,
 ) -> Iterator[tuple[int, int]]:
     """Id ranges (low, high), in page order from the cursor, holding every row of `kind` whose
-    time may lie in [start, end): runs of consecutive blocks whose bounds overlap the range."""
+    time may lie in [start, end): runs of consecutive blocks whose bounds overlap the range, cut
+    into pieces of 2, 4, 8... blocks from the run's start in page order.
+
+    The pieces keep a page's cost bounded whatever plan the database picks: its first statement
+    reads at most 2 blocks, while a page whose other filters match few rows needs only a
+    logarithmic number of statements per run.
+    """
     blocks = _BLOCKS.c
     conditions = [blocks.kind == kind]
     if start is not None:
@@ -146,11 +152,25 @@ def id_runs(
         order = blocks.block.desc() if newest_first else blocks.block.asc()
         statement = select(blocks.block).where(*where).order_by(order).limit(read)
         found = list(connection.execute(statement).scalars())
-        yield from _runs(found, newest_first=newest_first)
+        for low, high in _runs(found, newest_first=newest_first):
+            yield from _pieces(low, high, newest_first=newest_first)
         if len(found) < read:
             return
         next_block = found[-1] - 1 if newest_first else found[-1] + 1
         read = min(2 * read, _MAX_READ)
+
+
+def _pieces(low: int, high: int, *, newest_first: bool) -> Iterator[tuple[int, int]]:
+    """[low, high] cut into ranges of 2, 4, 8... blocks, in page order."""
+    width = 2 * BLOCK_IDS
+    while low <= high:
+        if newest_first:
+            yield max(low, high - width + 1), high
+            high -= width
+        else:
+            yield low, min(high, low + width - 1)
+            low += width
+        width *= 2
 
 
 def _runs(blocks: list[int], *, newest_first: bool) -> Iterator[tuple[int, int]]:
