@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -187,13 +187,17 @@ def _store(repository: Repository, kind: str, times: list[datetime], rng: random
         )
 
 
-def _page_ids(
-    repository: Repository,
-    kind: str,
-    equal: dict[str, Any],
-    window: tuple[datetime | None, datetime | None],
-    keyset: Keyset,
-) -> list[int]:
+class _Query(NamedTuple):
+    """One page asked of one kind: equality filters, time range, keyset."""
+
+    kind: str
+    equal: dict[str, Any]
+    window: tuple[datetime | None, datetime | None]
+    keyset: Keyset
+
+
+def _page_ids(repository: Repository, query: _Query) -> list[int]:
+    kind, equal, window, keyset = query
     start, end = window
     if kind == "events":
         events = EventFilter(start_time=start, end_time=end, **equal)
@@ -207,13 +211,8 @@ def _page_ids(
     return [entry.id for entry in entries]
 
 
-def _plain_sql(
-    repository: Repository,
-    kind: str,
-    equal: dict[str, Any],
-    window: tuple[datetime | None, datetime | None],
-    keyset: Keyset,
-) -> list[int]:
+def _plain_sql(repository: Repository, query: _Query) -> list[int]:
+    kind, equal, window, keyset = query
     table = _KINDS[kind]
     time = table.c[id_blocks.TIME_COLUMNS[kind]]
     where: list[ColumnElement[bool]] = [table.c[name] == value for name, value in equal.items()]
@@ -231,18 +230,9 @@ def _plain_sql(
     return list(repository.session.execute(statement).scalars())
 
 
-def _both(
-    kind: str,
-    equal: dict[str, Any],
-    window: tuple[datetime | None, datetime | None],
-    keyset: Keyset,
-    repository: Repository,
-) -> tuple[list[int], list[int]]:
+def _both(query: _Query, repository: Repository) -> tuple[list[int], list[int]]:
     """The page, and what plain SQL returns for it, in one snapshot."""
-    return (
-        _page_ids(repository, kind, equal, window, keyset),
-        _plain_sql(repository, kind, equal, window, keyset),
-    )
+    return _page_ids(repository, query), _plain_sql(repository, query)
 
 
 _FILTERS = {"events": ("user_id", "event_type"), "feedback": ("user_id", "model")}
@@ -289,8 +279,9 @@ def test_pages_equal_plain_sql(
             cursor = data.draw(st.none() | st.integers(0, 200))
             keyset = Keyset(cursor, newest_first, limit=data.draw(st.integers(1, 12)))
 
-            got, expected = storage.read(partial(_both, kind, equal, window, keyset))
-            assert got == expected, (equal, window, keyset)
+            query = _Query(kind, equal, window, keyset)
+            got, expected = storage.read(partial(_both, query))
+            assert got == expected, query
     finally:
         storage.write(lambda repository: _empty(repository, kind))
 
