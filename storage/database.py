@@ -24,7 +24,7 @@ from storage.engines import (
 )
 from storage.error_translation import driver_errors, is_lock_contention, translated_errors
 from storage.errors import StorageError, StorageUnavailable, TransactionRolledBack
-from storage.rows import executors
+from storage.rows import executors, id_blocks
 from storage.rows.repository import Repository, Rows
 from storage.schema.migrate import upgrade_to_head
 
@@ -172,11 +172,13 @@ class Storage:
         """Recompute every rollup from the raw tables in one transaction.
 
         For rows written past the service (bulk loads with sqlite3.executemany, manual fixes).
+        The id blocks of lists with a time range are rebuilt too (storage.rows.id_blocks).
         Writers wait meanwhile: SQLite's write lock, a SHARE lock on PostgreSQL's raw tables.
         """
         self._check_open()
         with translated_errors(), self._write_engine.begin() as connection:
             rebuild_rollups_on(connection)
+            id_blocks.rebuild(connection.exec_driver_sql)
 
     def dedicated_writer(self) -> DedicatedWriter:
         """A writer for one thread that runs many short write transactions (group commit).

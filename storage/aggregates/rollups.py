@@ -1098,6 +1098,7 @@ class RollupChanges:
        of the same request id, message id or event id share raw rows; those are taken in batch
        order, so only two such duplicates racing in opposite orders could still deadlock, and
        PostgreSQL then rolls one back for its writer to run again (TransactionRolledBack);
+       then the id blocks of its new rows (storage.rows.id_blocks.BlockChanges), sorted by key;
     2. the rollup tables in ROLLUP_TABLES order, each once per transaction with one merged delta
        per cell (every record added and removed, of every voting round), its rows sorted by
        their full key, since a multi-row INSERT ... ON CONFLICT locks rows in VALUES order; a

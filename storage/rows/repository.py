@@ -40,7 +40,7 @@ from storage.records import (
     Score,
     Thumb,
 )
-from storage.rows import executors
+from storage.rows import executors, id_blocks
 from storage.rows import listing as listing_queries
 from storage.rows.api_keys import ApiKeys
 from storage.rows.bulk_insert import Execute, Getter, insert_returning_ids, inserted_columns
@@ -120,10 +120,13 @@ class Rows:
         self._dialect = dialect
         self._mark = MARKS[dialect]
         self._rollups = rollups.RollupChanges()
+        self._blocks = id_blocks.BlockChanges()
 
     def apply_rollups(self) -> None:
-        """Write the unit's rollup changes; the caller runs this last, just before committing,
-        so every transaction locks rollup rows after its raw rows (see rollups.RollupChanges)."""
+        """Write the unit's id block and rollup changes; the caller runs this last, just before
+        committing, so every transaction locks rows in one order: raw rows, id blocks, rollups
+        (see rollups.RollupChanges)."""
+        self._blocks.apply(self._execute, self._dialect)
         self._rollups.apply(rollups.SqlTarget(self._execute, self._dialect))
 
     # Interactions
@@ -270,6 +273,10 @@ class Rows:
             return []
         ids = insert_returning_ids(self._execute, self._dialect, kind.table, kind.getters, news)
         records = stored_records(kind.record_type, news, ids)
+        time_column = id_blocks.TIME_COLUMNS.get(kind.table.name)
+        if time_column is not None:
+            times = attrgetter(time_column)
+            self._blocks.add(kind.table.name, ((record.id, times(record)) for record in records))
         if kind.rollup_kind is not None:
             self._rollups.add(kind.rollup_kind, records, 1)
         return records

@@ -433,6 +433,27 @@ class RollupKeySpanRow(Base):
     last_day: Mapped[int] = mapped_column(BigInteger)
 
 
+class ListIdBlockRow(Base):
+    """The time bounds of each block of ids of a listed table, so a page with a time range
+    scans only the blocks whose rows can fall in it (storage.rows.id_blocks).
+
+    A superset: every row of the block has min_time <= time <= max_time, but deletes never
+    narrow the bounds nor lower row_count.
+    """
+
+    __tablename__ = "list_id_blocks"
+    __table_args__ = (PrimaryKeyConstraint("kind", "block"), ROLLUP_TABLE_OPTIONS)
+
+    kind: Mapped[str] = mapped_column(String(16))
+    """The raw table: "feedback", "interactions" or "events"."""
+    block: Mapped[int] = mapped_column(BigInteger)
+    """id // storage.rows.id_blocks.BLOCK_IDS."""
+    min_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    """Rows ever inserted in the block."""
+
+
 API_KEY_PREFIX_LENGTH = 16
 SCOPES_LENGTH = 64
 """Scope names, comma-separated ("admin,ingest,read")."""

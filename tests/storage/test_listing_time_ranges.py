@@ -1,4 +1,5 @@
-"""Pages with a time range stay exact however times and ids relate (rollup id bounds)."""
+"""Pages with a time range stay exact however times and ids relate (id blocks), and writes keep
+the rollups' id bounds."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from storage.aggregates.rollups import ALL
 from storage.records import EventFilter, FeedbackFilter, InteractionFilter, Keyset
+from storage.rows import id_blocks
 from tests.storage.factories import (
     T0,
     delete_events,
@@ -33,6 +35,12 @@ DAYS = 75
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 """Times spread over this many days from T0: ranges span hours, days and whole months."""
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 8 ids, so the few hundred rows of a test span dozens of blocks."""
+    monkeypatch.setattr(id_blocks, "BLOCK_IDS", 8)
 
 
 def _random_time(rng: random.Random) -> datetime:

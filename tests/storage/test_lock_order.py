@@ -1,6 +1,7 @@
-"""Every write transaction takes rollup rows in the one global order (rollups.RollupChanges):
-raw rows first, then each rollup table once in ROLLUP_TABLES order, its rows sorted by key, and
-rollup_key_spans last. Checked on the statements a real database is sent."""
+"""Every write transaction takes rows in the one global order (rollups.RollupChanges): raw rows
+first, then list_id_blocks (storage.rows.id_blocks), then each rollup table once in ROLLUP_TABLES
+order, each table's rows sorted by key, and rollup_key_spans last. Checked on the statements a
+real database is sent."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from storage import Storage
 from storage.aggregates.rollups import KEY_SPANS_TABLE, ROLLUP_TABLES
 from storage.records import FeedbackRecord, Label, Score, Thumb
 from storage.rows.repository import Repository
+from storage.schema.models import ListIdBlockRow
 from tests.databases import empty_postgres_tables
 from tests.storage.factories import (
     insert_feedback,
@@ -25,10 +27,15 @@ from tests.storage.factories import (
     new_interaction,
 )
 
-LOCK_ORDER = [table.name for table in ROLLUP_TABLES] + [KEY_SPANS_TABLE]
-WIDTHS = {table.name: len(table.columns) for table in ROLLUP_TABLES} | {KEY_SPANS_TABLE: 4}
+BLOCKS_TABLE = ListIdBlockRow.__tablename__
+LOCK_ORDER = [BLOCKS_TABLE] + [table.name for table in ROLLUP_TABLES] + [KEY_SPANS_TABLE]
+WIDTHS = ({BLOCKS_TABLE: 5} | {table.name: len(table.columns) for table in ROLLUP_TABLES}) | {
+    KEY_SPANS_TABLE: 4
+}
 WAIT_SECONDS = 10.0
-KEY_WIDTHS = {table.name: len(table.key_columns) for table in ROLLUP_TABLES} | {KEY_SPANS_TABLE: 2}
+KEY_WIDTHS = (
+    {BLOCKS_TABLE: 2} | {table.name: len(table.key_columns) for table in ROLLUP_TABLES}
+) | {KEY_SPANS_TABLE: 2}
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def statements() -> Iterator[list[tuple[str, Any]]]:
 
 
 def _table(statement: str) -> str | None:
-    """The rollup table a statement writes, if it writes one."""
+    """The id block or rollup table a statement writes, if it writes one."""
     words = statement.split()
     if words[:2] in (["INSERT", "INTO"], ["DELETE", "FROM"]) and words[2] in LOCK_ORDER:
         return words[2]
@@ -86,7 +93,7 @@ def _mixed_unit(repository: Repository, voted: FeedbackRecord) -> None:
     repository.insert_events([new_event(event_type=f"type-{n}") for n in range(3)])
 
 
-def test_a_transaction_locks_rollup_tables_once_each_in_the_global_order_rows_by_key(
+def test_a_transaction_locks_blocks_and_rollup_tables_once_each_in_the_global_order_rows_by_key(
     storage: Storage, statements: list[tuple[str, Any]]
 ) -> None:
     voted = storage.write(
@@ -103,7 +110,7 @@ def test_a_transaction_locks_rollup_tables_once_each_in_the_global_order_rows_by
 
     tables = [_table(statement) for statement, _ in statements]
     first_rollup = next(index for index, table in enumerate(tables) if table is not None)
-    assert None not in tables[first_rollup:], "a raw row was written after a rollup row"
+    assert None not in tables[first_rollup:], "a raw row was written after a block or rollup row"
     written = [table for table in tables if table is not None]
     # Each table in one run (its upsert, then the delete of emptied cells), runs in lock order.
     runs = [

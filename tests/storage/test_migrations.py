@@ -10,13 +10,14 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, insert, text
+from sqlalchemy import MetaData, create_engine, insert, select, text
 
 from storage import Storage
 from storage.database import rebuild_rollups_on
-from storage.records import Percentiles, Score, StatsFilter, StatsQuery
+from storage.records import EventFilter, Keyset, Percentiles, Score, StatsFilter, StatsQuery
+from storage.rows import id_blocks
 from storage.schema.migrate import alembic_config, current_revision, head_revision
-from storage.schema.models import Base, EventRow, FeedbackRow, InteractionRow
+from storage.schema.models import Base, EventRow, FeedbackRow, InteractionRow, ListIdBlockRow
 from tests.databases import (
     create_postgres_database,
     drop_postgres_database,
@@ -79,7 +80,7 @@ def test_migrate_again_is_a_no_op(storage: Storage, database_url: str) -> None:
     storage.migrate()
     storage.migrate()
 
-    assert revision_of(database_url) == head_revision() == "0008"
+    assert revision_of(database_url) == head_revision() == "0009"
     assert schema_differences(database_url, Base.metadata) == []
     assert storage.read(lambda repository: latest_interaction(repository, "conv-1")) == kept
     assert (
@@ -285,3 +286,48 @@ def test_revision_0008_fills_the_extremes_of_rows_stored_before(
     assert answer.overall.interactions is not None
     tokens = answer.overall.interactions.total_tokens_percentiles
     assert tokens == Percentiles(p50=250, p90=250, p95=250, p99=250)
+
+
+def test_revision_0009_fills_the_id_blocks_writes_would_keep(unmigrated_database_url: str) -> None:
+    """Blocks backfilled from rows stored before 0009 bound every row; pages by time find them."""
+    engine = create_engine(unmigrated_database_url)
+    # Three blocks of events, times against id order; a feedback row in its own kind.
+    times = [T0 + timedelta(seconds=(index * 7919) % 3000) for index in range(2100)]
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0007")
+        with engine.begin() as connection:
+            connection.execute(
+                insert(EventRow),
+                [
+                    {"user_id": "u", "event_type": "t", "event_time": time, "receive_time": time}
+                    for time in times
+                ],
+            )
+            connection.execute(
+                insert(FeedbackRow),
+                [{"conversation_id": "c", "rating_kind": "score", "score": 2, "create_time": T0}],
+            )
+    finally:
+        engine.dispose()
+
+    with Storage.connect(unmigrated_database_url) as storage:
+        storage.migrate()
+        blocks = storage.read(
+            lambda repository: {
+                tuple(row) for row in repository.session.execute(select(ListIdBlockRow.__table__))
+            }
+        )
+        start, end = T0 + timedelta(seconds=100), T0 + timedelta(seconds=200)
+        window = EventFilter(start_time=start, end_time=end)
+        page = storage.read(lambda repository: repository.event_entries(window, Keyset(limit=1000)))
+
+    expected = {("feedback", 0, T0, T0, 1)}
+    for block in range(3):
+        block_times = [
+            time for index, time in enumerate(times, 1) if index // id_blocks.BLOCK_IDS == block
+        ]
+        expected.add(("events", block, min(block_times), max(block_times), len(block_times)))
+    assert blocks == expected
+    in_window = [index for index, time in enumerate(times, 1) if start <= time < end]
+    assert [entry.id for entry in page] == in_window[::-1]
