@@ -23,7 +23,7 @@ from server.service.api_keys import (
     valid_prefix,
 )
 from storage import Storage
-from storage.rows.api_keys import ApiKeyRecord
+from storage.records import ApiKeyRecord
 
 
 def run_key_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:

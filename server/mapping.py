@@ -45,6 +45,8 @@ from server.service.list_inputs import (
 )
 from server.service.listing import Chunk, Page
 from storage.records import (
+    ApiKeyEventRecord,
+    ApiKeyRecord,
     EventEntry,
     EventRecord,
     EventStats,
@@ -61,7 +63,6 @@ from storage.records import (
     StatsBucket,
     Thumb,
 )
-from storage.rows.api_keys import ApiKeyEventRecord, ApiKeyRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ANY_VALID_TIME = datetime.min.replace(tzinfo=UTC)

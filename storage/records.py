@@ -393,3 +393,39 @@ class EventEntry(NamedTuple):
     event_time: datetime
     receive_time: datetime
     event_id: str | None
+
+
+# ---- API keys: hashes and what they allow, never secrets ----
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewApiKey:
+    """A key to store: the service made its secret and keeps only the hash here."""
+
+    prefix: str
+    secret_hash: str
+    name: str
+    scopes: tuple[str, ...]
+    client_identity: str | None
+    create_time: datetime
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyRecord(NewApiKey):
+    """A stored key: what was stored, and what has happened to it since."""
+
+    last_use_time: datetime | None
+    revoke_time: datetime | None
+    revoked_by: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyEventRecord:
+    """One audit entry: `actor` did `action` to the key `key_prefix` at `event_time`."""
+
+    event_time: datetime
+    action: str
+    key_prefix: str
+    actor: str
+    scopes: tuple[str, ...]

@@ -31,9 +31,10 @@ from server.service.errors import (
     Unauthenticated,
     Unavailable,
 )
+from server.service.ports import KeyStorage, KeyUnit
 from server.service.validation import Violations
-from storage import Repository, Storage, StorageUnavailable
-from storage.rows.api_keys import ApiKeyEventRecord, ApiKeyRecord, NewApiKey
+from storage.errors import StorageUnavailable
+from storage.records import ApiKeyEventRecord, ApiKeyRecord, NewApiKey
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class ApiKeyService:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: KeyStorage,
         executor: Executor,
         key_ring: KeyRing,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -312,11 +313,11 @@ class ApiKeyService:
             now = self._clock()
             await self._write(lambda repository: repository.api_keys.record_use(used, now))
 
-    async def _write(self, work: Callable[[Repository], T]) -> T:
+    async def _write(self, work: Callable[[KeyUnit], T]) -> T:
         return await self._run(self._storage.write, work)
 
     async def _run(
-        self, run: Callable[[Callable[[Repository], T]], T], work: Callable[[Repository], T]
+        self, run: Callable[[Callable[[KeyUnit], T]], T], work: Callable[[KeyUnit], T]
     ) -> T:
         loop = asyncio.get_running_loop()
         try:
@@ -343,7 +344,7 @@ def check_new_key(name: str, scopes: Collection[Scope], client_identity: str) ->
 
 
 def create_key(
-    repository: Repository,
+    repository: KeyUnit,
     name: str,
     scopes: Collection[Scope],
     client_identity: str | None,

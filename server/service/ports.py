@@ -8,9 +8,12 @@ in production, an in-memory one in unit tests (tests/server/memory_storage.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from storage.records import (
+    ApiKeyEventRecord,
+    ApiKeyRecord,
     EventEntry,
     EventFilter,
     EventRecord,
@@ -21,6 +24,7 @@ from storage.records import (
     InteractionFilter,
     InteractionRecord,
     Keyset,
+    NewApiKey,
     NewEvent,
     NewFeedback,
     NewInteraction,
@@ -142,4 +146,53 @@ class RecordStorage(Protocol):
 
     def dedicated_writer(self) -> BatchWriter:
         """A writer for group commit's thread."""
+        ...
+
+
+class ApiKeyTable(Protocol):
+    """The stored keys and their audit log, inside one unit of work."""
+
+    def create(self, new: NewApiKey) -> ApiKeyRecord:
+        """Store a key and its creation's audit entry; Conflict if its prefix is taken."""
+        ...
+
+    def all(self) -> list[ApiKeyRecord]:
+        """Every key, newest first."""
+        ...
+
+    def by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        """The key with this prefix, if any."""
+        ...
+
+    def revoke(self, prefix: str, actor: str, now: datetime) -> ApiKeyRecord | None:
+        """Revoke the key (a revoked one stays as it was) and audit it; None if there is none."""
+        ...
+
+    def record_use(self, prefixes: Collection[str], now: datetime) -> None:
+        """Note that these keys were used by `now` (last_use_time only moves forward)."""
+        ...
+
+    def events(self, limit: int) -> list[ApiKeyEventRecord]:
+        """The newest `limit` audit entries, newest first."""
+        ...
+
+
+class KeyUnit(Protocol):
+    """A unit of work as key management sees it."""
+
+    @property
+    def api_keys(self) -> ApiKeyTable:
+        """The key tables in this unit's transaction."""
+        ...
+
+
+class KeyStorage(Protocol):
+    """Units of work over the key tables: reads, and writes committed when `work` returns."""
+
+    def read(self, work: Callable[[KeyUnit], T]) -> T:
+        """Run `work` in a read-only unit of work."""
+        ...
+
+    def write(self, work: Callable[[KeyUnit], T]) -> T:
+        """Run `work` in one transaction, committed when it returns."""
         ...

@@ -3,50 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from storage.records import ApiKeyEventRecord, ApiKeyRecord, NewApiKey
 from storage.schema.models import ApiKeyEventRow, ApiKeyRow
 
 CREATE = "create"
 REVOKE = "revoke"
 """Actions of the audit log."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewApiKey:
-    """A key to store: the service made its secret and keeps only the hash here."""
-
-    prefix: str
-    secret_hash: str
-    name: str
-    scopes: tuple[str, ...]
-    client_identity: str | None
-    create_time: datetime
-    created_by: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApiKeyRecord(NewApiKey):
-    """A stored key: what was stored, and what has happened to it since."""
-
-    last_use_time: datetime | None
-    revoke_time: datetime | None
-    revoked_by: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApiKeyEventRecord:
-    """One audit entry: `actor` did `action` to the key `key_prefix` at `event_time`."""
-
-    event_time: datetime
-    action: str
-    key_prefix: str
-    actor: str
-    scopes: tuple[str, ...]
 
 
 class ApiKeys:

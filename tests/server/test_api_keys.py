@@ -31,7 +31,7 @@ from server.service.api_keys import (
     valid_prefix,
     well_formed,
 )
-from storage.rows.api_keys import ApiKeyRecord
+from storage.records import ApiKeyRecord
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 KEY = re.compile(r"fbk_[0-9A-Za-z]{38}")
