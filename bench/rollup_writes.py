@@ -18,7 +18,9 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from storage.aggregates.rollups import FEEDBACK_KIND, INTERACTION_KIND, RollupChanges, SqlTarget
+from storage.aggregates.kinds import FEEDBACK, INTERACTIONS
+from storage.aggregates.sql import SqlTarget
+from storage.aggregates.write import RollupChanges
 from storage.records import FeedbackRecord, InteractionRecord, Score
 from storage.schema.models import Base
 
@@ -75,8 +77,8 @@ def cpu_per_batch(batch_size: int, batches: int, *, seed: int = 7) -> float:
         next_id += batch_size
         raw.execute("BEGIN")
         started = time.process_time()
-        changes.add(INTERACTION_KIND, interactions, 1)
-        changes.add(FEEDBACK_KIND, feedback, 1)
+        changes.add(INTERACTIONS, interactions, 1)
+        changes.add(FEEDBACK, feedback, 1)
         changes.apply(target)
         elapsed += time.process_time() - started
         raw.execute("COMMIT")

@@ -372,60 +372,94 @@ def event_message(record: EventRecord) -> event_pb2.Event:
     return EVENT_MESSAGE.build(record)
 
 
-def stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
-    """Write the aggregates of a stats request.
+class StatsResponses:
+    """GetStats responses, and the wire form of their buckets, reused while their stats are.
 
-    A response with buckets is built once per set of answer objects and then shared by the calls
-    that get the same objects again (the storage layer hands out the same answer while its cells
-    are unchanged): gRPC only reads it, and callers must not change it either.
+    The storage layer hands out the same immutable answer objects while the cells they were read
+    from are unchanged (storage.aggregates.cache), so the identities of those objects name their
+    contents: a response with buckets is built once per set of answer objects and shared by the
+    calls that get the same objects again (gRPC only reads it, and callers must not change it
+    either); a bucket is serialized once per set of stats objects. Every entry holds the objects
+    its key names, so no identity is reused while it is cached. Shared by the server's threads.
     """
-    if not stats.buckets:
-        return _new_stats_response(stats)
-    parts = (
-        stats.feedback,
-        stats.interactions,
-        stats.events,
-        stats.buckets,
-        stats.groups,
-        stats.previous,
-    )
-    key = (*map(id, parts), stats.change)
-    with _response_lock:
-        cached = _responses.get(key)
-    if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
-        return cached[1]
-    response = _new_stats_response(stats)
-    global _cached_response_buckets
-    with _response_lock:
-        # The entry holds the parts, so their identities are not reused while it is cached.
-        previous = _responses.pop(key, None)
-        if previous is not None:
-            _cached_response_buckets -= len(previous[0][3])
-        _responses[key] = (parts, response)
-        _cached_response_buckets += len(stats.buckets)
-        while _cached_response_buckets > _MAX_CACHED_RESPONSE_BUCKETS and _responses:
-            _, (evicted, _) = _responses.popitem(last=False)
-            _cached_response_buckets -= len(evicted[3])
-    return response
+
+    def __init__(self, max_response_buckets: int = 10_000, max_buckets: int = 20_000) -> None:
+        """Keep responses holding up to `max_response_buckets` buckets in all (about 700 bytes
+        each on the wire for three kinds), and up to `max_buckets` serialized buckets."""
+        self._responses: OrderedDict[
+            tuple[Any, ...], tuple[tuple[Any, ...], feedback_service_pb2.GetStatsResponse]
+        ] = OrderedDict()
+        self._response_buckets = 0
+        self._max_response_buckets = max_response_buckets
+        self._buckets: OrderedDict[tuple[Any, ...], tuple[StatsBucket, bytes]] = OrderedDict()
+        self._max_buckets = max_buckets
+        self._lock = threading.Lock()
+
+    def response(self, stats: Stats) -> feedback_service_pb2.GetStatsResponse:
+        """Write the aggregates of a stats request."""
+        if not stats.buckets:
+            return _new_stats_response(stats, self._framed)
+        parts = (
+            stats.feedback,
+            stats.interactions,
+            stats.events,
+            stats.buckets,
+            stats.groups,
+            stats.previous,
+        )
+        key = (*map(id, parts), stats.change)
+        with self._lock:
+            cached = self._responses.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
+            return cached[1]
+        response = _new_stats_response(stats, self._framed)
+        with self._lock:
+            previous = self._responses.pop(key, None)
+            if previous is not None:
+                self._response_buckets -= len(previous[0][3])
+            self._responses[key] = (parts, response)
+            self._response_buckets += len(stats.buckets)
+            while self._response_buckets > self._max_response_buckets and self._responses:
+                _, (evicted, _) = self._responses.popitem(last=False)
+                self._response_buckets -= len(evicted[3])
+        return response
+
+    def _framed(self, bucket: StatsBucket) -> bytes:
+        """A bucket's length prefix and serialized StatsBucket, made once per stats objects."""
+        kinds = bucket.stats
+        key = (
+            bucket.start_time,
+            bucket.end_time,
+            id(kinds.feedback),
+            id(kinds.interactions),
+            id(kinds.events),
+        )
+        with self._lock:
+            cached = self._buckets.get(key)
+            if cached is not None and _same_objects(cached[0].stats, kinds):
+                self._buckets.move_to_end(key)
+                return cached[1]
+        message = stats_pb2.StatsBucket(
+            start_time=timestamp(bucket.start_time), end_time=timestamp(bucket.end_time)
+        )
+        _write_kinds(message, kinds.feedback, kinds.interactions, kinds.events)
+        body = message.SerializeToString()
+        framed = _varint(len(body)) + body
+        with self._lock:
+            self._buckets[key] = (bucket, framed)
+            if len(self._buckets) > self._max_buckets:
+                self._buckets.popitem(last=False)
+        return framed
 
 
-_MAX_CACHED_RESPONSE_BUCKETS = 10_000
-"""Buckets in all cached responses: about 700 bytes each on the wire for three kinds."""
-_cached_response_buckets = 0
-_responses: OrderedDict[
-    tuple[Any, ...], tuple[tuple[Any, ...], feedback_service_pb2.GetStatsResponse]
-] = OrderedDict()
-_response_lock = threading.Lock()
-
-
-def _new_stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
+def _new_stats_response(
+    stats: Stats, framed: Callable[[StatsBucket], bytes]
+) -> feedback_service_pb2.GetStatsResponse:
     response = feedback_service_pb2.GetStatsResponse()
     _write_kinds(response, stats.feedback, stats.interactions, stats.events)
     if stats.buckets:
         # Parsing the buckets' wire form at once is far cheaper than building 365 of them.
-        response.MergeFromString(
-            b"".join(_BUCKET_TAG + _framed(bucket) for bucket in stats.buckets)
-        )
+        response.MergeFromString(b"".join(_BUCKET_TAG + framed(bucket) for bucket in stats.buckets))
     for group in stats.groups:
         added = response.groups.add(key=group.key)
         _write_kinds(added, group.stats.feedback, group.stats.interactions, group.stats.events)
@@ -456,43 +490,6 @@ def _new_stats_response(stats: Stats) -> feedback_service_pb2.GetStatsResponse:
 
 _BUCKET_TAG = bytes([(feedback_service_pb2.GetStatsResponse.BUCKETS_FIELD_NUMBER << 3) | 2])
 """Tag of a length-delimited GetStatsResponse.buckets element."""
-
-_MAX_CACHED_BUCKETS = 20_000
-_bucket_bytes: OrderedDict[tuple[Any, ...], tuple[StatsBucket, bytes]] = OrderedDict()
-_bucket_lock = threading.Lock()
-
-
-def _framed(bucket: StatsBucket) -> bytes:
-    """A bucket's length prefix and serialized StatsBucket, cached by what it was made of.
-
-    The storage layer hands out the same immutable stats objects for a cell while it is unchanged
-    (an aligned bucket is one cell), so their identities name the bucket's contents; the cache
-    holds the bucket, so those identities cannot be reused while cached.
-    """
-    kinds = bucket.stats
-    key = (
-        bucket.start_time,
-        bucket.end_time,
-        id(kinds.feedback),
-        id(kinds.interactions),
-        id(kinds.events),
-    )
-    with _bucket_lock:
-        cached = _bucket_bytes.get(key)
-        if cached is not None and _same_objects(cached[0].stats, kinds):
-            _bucket_bytes.move_to_end(key)
-            return cached[1]
-    message = stats_pb2.StatsBucket(
-        start_time=timestamp(bucket.start_time), end_time=timestamp(bucket.end_time)
-    )
-    _write_kinds(message, kinds.feedback, kinds.interactions, kinds.events)
-    body = message.SerializeToString()
-    framed = _varint(len(body)) + body
-    with _bucket_lock:
-        _bucket_bytes[key] = (bucket, framed)
-        if len(_bucket_bytes) > _MAX_CACHED_BUCKETS:
-            _bucket_bytes.popitem(last=False)
-    return framed
 
 
 def _same_objects(cached: Any, current: Any) -> bool:

@@ -94,6 +94,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self._service = service
         self._keys = keys
         self._access = access
+        self._stats_responses = mapping.StatsResponses()
 
     @_unary
     async def RecordInteraction(
@@ -117,7 +118,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     @_unary
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         stats = await self._service.get_stats(mapping.stats_input(request))
-        return mapping.stats_response(stats)
+        return self._stats_responses.response(stats)
 
     @_unary
     async def ListFeedback(

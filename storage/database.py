@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
+from storage.aggregates.cache import CellCache
+from storage.aggregates.reader import StatsReader
 from storage.aggregates.rebuild import rebuild_rollups, register_sqlite_functions
-from storage.aggregates.stats_queries import CellCache, StatsReader
 from storage.engines import (
     WRITE_TRANSACTION_OPTION,
     normalized_url,
@@ -128,7 +129,7 @@ class Storage:
         """Run `work` in one write transaction and commit; on any exception nothing is kept.
 
         The rollup changes of its writes are written after `work` returns, last in the
-        transaction, in the lock order of rollups.RollupChanges.
+        transaction, in the lock order of storage.aggregates.write.RollupChanges.
 
         Raises Conflict when a unique rule rejects an insert (the unit is then over: retry in a
         new one), StorageUnavailable when the database cannot take the write now, and its subclass

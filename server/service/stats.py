@@ -9,7 +9,7 @@ from typing import get_args
 from server.service.inputs import StatsInput
 from server.service.validation import CONVERSATION_ID, IDENTIFIER, MIN_TIME, Violations
 from server.service.write_rules import CONVERSATION_RULE, IDENTIFIER_RULE
-from storage.aggregates.stats_queries import bucket_bounds
+from storage.calendar import bucket_bounds
 from storage.records import GroupBy, StatsQuery, StatsSet, TimeBucket
 
 MAX_BUCKETS = 1000

@@ -340,7 +340,7 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
     Repeats of stored requests are answered first and store nothing. Interactions go before
     feedback so that feedback in the same batch can link to them. The storage writes the batch's
     rollups after all of this, in one global order
-    (storage.aggregates.rollups.RollupChanges), so batches of replicas sharing a PostgreSQL
+    (storage.aggregates.write.RollupChanges), so batches of replicas sharing a PostgreSQL
     database never deadlock over rollup rows.
     """
     if interactions := _slots(batch, INTERACTION):

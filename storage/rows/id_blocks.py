@@ -49,7 +49,7 @@ class BlockChanges:
 
     The caller writes them after its raw rows and before its rollups, and rows go in key order,
     so concurrent PostgreSQL writers lock block rows in one global order (see
-    storage.aggregates.rollups.RollupChanges).
+    storage.aggregates.write.RollupChanges).
     """
 
     def __init__(self) -> None:

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, assert_never
 
 from sqlalchemy import Table
 
-from storage.aggregates import rollups
+from storage.aggregates import kinds as aggregates
+from storage.aggregates.sql import SqlTarget
+from storage.aggregates.write import RollupChanges
 from storage.records import (
     EventEntry,
     EventFilter,
@@ -63,7 +65,7 @@ class RowKind(Generic[StoredRecord]):
 
     model: type[Base]
     record_type: type[StoredRecord]
-    rollup_kind: rollups.RollupKind | None
+    rollup_kind: aggregates.AggregateKind | None
     """The rollups its rows count in; None for a table no rollup reads."""
     column_values: Mapping[str, Getter] = field(default_factory=dict)
     """Inserted columns computed from the record rather than copied from a field."""
@@ -119,15 +121,15 @@ class Rows:
         self._execute = execute
         self._dialect = dialect
         self._mark = MARKS[dialect]
-        self._rollups = rollups.RollupChanges()
+        self._rollups = RollupChanges()
         self._blocks = id_blocks.BlockChanges()
 
     def apply_rollups(self) -> None:
         """Write the unit's id block and rollup changes; the caller runs this last, just before
         committing, so every transaction locks rows in one order: raw rows, id blocks, rollups
-        (see rollups.RollupChanges)."""
+        (see storage.aggregates.write.RollupChanges)."""
         self._blocks.apply(self._execute, self._dialect)
-        self._rollups.apply(rollups.SqlTarget(self._execute, self._dialect))
+        self._rollups.apply(SqlTarget(self._execute, self._dialect))
 
     # Interactions
 
@@ -247,7 +249,7 @@ class Rows:
         if self._dialect == "postgresql":
             self._execute(f"SELECT id FROM feedback WHERE {where} ORDER BY id FOR UPDATE", ids)
         self._execute(f"DELETE FROM feedback WHERE {where}", ids)
-        self._rollups.add(rollups.FEEDBACK_KIND, votes, -1)
+        self._rollups.add(aggregates.FEEDBACK, votes, -1)
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
@@ -436,12 +438,12 @@ _RATING_COLUMNS: dict[str, Getter] = {
 """A rating in the column of its kind, the other two NULL (the table's CHECK constraint)."""
 
 INTERACTIONS: RowKind[InteractionRecord] = RowKind(
-    InteractionRow, InteractionRecord, rollups.INTERACTION_KIND
+    InteractionRow, InteractionRecord, aggregates.INTERACTIONS
 )
 FEEDBACK: RowKind[FeedbackRecord] = RowKind(
     FeedbackRow,
     FeedbackRecord,
-    rollups.FEEDBACK_KIND,
+    aggregates.FEEDBACK,
     column_values=_RATING_COLUMNS,
     field_values={"rating": _rating},
 )
@@ -453,4 +455,4 @@ HISTORY: RowKind[FeedbackRecord] = RowKind(
     field_values={"rating": _rating},
 )
 """Replaced votes: kept for history and idempotent replays, counted in no rollup."""
-EVENTS: RowKind[EventRecord] = RowKind(EventRow, EventRecord, rollups.EVENT_KIND)
+EVENTS: RowKind[EventRecord] = RowKind(EventRow, EventRecord, aggregates.EVENTS)

@@ -295,7 +295,7 @@ class _IdBounds:
 
 class _Extremes:
     """Exact least and greatest latency and tokens of a cell's records, which percentiles read
-    from its histogram bins stay within (storage.aggregates.rollups.Extremes).
+    from its histogram bins stay within (storage.aggregates.histogram.Extremes).
 
     Exact: writes widen them, removals that took an extreme away read it again from the raw
     rows. NULL without such values, and on the cells of dimensions that keep no histograms.
@@ -311,11 +311,11 @@ class _RollupCell:
     """The key every rollup table starts with: which bucket of which level, for which key."""
 
     level: Mapped[int] = mapped_column(SmallInteger, sort_order=-4)
-    """storage.aggregates.rollups.HOUR, DAY, MONTH or TOTAL."""
+    """storage.calendar.HOUR, DAY, MONTH or TOTAL."""
     bucket_start: Mapped[int] = mapped_column(BigInteger, sort_order=-3)
     """Epoch seconds (UTC) of the bucket's start; 0 for TOTAL."""
     dimension: Mapped[int] = mapped_column(SmallInteger, sort_order=-2)
-    """storage.aggregates.rollups.ALL, MODEL, CONVERSATION, USER or EVENT_TYPE."""
+    """storage.aggregates.kinds.ALL, MODEL, CONVERSATION, USER or EVENT_TYPE."""
     dimension_key: Mapped[str] = mapped_column(String(IDENTIFIER_LENGTH), sort_order=-1)
     """The model, conversation, user or event type; "" for ALL and for records without one."""
 
@@ -368,9 +368,9 @@ class FeedbackHistogramRollupRow(_RollupCell, Base):
     __table_args__ = _rollup_table_args("metric", "bin")
 
     metric: Mapped[int] = mapped_column(SmallInteger)
-    """storage.aggregates.rollups.LATENCY_METRIC or TOKENS_METRIC."""
+    """The measure's position in its kind (storage.aggregates.kinds): 0 latency, 1 tokens."""
     bin: Mapped[int] = mapped_column(Integer)
-    """storage.aggregates.rollups.histogram_bin() of the value."""
+    """storage.aggregates.histogram.histogram_bin() of the value."""
     record_count: Mapped[int] = _rollup_counter()
 
 

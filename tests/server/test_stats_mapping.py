@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from llmfeedback.proto.feedback.v1 import feedback_service_pb2, stats_pb2
-from server.mapping import stats_response, timestamp
+from server.mapping import StatsResponses, timestamp
 from server.service import Stats
 from storage.records import (
     EventStats,
@@ -39,8 +39,9 @@ def test_buckets_are_the_same_whether_built_or_taken_from_the_cache() -> None:
     buckets += [bucket(1, FeedbackStats(), None), bucket(2, rated, None)]
     stats = Stats(feedback=rated, interactions=None, events=None, buckets=buckets)
 
-    first = stats_response(stats)
-    again = stats_response(stats)
+    responses = StatsResponses()
+    first = responses.response(stats)
+    again = responses.response(stats)
 
     expected = feedback_service_pb2.GetStatsResponse(feedback=first.feedback)
     for day, (feedback, events) in enumerate(
@@ -67,8 +68,9 @@ def test_a_bucket_with_new_contents_is_not_served_from_the_cache() -> None:
     before = Stats(None, None, None, buckets=[bucket(0, FeedbackStats(total_count=1), None)])
     after = Stats(None, None, None, buckets=[bucket(0, FeedbackStats(total_count=2), None)])
 
-    assert stats_response(before).buckets[0].feedback.total_count == 1
-    assert stats_response(after).buckets[0].feedback.total_count == 2
+    responses = StatsResponses()
+    assert responses.response(before).buckets[0].feedback.total_count == 1
+    assert responses.response(after).buckets[0].feedback.total_count == 2
 
 
 def test_the_same_answer_objects_share_one_response_and_new_ones_get_their_own() -> None:
@@ -76,11 +78,12 @@ def test_the_same_answer_objects_share_one_response_and_new_ones_get_their_own()
     overall = FeedbackStats(total_count=1)
     stats = Stats(overall, None, None, buckets=buckets)
 
-    first = stats_response(stats)
+    responses = StatsResponses()
+    first = responses.response(stats)
 
-    assert stats_response(Stats(overall, None, None, buckets=buckets)) is first
+    assert responses.response(Stats(overall, None, None, buckets=buckets)) is first
     # Equal contents in new objects, another overall, other buckets: each built afresh.
-    assert stats_response(Stats(overall, None, None, buckets=list(buckets))) is not first
-    recounted = stats_response(Stats(FeedbackStats(total_count=3), None, None, buckets=buckets))
+    assert responses.response(Stats(overall, None, None, buckets=list(buckets))) is not first
+    recounted = responses.response(Stats(FeedbackStats(total_count=3), None, None, buckets=buckets))
     assert recounted.feedback.total_count == 3
     assert recounted.buckets[0].feedback.total_count == 1

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from storage.aggregates import rollups
+from storage.aggregates.sql import SqlTarget
+from storage.aggregates.write import RollupChanges
 from storage.records import (
     EventEntry,
     EventRecord,
@@ -131,11 +132,11 @@ def _delete(
     if records:
         session.execute(table.delete().where(table.c.id.in_([record.id for record in records])))
         assert kind.rollup_kind is not None
-        changes = rollups.RollupChanges()
+        changes = RollupChanges()
         changes.add(kind.rollup_kind, records, -1)
         connection = session.connection()
         dialect: Dialect = "sqlite" if connection.dialect.name == "sqlite" else "postgresql"
-        changes.apply(rollups.SqlTarget(executors.on_connection(connection), dialect))
+        changes.apply(SqlTarget(executors.on_connection(connection), dialect))
     return records
 
 

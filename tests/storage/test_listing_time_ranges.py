@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from storage.aggregates.rollups import ALL
+from storage.aggregates.kinds import ALL
 from storage.records import EventFilter, FeedbackFilter, InteractionFilter, Keyset
 from storage.rows import id_blocks
 from tests.storage.factories import (

@@ -1,7 +1,7 @@
-"""Every write transaction takes rows in the one global order (rollups.RollupChanges): raw rows
-first, then list_id_blocks (storage.rows.id_blocks), then each rollup table once in ROLLUP_TABLES
-order, each table's rows sorted by key, and rollup_key_spans last. Checked on the statements a
-real database is sent."""
+"""Every write transaction takes rows in the one global order (aggregates.write.RollupChanges):
+raw rows first, then list_id_blocks (storage.rows.id_blocks), then each rollup table once in
+ROLLUP_TABLES order, each table's rows sorted by key, and rollup_key_spans last. Checked on the
+statements a real database is sent."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import Engine, event
 
 from storage import Storage
-from storage.aggregates.rollups import KEY_SPANS_TABLE, ROLLUP_TABLES
+from storage.aggregates.kinds import ROLLUP_TABLES
+from storage.aggregates.tables import KEY_SPANS_TABLE
 from storage.records import FeedbackRecord, Label, Score, Thumb
 from storage.rows.repository import Repository
 from storage.schema.models import ListIdBlockRow

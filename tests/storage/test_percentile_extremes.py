@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from storage import Storage
-from storage.aggregates.rollups import Histogram, bin_value, histogram_bin
+from storage.aggregates.histogram import Histogram, bin_value, histogram_bin
 from storage.records import Percentiles, StatsQuery
 from tests.storage.factories import (
     T0,

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from storage import Storage
-from storage.aggregates.stats_queries import CellCache, _CachedAnswer
+from storage.aggregates.cache import CachedAnswer, CellCache
 from storage.records import Score, StatsQuery
 from tests.storage.factories import T0, delete_feedback, new_event, new_feedback, new_interaction
 
@@ -178,7 +178,7 @@ def test_the_cache_keeps_to_its_budget(storage: Storage) -> None:
         for days in range(3)
     ]
     for query in queries:
-        cache.put_answer(query, _CachedAnswer({}, {}, answer, weight))
+        cache.put_answer(query, CachedAnswer({}, {}, answer, weight))
     assert cache.answer(queries[0]) is None
     assert cache.answer(queries[1]) is not None
     assert cache.answer(queries[2]) is not None

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import bindparam, create_engine, text
 
-from storage.aggregates.rollups import Histogram, bin_value, histogram_bin
-from storage.aggregates.stats_queries import _decompose
+from storage.aggregates.histogram import Histogram, bin_value, histogram_bin
+from storage.aggregates.plan import decompose
 from storage.records import (
     EventStats,
     FeedbackRecord,
@@ -752,11 +752,11 @@ def test_a_bin_holds_its_value_and_its_midpoint_is_within_one_percent(value: flo
 def test_cells_and_raw_edges_cover_a_range_exactly_once(
     low: datetime, high: datetime, months_only: bool
 ) -> None:
-    from storage.aggregates.rollups import DAY, HOUR, MONTH, next_bucket_start
-    from storage.aggregates.rollups import epoch_microseconds as us
+    from storage.calendar import DAY, HOUR, MONTH, next_bucket_start
+    from storage.calendar import epoch_microseconds as us
 
     levels = (MONTH,) if months_only else (HOUR, DAY, MONTH)
-    cells, raw = _decompose(us(low), us(high), levels)
+    cells, raw = decompose(us(low), us(high), levels)
 
     pieces = sorted(
         [(start * 1_000_000, next_bucket_start(level, start) * 1_000_000) for level, start in cells]
