@@ -111,7 +111,7 @@ class Part:
     """The fact holding the name (None: the record adds to no name)."""
 
 
-Contribution = tuple[tuple[int, ...], str | None, tuple[tuple[int, float, int], ...]]
+Contribution = tuple[list[int], str | None, list[tuple[int, float, int]]]
 """What one record adds to a cell: the counter slots it counts in besides the total, its part
 name (or None), and (measure index, value, histogram bin) of each measure it has."""
 
@@ -159,7 +159,7 @@ class AggregateKind:
     dimension_of: dict[int, Dimension] = field(init=False)
     _flag_slots: tuple[tuple[int, dict[Any, int]], ...] = field(init=False)
     _part_position: int | None = field(init=False)
-    _measure_positions: tuple[int, ...] = field(init=False)
+    _measure_positions: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = [fact.name for fact in self.facts]
@@ -192,7 +192,11 @@ class AggregateKind:
             tuple((names.index(fact), values) for fact, values in slots.items()),
         )
         set_(self, "_part_position", None if self.part is None else names.index(self.part.fact))
-        set_(self, "_measure_positions", tuple(names.index(m.fact) for m in self.measures))
+        set_(
+            self,
+            "_measure_positions",
+            tuple(enumerate(names.index(m.fact) for m in self.measures)),
+        )
         set_(
             self,
             "counters",
@@ -229,17 +233,18 @@ class AggregateKind:
 
     def contribution(self, facts: Sequence[Any]) -> Contribution:
         """What a record with these facts adds to each of its cells."""
-        slots = tuple(
-            slot
-            for position, values in self._flag_slots
-            if (slot := values.get(facts[position])) is not None
-        )
+        # Loops rather than generators: this runs once per record written or read raw.
+        slots = []
+        for position, values in self._flag_slots:
+            slot = values.get(facts[position])
+            if slot is not None:
+                slots.append(slot)
+        measured = []
+        for index, position in self._measure_positions:
+            value = facts[position]
+            if value is not None:
+                measured.append((index, value, histogram_bin(value)))
         part = None if self._part_position is None else facts[self._part_position]
-        measured = tuple(
-            (index, value, histogram_bin(value))
-            for index, position in enumerate(self._measure_positions)
-            if (value := facts[position]) is not None
-        )
         return slots, part, measured
 
     def keeps_parts(self, dimension: int) -> bool:
