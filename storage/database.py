@@ -303,10 +303,11 @@ def _check_sqlite_writable(raw: sqlite3.Connection, database_file: Path | None) 
 
 
 def rebuild_rollups_on(
-    connection: Connection, *, id_bounds: bool = True, extremes: bool = True
+    connection: Connection, *, id_bounds: bool = False, extremes: bool = True
 ) -> None:
     """Rebuild the rollups inside `connection`'s write transaction (also used by migrations, with
-    `id_bounds=False` before 0005 and `extremes=False` before 0008: columns not there yet)."""
+    `id_bounds=True` from 0005 to 0009, whose counter tables have id bounds, and
+    `extremes=False` before 0008: columns not there yet)."""
     if connection.dialect.name == "sqlite":
         raw = connection.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)

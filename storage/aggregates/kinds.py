@@ -208,7 +208,6 @@ class AggregateKind:
                 zero_column="total_count",
                 sums={m.counters[1]: m.counters[0] for m in self.measures if m.float_sum},
                 extremes=extremes,
-                bounded=True,
             ),
         )
         set_(

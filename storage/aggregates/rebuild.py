@@ -82,19 +82,19 @@ class _Sql:
 
 
 def rebuild_rollups(
-    run: RunSql, dialect: Dialect, *, id_bounds: bool = True, extremes: bool = True
+    run: RunSql, dialect: Dialect, *, id_bounds: bool = False, extremes: bool = True
 ) -> None:
     """Replace every rollup row with what the raw tables hold now, in the caller's transaction.
 
     On PostgreSQL the caller must keep writers out meanwhile (see Storage.rebuild_rollups); on
     SQLite the write transaction does. SQLite connections need register_sqlite_functions().
-    `id_bounds=False` is for schemas before revision 0005, whose counter tables have no bounds;
-    `extremes=False` for those before revision 0008, which have no extremes.
+    `id_bounds=True` is for schemas from revision 0005 to 0009, whose counter tables end with
+    the id bounds of "all" cells; `extremes=False` for those before 0008, which have no extremes.
     """
     sql = _Sql(dialect)
     stamp = new_stamp()
     for kind in KINDS:
-        source = _Source(kind, sql, kind.counters.without(id_bounds=id_bounds, extremes=extremes))
+        source = _Source(kind, sql, kind.counters.as_of(id_bounds=id_bounds, extremes=extremes))
         for table in (source.counters, *kind.tables[1:]):
             run(f"DELETE FROM {table.name}")
         dense = next(d for d in kind.dimensions if d.dense and d.id != ALL)
@@ -103,7 +103,7 @@ def rebuild_rollups(
         for level in (DAY, MONTH, TOTAL):
             source.coarser(run, level, (ALL, dense.id), stamp)
         if id_bounds:
-            # Dense cells got bounds only to sum them into "all" cells; writes keep no others.
+            # Dense cells got bounds only to sum them into "all" cells; writes kept no others.
             run(
                 f"UPDATE {kind.counters.name} SET min_id = NULL, max_id = NULL"
                 f" WHERE dimension <> {ALL} AND min_id IS NOT NULL"

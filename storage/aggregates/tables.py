@@ -7,7 +7,7 @@ from collections.abc import Mapping
 CELL_COLUMNS = ("level", "bucket_start", "dimension", "dimension_key")
 """The key of a cell, first in every rollup table's primary key."""
 ID_BOUND_COLUMNS = ("min_id", "max_id")
-"""Lowest and highest id of an "all" cell's records (a superset: removals never narrow them)."""
+"""Lowest and highest id of an "all" cell's records, in schemas 0005 to 0009 only (rebuild)."""
 KEY_SPANS_TABLE = "rollup_key_spans"
 """(dimension, key) -> first and last day of its records, for the dense dimensions."""
 
@@ -74,8 +74,9 @@ class RollupTable:
             )
         self.update = ", ".join(assignments)
 
-    def without(self, *, id_bounds: bool, extremes: bool) -> RollupTable:
-        """The table as an older schema has it: without its id bounds or its extremes."""
+    def as_of(self, *, id_bounds: bool, extremes: bool) -> RollupTable:
+        """The table as an older schema has it: with id bounds (0005 to 0009), without extremes
+        (before 0008)."""
         return RollupTable(
             self.name,
             self.key_columns,
@@ -84,7 +85,7 @@ class RollupTable:
             zero_column=self.zero_column,
             sums=self.sums,
             extremes=self.extremes if extremes else (),
-            bounded=self.bounded and id_bounds,
+            bounded=id_bounds,
         )
 
 

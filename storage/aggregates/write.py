@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from functools import cache
 from itertools import chain
 from operator import attrgetter
 from typing import Any
 
-from storage.aggregates.kinds import ALL, DENSE_LEVELS, KINDS, AggregateKind
+from storage.aggregates.kinds import KINDS, AggregateKind
 from storage.aggregates.sql import Dialect, SqlTarget
 from storage.aggregates.tables import CELL_COLUMNS, KEY_SPANS_TABLE, RollupTable, is_least
 from storage.aggregates.tally import Tally
@@ -49,8 +48,6 @@ Cell = tuple[int, int, int, str]
 
 Spans = dict[tuple[int, str], tuple[int, int]]
 """(dimension, key) -> (first day, last day) of some records, epoch seconds."""
-
-NO_ID_BOUNDS = (None, None)
 
 
 # ---- records -> cells ----
@@ -133,30 +130,6 @@ def _roll_up(
     return cells, spans
 
 
-def id_bounds(ids_and_times: Iterable[tuple[int, datetime]]) -> dict[Cell, tuple[int, int]]:
-    """The (lowest, highest) id of the records of every "all" cell they fall in, at every level."""
-    hours: dict[int, list[int]] = {}
-    for record_id, moment in ids_and_times:
-        seconds = epoch_seconds(moment)
-        hour = seconds - seconds % HOUR_SECONDS
-        bounds = hours.get(hour)
-        if bounds is None:
-            hours[hour] = [record_id, record_id]
-        elif record_id < bounds[0]:
-            bounds[0] = record_id
-        elif record_id > bounds[1]:
-            bounds[1] = record_id
-    cells: dict[Cell, tuple[int, int]] = {}
-    for hour, (low, high) in hours.items():
-        for level in DENSE_LEVELS:
-            cell = (level, hour if level == HOUR else bucket_start(level, hour), ALL, "")
-            known = cells.get(cell)
-            cells[cell] = (
-                (low, high) if known is None else (min(low, known[0]), max(high, known[1]))
-            )
-    return cells
-
-
 # ---- the transaction's changes ----
 
 
@@ -235,17 +208,11 @@ def _apply_kind(
         else:
             existing.merge(tally)
     _widen(spans, added_spans)
-    # Removals leave the bounds as they are: a superset stays a superset.
-    moment = attrgetter(kind.time_column)
-    bounds = id_bounds((record.id, moment(record)) for record in added)
     emptied = sorted(removed_cells)
     _upsert(
         target,
         kind.counters,
-        [
-            (*cell, stamp, *tally.counts, *tally.extremes.values, *bounds.get(cell, NO_ID_BOUNDS))
-            for cell, tally in cells.items()
-        ],
+        [(*cell, stamp, *tally.counts, *tally.extremes.values) for cell, tally in cells.items()],
     )
     _delete_zeros(target, kind.counters, emptied)
     if kind.extreme_columns:

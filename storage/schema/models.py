@@ -282,17 +282,6 @@ def _rollup_counter() -> Mapped[int]:
     return mapped_column(BigInteger)
 
 
-class _IdBounds:
-    """Ids of the records of an "all" cell, for lists with a time range (storage.rows.listing).
-
-    A superset: every record of the cell has min_id <= id <= max_id, but removals never narrow
-    the bounds. NULL on the cells of other dimensions.
-    """
-
-    min_id: Mapped[int | None] = mapped_column(BigInteger, sort_order=1)
-    max_id: Mapped[int | None] = mapped_column(BigInteger, sort_order=2)
-
-
 class _Extremes:
     """Exact least and greatest latency and tokens of a cell's records, which percentiles read
     from its histogram bins stay within (storage.aggregates.histogram.Extremes).
@@ -328,7 +317,7 @@ def _rollup_table_args(*extra_key: str) -> tuple[Any, ...]:
     return (PrimaryKeyConstraint(*_CELL, *extra_key), ROLLUP_TABLE_OPTIONS)
 
 
-class FeedbackRollupRow(_RollupCell, _IdBounds, _Extremes, Base):
+class FeedbackRollupRow(_RollupCell, _Extremes, Base):
     """Counts and sums of the feedback of one cell."""
 
     __tablename__ = "feedback_rollups"
@@ -374,7 +363,7 @@ class FeedbackHistogramRollupRow(_RollupCell, Base):
     record_count: Mapped[int] = _rollup_counter()
 
 
-class InteractionRollupRow(_RollupCell, _IdBounds, _Extremes, Base):
+class InteractionRollupRow(_RollupCell, _Extremes, Base):
     """Counts and sums of the interactions of one cell."""
 
     __tablename__ = "interaction_rollups"
@@ -399,7 +388,7 @@ class InteractionHistogramRollupRow(_RollupCell, Base):
     record_count: Mapped[int] = _rollup_counter()
 
 
-class EventRollupRow(_RollupCell, _IdBounds, Base):
+class EventRollupRow(_RollupCell, Base):
     """Number of events of one cell."""
 
     __tablename__ = "event_rollups"

@@ -9,9 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from storage.aggregates.kinds import ALL
 from storage.records import EventFilter, FeedbackFilter, InteractionFilter, Keyset
 from storage.rows import id_blocks
 from tests.storage.factories import (
@@ -195,62 +193,3 @@ def test_rows_stored_while_paging_are_found_in_order(storage: Storage, kind: _Ki
     oldest = _all_pages(kind, storage, start, end, False, between_pages=store_more)
     # Oldest first, every row stored meanwhile lies ahead of the cursor: all of them show.
     assert oldest == _expected(rows, start, end, newest_first=False)
-
-
-def _bounds(database_url: str, table: str) -> dict[tuple[int, int], tuple[int, int]]:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    f"SELECT level, bucket_start, min_id, max_id FROM {table}"
-                    f" WHERE dimension = {ALL}"
-                )
-            )
-            return {(level, start): (low, high) for level, start, low, high in rows}
-    finally:
-        engine.dispose()
-
-
-def _unbounded_cells(database_url: str, table: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return int(
-                connection.execute(
-                    text(
-                        f"SELECT count(*) FROM {table} WHERE (dimension = {ALL}) = (min_id IS NULL)"
-                    )
-                ).scalar_one()
-            )
-    finally:
-        engine.dispose()
-
-
-def test_writes_keep_bounds_that_a_rebuild_tightens(storage: Storage, database_url: str) -> None:
-    rng = random.Random(7)
-    kind = KINDS[0]
-    times = [_random_time(rng) for _ in range(150)]
-    rows = dict(zip(kind.insert(storage, times), times, strict=True))
-    removed = rng.sample(sorted(rows), 60)
-    kind.delete(storage, removed)
-    for row_id in removed:
-        del rows[row_id]
-    written = _bounds(database_url, "event_rollups")
-
-    storage.rebuild_rollups()
-    rebuilt = _bounds(database_url, "event_rollups")
-
-    assert written.keys() == rebuilt.keys()
-    for cell, (low, high) in rebuilt.items():
-        assert written[cell][0] <= low <= high <= written[cell][1]
-    # The rebuild's bounds are exact: the ids of each cell's first and last remaining record.
-    hour_ids: dict[int, list[int]] = {}
-    for row_id, time in rows.items():
-        seconds = int(time.timestamp())
-        hour_ids.setdefault(seconds - seconds % 3600, []).append(row_id)
-    for hour, ids in hour_ids.items():
-        assert rebuilt[(0, hour)] == (min(ids), max(ids))
-    # Only the "all" cells carry bounds, after writes and after the rebuild alike.
-    for table in ("feedback_rollups", "interaction_rollups", "event_rollups"):
-        assert _unbounded_cells(database_url, table) == 0

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, insert, select, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from storage import Storage
 from storage.database import rebuild_rollups_on
@@ -80,7 +80,7 @@ def test_migrate_again_is_a_no_op(storage: Storage, database_url: str) -> None:
     storage.migrate()
     storage.migrate()
 
-    assert revision_of(database_url) == head_revision() == "0009"
+    assert revision_of(database_url) == head_revision() == "0010"
     assert schema_differences(database_url, Base.metadata) == []
     assert storage.read(lambda repository: latest_interaction(repository, "conv-1")) == kept
     assert (
@@ -130,9 +130,9 @@ def test_racing_first_migrations_all_succeed_once(unmigrated_database_url: str) 
     assert schema_differences(unmigrated_database_url, Base.metadata) == []
 
 
-def test_revision_0005_fills_the_id_bounds_a_rebuild_would(unmigrated_database_url: str) -> None:
-    """Bounds backfilled from rows stored before 0005 equal those of a rebuild of the rollups."""
-    engine = create_engine(unmigrated_database_url)
+def _events_at_0004(database_url: str) -> None:
+    """Seven events stored at revision 0004, their ids against time order."""
+    engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
             command.upgrade(alembic_config(connection), "0004")
@@ -150,14 +150,58 @@ def test_revision_0005_fills_the_id_bounds_a_rebuild_would(unmigrated_database_u
     finally:
         engine.dispose()
 
-    with Storage.connect(unmigrated_database_url) as storage:
-        storage.migrate()
-        migrated = rollup_bounds(unmigrated_database_url)
-        storage.rebuild_rollups()
+
+def _migrate(database_url: str, revision: str, *, down: bool = False) -> None:
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            (command.downgrade if down else command.upgrade)(alembic_config(connection), revision)
+    finally:
+        engine.dispose()
+
+
+def _rebuild_at_0009(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            rebuild_rollups_on(connection, id_bounds=True)
+    finally:
+        engine.dispose()
+
+
+def test_revision_0005_fills_the_id_bounds_a_rebuild_would(unmigrated_database_url: str) -> None:
+    """Bounds backfilled from rows stored before 0005 equal those of a rebuild of the rollups."""
+    _events_at_0004(unmigrated_database_url)
+    _migrate(unmigrated_database_url, "0009")
+    migrated = rollup_bounds(unmigrated_database_url)
+    _rebuild_at_0009(unmigrated_database_url)
 
     assert migrated == rollup_bounds(unmigrated_database_url)
     # Five hours, three days, two months and the total hold the seven events.
     assert len([bounds for bounds in migrated if bounds[-1] is not None]) == 5 + 3 + 2 + 1
+
+
+def test_revision_0010_drops_the_id_bounds_and_its_downgrade_fills_them_again(
+    unmigrated_database_url: str,
+) -> None:
+    _events_at_0004(unmigrated_database_url)
+    _migrate(unmigrated_database_url, "0009")
+    before = rollup_bounds(unmigrated_database_url)
+
+    _migrate(unmigrated_database_url, "head")
+    engine = create_engine(unmigrated_database_url)
+    try:
+        with engine.connect() as connection:
+            columns = {
+                column["name"] for column in inspect(connection).get_columns("event_rollups")
+            }
+    finally:
+        engine.dispose()
+    assert "min_id" not in columns
+    assert "max_id" not in columns
+
+    _migrate(unmigrated_database_url, "0009", down=True)
+    assert rollup_bounds(unmigrated_database_url) == before
 
 
 def rollup_bounds(database_url: str) -> list[tuple[Any, ...]]:
@@ -206,7 +250,7 @@ def test_revision_0006_keeps_each_users_newest_vote_and_the_rest_as_history(
                     for n, (message_id, user_id, score) in enumerate(votes)
                 ],
             )
-            rebuild_rollups_on(connection, extremes=False)
+            rebuild_rollups_on(connection, id_bounds=True, extremes=False)
     finally:
         engine.dispose()
 
@@ -263,7 +307,7 @@ def test_revision_0008_fills_the_extremes_of_rows_stored_before(
                     }
                 ],
             )
-            rebuild_rollups_on(connection, extremes=False)
+            rebuild_rollups_on(connection, id_bounds=True, extremes=False)
     finally:
         engine.dispose()
 

@@ -659,7 +659,7 @@ ROLLUP_TABLES = (
 )
 
 
-UNCOMPARED = frozenset({"stamp", "min_id", "max_id"})
+UNCOMPARED = frozenset({"stamp"})
 
 
 def rollup_contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:

@@ -83,7 +83,7 @@ def upgrade() -> None:
         # Imported here: the rebuild reads only the raw tables, which this revision has finished.
         from storage.database import rebuild_rollups_on
 
-        rebuild_rollups_on(op.get_bind(), extremes=False)  # added by 0008
+        rebuild_rollups_on(op.get_bind(), id_bounds=True, extremes=False)  # extremes: 0008
     op.create_index(
         "uq_feedback_message_id_user_id", "feedback", ["message_id", "user_id"], unique=True
     )

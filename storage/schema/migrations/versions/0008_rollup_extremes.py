@@ -48,7 +48,7 @@ def _backfill() -> None:
     # Imported here: the rebuild reads only the raw tables, which no revision changes after 0007.
     from storage.database import rebuild_rollups_on
 
-    rebuild_rollups_on(op.get_bind())
+    rebuild_rollups_on(op.get_bind(), id_bounds=True)  # dropped by 0010
 
 
 def downgrade() -> None:
