@@ -39,6 +39,10 @@ typecheck: $(STAMP)
 	mypy
 
 # The parallel run leaves out the tests marked `alone` (latency limits); the second runs them.
+# Bytecode caches on even where the environment sets PYTHONDONTWRITEBYTECODE: without them every
+# worker and every server process compiles the sources and rewrites the test modules again
+# (collecting the suite: 5.5 s instead of 2.3 s).
+test: export PYTHONDONTWRITEBYTECODE =
 test: $(STAMP)
 	pytest
 	pytest -n 0 -m alone

@@ -9,6 +9,7 @@ asserts its failures are none and shows the figures when they are not.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 from pathlib import Path
 
@@ -33,9 +34,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def hostile_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    """The seeded file (CI_PLAN: 10,000 events, 5,000 feedback): exports of 10 and 5 chunks."""
-    return seed_dataset(tmp_path_factory.mktemp("hostile-seed"), CI_PLAN)
+def hostile_dataset(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Dataset:
+    """The seeded file (CI_PLAN: 10,000 events, 5,000 feedback): exports of 10 and 5 chunks.
+
+    Seeded once per run, not once per pytest-xdist worker (3-5 s each): the workers share the
+    parent of their temporary directories, and the first to take the lock seeds it for all.
+    Phases only read it, through copies.
+    """
+    if worker_id == "master":  # not distributed: the run's own directory
+        return seed_dataset(tmp_path_factory.mktemp("hostile-seed"), CI_PLAN)
+    shared = tmp_path_factory.getbasetemp().parent / "hostile-seed"
+    shared.mkdir(exist_ok=True)
+    seeded = shared / "seeded"  # written last, so a worker that failed halfway seeds nothing
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if seeded.exists():
+            return Dataset(Path(seeded.read_text()), CI_PLAN.seed_events, CI_PLAN.seed_feedback)
+        dataset = seed_dataset(shared, CI_PLAN)
+        seeded.write_text(str(dataset.path))
+        return dataset
 
 
 def run(phase: HostilePhase, dataset: Dataset, workdir: Path) -> ScenarioResult:
