@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -199,7 +200,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     )
     add_feedback_service(FeedbackServicer(service, keys, access), server)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
     enable_reflection([FEEDBACK_SERVICE_NAME, HEALTH_SERVICE_NAME], server)
     credentials = server_credentials(settings)
     port = (
@@ -223,6 +224,30 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port
+
+
+class GenericHandlersOnly:
+    """The server as generated `add_*_to_server` functions see it: their handlers are added as
+    generic ones, and their registered methods are dropped.
+
+    grpc.aio's serving loop keeps one request future per registered method and, for every call
+    it takes, runs asyncio.wait over all of them (a done-callback added to and removed from each):
+    the 24 methods of the feedback service, health and reflection cost every call about 10 µs of
+    CPU. Calls to a method that is not registered wait on the one generic future instead, and
+    their handler is found by a dict lookup. Clients see no difference.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(
+        self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        """Add the handlers to the server."""
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
+        """Drop them: the generic handlers added beside them serve the same methods."""
 
 
 def method_policy(method: str, handler: Handler) -> MethodPolicy:

@@ -169,7 +169,8 @@ def _with_dependencies(file: descriptor.FileDescriptor) -> list[descriptor_pb2.F
 
 
 def enable_reflection(service_names: list[str], server: grpc.aio.Server) -> None:
-    """Serve reflection v1 and v1alpha for `service_names` (and for reflection) on `server`."""
+    """Serve reflection v1 and v1alpha for `service_names` (and for reflection) on `server`,
+    as generic handlers only (see server.app.GenericHandlersOnly)."""
     servicer = DocumentedReflectionServicer([*service_names, *REFLECTION_SERVICES])
     handlers = {
         METHOD: grpc.stream_stream_rpc_method_handler(
@@ -181,4 +182,3 @@ def enable_reflection(service_names: list[str], server: grpc.aio.Server) -> None
     for service in REFLECTION_SERVICES:
         # The same bytes on the wire under either name: one handler serves both versions.
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-        server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]

@@ -39,13 +39,14 @@ _CLEARER_REASONS = {
 def add_feedback_service(
     servicer: feedback_service_pb2_grpc.FeedbackServiceServicer, server: grpc.aio.Server
 ) -> None:
-    """Serve `servicer`'s FeedbackService methods on `server`, parsing requests here."""
+    """Serve `servicer`'s FeedbackService methods on `server`, parsing requests here.
+
+    Generic handlers only, never registered methods: see server.app.GenericHandlersOnly.
+    """
     handlers = method_handlers(servicer)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
     )
-    # As the generated registration does: stubs call registered methods, found without a search.
-    server.add_registered_method_handlers(SERVICE.full_name, handlers)  # type: ignore[attr-defined]
 
 
 def method_handlers(servicer: object) -> dict[str, Handler]:
