@@ -27,22 +27,20 @@ from llmfeedback.proto.feedback.v1 import (
 )
 from server.service import (
     EventInput,
+    EventSelection,
+    ExportRequest,
     FeedbackInput,
+    FeedbackSelection,
     FieldViolation,
     InteractionInput,
+    InteractionSelection,
     InvalidArgument,
+    PageRequest,
     Stats,
     StatsInput,
 )
 from server.service.api_keys import Scope
-from server.service.list_inputs import (
-    EventSelection,
-    ExportRequest,
-    FeedbackSelection,
-    InteractionSelection,
-    PageRequest,
-    SelectionT,
-)
+from server.service.list_inputs import SelectionT
 from server.service.listing import Chunk, Page
 from storage.records import (
     ApiKeyEventRecord,
