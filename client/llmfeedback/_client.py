@@ -47,8 +47,8 @@ from ._retry import (
     RetryPolicy,
     call_with_retry,
     deadline_of,
-    retry_wait,
     time_left,
+    wait_or_raise,
 )
 from .proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
 
@@ -784,12 +784,8 @@ class FeedbackClient(Closing):
                     yield ExportChunk(records(response), resume_token)
                 return
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc_error(rpc_error)
                 failures += 1
-                wait = retry_wait(policy, failures, error, deadline)
-                if wait is None:
-                    raise error from rpc_error
-                policy.sleep(wait)
+                wait_or_raise(policy, failures, rpc_error, deadline)
             finally:
                 # Ends the stream when the caller stops early; a no-op once it is over.
                 call.cancel()  # type: ignore[no-untyped-call]

@@ -36,6 +36,7 @@ __all__ = [
     "deadline_of",
     "retry_wait",
     "time_left",
+    "wait_or_raise",
 ]
 
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
@@ -130,12 +131,20 @@ def call_with_retry(
         try:
             return attempt(time_left(policy, deadline))
         except grpc.RpcError as rpc_error:
-            error = error_from_rpc_error(rpc_error)
             retry_number += 1
-            wait = retry_wait(policy, retry_number, error, deadline)
-            if wait is None:
-                raise error from rpc_error
-            policy.sleep(wait)
+            wait_or_raise(policy, retry_number, rpc_error, deadline)
+
+
+def wait_or_raise(
+    policy: RetryPolicy, retry_number: int, rpc_error: grpc.RpcError, deadline: float | None
+) -> None:
+    """Wait before retry `retry_number` after `rpc_error`, or raise its FeedbackError when the
+    call fails for good (see retry_wait)."""
+    error = error_from_rpc_error(rpc_error)
+    wait = retry_wait(policy, retry_number, error, deadline)
+    if wait is None:
+        raise error from rpc_error
+    policy.sleep(wait)
 
 
 def deadline_of(policy: RetryPolicy, timeout: float | None) -> float | None:
