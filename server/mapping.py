@@ -27,33 +27,28 @@ from llmfeedback.proto.feedback.v1 import (
 )
 from server.service import (
     EventInput,
+    EventSelection,
+    ExportRequest,
     FeedbackInput,
+    FeedbackSelection,
     FieldViolation,
     InteractionInput,
+    InteractionSelection,
     InvalidArgument,
+    PageRequest,
     Stats,
     StatsInput,
 )
 from server.service.api_keys import Scope
-from server.service.list_inputs import (
-    EventSelection,
-    ExportRequest,
-    FeedbackSelection,
-    InteractionSelection,
-    PageRequest,
-    SelectionT,
-)
+from server.service.list_inputs import SelectionT
 from server.service.listing import Chunk, Page
 from storage.records import (
     ApiKeyEventRecord,
     ApiKeyRecord,
-    EventEntry,
     EventRecord,
     EventStats,
-    FeedbackEntry,
     FeedbackRecord,
     FeedbackStats,
-    InteractionEntry,
     InteractionRecord,
     InteractionStats,
     Label,
@@ -68,6 +63,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ANY_VALID_TIME = datetime.min.replace(tzinfo=UTC)
 _MAX_EXACT_FLOAT_INT = 2**53
 MessageT = TypeVar("MessageT", bound=Message)
+PageResponseT = TypeVar("PageResponseT", bound=Message)
+ChunkResponseT = TypeVar("ChunkResponseT", bound=Message)
 
 
 # ---- protobuf -> service inputs ----
@@ -355,6 +352,50 @@ FEEDBACK_MESSAGE = RecordMessage(
 )
 INTERACTION_MESSAGE = RecordMessage(interaction_pb2.Interaction)
 EVENT_MESSAGE = RecordMessage(event_pb2.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedResponses(Generic[PageResponseT, ChunkResponseT]):
+    """How one listed kind's pages and export chunks become responses, declared once per kind:
+    its records go into one repeated field, beside the next page's token or the resume token."""
+
+    records: RecordMessage[Any]
+    field: str
+    """The repeated field of both responses that holds the records."""
+    page: type[PageResponseT]
+    chunk: type[ChunkResponseT]
+
+    def page_response(self, page: Page[Any]) -> PageResponseT:
+        """Write a page of the kind."""
+        response = self.page(next_page_token=page.next_page_token)
+        self.records.add_all(getattr(response, self.field), page.items)
+        return response
+
+    def chunk_response(self, chunk: Chunk[Any]) -> ChunkResponseT:
+        """Write a chunk of the kind's export."""
+        response = self.chunk(resume_token=chunk.resume_token)
+        self.records.add_all(getattr(response, self.field), chunk.items)
+        return response
+
+
+FEEDBACK_RESPONSES = ListedResponses(
+    FEEDBACK_MESSAGE,
+    "feedback",
+    feedback_service_pb2.ListFeedbackResponse,
+    feedback_service_pb2.ExportFeedbackResponse,
+)
+INTERACTION_RESPONSES = ListedResponses(
+    INTERACTION_MESSAGE,
+    "interactions",
+    feedback_service_pb2.ListInteractionsResponse,
+    feedback_service_pb2.ExportInteractionsResponse,
+)
+EVENT_RESPONSES = ListedResponses(
+    EVENT_MESSAGE,
+    "events",
+    feedback_service_pb2.ListEventsResponse,
+    feedback_service_pb2.ExportEventsResponse,
+)
 
 
 def interaction_message(record: InteractionRecord) -> interaction_pb2.Interaction:
@@ -692,12 +733,12 @@ _InteractionFilters = (
     feedback_service_pb2.ListInteractionsRequest | feedback_service_pb2.ExportInteractionsRequest
 )
 _EventFilters = feedback_service_pb2.ListEventsRequest | feedback_service_pb2.ExportEventsRequest
-_ListRequest = (
+ListRequestMessage = (
     feedback_service_pb2.ListFeedbackRequest
     | feedback_service_pb2.ListInteractionsRequest
     | feedback_service_pb2.ListEventsRequest
 )
-_ExportRequest = (
+ExportRequestMessage = (
     feedback_service_pb2.ExportFeedbackRequest
     | feedback_service_pb2.ExportInteractionsRequest
     | feedback_service_pb2.ExportEventsRequest
@@ -744,7 +785,7 @@ def event_selection(request: _EventFilters) -> EventSelection:
     )
 
 
-def page_request(request: _ListRequest, selection: SelectionT) -> PageRequest[SelectionT]:
+def page_request(request: ListRequestMessage, selection: SelectionT) -> PageRequest[SelectionT]:
     """Read the paging fields of any List request, around its selection."""
     return PageRequest(
         selection=selection,
@@ -754,80 +795,13 @@ def page_request(request: _ListRequest, selection: SelectionT) -> PageRequest[Se
     )
 
 
-def export_request(request: _ExportRequest, selection: SelectionT) -> ExportRequest[SelectionT]:
+def export_request(
+    request: ExportRequestMessage, selection: SelectionT
+) -> ExportRequest[SelectionT]:
     """Read the order and resume token of any Export request, around its selection."""
     return ExportRequest(
         selection=selection, order_by=request.order_by, resume_token=request.resume_token
     )
-
-
-def feedback_page(page: Page[FeedbackEntry]) -> feedback_service_pb2.ListFeedbackResponse:
-    """Write a page of feedback."""
-    response = feedback_service_pb2.ListFeedbackResponse(next_page_token=page.next_page_token)
-    add_feedback(response.feedback, page.items)
-    return response
-
-
-def feedback_chunk(chunk: Chunk[FeedbackEntry]) -> feedback_service_pb2.ExportFeedbackResponse:
-    """Write a chunk of exported feedback."""
-    response = feedback_service_pb2.ExportFeedbackResponse(resume_token=chunk.resume_token)
-    add_feedback(response.feedback, chunk.items)
-    return response
-
-
-def interaction_page(
-    page: Page[InteractionEntry],
-) -> feedback_service_pb2.ListInteractionsResponse:
-    """Write a page of interactions."""
-    response = feedback_service_pb2.ListInteractionsResponse(next_page_token=page.next_page_token)
-    add_interactions(response.interactions, page.items)
-    return response
-
-
-def interaction_chunk(
-    chunk: Chunk[InteractionEntry],
-) -> feedback_service_pb2.ExportInteractionsResponse:
-    """Write a chunk of exported interactions."""
-    response = feedback_service_pb2.ExportInteractionsResponse(resume_token=chunk.resume_token)
-    add_interactions(response.interactions, chunk.items)
-    return response
-
-
-def event_page(page: Page[EventEntry]) -> feedback_service_pb2.ListEventsResponse:
-    """Write a page of events."""
-    response = feedback_service_pb2.ListEventsResponse(next_page_token=page.next_page_token)
-    add_events(response.events, page.items)
-    return response
-
-
-def event_chunk(chunk: Chunk[EventEntry]) -> feedback_service_pb2.ExportEventsResponse:
-    """Write a chunk of exported events."""
-    response = feedback_service_pb2.ExportEventsResponse(resume_token=chunk.resume_token)
-    add_events(response.events, chunk.items)
-    return response
-
-
-def add_feedback(
-    target: RepeatedCompositeFieldContainer[feedback_pb2.Feedback],
-    entries: Iterable[FeedbackEntry],
-) -> None:
-    """Append listed feedback to a repeated Feedback field."""
-    FEEDBACK_MESSAGE.add_all(target, entries)
-
-
-def add_interactions(
-    target: RepeatedCompositeFieldContainer[interaction_pb2.Interaction],
-    entries: Iterable[InteractionEntry],
-) -> None:
-    """Append listed interactions to a repeated Interaction field."""
-    INTERACTION_MESSAGE.add_all(target, entries)
-
-
-def add_events(
-    target: RepeatedCompositeFieldContainer[event_pb2.Event], entries: Iterable[EventEntry]
-) -> None:
-    """Append listed events to a repeated Event field."""
-    EVENT_MESSAGE.add_all(target, entries)
 
 
 def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:

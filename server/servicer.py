@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -28,12 +28,15 @@ from server.service import (
     WriteOutcome,
 )
 from server.service.api_keys import ApiKeyService
-from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS
+from server.service.list_inputs import SelectionT
+from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS, EntryT, FilterT, Listing
 from server.status import abort, status_for
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 ItemMessage = TypeVar("ItemMessage", bound=Message)
+PageResponse = TypeVar("PageResponse", bound=Message)
+ChunkResponse = TypeVar("ChunkResponse", bound=Message)
 Context = grpc.aio.ServicerContext[object, object]
 
 MAX_ITEM_BYTES = 64 * 1024
@@ -125,54 +128,66 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self, request: pb.ListFeedbackRequest, context: Context
     ) -> pb.ListFeedbackResponse:
         selection = mapping.feedback_selection(request)
-        page = await self._service.list_page(FEEDBACK, mapping.page_request(request, selection))
-        return mapping.feedback_page(page)
+        return await self._page(FEEDBACK, selection, request, mapping.FEEDBACK_RESPONSES)
 
     @_unary
     async def ListInteractions(
         self, request: pb.ListInteractionsRequest, context: Context
     ) -> pb.ListInteractionsResponse:
         selection = mapping.interaction_selection(request)
-        page = await self._service.list_page(INTERACTIONS, mapping.page_request(request, selection))
-        return mapping.interaction_page(page)
+        return await self._page(INTERACTIONS, selection, request, mapping.INTERACTION_RESPONSES)
 
     @_unary
     async def ListEvents(
         self, request: pb.ListEventsRequest, context: Context
     ) -> pb.ListEventsResponse:
         selection = mapping.event_selection(request)
-        page = await self._service.list_page(EVENTS, mapping.page_request(request, selection))
-        return mapping.event_page(page)
+        return await self._page(EVENTS, selection, request, mapping.EVENT_RESPONSES)
 
     @_streaming
-    async def ExportFeedback(
+    def ExportFeedback(
         self, request: pb.ExportFeedbackRequest, context: Context
     ) -> AsyncGenerator[pb.ExportFeedbackResponse, None]:
         selection = mapping.feedback_selection(request)
-        export = self._service.export(FEEDBACK, mapping.export_request(request, selection))
-        async with aclosing(export) as chunks:
-            async for chunk in chunks:
-                yield mapping.feedback_chunk(chunk)
+        return self._export(FEEDBACK, selection, request, mapping.FEEDBACK_RESPONSES)
 
     @_streaming
-    async def ExportInteractions(
+    def ExportInteractions(
         self, request: pb.ExportInteractionsRequest, context: Context
     ) -> AsyncGenerator[pb.ExportInteractionsResponse, None]:
         selection = mapping.interaction_selection(request)
-        export = self._service.export(INTERACTIONS, mapping.export_request(request, selection))
-        async with aclosing(export) as chunks:
-            async for chunk in chunks:
-                yield mapping.interaction_chunk(chunk)
+        return self._export(INTERACTIONS, selection, request, mapping.INTERACTION_RESPONSES)
 
     @_streaming
-    async def ExportEvents(
+    def ExportEvents(
         self, request: pb.ExportEventsRequest, context: Context
     ) -> AsyncGenerator[pb.ExportEventsResponse, None]:
         selection = mapping.event_selection(request)
-        export = self._service.export(EVENTS, mapping.export_request(request, selection))
+        return self._export(EVENTS, selection, request, mapping.EVENT_RESPONSES)
+
+    async def _page(
+        self,
+        listing: Listing[SelectionT, FilterT, EntryT],
+        selection: SelectionT,
+        request: mapping.ListRequestMessage,
+        responses: mapping.ListedResponses[PageResponse, Any],
+    ) -> PageResponse:
+        """Every List method: one page of its kind."""
+        page = await self._service.list_page(listing, mapping.page_request(request, selection))
+        return responses.page_response(page)
+
+    async def _export(
+        self,
+        listing: Listing[SelectionT, FilterT, EntryT],
+        selection: SelectionT,
+        request: mapping.ExportRequestMessage,
+        responses: mapping.ListedResponses[Any, ChunkResponse],
+    ) -> AsyncGenerator[ChunkResponse, None]:
+        """Every Export method: the chunks of its kind, the export closed when the call ends."""
+        export = self._service.export(listing, mapping.export_request(request, selection))
         async with aclosing(export) as chunks:
             async for chunk in chunks:
-                yield mapping.event_chunk(chunk)
+                yield responses.chunk_response(chunk)
 
     @_unary
     async def ListFeedbackHistory(

@@ -15,6 +15,8 @@ from server.service import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ReasonedError,
+    ResourceError,
     ResourceExhausted,
     ServiceError,
     Unauthenticated,
@@ -32,6 +34,14 @@ MESSAGE_TIMEOUT = "MESSAGE_TIMEOUT"
 
 log = logging.getLogger(__name__)
 
+_CODES: dict[type[ServiceError], int] = {
+    NotFound: code_pb2.NOT_FOUND,
+    AlreadyExists: code_pb2.ALREADY_EXISTS,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
+}
+"""The code of each service error whose details its base class decides."""
+
 
 def status_for(error: Exception) -> status_pb2.Status:
     """The google.rpc.Status a client should see for `error` (INTERNAL for anything unexpected)."""
@@ -46,29 +56,19 @@ def status_for(error: Exception) -> status_pb2.Status:
                 ]
             )
             return _status(code_pb2.INVALID_ARGUMENT, str(error), details)
-        case NotFound(resource_type=kind, resource_name=name):
+        case ResourceError(resource_type=kind, resource_name=name) if type(error) in _CODES:
             info = error_details_pb2.ResourceInfo(
                 resource_type=kind, resource_name=name, description=str(error)
             )
-            return _status(code_pb2.NOT_FOUND, str(error), info)
-        case AlreadyExists(resource_type=kind, resource_name=name):
-            info = error_details_pb2.ResourceInfo(
-                resource_type=kind, resource_name=name, description=str(error)
-            )
-            return _status(code_pb2.ALREADY_EXISTS, str(error), info)
-        case FailedPrecondition(reason=reason, metadata=metadata):
+            return _status(_CODES[type(error)], str(error), info)
+        case ReasonedError(reason=reason, metadata=metadata) if type(error) in _CODES:
             error_info = error_details_pb2.ErrorInfo(
                 reason=reason, domain=ERROR_DOMAIN, metadata=metadata
             )
-            return _status(code_pb2.FAILED_PRECONDITION, str(error), error_info)
+            return _status(_CODES[type(error)], str(error), error_info)
         case Unauthenticated(reason=reason):
             error_info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
             return _status(code_pb2.UNAUTHENTICATED, str(error), error_info)
-        case PermissionDenied(reason=reason, metadata=metadata):
-            error_info = error_details_pb2.ErrorInfo(
-                reason=reason, domain=ERROR_DOMAIN, metadata=metadata
-            )
-            return _status(code_pb2.PERMISSION_DENIED, str(error), error_info)
         case Unavailable(retry_after_seconds=delay):
             return _status(code_pb2.UNAVAILABLE, str(error), _retry_info(delay))
         case ResourceExhausted(retry_after_seconds=delay, reason=reason, quota=quota):

@@ -22,6 +22,7 @@ import grpc
 
 from ._errors import FeedbackError, UnexpectedStatusError, error_from_rpc_error, error_from_status
 from ._items import encoded_size
+from ._retry import deadline_of, retry_wait, time_left
 from .proto.feedback.v1 import batch_pb2
 
 if TYPE_CHECKING:
@@ -173,12 +174,12 @@ def deliver(
     without it being known).
     """
     pause = wait if wait is not None else _sleeper(policy)
-    deadline = None if timeout is None else policy.clock() + timeout
+    deadline = deadline_of(policy, timeout)
     settled: dict[int, ItemResult] = {}
     pending = list(range(len(requests)))
     retry_number = 0
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - policy.clock())
+        remaining = time_left(policy, deadline)
         # Whether this attempt gets less time than the delivery has left, so a timeout still
         # leaves time to try again.
         cut_short = attempt_timeout is not None and (
@@ -205,14 +206,11 @@ def deliver(
         retryable = policy.should_retry(error) or (
             cut_short and call_error is not None and call_error.code in _ATTEMPT_TIMEOUT_CODES
         )
-        if retry_number < policy.max_attempts and retryable:
-            backoff = policy.backoff(retry_number, error)
-            # Waiting past the deadline would only turn a meaningful error into DEADLINE_EXCEEDED.
-            fits = deadline is None or policy.clock() + backoff < deadline
-            if fits and pause(backoff):
-                if call_error is None:
-                    pending = sorted(transient)
-                continue
+        backoff = retry_wait(policy, retry_number, error, deadline, retryable=retryable)
+        if backoff is not None and pause(backoff):
+            if call_error is None:
+                pending = sorted(transient)
+            continue
         if call_error is not None:
             return _in_order(settled), call_error
         for index, item_error in transient.items():

@@ -15,18 +15,18 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 
 from ._batch import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, deliver
+from ._closing import Closing
 from ._errors import FeedbackError, UnexpectedStatusError
 from ._items import EVENTS, EventItem, encoded_size
 from .proto.feedback.v1 import feedback_service_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from types import TracebackType
 
     from ._batch import ItemResult
     from ._retry import RetryPolicy
@@ -85,7 +85,7 @@ class _Queued:
     enqueue_time: float
 
 
-class EventBatcher:
+class EventBatcher(Closing):
     """Collects analytics events and sends them to LogEvents in batches from a daemon thread.
 
     Create one with `FeedbackClient.event_batcher()`; use it as a context manager or call `close()`.
@@ -197,17 +197,6 @@ class EventBatcher:
         )
         self._thread.start()
         atexit.register(self._close_at_exit)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def log(
         self,

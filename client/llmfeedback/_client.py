@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import grpc
 
 from ._batch import BatchResult, IngestResult, ItemResult, deliver, split_batches
 from ._batcher import EventBatcher, OnFull
+from ._closing import Closing
 from ._connection import (
     authorization_metadata,
     channel_credentials,
@@ -41,14 +42,20 @@ from ._listing import (
     list_request,
     order_by,
 )
-from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, call_with_retry
+from ._retry import (
+    DEFAULT_RETRY_POLICY,
+    RetryPolicy,
+    call_with_retry,
+    deadline_of,
+    time_left,
+    wait_or_raise,
+)
 from .proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
     from pathlib import Path
-    from types import TracebackType
     from typing import Unpack
 
     from google.protobuf.message import Message
@@ -84,7 +91,7 @@ _ItemRequestT = TypeVar("_ItemRequestT", bound="Message")
 _ItemT = TypeVar("_ItemT", InteractionItem, FeedbackItem, EventItem)
 
 
-class FeedbackClient:
+class FeedbackClient(Closing):
     """Synchronous client of feedback.v1.FeedbackService; thread-safe, so share one instance.
 
     Use it as a context manager, or call `close()`, to release the channel it opened. Every method
@@ -175,17 +182,6 @@ class FeedbackClient:
         self._stub = feedback_service_pb2_grpc.FeedbackServiceStub(channel)
         self._batchers: weakref.WeakSet[EventBatcher] = weakref.WeakSet()
         self._closed = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close open event batchers, then the channel if this client opened it.
@@ -776,12 +772,11 @@ class FeedbackClient:
         """Stream one export, resuming after the last chunk when a transient failure breaks it."""
         self._check_open()
         policy = self._retry
-        deadline = None if timeout is None else policy.clock() + timeout
+        deadline = deadline_of(policy, timeout)
         failures = 0
         while True:
             request.resume_token = resume_token
-            remaining = None if deadline is None else max(0.0, deadline - policy.clock())
-            call = method(request, timeout=remaining, metadata=self._metadata)
+            call = method(request, timeout=time_left(policy, deadline), metadata=self._metadata)
             try:
                 for response in call:
                     failures = 0
@@ -789,14 +784,8 @@ class FeedbackClient:
                     yield ExportChunk(records(response), resume_token)
                 return
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc_error(rpc_error)
                 failures += 1
-                if failures >= policy.max_attempts or not policy.should_retry(error):
-                    raise error from rpc_error
-                wait = policy.backoff(failures, error)
-                if deadline is not None and policy.clock() + wait >= deadline:
-                    raise error from rpc_error
-                policy.sleep(wait)
+                wait_or_raise(policy, failures, rpc_error, deadline)
             finally:
                 # Ends the stream when the caller stops early; a no-op once it is over.
                 call.cancel()  # type: ignore[no-untyped-call]

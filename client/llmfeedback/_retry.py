@@ -28,7 +28,16 @@ if TYPE_CHECKING:
 
     from ._errors import FeedbackError
 
-__all__ = ["DEFAULT_RETRY_POLICY", "RETRYABLE_CODES", "RetryPolicy", "call_with_retry"]
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "RETRYABLE_CODES",
+    "RetryPolicy",
+    "call_with_retry",
+    "deadline_of",
+    "retry_wait",
+    "time_left",
+    "wait_or_raise",
+]
 
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
@@ -116,19 +125,57 @@ def call_with_retry(
     left of it. `attempt` must send the same request every time (same request_id for a write), so
     a retry can never store a write twice. Raises the FeedbackError of the last attempt.
     """
-    deadline = None if timeout is None else policy.clock() + timeout
+    deadline = deadline_of(policy, timeout)
     retry_number = 0
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - policy.clock())
         try:
-            return attempt(remaining)
+            return attempt(time_left(policy, deadline))
         except grpc.RpcError as rpc_error:
-            error = error_from_rpc_error(rpc_error)
             retry_number += 1
-            if retry_number >= policy.max_attempts or not policy.should_retry(error):
-                raise error from rpc_error
-            wait = policy.backoff(retry_number, error)
-            # Waiting past the deadline would only turn a meaningful error into DEADLINE_EXCEEDED.
-            if deadline is not None and policy.clock() + wait >= deadline:
-                raise error from rpc_error
-            policy.sleep(wait)
+            wait_or_raise(policy, retry_number, rpc_error, deadline)
+
+
+def wait_or_raise(
+    policy: RetryPolicy, retry_number: int, rpc_error: grpc.RpcError, deadline: float | None
+) -> None:
+    """Wait before retry `retry_number` after `rpc_error`, or raise its FeedbackError when the
+    call fails for good (see retry_wait)."""
+    error = error_from_rpc_error(rpc_error)
+    wait = retry_wait(policy, retry_number, error, deadline)
+    if wait is None:
+        raise error from rpc_error
+    policy.sleep(wait)
+
+
+def deadline_of(policy: RetryPolicy, timeout: float | None) -> float | None:
+    """When a call given `timeout` for all its attempts must end, by the policy's clock."""
+    return None if timeout is None else policy.clock() + timeout
+
+
+def time_left(policy: RetryPolicy, deadline: float | None) -> float | None:
+    """The timeout of the next attempt: what is left before `deadline` (None: no deadline)."""
+    return None if deadline is None else max(0.0, deadline - policy.clock())
+
+
+def retry_wait(
+    policy: RetryPolicy,
+    retry_number: int,
+    error: FeedbackError,
+    deadline: float | None,
+    *,
+    retryable: bool | None = None,
+) -> float | None:
+    """Seconds to wait before retry `retry_number` (1 for the first) after `error`, or None when
+    the call fails for good: not retryable (by default, by the policy's codes), out of attempts,
+    or the wait would end past `deadline`.
+
+    Waiting past the deadline would only turn a meaningful error into DEADLINE_EXCEEDED.
+    """
+    if retryable is None:
+        retryable = policy.should_retry(error)
+    if retry_number >= policy.max_attempts or not retryable:
+        return None
+    wait = policy.backoff(retry_number, error)
+    if deadline is not None and policy.clock() + wait >= deadline:
+        return None
+    return wait

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -43,7 +44,7 @@ from ._export_file import ExportFile, ExportFileError, Format, Kind
 from ._items import EVENTS, FEEDBACK, INTERACTIONS, KINDS, IngestItem
 from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
 from ._request_ids import checked_request_id
-from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
+from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -499,7 +500,7 @@ def _history(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> N
     if args.json_output:
         _print_json({"feedback": [_to_dict(vote) for vote in votes]}, out)
     else:
-        out.write(_format_history_table(votes))
+        out.write(_HISTORY.format(votes))
 
 
 def _stats(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -541,7 +542,7 @@ def _list(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None
     if args.json_output:
         _print_json({kind: [_to_dict(record) for record in records]}, out)
         return
-    out.write(_TABLES[kind](records))
+    out.write(_TABLES[kind].format(records))
     if truncated:
         print(f"(first {limit} shown; pass --limit 0 for all)", file=sys.stderr)
 
@@ -1023,77 +1024,32 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in ordered)
 
 
-def _format_feedback_table(feedback: Sequence[feedback_pb2.Feedback]) -> str:
-    """Render feedback entries as an aligned table, one line each."""
-    header = ("ID", "CREATED", "CONVERSATION", "MESSAGE", "USER", "RATING", "TEXT")
-    rows = [
-        (
-            str(entry.id),
-            _when(entry, "create_time"),
-            entry.conversation_id or "-",
-            entry.message_id or "-",
-            entry.user_id or "-",
-            _rating(entry),
-            _shorten(entry.text),
-        )
-        for entry in feedback
-    ]
-    return _table(header, rows) if rows else "no feedback found\n"
+@dataclass(frozen=True)
+class _Listed:
+    """How one kind of listed record is shown: a table column for each part of an entry."""
+
+    columns: tuple[tuple[str, Callable[[Any], str]], ...]
+    """Each column's header and how it shows an entry."""
+    plural: str
+    """What the entries are called, for the line that says there are none."""
+
+    def format(self, entries: Sequence[Any]) -> str:
+        """Render entries as an aligned table, one line each."""
+        header = tuple(name for name, _ in self.columns)
+        rows = [tuple(cell(entry) for _, cell in self.columns) for entry in entries]
+        return _table(header, rows) if rows else f"no {self.plural} found\n"
 
 
-def _format_history_table(votes: Sequence[feedback_pb2.Feedback]) -> str:
-    """Render one user's votes on one message, oldest first, saying which one counts."""
-    header = ("ID", "CREATED", "RATING", "STATUS", "TEXT")
-    rows = [
-        (
-            str(vote.id),
-            _when(vote, "create_time"),
-            _rating(vote),
-            f"replaced by {vote.replaced_by_id} at {_when(vote, 'replace_time')}"
-            if vote.HasField("replace_time")
-            else "current",
-            _shorten(vote.text),
-        )
-        for vote in votes
-    ]
-    return _table(header, rows) if rows else "no votes found\n"
+def _replacement(vote: feedback_pb2.Feedback) -> str:
+    if not vote.HasField("replace_time"):
+        return "current"
+    return f"replaced by {vote.replaced_by_id} at {_when(vote, 'replace_time')}"
 
 
-def _format_interaction_table(interactions: Sequence[interaction_pb2.Interaction]) -> str:
-    """Render interactions as an aligned table, one line each."""
-    header = ("ID", "OCCURRED", "CONVERSATION", "MESSAGE", "USER", "MODEL", "LATENCY", "TOKENS")
-    rows = [
-        (
-            str(entry.id),
-            _when(entry, "occur_time"),
-            entry.conversation_id or "-",
-            entry.message_id or "-",
-            entry.user_id or "-",
-            entry.model or "-",
-            _number(_present(entry, "latency_ms"), unit=" ms"),
-            str(entry.total_tokens) if entry.HasField("total_tokens") else "-",
-        )
-        for entry in interactions
-    ]
-    return _table(header, rows) if rows else "no interactions found\n"
-
-
-def _format_event_table(events: Sequence[event_pb2.Event]) -> str:
-    """Render events as an aligned table, one line each."""
-    header = ("ID", "TIME", "USER", "TYPE", "DETAILS")
-    rows = [
-        (
-            str(entry.id),
-            _when(entry, "event_time"),
-            entry.user_id,
-            entry.event_type,
-            _shorten(json.dumps(json_format.MessageToDict(entry.details), ensure_ascii=False))
-            if entry.details.fields
-            else "-",
-        )
-        for entry in events
-    ]
-    return _table(header, rows) if rows else "no events found\n"
+def _details(event: event_pb2.Event) -> str:
+    if not event.details.fields:
+        return "-"
+    return _shorten(json.dumps(json_format.MessageToDict(event.details), ensure_ascii=False))
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -1114,13 +1070,6 @@ def _when(message: Message, field_name: str) -> str:
     return value.ToJsonString()
 
 
-_TABLES: dict[Kind, Callable[[Any], str]] = {
-    "feedback": _format_feedback_table,
-    "interactions": _format_interaction_table,
-    "events": _format_event_table,
-}
-
-
 def _rating(entry: feedback_pb2.Feedback) -> str:
     kind = entry.WhichOneof("rating")
     if kind == "score":
@@ -1138,6 +1087,50 @@ def _shorten(text: str) -> str:
     if len(flat) <= _TEXT_WIDTH:
         return flat
     return flat[: _TEXT_WIDTH - 3] + "..."
+
+
+_ID = ("ID", lambda entry: str(entry.id))
+_CONVERSATION = ("CONVERSATION", lambda entry: entry.conversation_id or "-")
+_MESSAGE = ("MESSAGE", lambda entry: entry.message_id or "-")
+_USER = ("USER", lambda entry: entry.user_id or "-")
+_CREATED = ("CREATED", lambda entry: _when(entry, "create_time"))
+_RATING = ("RATING", _rating)
+_TEXT = ("TEXT", lambda entry: _shorten(entry.text))
+
+_FEEDBACK = _Listed((_ID, _CREATED, _CONVERSATION, _MESSAGE, _USER, _RATING, _TEXT), "feedback")
+_HISTORY = _Listed((_ID, _CREATED, _RATING, ("STATUS", _replacement), _TEXT), "votes")
+"""One user's votes on one message, oldest first, saying which one counts."""
+_INTERACTIONS = _Listed(
+    (
+        _ID,
+        ("OCCURRED", lambda entry: _when(entry, "occur_time")),
+        _CONVERSATION,
+        _MESSAGE,
+        _USER,
+        ("MODEL", lambda entry: entry.model or "-"),
+        ("LATENCY", lambda entry: _number(_present(entry, "latency_ms"), unit=" ms")),
+        (
+            "TOKENS",
+            lambda entry: str(entry.total_tokens) if entry.HasField("total_tokens") else "-",
+        ),
+    ),
+    "interactions",
+)
+_EVENTS = _Listed(
+    (
+        _ID,
+        ("TIME", lambda entry: _when(entry, "event_time")),
+        ("USER", lambda entry: entry.user_id),
+        ("TYPE", lambda entry: entry.event_type),
+        ("DETAILS", _details),
+    ),
+    "events",
+)
+_TABLES: dict[Kind, _Listed] = {
+    "feedback": _FEEDBACK,
+    "interactions": _INTERACTIONS,
+    "events": _EVENTS,
+}
 
 
 def _json_object(value: str) -> dict[str, Any]:

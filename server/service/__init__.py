@@ -8,6 +8,8 @@ from server.service.errors import (
     NotFound,
     PermissionDenied,
     QuotaViolation,
+    ReasonedError,
+    ResourceError,
     ResourceExhausted,
     ServiceError,
     Unauthenticated,
@@ -26,6 +28,13 @@ from server.service.inputs import (
     InteractionInput,
     StatsInput,
 )
+from server.service.list_inputs import (
+    EventSelection,
+    ExportRequest,
+    FeedbackSelection,
+    InteractionSelection,
+    PageRequest,
+)
 from server.service.write_rules import DEFAULT_LABELS, Duplicate, Rules
 
 __all__ = [
@@ -34,15 +43,22 @@ __all__ = [
     "AlreadyExists",
     "Duplicate",
     "EventInput",
+    "EventSelection",
+    "ExportRequest",
     "FailedPrecondition",
     "FeedbackInput",
+    "FeedbackSelection",
     "FeedbackService",
     "FieldViolation",
     "InteractionInput",
+    "InteractionSelection",
     "InvalidArgument",
     "NotFound",
+    "PageRequest",
     "PermissionDenied",
     "QuotaViolation",
+    "ReasonedError",
+    "ResourceError",
     "ResourceExhausted",
     "Rules",
     "ServiceError",

@@ -26,31 +26,35 @@ class InvalidArgument(ServiceError):
         super().__init__(f"invalid request: {summary}")
 
 
-class NotFound(ServiceError):
+class ResourceError(ServiceError):
+    """A failure about one named resource; the status names it (NotFound, AlreadyExists)."""
+
+    def __init__(self, resource_type: str, resource_name: str, description: str) -> None:
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+        super().__init__(description)
+
+
+class NotFound(ResourceError):
     """A named resource the request depends on does not exist."""
 
-    def __init__(self, resource_type: str, resource_name: str, description: str) -> None:
-        self.resource_type = resource_type
-        self.resource_name = resource_name
-        super().__init__(description)
 
-
-class AlreadyExists(ServiceError):
+class AlreadyExists(ResourceError):
     """The request would create a resource whose unique name is taken."""
 
-    def __init__(self, resource_type: str, resource_name: str, description: str) -> None:
-        self.resource_type = resource_type
-        self.resource_name = resource_name
-        super().__init__(description)
 
-
-class FailedPrecondition(ServiceError):
-    """The request is well formed but contradicts stored state; `reason` is machine-readable."""
+class ReasonedError(ServiceError):
+    """A refusal whose machine-readable `reason` and `metadata` say why (FailedPrecondition,
+    PermissionDenied)."""
 
     def __init__(self, reason: str, description: str, metadata: dict[str, str]) -> None:
         self.reason = reason
         self.metadata = metadata
         super().__init__(description)
+
+
+class FailedPrecondition(ReasonedError):
+    """The request is well formed but contradicts stored state; `reason` is machine-readable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +100,5 @@ class Unauthenticated(ServiceError):
         super().__init__(description)
 
 
-class PermissionDenied(ServiceError):
+class PermissionDenied(ReasonedError):
     """The caller is known but may not do this; `reason` and `metadata` say why, for machines."""
-
-    def __init__(self, reason: str, description: str, metadata: dict[str, str]) -> None:
-        self.reason = reason
-        self.metadata = metadata
-        super().__init__(description)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 from server.service import paging
 from server.service.list_inputs import (
@@ -227,10 +227,7 @@ def _feedback_filter(selection: FeedbackSelection, check: Violations) -> Feedbac
             "rating_kind", "must be RATING_KIND_SCORE, RATING_KIND_THUMB or RATING_KIND_LABEL"
         )
     return FeedbackFilter(
-        conversation_id=_conversation_id(check, selection.conversation_id),
-        message_id=_identifier(check, "message_id", selection.message_id),
-        user_id=_identifier(check, "user_id", selection.user_id),
-        model=check.text("model", selection.model, MAX_MODEL_CHARS),
+        **_chat_scope(check, selection),
         min_score=min_score,
         max_score=max_score,
         rating_kind=rating_kind,
@@ -244,12 +241,27 @@ def _feedback_filter(selection: FeedbackSelection, check: Violations) -> Feedbac
 def _interaction_filter(selection: InteractionSelection, check: Violations) -> InteractionFilter:
     start_time, end_time = check.time_range(selection.start_time, selection.end_time)
     return InteractionFilter(
+        **_chat_scope(check, selection), start_time=start_time, end_time=end_time
+    )
+
+
+class _ChatScope(TypedDict):
+    """The filters feedback and interactions share: which conversation, message, user, model."""
+
+    conversation_id: str | None
+    message_id: str | None
+    user_id: str | None
+    model: str | None
+
+
+def _chat_scope(
+    check: Violations, selection: FeedbackSelection | InteractionSelection
+) -> _ChatScope:
+    return _ChatScope(
         conversation_id=_conversation_id(check, selection.conversation_id),
         message_id=_identifier(check, "message_id", selection.message_id),
         user_id=_identifier(check, "user_id", selection.user_id),
         model=check.text("model", selection.model, MAX_MODEL_CHARS),
-        start_time=start_time,
-        end_time=end_time,
     )
 
 

@@ -112,12 +112,8 @@ def valid_interaction(
         metadata=check.json_object(
             "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
         ),
-        occur_time=check.client_time(
-            "occur_time",
-            _skew_corrected(
-                check, "occur_time", request.occur_time, request.sent_time, now, clock_offset
-            ),
-            now,
+        occur_time=_client_time(
+            check, "occur_time", request.occur_time, request.sent_time, now, clock_offset
         ),
         create_time=now,
         request_id=_request_id(check, request.request_id),
@@ -206,12 +202,8 @@ def valid_event(
         details=check.json_object(
             "details", request.details, request.details_bytes, MAX_DETAILS_BYTES
         ),
-        event_time=check.client_time(
-            "event_time",
-            _skew_corrected(
-                check, "event_time", request.event_time, request.sent_time, now, clock_offset
-            ),
-            now,
+        event_time=_client_time(
+            check, "event_time", request.event_time, request.sent_time, now, clock_offset
         ),
         receive_time=now,
         event_id=check.optional_match("event_id", request.event_id, IDENTIFIER, IDENTIFIER_RULE),
@@ -227,6 +219,19 @@ def _request_id(check: Violations, value: str) -> str | None:
     return (
         check.optional_match("request_id", value, REQUEST_ID, REQUEST_ID_RULE) or ""
     ).lower() or None
+
+
+def _client_time(
+    check: Violations,
+    field: str,
+    client_time: datetime | None,
+    sent_time: datetime | None,
+    now: datetime,
+    clock_offset: timedelta | None,
+) -> datetime:
+    """A time the client's clock gave, corrected for its skew, then checked as the server's."""
+    corrected = _skew_corrected(check, field, client_time, sent_time, now, clock_offset)
+    return check.client_time(field, corrected, now)
 
 
 def _skew_corrected(

@@ -51,6 +51,8 @@ _EMPTY: ColumnElement[str] = literal_column("''")
 _FEEDBACK = FeedbackRow.__table__
 _INTERACTIONS = InteractionRow.__table__
 _EVENTS = EventRow.__table__
+_CHAT_SCOPE = ("conversation_id", "message_id", "user_id", "model")
+"""The filters feedback and interactions share, each on the column of its name."""
 
 
 def feedback_entries(
@@ -58,14 +60,7 @@ def feedback_entries(
 ) -> list[FeedbackEntry]:
     """One keyset page of feedback; a score bound restricts it to score-rated feedback."""
     table = _FEEDBACK
-    conditions = _equal(
-        (table.c.conversation_id, selection.conversation_id),
-        (table.c.message_id, selection.message_id),
-        (table.c.user_id, selection.user_id),
-        (table.c.model, selection.model),
-        (table.c.rating_kind, selection.rating_kind),
-        (table.c.label, selection.label),
-    )
+    conditions = _equal(table, selection, *_CHAT_SCOPE, "rating_kind", "label")
     if selection.min_score is not None or selection.max_score is not None:
         conditions.append(table.c.rating_kind == "score")
     if selection.min_score is not None:
@@ -87,12 +82,7 @@ def interaction_entries(
 ) -> list[InteractionEntry]:
     """One keyset page of interactions; the time range applies to occur_time."""
     table = _INTERACTIONS
-    conditions = _equal(
-        (table.c.conversation_id, selection.conversation_id),
-        (table.c.message_id, selection.message_id),
-        (table.c.user_id, selection.user_id),
-        (table.c.model, selection.model),
-    )
+    conditions = _equal(table, selection, *_CHAT_SCOPE)
     window = _Window(table.c.occur_time, selection.start_time, selection.end_time)
     return _interactions(*_page(session, table, conditions, window, keyset, InteractionEntry))
 
@@ -100,16 +90,16 @@ def interaction_entries(
 def event_entries(session: Session, selection: EventFilter, keyset: Keyset) -> list[EventEntry]:
     """One keyset page of events; the time range applies to event_time."""
     table = _EVENTS
-    conditions = _equal(
-        (table.c.user_id, selection.user_id), (table.c.event_type, selection.event_type)
-    )
+    conditions = _equal(table, selection, "user_id", "event_type")
     window = _Window(table.c.event_time, selection.start_time, selection.end_time)
     return _events(*_page(session, table, conditions, window, keyset, EventEntry))
 
 
-def _equal(*pairs: tuple[ColumnElement[Any], object]) -> list[ColumnElement[bool]]:
-    """Equality conditions for the values given (None means "any")."""
-    return [column == value for column, value in pairs if value is not None]
+def _equal(table: FromClause, selection: object, *names: str) -> list[ColumnElement[bool]]:
+    """Equality conditions on the columns named like the filter's fields `names`, for the
+    values given (None means "any")."""
+    values = [(name, getattr(selection, name)) for name in names]
+    return [table.c[name] == value for name, value in values if value is not None]
 
 
 class _Window(NamedTuple):

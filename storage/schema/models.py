@@ -10,7 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Float,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -116,7 +116,38 @@ class InteractionRow(Base):
     request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
 
 
-class FeedbackRow(Base):
+class _VoteColumns:
+    """The columns of a vote, in this order after the table's own key: the same in the feedback
+    table and in the history of the votes newer ones replaced, which keeps them as they were."""
+
+    conversation_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    message_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    user_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+
+    interaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The rated interaction; a foreign key in the feedback table only (see FeedbackRow)."""
+    # The rated answer's model, copied from its interaction so stats can group by it.
+    model: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    rating_kind: Mapped[str] = mapped_column(String(RATING_KIND_LENGTH))
+    score: Mapped[int | None] = mapped_column(SmallInteger)
+    thumb_up: Mapped[bool | None] = mapped_column(Boolean)
+    label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
+    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    tokens_used: Mapped[int | None] = mapped_column(Integer)
+    input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    output_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
+    )
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
+    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
+    # The vote of the same user on the same message this one replaced (see FeedbackHistoryRow).
+    replaces_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class FeedbackRow(_VoteColumns, Base):
     """One rating of an interaction or conversation: FilAgent's interaction_logs, generalised."""
 
     __tablename__ = "feedback"
@@ -157,39 +188,15 @@ class FeedbackRow(Base):
             sqlite_where=text("text IS NOT NULL AND text != ''"),
             postgresql_where=text("text IS NOT NULL AND text != ''"),
         ),
+        # Retention may delete old interactions; their feedback stays, unlinked.
+        ForeignKeyConstraint(["interaction_id"], ["interactions.id"], ondelete="SET NULL"),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    message_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    user_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    # Retention may delete old interactions; their feedback stays, unlinked.
-    interaction_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("interactions.id", ondelete="SET NULL")
-    )
-    # The rated answer's model, copied from its interaction so stats can group by it.
-    model: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    rating_kind: Mapped[str] = mapped_column(String(RATING_KIND_LENGTH))
-    score: Mapped[int | None] = mapped_column(SmallInteger)
-    thumb_up: Mapped[bool | None] = mapped_column(Boolean)
-    label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
-    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH))
-    latency_ms: Mapped[float | None] = mapped_column(Float)
-    tokens_used: Mapped[int | None] = mapped_column(Integer)
-    input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
-    output_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
-    )
-    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
-    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
-    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
-    # The vote of the same user on the same message this one replaced (see FeedbackHistoryRow).
-    replaces_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class FeedbackHistoryRow(Base):
+class FeedbackHistoryRow(_VoteColumns, Base):
     """A vote that a newer vote of the same user on the same message replaced.
 
     Replaced votes leave the feedback table (and so every list, export and rollup) and are kept
@@ -211,30 +218,10 @@ class FeedbackHistoryRow(Base):
     history_id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     id: Mapped[int] = mapped_column(BigInteger)
     """The vote's id in the feedback table while it was current."""
-    conversation_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    message_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    user_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    interaction_id: Mapped[int | None] = mapped_column(BigInteger)
-    model: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
-    rating_kind: Mapped[str] = mapped_column(String(RATING_KIND_LENGTH))
-    score: Mapped[int | None] = mapped_column(SmallInteger)
-    thumb_up: Mapped[bool | None] = mapped_column(Boolean)
-    label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
-    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH))
-    latency_ms: Mapped[float | None] = mapped_column(Float)
-    tokens_used: Mapped[int | None] = mapped_column(Integer)
-    input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
-    output_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSON_OBJECT, default=dict, server_default=EMPTY_JSON_OBJECT
-    )
-    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
-    request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
-    request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
-    replaces_id: Mapped[int | None] = mapped_column(BigInteger)
-    replace_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    # After the vote's own columns (_VoteColumns come after a class's own by default).
+    replace_time: Mapped[datetime] = mapped_column(UTCDateTime, sort_order=1)
     """When the newer vote replaced this one."""
-    replaced_by_id: Mapped[int] = mapped_column(BigInteger)
+    replaced_by_id: Mapped[int] = mapped_column(BigInteger, sort_order=1)
     """Id of the vote that replaced this one."""
 
 

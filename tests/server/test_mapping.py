@@ -15,16 +15,12 @@ from llmfeedback.proto.feedback.v1 import feedback_pb2, feedback_service_pb2
 from server.mapping import (
     EVENT_MESSAGE,
     FEEDBACK_MESSAGE,
+    FEEDBACK_RESPONSES,
     INTERACTION_MESSAGE,
     RecordMessage,
-    add_events,
-    add_feedback,
-    add_interactions,
     dict_to_struct,
     event_message,
-    feedback_chunk,
     feedback_message,
-    feedback_page,
     interaction_message,
     struct_to_dict,
 )
@@ -102,7 +98,7 @@ def test_a_written_record_and_a_listed_entry_make_the_same_feedback(
 ) -> None:
     record = _feedback_record(rating)
     listed = feedback_service_pb2.ListFeedbackResponse()
-    add_feedback(listed.feedback, [feedback_entry(record)])
+    FEEDBACK_MESSAGE.add_all(listed.feedback, [feedback_entry(record)])
 
     written = feedback_message(record)
 
@@ -163,9 +159,9 @@ def test_interactions_and_events_map_the_same_from_records_and_entries() -> None
         event_id="e-1",
     )
     exported = feedback_service_pb2.ExportInteractionsResponse()
-    add_interactions(exported.interactions, [interaction_entry(interaction)])
+    INTERACTION_MESSAGE.add_all(exported.interactions, [interaction_entry(interaction)])
     events = feedback_service_pb2.ExportEventsResponse()
-    add_events(events.events, [event_entry(event)])
+    EVENT_MESSAGE.add_all(events.events, [event_entry(event)])
 
     assert interaction_message(interaction) == exported.interactions[0]
     assert event_message(event) == events.events[0]
@@ -196,9 +192,9 @@ def test_the_message_schema_gives_every_field_one_part(
 def test_pages_and_chunks_hold_every_entry_in_order() -> None:
     entries = [feedback_entry(_feedback_record(Score(score))) for score in (1, 2, 3)]
 
-    page = feedback_page(Page(items=entries, next_page_token="next"))
-    chunk = feedback_chunk(Chunk(items=entries, resume_token="resume"))
-    empty = feedback_chunk(Chunk(items=[], resume_token=""))
+    page = FEEDBACK_RESPONSES.page_response(Page(items=entries, next_page_token="next"))
+    chunk = FEEDBACK_RESPONSES.chunk_response(Chunk(items=entries, resume_token="resume"))
+    empty = FEEDBACK_RESPONSES.chunk_response(Chunk(items=[], resume_token=""))
 
     assert [item.score for item in page.feedback] == [1, 2, 3]
     assert page.next_page_token == "next"
