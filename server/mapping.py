@@ -32,6 +32,7 @@ from server.service import (
     FeedbackInput,
     FeedbackSelection,
     FieldViolation,
+    HistoricInput,
     InteractionInput,
     InteractionSelection,
     InvalidArgument,
@@ -690,6 +691,13 @@ def _value_to_python(value: struct_pb2.Value) -> Any:
     if kind == "bool_value":
         return value.bool_value
     return None
+
+
+def historic_input(
+    item: feedback_service_pb2.ImportItem, written: InteractionInput | FeedbackInput | EventInput
+) -> HistoricInput:
+    """An imported item's input: the item itself and when its source stored it."""
+    return HistoricInput(written, _time_or_none(item, "create_time"))
 
 
 def _time_or_none(message: Any, field: str) -> datetime | None:

@@ -21,6 +21,7 @@ from server.service import (
     Duplicate,
     FeedbackService,
     FieldViolation,
+    HistoricInput,
     InvalidArgument,
     ResourceExhausted,
     ServiceError,
@@ -233,12 +234,32 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     async def Ingest(
         self, request_iterator: AsyncIterator[pb.IngestRequest], context: Context
     ) -> pb.IngestResponse:
+        ingest = await self._stream(request_iterator, _ingest_input, correct_clocks=True)
+        return pb.IngestResponse(**ingest.totals())
+
+    @_unary
+    async def ImportHistory(
+        self, request_iterator: AsyncIterator[pb.ImportHistoryRequest], context: Context
+    ) -> pb.ImportHistoryResponse:
+        ingest = await self._stream(request_iterator, _import_input, correct_clocks=False)
+        return pb.ImportHistoryResponse(**ingest.totals())
+
+    async def _stream(
+        self,
+        request_iterator: AsyncIterator[Any],
+        to_input: Callable[[Any], WriteInput | InvalidArgument],
+        *,
+        correct_clocks: bool,
+    ) -> _IngestRun:
+        """Write a stream of item messages in chunks, one chunk in flight while the next is read;
+        `correct_clocks` estimates the client's clock error over the stream (Ingest)."""
         ingest = _IngestRun(self._service)
         chunk: list[tuple[int, WriteInput | InvalidArgument]] = []
         try:
             async for request in request_iterator:
-                inputs = [_ingest_input(item) for item in request.items]
-                ingest.clock.observe(inputs)  # when received, before any wait of ours
+                inputs = [to_input(item) for item in request.items]
+                if correct_clocks:
+                    ingest.clock.observe(inputs)  # when received, before any wait of ours
                 await self._within_rate(len(request.items))
                 for item_input in inputs:
                     chunk.append((ingest.received, item_input))
@@ -252,7 +273,7 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         except BaseException:
             ingest.abandon()
             raise
-        return ingest.response()
+        return ingest
 
     async def _within_rate(self, items: int) -> None:
         """Charge a stream's items, slowing the stream (HTTP/2 flow control) while the caller is
@@ -373,15 +394,15 @@ class _IngestRun:
         error.args = (f"{error}; {self.accepted} items were stored before the stream stopped",)
         return error
 
-    def response(self) -> pb.IngestResponse:
-        """Totals and rejections of the finished stream."""
-        return pb.IngestResponse(
-            received_count=self.received,
-            accepted_count=self.accepted,
-            rejected_count=self.rejected,
-            rejections=self.rejections,
-            duplicate_count=self.duplicates,
-        )
+    def totals(self) -> dict[str, Any]:
+        """Totals and rejections of the finished stream, as response fields."""
+        return {
+            "received_count": self.received,
+            "accepted_count": self.accepted,
+            "rejected_count": self.rejected,
+            "rejections": self.rejections,
+            "duplicate_count": self.duplicates,
+        }
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:
@@ -401,7 +422,7 @@ def _sized(
     return to_input(item)
 
 
-def _ingest_input(item: pb.IngestItem) -> WriteInput | InvalidArgument:
+def _ingest_input(item: pb.IngestItem | pb.ImportItem) -> WriteInput | InvalidArgument:
     kind = item.WhichOneof("item")
     if kind == "interaction":
         return _sized(item.interaction, mapping.interaction_input)
@@ -412,6 +433,13 @@ def _ingest_input(item: pb.IngestItem) -> WriteInput | InvalidArgument:
     return InvalidArgument(
         [FieldViolation("item", "is required: set one of interaction, feedback or event")]
     )
+
+
+def _import_input(item: pb.ImportItem) -> WriteInput | InvalidArgument:
+    written = _ingest_input(item)
+    if isinstance(written, InvalidArgument | HistoricInput):
+        return written
+    return mapping.historic_input(item, written)
 
 
 def _item_result(index: int, outcome: WriteOutcome | Exception) -> batch_pb2.BatchItemResult:

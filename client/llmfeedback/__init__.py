@@ -37,7 +37,7 @@ from ._errors import (
     error_from_status,
 )
 from ._hashing import compute_hash
-from ._items import EventItem, FeedbackItem, InteractionItem
+from ._items import EventItem, FeedbackItem, HistoricItem, InteractionItem
 from ._listing import EventFilters, ExportChunk, FeedbackFilters, InteractionFilters, Order
 from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
 from .proto.feedback.v1.event_pb2 import Event
@@ -80,6 +80,7 @@ __all__ = [
     "FeedbackStats",
     "FieldViolation",
     "GetStatsResponse",
+    "HistoricItem",
     "IngestResult",
     "Interaction",
     "InteractionFilters",

@@ -26,6 +26,7 @@ from ._items import (
     INTERACTIONS,
     EventItem,
     FeedbackItem,
+    HistoricItem,
     IngestItem,
     InteractionItem,
     coerce_items,
@@ -589,25 +590,67 @@ class FeedbackClient(Closing):
         for the items before it. Items carry their request_ids, so loading the same items again
         after a broken stream stores only those that were missing; the others count as duplicates.
         """
+        return self._load(
+            items,
+            _ingest_item,
+            feedback_service_pb2.IngestRequest,
+            self._stub.Ingest,
+            "ingest",
+            timeout,
+        )
+
+    def import_history(
+        self,
+        items: Iterable[HistoricItem],
+        *,
+        timeout: float | None = None,
+    ) -> IngestResult:
+        """Load another system's history with its original times (ImportHistory, admin scope).
+
+        Each HistoricItem lands in the buckets of its own create_time, never after the server's
+        clock; the items' times are taken as they are, with no clock-skew correction. Streams,
+        answers and fails like `ingest`. Give each item a request_id derived from its source
+        record (uuid.uuid5 of the record's key) so that an import sent again stores only what is
+        missing; send each voter's votes oldest first (an older vote is rejected).
+        """
+        return self._load(
+            items,
+            _import_item,
+            feedback_service_pb2.ImportHistoryRequest,
+            self._stub.ImportHistory,
+            "import",
+            timeout,
+        )
+
+    def _load(
+        self,
+        items: Iterable[Any],
+        wrap: Callable[[Any], Any],
+        message_type: Callable[[], Any],
+        call: Callable[..., Any],
+        what: str,
+        timeout: float | None,
+    ) -> IngestResult:
+        """Stream items to a bulk-load RPC, many per message, and read its totals."""
         self._check_open()
         sent = 0
         input_failures: list[Exception] = []
 
-        def stream() -> Iterator[feedback_service_pb2.IngestRequest]:
+        def stream() -> Iterator[Any]:
             # Many items per message: the server pays far more per message than per item.
             nonlocal sent
-            message = feedback_service_pb2.IngestRequest()
+            message = message_type()
             size = 0
             try:
                 for item in items:
-                    wrapped = _ingest_item(item)
+                    wrapped = wrap(item)
                     if message.items and (
                         len(message.items) >= _INGEST_ITEMS_PER_MESSAGE
                         or size + wrapped.ByteSize() > _INGEST_BYTES_PER_MESSAGE
                     ):
                         sent += len(message.items)
                         yield message
-                        message, size = feedback_service_pb2.IngestRequest(), 0
+                        message, size = message_type(), 0
                     message.items.append(wrapped)
                     size += wrapped.ByteSize()
             except Exception as error:  # raised again in the caller's thread below
@@ -617,12 +660,12 @@ class FeedbackClient(Closing):
                 yield message
 
         try:
-            response = self._stub.Ingest(stream(), timeout=timeout, metadata=self._metadata)
+            response = call(stream(), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as rpc_error:
             error = error_from_rpc_error(rpc_error)
             error.sent_count = sent
             error.add_note(
-                f"the ingest stream broke after {sent} items were sent; "
+                f"the {what} stream broke after {sent} items were sent; "
                 "the server may have stored some of them"
             )
             if input_failures:
@@ -643,7 +686,7 @@ class FeedbackClient(Closing):
         if input_failures:
             failure = input_failures[0]
             failure.add_note(
-                f"ingest stopped at item {sent}; of the {result.received_count} items before it "
+                f"{what} stopped at item {sent}; of the {result.received_count} items before it "
                 f"the server stored {result.accepted_count} and rejected {result.rejected_count}"
             )
             raise failure
@@ -850,6 +893,17 @@ def _ingest_item(item: IngestItem) -> feedback_service_pb2.IngestItem:
     member = getattr(wrapped, kind.name)
     member.CopyFrom(item._request)
     kind.stamp_sent_time((member,))
+    return wrapped
+
+
+def _import_item(item: HistoricItem) -> feedback_service_pb2.ImportItem:
+    """Wrap a historic item for the stream; its create_time says when it happened."""
+    if not isinstance(item, HistoricItem):
+        raise TypeError(f"import_history takes HistoricItem objects, not {type(item).__name__}")
+    kind = kind_of(item.item)
+    wrapped = feedback_service_pb2.ImportItem()
+    getattr(wrapped, kind.name).CopyFrom(item.item._request)
+    wrapped.create_time.FromDatetime(item.create_time)
     return wrapped
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_ITEM_BYTES",
     "EventItem",
     "FeedbackItem",
+    "HistoricItem",
     "IngestItem",
     "InteractionItem",
     "coerce_items",
@@ -168,6 +169,15 @@ class EventItem:
 
 IngestItem = InteractionItem | FeedbackItem | EventItem
 """Any item `ingest` takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoricItem:
+    """An item of another system's history for `import_history`, with the time it was stored."""
+
+    item: IngestItem
+    create_time: datetime
+    """When the source stored it (aware): the rating's time, the turn's or event's record time."""
 
 
 def _hash_texts(request: feedback_service_pb2.RecordInteractionRequest) -> None:

@@ -25,6 +25,7 @@ from server.service.feedback_service import (
 from server.service.inputs import (
     EventInput,
     FeedbackInput,
+    HistoricInput,
     InteractionInput,
     StatsInput,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "FeedbackSelection",
     "FeedbackService",
     "FieldViolation",
+    "HistoricInput",
     "InteractionInput",
     "InteractionSelection",
     "InvalidArgument",

@@ -15,6 +15,7 @@ from server.service.group_commit import GroupCommitter, Job
 from server.service.inputs import (
     EventInput,
     FeedbackInput,
+    HistoricInput,
     InteractionInput,
     StatsInput,
 )
@@ -64,7 +65,10 @@ T = TypeVar("T")
 MAX_BATCH_ITEMS = 1000
 """Most items one batch call (or one Ingest chunk) may carry."""
 
-WriteInput = InteractionInput | FeedbackInput | EventInput
+WriteInput = InteractionInput | FeedbackInput | EventInput | HistoricInput
+
+HISTORY_START = datetime(2000, 1, 1, tzinfo=UTC)
+"""The earliest create_time an import may give: older is taken for a mistake (an epoch, a unit)."""
 WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Duplicate | Exception
 """A stored record, what an earlier request stored (Duplicate), or why the item was not stored
 (a ServiceError for anything foreseen)."""
@@ -166,17 +170,25 @@ class FeedbackService:
             check.raise_if_any()
         now = self._clock()
         outcomes: list[WriteOutcome | None] = [None] * len(requests)
-        by_kind: dict[str, tuple[list[int], list[Any]]] = {}
+        by_kind: dict[tuple[str, bool], tuple[list[int], list[Any]]] = {}
         for index, request in enumerate(requests):
             try:
-                kind, item = self._validated(request, now, clock_offset)
+                if isinstance(request, HistoricInput):
+                    kind, item = self._historic(request, now)
+                else:
+                    kind, item = self._validated(request, now, clock_offset)
             except InvalidArgument as error:
                 outcomes[index] = error
                 continue
-            positions, items = by_kind.setdefault(kind, ([], []))
+            positions, items = by_kind.setdefault(
+                (kind, isinstance(request, HistoricInput)), ([], [])
+            )
             positions.append(index)
             items.append(item)
-        jobs = [(positions, self._job(kind, items)) for kind, (positions, items) in by_kind.items()]
+        jobs = [
+            (positions, self._job(kind, items, imported=imported))
+            for (kind, imported), (positions, items) in by_kind.items()
+        ]
         self._committer.submit([job for _, job in jobs])
         results = await asyncio.gather(*(job.future for _, job in jobs), return_exceptions=True)
         for (positions, _), result in zip(jobs, results, strict=True):
@@ -185,6 +197,35 @@ class FeedbackService:
             for position, outcome in zip(positions, result, strict=True):
                 outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _historic(self, request: HistoricInput, now: datetime) -> tuple[str, Any]:
+        """The kind and validated item of an imported write, with its source's times."""
+        check = Violations()
+        create_time = request.create_time
+        if create_time is None:
+            check.add("create_time", "is required: when the source stored the item")
+        elif create_time > now:
+            check.add(
+                "create_time",
+                f"must not be after the server's time {now.isoformat()},"
+                f" got {create_time.isoformat()}",
+            )
+        elif create_time < HISTORY_START:
+            check.add(
+                "create_time",
+                f"must be {HISTORY_START.date().isoformat()} or later,"
+                f" got {create_time.isoformat()}",
+            )
+        check.raise_if_any()
+        assert create_time is not None
+        # The source's times are taken as they are: it is no client clock to correct.
+        kind, item = self._validated(request.item, create_time, timedelta(0))
+        happened = getattr(item, "occur_time", None) or getattr(item, "event_time", None)
+        if happened is not None and happened > now:
+            name = "occur_time" if kind == INTERACTION else "event_time"
+            check.add(name, f"must not be after the server's time {now.isoformat()}")
+            check.raise_if_any()
+        return kind, item
 
     def _validated(
         self,
@@ -202,15 +243,20 @@ class FeedbackService:
                 return FEEDBACK, valid_feedback(request, self._rules, now)
             case EventInput():
                 return EVENT, valid_event(request, now, clock_offset)
+            case HistoricInput():
+                check = Violations()
+                check.add("item", "must not be an import inside an import")
+                check.raise_if_any()
+        raise AssertionError(f"not a write: {request!r}")
 
     def stream_clock(self) -> StreamClock:
         """A new estimate of one Ingest stream's client clock error, on this service's clock."""
         return StreamClock(self._clock)
 
-    def _job(self, kind: str, items: list[Any]) -> Job:
+    def _job(self, kind: str, items: list[Any], *, imported: bool = False) -> Job:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         conflict = _interaction_conflict if kind == INTERACTION else None
-        return Job(kind, items, future, on_conflict=conflict)
+        return Job(kind, items, future, on_conflict=conflict, imported=imported)
 
     # ---- reads ----
 

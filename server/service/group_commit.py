@@ -54,6 +54,8 @@ class Job:
     future: asyncio.Future[list[Any]]
     on_conflict: Callable[[Any], ServiceError] | None = None
     """The error for an item that alone still breaks a uniqueness rule."""
+    imported: bool = False
+    """Items of another system's history, with their own times (FeedbackService.write_many)."""
     outcomes: list[Any] = field(default_factory=list)
     error: BaseException | None = None
 

@@ -74,6 +74,15 @@ class EventInput:
     sent_time: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoricInput:
+    """A write imported from another system's history, with the time that system stored it."""
+
+    item: InteractionInput | FeedbackInput | EventInput
+    create_time: datetime | None
+    """When the source stored the item; None when the request gave none (rejected)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatsInput:
     """The selection of a stats request; empty strings and None mean "any"."""

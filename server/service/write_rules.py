@@ -515,10 +515,35 @@ def _rounds(linked: list[Slot]) -> list[list[Slot]]:
     return rounds
 
 
+def _older_than_current(slot: Slot, current: Mapping[Vote, FeedbackRecord]) -> bool:
+    """Whether an imported vote is older than its voter's current one; if so, rejects it."""
+    job, index, item = slot
+    voter = _voter(item)
+    vote = current.get(voter) if job.imported and voter is not None else None
+    if vote is None or item.create_time >= vote.create_time:
+        return False
+    job.outcomes[index] = FailedPrecondition(
+        "VOTE_OLDER_THAN_CURRENT",
+        f"the vote of {item.create_time.isoformat()} is older than the current vote of"
+        f" {vote.create_time.isoformat()}: import each voter's votes oldest first",
+        {"current_vote_id": str(vote.id)},
+    )
+    return True
+
+
 def _store_votes(repository: BatchRepository, slots: list[Slot]) -> None:
-    """Store feedback; a vote replaces its user's current vote on the message, kept as history."""
+    """Store feedback; a vote replaces its user's current vote on the message, kept as history.
+
+    An imported vote older than the current one would make history run backwards (the current
+    vote's replaces_id chain is by time), so it is rejected; live votes are never older, bar
+    replicas' clocks, and are not checked.
+    """
     voters = {voter for _, _, item in slots if (voter := _voter(item))}
     replaced = repository.current_votes(voters) if voters else {}
+    if replaced:
+        slots = [slot for slot in slots if not _older_than_current(slot, replaced)]
+        voters = {voter for _, _, item in slots if (voter := _voter(item))}
+        replaced = {voter: vote for voter, vote in replaced.items() if voter in voters}
     drafts = [
         replace(item, replaces_id=replaced[voter].id)
         if (voter := _voter(item)) in replaced

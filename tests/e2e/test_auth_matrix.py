@@ -20,6 +20,7 @@ import grpc
 import pytest
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmfeedback.proto.feedback.v1 import access_pb2
@@ -148,6 +149,9 @@ def valid_requests(victim: str) -> dict[str, Message]:
         "SubmitFeedbackBatch": pb.SubmitFeedbackBatchRequest(feedback=[feedback]),
         "LogEvents": pb.LogEventsRequest(events=[event]),
         "Ingest": pb.IngestRequest(items=[pb.IngestItem(event=event)]),
+        "ImportHistory": pb.ImportHistoryRequest(
+            items=[pb.ImportItem(event=event, create_time=Timestamp(seconds=1_700_000_000))]
+        ),
         "CreateApiKey": pb.CreateApiKeyRequest(name="by matrix", scopes=[access_pb2.SCOPE_READ]),
         "ListApiKeys": pb.ListApiKeysRequest(),
         "RevokeApiKey": pb.RevokeApiKeyRequest(prefix=prefix_of(victim)),

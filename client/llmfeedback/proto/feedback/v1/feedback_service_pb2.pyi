@@ -1407,6 +1407,125 @@ class IngestResponse(_message.Message):
 Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
 
 @_typing.final
+class ImportHistoryRequest(_message.Message):
+    """ImportHistoryRequest is one message of an import stream. Send many items per message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportItem]:
+        """The items, in stream order; each at most 64 KiB serialized."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ImportItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportHistoryRequest: _TypeAlias = ImportHistoryRequest  # noqa: Y015
+
+@_typing.final
+class ImportItem(_message.Message):
+    """ImportItem is one interaction, rating or event of an import, with the time its source stored it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTION_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interaction(self) -> Global___RecordInteractionRequest:
+        """A chat turn, as RecordInteraction takes it; occur_time defaults to create_time and may not
+        be after the server's clock.
+        """
+
+    @_builtins.property
+    def feedback(self) -> Global___SubmitFeedbackRequest:
+        """A rating, as SubmitFeedback takes it; create_time is the time it was given."""
+
+    @_builtins.property
+    def event(self) -> Global___LogEventRequest:
+        """An analytics event, as LogEvent takes it; event_time defaults to create_time and may not be
+        after the server's clock.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Required: when the source stored the item (the rating's time, the interaction's record time,
+        the event's receive time); from 2000-01-01 to the server's clock (INVALID_ARGUMENT
+        otherwise).
+        """
+
+    def __init__(
+        self,
+        *,
+        interaction: Global___RecordInteractionRequest | None = ...,
+        feedback: Global___SubmitFeedbackRequest | None = ...,
+        event: Global___LogEventRequest | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "event", b"event", "feedback", b"feedback", "interaction", b"interaction", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "event", b"event", "feedback", b"feedback", "interaction", b"interaction", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["interaction", "feedback", "event"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___ImportItem: _TypeAlias = ImportItem  # noqa: Y015
+
+@_typing.final
+class ImportHistoryResponse(_message.Message):
+    """ImportHistoryResponse summarizes a finished import stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_COUNT_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTED_COUNT_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    received_count: _builtins.int
+    """Number of items received."""
+    accepted_count: _builtins.int
+    """Number of items stored."""
+    rejected_count: _builtins.int
+    """Number of items not stored."""
+    duplicate_count: _builtins.int
+    """Number of items already stored by an earlier request (duplicate request_id or event_id),
+    such as those of an import sent again; counted neither as accepted nor as rejected.
+    """
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
+        """The rejected items (outcome REJECTED), in stream order; at most the first 1000 are listed,
+        rejected_count has them all.
+        """
+
+    def __init__(
+        self,
+        *,
+        received_count: _builtins.int = ...,
+        accepted_count: _builtins.int = ...,
+        rejected_count: _builtins.int = ...,
+        rejections: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
+        duplicate_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportHistoryResponse: _TypeAlias = ImportHistoryResponse  # noqa: Y015
+
+@_typing.final
 class ListFeedbackHistoryRequest(_message.Message):
     """ListFeedbackHistoryRequest names one user's votes on one message."""
 

@@ -157,6 +157,11 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.ImportHistory = channel.stream_unary(
+                '/feedback.v1.FeedbackService/ImportHistory',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ImportHistoryRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ImportHistoryResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/feedback.v1.FeedbackService/CreateApiKey',
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.CreateApiKeyRequest.SerializeToString,
@@ -395,6 +400,22 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportHistory(self, request_iterator, context):
+        """ImportHistory loads records kept elsewhere (another system's history, a backup) with their
+        original times, so each lands in the buckets of when it happened: interactions, feedback and
+        events of any age, streamed like Ingest and answered once the client closes the stream. Each
+        item's create_time is required and must not be after the server's clock; the item's own times
+        are taken as they are (no clock-skew correction). An imported vote older than its voter's
+        current vote on the message is rejected (FAILED_PRECONDITION, ErrorInfo
+        VOTE_OLDER_THAN_CURRENT): send each voter's votes oldest first. Give every item a request_id
+        derived from its source record (a name-based UUID of, say, "filagent:42") so that a stopped
+        import can be sent again from the start: items already stored come back as duplicates. Needs
+        SCOPE_ADMIN. Returns the same errors as Ingest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
         """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
         the server keeps only a hash. Returns INVALID_ARGUMENT if the name is too long, no scope or
@@ -509,6 +530,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.Ingest,
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.SerializeToString,
+            ),
+            'ImportHistory': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportHistory,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ImportHistoryRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ImportHistoryResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -984,6 +1010,33 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/Ingest',
             feedback_dot_v1_dot_feedback__service__pb2.IngestRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportHistory(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/feedback.v1.FeedbackService/ImportHistory',
+            feedback_dot_v1_dot_feedback__service__pb2.ImportHistoryRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ImportHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -186,6 +186,18 @@ class FeedbackServiceStub:
     stream message is not a valid IngestRequest; the messages before it are committed and counted
     in the ErrorInfo metadata.
     """
+    ImportHistory: _grpc.StreamUnaryMultiCallable[_feedback_service_pb2.ImportHistoryRequest, _feedback_service_pb2.ImportHistoryResponse]
+    """ImportHistory loads records kept elsewhere (another system's history, a backup) with their
+    original times, so each lands in the buckets of when it happened: interactions, feedback and
+    events of any age, streamed like Ingest and answered once the client closes the stream. Each
+    item's create_time is required and must not be after the server's clock; the item's own times
+    are taken as they are (no clock-skew correction). An imported vote older than its voter's
+    current vote on the message is rejected (FAILED_PRECONDITION, ErrorInfo
+    VOTE_OLDER_THAN_CURRENT): send each voter's votes oldest first. Give every item a request_id
+    derived from its source record (a name-based UUID of, say, "filagent:42") so that a stopped
+    import can be sent again from the start: items already stored come back as duplicates. Needs
+    SCOPE_ADMIN. Returns the same errors as Ingest.
+    """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.CreateApiKeyRequest, _feedback_service_pb2.CreateApiKeyResponse]
     """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
     the server keeps only a hash. Returns INVALID_ARGUMENT if the name is too long, no scope or
@@ -365,6 +377,18 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     before the failure are committed and the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
     stream message is not a valid IngestRequest; the messages before it are committed and counted
     in the ErrorInfo metadata.
+    """
+    ImportHistory: _aio.StreamUnaryMultiCallable[_feedback_service_pb2.ImportHistoryRequest, _feedback_service_pb2.ImportHistoryResponse]  # type: ignore[assignment]
+    """ImportHistory loads records kept elsewhere (another system's history, a backup) with their
+    original times, so each lands in the buckets of when it happened: interactions, feedback and
+    events of any age, streamed like Ingest and answered once the client closes the stream. Each
+    item's create_time is required and must not be after the server's clock; the item's own times
+    are taken as they are (no clock-skew correction). An imported vote older than its voter's
+    current vote on the message is rejected (FAILED_PRECONDITION, ErrorInfo
+    VOTE_OLDER_THAN_CURRENT): send each voter's votes oldest first. Give every item a request_id
+    derived from its source record (a name-based UUID of, say, "filagent:42") so that a stopped
+    import can be sent again from the start: items already stored come back as duplicates. Needs
+    SCOPE_ADMIN. Returns the same errors as Ingest.
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.CreateApiKeyRequest, _feedback_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """CreateApiKey creates an API key and returns its secret, the only time the secret is shown:
@@ -632,6 +656,24 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         before the failure are committed and the error message says how many. Returns INVALID_ARGUMENT (ErrorInfo MALFORMED_REQUEST) if a
         stream message is not a valid IngestRequest; the messages before it are committed and counted
         in the ErrorInfo metadata.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportHistory(
+        self,
+        request_iterator: _MaybeAsyncIterator[_feedback_service_pb2.ImportHistoryRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ImportHistoryResponse, _abc.Awaitable[_feedback_service_pb2.ImportHistoryResponse]]:
+        """ImportHistory loads records kept elsewhere (another system's history, a backup) with their
+        original times, so each lands in the buckets of when it happened: interactions, feedback and
+        events of any age, streamed like Ingest and answered once the client closes the stream. Each
+        item's create_time is required and must not be after the server's clock; the item's own times
+        are taken as they are (no clock-skew correction). An imported vote older than its voter's
+        current vote on the message is rejected (FAILED_PRECONDITION, ErrorInfo
+        VOTE_OLDER_THAN_CURRENT): send each voter's votes oldest first. Give every item a request_id
+        derived from its source record (a name-based UUID of, say, "filagent:42") so that a stopped
+        import can be sent again from the start: items already stored come back as duplicates. Needs
+        SCOPE_ADMIN. Returns the same errors as Ingest.
         """
 
     @_abc_1.abstractmethod
