@@ -13,6 +13,7 @@ import bisect
 import itertools
 import json
 import os
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 
 from . import __version__
+from . import _imports as imports
 from ._client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, FeedbackClient
 from ._connection import (
     API_KEY_ENVIRONMENT_VARIABLE,
@@ -41,7 +43,7 @@ from ._errors import (
     UnauthenticatedError,
 )
 from ._export_file import ExportFile, ExportFileError, Format, Kind
-from ._items import EVENTS, FEEDBACK, INTERACTIONS, KINDS, IngestItem
+from ._items import EVENTS, FEEDBACK, INTERACTIONS, KINDS, HistoricItem, IngestItem
 from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
 from ._request_ids import checked_request_id
 from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2
@@ -337,6 +339,50 @@ def build_parser() -> argparse.ArgumentParser:
         type=argparse.FileType("r", encoding="utf-8"),
         help='JSON Lines file, or "-" for standard input',
     )
+
+    importing = subcommands.add_parser(
+        "import",
+        parents=[global_options],
+        help="import FilAgent's or UP2D8's history with its original times (admin key)",
+        description=(
+            "Reads the history of a system this service replaces and loads it with ImportHistory,"
+            " each record at its original time. Every record gets a request id derived from the"
+            " source, so running the same import again (after a crash, say) stores only what is"
+            " missing. Prints the totals and every record not imported, with why; exits 1 if"
+            " any was not. --dry-run reads the source and reports what it cannot import, without"
+            " calling the server (the server's own checks, such as links and vote order, then"
+            " remain to be seen). Runs without a deadline unless --timeout is given."
+        ),
+    )
+    importing.set_defaults(command=_import)
+    importing.add_argument("system", choices=("filagent", "up2d8"), help="the source's format")
+    importing.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        help="filagent: the memory/analytics.sqlite file",
+    )
+    importing.add_argument(
+        "--feedback",
+        type=Path,
+        metavar="FILE",
+        help="up2d8: mongoexport of the feedback collection",
+    )
+    importing.add_argument(
+        "--analytics",
+        type=Path,
+        metavar="FILE",
+        help="up2d8: mongoexport of the analytics collection",
+    )
+    importing.add_argument(
+        "--source",
+        metavar="NAME",
+        help="names this source in the request ids (default: the system): give two databases"
+        " of one system different names",
+    )
+    importing.add_argument(
+        "--dry-run", action="store_true", help="report what cannot be imported; send nothing"
+    )
     return parser
 
 
@@ -623,8 +669,10 @@ class _Progress:
     """Rows and rows/s on standard error: a line rewritten in place on a terminal, else a line
     every few seconds."""
 
-    def __init__(self, err: TextIO, *, already: int) -> None:
+    def __init__(self, err: TextIO, *, already: int, total: int | None = None) -> None:
         self._err = err
+        self._total = total
+        """How many records there are in all, when known: the line then gives the share done."""
         self._tty = err.isatty()
         self._already = already
         self._start = self._last = time.monotonic()
@@ -649,6 +697,9 @@ class _Progress:
     def _write(self, now: float) -> None:
         rate = (self._rows - self._already) / max(now - self._start, 1e-9)
         line = f"{self._rows:,} records, {rate:,.0f} records/s"
+        if self._total:
+            share = min(self._rows / self._total, 1.0)
+            line = f"[{'#' * int(share * 30):<30}] {share:4.0%} {line} of {self._total:,}"
         self._err.write(f"\r{line}\x1b[K" if self._tty else f"{line}\n")
         self._err.flush()
 
@@ -740,6 +791,85 @@ def _ingest(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
         if unlisted:
             out.write(f"({unlisted} more rejected lines not listed)\n")
     return 1 if rejected else 0
+
+
+def _import(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        if args.system == "filagent":
+            if args.path is None:
+                sys.stderr.write("error: import filagent needs the path of analytics.sqlite\n")
+                return 2
+            source = imports.filagent(args.path, args.source or "filagent")
+        else:
+            if args.feedback is None and args.analytics is None:
+                sys.stderr.write("error: import up2d8 needs --feedback and/or --analytics\n")
+                return 2
+            source = imports.up2d8(args.feedback, args.analytics, args.source or "up2d8")
+    except (OSError, sqlite3.Error, UnicodeDecodeError) as error:
+        sys.stderr.write(f"error: cannot read the source: {error}\n")
+        return 1
+    progress = _Progress(sys.stderr, already=0, total=source.total)
+    read = 0
+    refused: list[tuple[str, str]] = []
+    sent: list[str] = []
+
+    def items() -> Iterator[HistoricItem]:
+        nonlocal read
+        for record in source.records:
+            read += 1
+            progress.show(read)
+            if record.item is None:
+                refused.append((record.where, record.problem or "cannot be imported"))
+                continue
+            sent.append(record.where)
+            yield record.item
+
+    try:
+        if args.dry_run:
+            count = sum(1 for _ in items())
+            progress.end()
+            out.write(f"{count + len(refused)} records: {count} would be sent, ")
+            out.write(f"{len(refused)} cannot be imported\n")
+            for where, problem in refused[:_MAX_LISTED_REJECTIONS]:
+                out.write(f"{where}: {problem}\n")
+            return 1 if refused else 0
+        result = client.import_history(items(), timeout=args.timeout)
+    except (OSError, sqlite3.Error, UnicodeDecodeError) as error:
+        sys.stderr.write(f"error: cannot read the source: {error}\n")
+        return 1
+    progress.end()
+    rejected = [
+        (sent[rejection.index], rejection.error)
+        for rejection in result.rejections
+        if rejection.error is not None
+    ]
+    new = result.accepted_count - result.duplicate_count
+    total = result.received_count + len(refused)
+    if args.json_output:
+        _print_json(
+            {
+                "record_count": total,
+                "imported_count": new,
+                "duplicate_count": result.duplicate_count,
+                "rejected_count": result.rejected_count,
+                "refused_count": len(refused),
+                "refused": [{"where": where, "problem": problem} for where, problem in refused],
+                "rejections": [
+                    {"where": where, **_rejection_document(0, error)} for where, error in rejected
+                ],
+            },
+            out,
+        )
+    else:
+        out.write(
+            f"{total} records: {new} imported, {result.duplicate_count} already there,"
+            f" {result.rejected_count} rejected by the server, {len(refused)} not importable\n"
+        )
+        for where, problem in refused[:_MAX_LISTED_REJECTIONS]:
+            out.write(f"{where}: {problem}\n")
+        for where, rejection in rejected:
+            out.write(f"{where}: {rejection.code.name}: {rejection.message}\n")
+    return 1 if refused or result.rejected_count else 0
 
 
 def _ingest_item(line: str) -> IngestItem:
