@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -19,8 +18,11 @@ WRITE_TRANSACTION_OPTION = "storage_write_transaction"
 DEFAULT_POSTGRES_CONNECT_TIMEOUT_S = 10
 """Used when the URL sets no connect_timeout, so an unreachable host fails instead of hanging."""
 
-JSON_SERIALIZER = partial(json.dumps, allow_nan=False)
-"""NaN and Infinity are not JSON: PostgreSQL rejects them, so SQLite must not quietly store them."""
+JSON_SERIALIZER = json.JSONEncoder(allow_nan=False).encode
+"""NaN and Infinity are not JSON: PostgreSQL rejects them, so SQLite must not quietly store them.
+
+One encoder for every call: json.dumps with any non-default argument builds a new JSONEncoder
+each time, which cost more than encoding a row's small metadata (1.9 against 0.9 µs for {})."""
 
 SQLITE_SYNCHRONOUS_LEVELS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 

@@ -72,7 +72,7 @@ def insert_returning_ids(
     ids: list[int] = []
     for start in range(0, len(records), per_statement):
         chunk = records[start : start + per_statement]
-        parameters = tuple(read(record) for record in chunk for read in readers)
+        parameters = tuple([read(record) for record in chunk for read in readers])
         statement = _statement(table.name, columns, len(chunk), MARKS[dialect])
         # Ids are drawn in VALUES order within one statement (SQLite's rowids, PostgreSQL's
         # sequence, as SQLAlchemy's own insertmanyvalues assumes); RETURNING's order is

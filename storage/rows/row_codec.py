@@ -35,6 +35,8 @@ class TypeCodec(NamedTuple):
 
 
 def _utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # the service's own clock: astimezone(UTC) would return it as is
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()} has no time zone; pass UTC")
     return value.astimezone(UTC)
