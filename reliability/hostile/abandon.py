@@ -8,6 +8,7 @@ so the server's log can be held to one line per call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 import signal
@@ -132,8 +133,7 @@ async def killed_clients(phase: Phase, plan: HostilePlan) -> None:
             tally.completed += 1
         else:
             tally.unexpected["no first chunk within 30 s"] += 1
-        if child.returncode is None:
-            child.send_signal(stop)
+        _signal(child, stop)
         await child.wait()
 
     await bounded(plan.killed_clients, CHILD_CONCURRENCY, python_client, phase)
@@ -180,7 +180,7 @@ async def _killed_cli_clients(phase: Phase, plan: HostilePlan) -> None:
             await asyncio.wait_for(child.wait(), random.uniform(0.4, 1.2))
             finished += 1
         except TimeoutError:
-            child.send_signal(signal.SIGKILL if number % 4 < 2 else signal.SIGINT)
+            _signal(child, signal.SIGKILL if number % 4 < 2 else signal.SIGINT)
             await child.wait()
 
     await bounded(plan.killed_cli_clients, CHILD_CONCURRENCY, cli_client, phase)
@@ -501,3 +501,11 @@ async def abandoned_ingests(phase: Phase, plan: HostilePlan) -> None:
             f"{partial} of {len(sent)} abandoned Ingest streams had a partial chunk stored: "
             "the server took the cut-off stream for a finished one"
         )
+
+
+def _signal(child: asyncio.subprocess.Process, number: int) -> None:
+    """Signal a client unless it has ended: one may end on its own between the check and the
+    signal (ProcessLookupError), which is an ending like any other."""
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(number)
