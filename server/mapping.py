@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
@@ -64,8 +64,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ANY_VALID_TIME = datetime.min.replace(tzinfo=UTC)
 _MAX_EXACT_FLOAT_INT = 2**53
 MessageT = TypeVar("MessageT", bound=Message)
-PageResponseT = TypeVar("PageResponseT", bound=Message)
-ChunkResponseT = TypeVar("ChunkResponseT", bound=Message)
+
+
+class _PageResponse(Protocol):
+    next_page_token: str
+
+
+class _ChunkResponse(Protocol):
+    resume_token: str
+
+
+PageResponseT = TypeVar("PageResponseT", bound=_PageResponse)
+ChunkResponseT = TypeVar("ChunkResponseT", bound=_ChunkResponse)
 
 
 # ---- protobuf -> service inputs ----
@@ -368,13 +378,15 @@ class ListedResponses(Generic[PageResponseT, ChunkResponseT]):
 
     def page_response(self, page: Page[Any]) -> PageResponseT:
         """Write a page of the kind."""
-        response = self.page(next_page_token=page.next_page_token)
+        response = self.page()
+        response.next_page_token = page.next_page_token
         self.records.add_all(getattr(response, self.field), page.items)
         return response
 
     def chunk_response(self, chunk: Chunk[Any]) -> ChunkResponseT:
         """Write a chunk of the kind's export."""
-        response = self.chunk(resume_token=chunk.resume_token)
+        response = self.chunk()
+        response.resume_token = chunk.resume_token
         self.records.add_all(getattr(response, self.field), chunk.items)
         return response
 

@@ -36,8 +36,6 @@ from server.status import abort, status_for
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 ItemMessage = TypeVar("ItemMessage", bound=Message)
-PageResponse = TypeVar("PageResponse", bound=Message)
-ChunkResponse = TypeVar("ChunkResponse", bound=Message)
 Context = grpc.aio.ServicerContext[object, object]
 
 MAX_ITEM_BYTES = 64 * 1024
@@ -171,8 +169,8 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         listing: Listing[SelectionT, FilterT, EntryT],
         selection: SelectionT,
         request: mapping.ListRequestMessage,
-        responses: mapping.ListedResponses[PageResponse, Any],
-    ) -> PageResponse:
+        responses: mapping.ListedResponses[mapping.PageResponseT, Any],
+    ) -> mapping.PageResponseT:
         """Every List method: one page of its kind."""
         page = await self._service.list_page(listing, mapping.page_request(request, selection))
         return responses.page_response(page)
@@ -182,8 +180,8 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         listing: Listing[SelectionT, FilterT, EntryT],
         selection: SelectionT,
         request: mapping.ExportRequestMessage,
-        responses: mapping.ListedResponses[Any, ChunkResponse],
-    ) -> AsyncGenerator[ChunkResponse, None]:
+        responses: mapping.ListedResponses[Any, mapping.ChunkResponseT],
+    ) -> AsyncGenerator[mapping.ChunkResponseT, None]:
         """Every Export method: the chunks of its kind, the export closed when the call ends."""
         export = self._service.export(listing, mapping.export_request(request, selection))
         async with aclosing(export) as chunks:

@@ -75,6 +75,11 @@ class Storage:
         self._closed = threading.Event()
         self._stats_cache = CellCache()
         self._unavailable_listeners: list[Callable[[], None]] = []
+        # Set by every unavailable report. A reader's SQLite connection opened while the file was
+        # read-only stays read-only, and a PostgreSQL connection from before a restart is dead:
+        # so after an outage check_writable() replaces the pool before and after its check, and
+        # the writer's first write after health turns SERVING never gets such a connection.
+        self._outage_seen = threading.Event()
 
     @classmethod
     def connect(
@@ -206,6 +211,9 @@ class Storage:
         in the file and on the disk; on PostgreSQL it checks the server is not read-only.
         """
         self._check_open()
+        outage = self._outage_seen.is_set()
+        if outage:
+            self._engine.dispose()  # test a new connection, not one from the outage
         with translated_errors(), self._engine.connect() as connection:
             try:
                 if self.dialect == "sqlite":
@@ -219,10 +227,15 @@ class Storage:
                     if row[0] or row[1] == "on":
                         raise StorageUnavailable("database unavailable: it is read-only")
             except BaseException:
+                self._outage_seen.set()
                 # A SQLite connection opened while the file was read-only stays read-only.
                 with contextlib.suppress(Exception):
                     connection.invalidate()
                 raise
+        if outage:
+            # Also drop what readers opened meanwhile: the writer reconnects from this pool.
+            self._outage_seen.clear()
+            self._engine.dispose()
 
     def on_unavailable(self, listener: Callable[[], None]) -> None:
         """Call `listener` whenever a read or write fails with StorageUnavailable.
@@ -274,6 +287,7 @@ class Storage:
             raise
 
     def _report_unavailable(self) -> None:
+        self._outage_seen.set()
         for listener in self._unavailable_listeners:
             listener()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -21,6 +23,8 @@ from tests.storage.factories import insert_event, new_event
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from storage import Repository
 
 
 def closed_port() -> int:
@@ -121,9 +125,12 @@ def _after(delay_s: float, action: Callable[[], object]) -> threading.Thread:
 
 def event_count(storage: Storage) -> int:
     """How many events are stored."""
-    return storage.read(
-        lambda repository: full_scan.event_stats(repository, StatsFilter())
-    ).total_count
+    return storage.read(event_count_of)
+
+
+def event_count_of(repository: Repository) -> int:
+    """How many events `repository` sees."""
+    return full_scan.event_stats(repository, StatsFilter()).total_count
 
 
 @pytest.mark.postgres
@@ -148,3 +155,37 @@ def test_postgres_restart_is_survived_without_reconnecting_by_hand(
         stats = storage.read(lambda repository: full_scan.event_stats(repository, StatsFilter()))
 
     assert stats.total_count == 1
+
+
+def _set_immutable(path: Path, immutable: bool) -> None:
+    """Make the file unwritable for SQLite: root ignores file modes, so it gets chattr +i."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i" if immutable else "-i", str(path)], check=True)
+    else:
+        path.chmod(0o444 if immutable else 0o644)
+
+
+def test_the_writer_never_reconnects_on_a_connection_opened_during_the_outage(
+    tmp_path: Path,
+) -> None:
+    """Readers' connections opened while the file was read-only stay read-only; once the probe
+    passes, the writer's first write must not be handed one of them."""
+    path = tmp_path / "feedback.sqlite3"
+    url = migrated_sqlite(path)
+    with Storage.connect(url) as storage:
+        writer = storage.dedicated_writer()
+        _set_immutable(path, True)
+        try:
+            # Three readers at once leave three connections in the pool, opened read-only.
+            storage.read(lambda _a: storage.read(lambda _b: storage.read(event_count_of)))
+            with pytest.raises(StorageUnavailable):
+                writer.write(lambda rows: rows.insert_events([new_event()]))
+            with pytest.raises(StorageUnavailable):
+                storage.check_writable()
+        finally:
+            _set_immutable(path, False)
+        storage.check_writable()
+        for _ in range(3):
+            writer.write(lambda rows: rows.insert_events([new_event()]))
+        writer.close()
+        assert event_count(storage) == 3
