@@ -32,6 +32,8 @@ async def serve(settings: Settings) -> None:
             "port": port,
             "database": server.database_url,
             "auth": settings.auth,
+            "redact": settings.redact or "placeholder",
+            "text_hash": settings.text_hash,
             "tls": "mtls"
             if settings.tls_client_ca_file
             else "on"

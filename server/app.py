@@ -19,12 +19,15 @@ from server import mapping
 from server.access import OPEN, Access, MethodAccess
 from server.admission import Admission, CallKind, Limits
 from server.call_handlers import CallInterceptor, MethodPolicy, Timeouts, Watchdog
-from server.config import Settings, auth_mode
+from server.config import Settings, auth_mode, pii_entities, redaction_modes
 from server.reflection import enable_reflection
 from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
+from server.service.pii.detector import Detector
+from server.service.pii.redaction import MIN_KEY_BYTES, Mode, Redactor, TextHasher
+from server.service.privacy import Privacy
 from server.service.rate_limits import RateLimiter, parse_rates
 from server.servicer import FeedbackServicer
 from storage import Storage
@@ -133,6 +136,7 @@ class FeedbackServer:
 async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
     """Build a server for `settings` with its database migrated; returns it and the bound port."""
     requires_keys = auth_mode(settings.auth, settings.address) == "keys"  # before any resource
+    privacy = privacy_of(settings)
     storage = Storage.connect(
         settings.database_url,
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
@@ -153,6 +157,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             allowed_labels=settings.allowed_labels,
         ),
         max_pending_writes=settings.write_queue_limit,
+        privacy=privacy,
     )
     key_ring = KeyRing()
     keys = ApiKeyService(storage, executor, key_ring)
@@ -274,6 +279,31 @@ def method_policy(method: str, handler: Handler) -> MethodPolicy:
     else:
         kind = CallKind.CALL
     return MethodPolicy(kind, MethodAccess(open=False, scope=scope))
+
+
+def privacy_of(settings: Settings) -> Privacy:
+    """The redaction and text hashing the settings ask for; raises ValueError for a hash key
+    that cannot be read or is too short (the server does not start)."""
+    key = None
+    if settings.hash_key_file is not None:
+        try:
+            key = Path(settings.hash_key_file).read_bytes().strip()
+        except OSError as error:
+            message = f"--hash-key-file: cannot read {settings.hash_key_file}: {error}"
+            raise ValueError(message) from None
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"--hash-key-file must hold at least {MIN_KEY_BYTES} bytes")
+    modes = redaction_modes(settings.redact)
+    redactor = None
+    if any(mode is not Mode.KEEP for mode in modes.values()):
+        regions = [region.strip().upper() for region in settings.phone_regions.split(",")]
+        detector = Detector(pii_entities(settings.pii_entities), phone_regions=regions)
+        redactor = Redactor(detector, modes, key=key)
+    return Privacy(
+        redactor=redactor,
+        text_hasher=TextHasher(key if settings.text_hash == "hmac" else None),
+        free_labels=settings.allowed_labels is None,
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

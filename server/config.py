@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from server.service import DEFAULT_LABELS
+from server.service.pii.entities import Entity
+from server.service.pii.redaction import DEFAULT_ENTITIES, DEFAULT_MODES, FieldClass, Mode
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATABASE_FILE = "feedback.sqlite3"
@@ -77,6 +79,19 @@ class Settings:
     """PEM private key of tls_cert_file."""
     tls_client_ca_file: str | None = None
     """PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."""
+    redact: str = ""
+    """Redaction mode per field class, e.g. "text=placeholder,metadata=hash,details=keep"; "off"
+    keeps everything; empty: placeholders in every class (see server.service.pii.redaction)."""
+    pii_entities: str = ""
+    """What redaction looks for: comma-separated entity types, "all" (names too), or empty for
+    every type but PERSON."""
+    phone_regions: str = "US"
+    """Regions whose national phone formats are recognized ("+" numbers always are)."""
+    text_hash: str = "sha256"
+    """How texts the server hashes are hashed: "sha256" (FilAgent's) or "hmac" (keyed)."""
+    hash_key_file: str | None = None
+    """File of the server secret (at least 32 bytes) for "hmac" text hashes and hash-mode
+    redaction; every replica must read the same secret."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_format: str = "json"
@@ -122,9 +137,16 @@ def parse_settings(
         tls_cert_file=args.tls_cert or None,
         tls_key_file=args.tls_key or None,
         tls_client_ca_file=args.tls_client_ca or None,
+        redact=_checked(parser, redaction_modes, args.redact),
+        pii_entities=_checked(parser, pii_entities, args.pii_entities),
+        phone_regions=args.phone_regions,
+        text_hash=args.text_hash,
+        hash_key_file=args.hash_key_file or None,
         log_level=args.log_level.upper(),
         log_format=args.log_format,
     )
+    if needs_hash_key(settings) and settings.hash_key_file is None:
+        parser.error("--text-hash hmac and hash-mode redaction need --hash-key-file")
     return args.command or "serve", settings
 
 
@@ -235,6 +257,41 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         security.add_argument(
             f"--{flag}", default=default(variable, ""), help=f"FEEDBACK_{variable}: {text}"
         )
+    privacy = parser.add_argument_group(
+        "privacy", "personal data redacted from free text before it is stored, and text hashes"
+    )
+    privacy.add_argument(
+        "--redact",
+        default=default("REDACT", ""),
+        help="FEEDBACK_REDACT: mode per field class (text, metadata, details, label): "
+        "placeholder, hash or keep, e.g. text=placeholder,metadata=hash; off = keep all "
+        "(default: placeholder everywhere)",
+    )
+    privacy.add_argument(
+        "--pii-entities",
+        default=default("PII_ENTITIES", ""),
+        help="FEEDBACK_PII_ENTITIES: entity types to redact, comma-separated, or all "
+        f"(default: all but PERSON); types: {', '.join(Entity)}",
+    )
+    privacy.add_argument(
+        "--phone-regions",
+        default=default("PHONE_REGIONS", "US"),
+        help="FEEDBACK_PHONE_REGIONS: regions whose national phone formats are recognized, e.g. "
+        "US,CA,GB,FR (numbers written with + are always recognized)",
+    )
+    privacy.add_argument(
+        "--text-hash",
+        choices=["sha256", "hmac"],
+        default=default("TEXT_HASH", "sha256"),
+        help="FEEDBACK_TEXT_HASH: how input_text/output_text are hashed: sha256 (FilAgent's "
+        "format) or hmac (HMAC-SHA-256 under --hash-key-file)",
+    )
+    privacy.add_argument(
+        "--hash-key-file",
+        default=default("HASH_KEY_FILE", ""),
+        help="FEEDBACK_HASH_KEY_FILE: file holding the server secret (at least 32 bytes, the "
+        "same on every replica) for hmac text hashes and hash-mode redaction",
+    )
     parser.add_argument(
         "--sqlite-busy-timeout",
         type=int,
@@ -280,6 +337,54 @@ def auth_mode(auth: str, address: str) -> str:
     if mode not in AUTH_MODES:
         raise ValueError(f"--auth (FEEDBACK_AUTH) must be keys or none, not {auth!r}")
     return mode
+
+
+def redaction_modes(text: str) -> dict[FieldClass, Mode]:
+    """The mode of every field class from --redact; raises ValueError naming what is wrong."""
+    text = text.strip()
+    if not text:
+        return dict(DEFAULT_MODES)
+    if text == "off":
+        return dict.fromkeys(FieldClass, Mode.KEEP)
+    modes = dict(DEFAULT_MODES)
+    for part in text.split(","):
+        name, _, mode = part.partition("=")
+        try:
+            modes[FieldClass(name.strip())] = Mode(mode.strip())
+        except ValueError:
+            raise ValueError(
+                f"--redact: {part.strip()!r} is not CLASS=MODE with CLASS one of "
+                f"{', '.join(FieldClass)} and MODE one of {', '.join(Mode)}"
+            ) from None
+    return modes
+
+
+def pii_entities(text: str) -> frozenset[Entity]:
+    """The entity types from --pii-entities; raises ValueError for an unknown one."""
+    text = text.strip()
+    if not text:
+        return DEFAULT_ENTITIES
+    if text == "all":
+        return frozenset(Entity)
+    try:
+        return frozenset(Entity(name.strip().upper()) for name in text.split(",") if name.strip())
+    except ValueError as error:
+        raise ValueError(f"--pii-entities: {error}; types: {', '.join(Entity)}") from None
+
+
+def needs_hash_key(settings: Settings) -> bool:
+    """Whether the settings hash anything under the server secret."""
+    modes = redaction_modes(settings.redact)
+    return settings.text_hash == "hmac" or Mode.HASH in modes.values()
+
+
+def _checked(parser: argparse.ArgumentParser, parse: Callable[[str], object], text: str) -> str:
+    """`text` once `parse` accepts it; otherwise the usage error names the problem."""
+    try:
+        parse(text)
+    except ValueError as error:
+        parser.error(str(error))
+    return text
 
 
 def _checked_auth(parser: argparse.ArgumentParser, auth: str | None, address: str) -> str:

@@ -23,6 +23,7 @@ from llmfeedback.proto.feedback.v1 import (
     feedback_pb2,
     feedback_service_pb2,
     interaction_pb2,
+    privacy_pb2,
     stats_pb2,
 )
 from server.service import (
@@ -43,6 +44,7 @@ from server.service import (
 from server.service.api_keys import Scope
 from server.service.list_inputs import SelectionT
 from server.service.listing import Chunk, Page
+from server.service.pii.redaction import HMAC_SHA256, SHA256
 from storage.records import (
     ApiKeyEventRecord,
     ApiKeyRecord,
@@ -356,12 +358,18 @@ def _rating_fields(rating: Rating) -> dict[str, Any]:
 
 _THUMBS = {True: feedback_pb2.THUMB_UP, False: feedback_pb2.THUMB_DOWN}
 
+_HASH_KINDS = {SHA256: privacy_pb2.HASH_KIND_SHA256, HMAC_SHA256: privacy_pb2.HASH_KIND_HMAC_SHA256}
+_HASH_KIND_FIELDS = tuple(
+    Converted(name, name, _HASH_KINDS.get) for name in ("input_hash_kind", "output_hash_kind")
+)
+
 FEEDBACK_MESSAGE = RecordMessage(
     feedback_pb2.Feedback,
-    converted=(Converted("thumb", "thumb_up", _THUMBS.get),),  # a list entry's column
+    # thumb_up is a list entry's column
+    converted=(Converted("thumb", "thumb_up", _THUMBS.get), *_HASH_KIND_FIELDS),
     expanded=(Expanded("rating", _rating_fields),),  # a write's record
 )
-INTERACTION_MESSAGE = RecordMessage(interaction_pb2.Interaction)
+INTERACTION_MESSAGE = RecordMessage(interaction_pb2.Interaction, converted=_HASH_KIND_FIELDS)
 EVENT_MESSAGE = RecordMessage(event_pb2.Event)
 
 

@@ -65,6 +65,12 @@ class NewInteraction:
     """The client's AIP-155 request id, unique among interactions."""
     request_digest: str | None = None
     """Fingerprint of the request's content, to tell a retry from a reuse of its id."""
+    input_hash_kind: str | None = None
+    """How input_hash was made: "sha256" or "hmac-sha256"; None without a hash."""
+    output_hash_kind: str | None = None
+    """How output_hash was made, as input_hash_kind."""
+    redactions: JsonObject = field(default_factory=dict)
+    """Values redaction replaced before the record was stored, counted by entity type."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +101,12 @@ class NewFeedback:
     request_digest: str | None = None
     replaces_id: int | None = None
     """The vote of the same user on the same message that this one replaced."""
+    input_hash_kind: str | None = None
+    """How input_hash was made: "sha256" or "hmac-sha256"; None without a hash."""
+    output_hash_kind: str | None = None
+    """How output_hash was made, as input_hash_kind."""
+    redactions: JsonObject = field(default_factory=dict)
+    """Values redaction replaced before the record was stored, counted by entity type."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +132,8 @@ class NewEvent:
     """The client's own id of the event, unique among events."""
     request_id: str | None = None
     request_digest: str | None = None
+    redactions: JsonObject = field(default_factory=dict)
+    """Values redaction replaced before the record was stored, counted by entity type."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -362,6 +376,9 @@ class FeedbackEntry(NamedTuple):
     metadata: dict[str, Any]
     create_time: datetime
     replaces_id: int | None
+    input_hash_kind: str | None
+    output_hash_kind: str | None
+    redactions: dict[str, Any]
 
 
 class InteractionEntry(NamedTuple):
@@ -381,6 +398,9 @@ class InteractionEntry(NamedTuple):
     metadata: dict[str, Any]
     occur_time: datetime
     create_time: datetime
+    input_hash_kind: str | None
+    output_hash_kind: str | None
+    redactions: dict[str, Any]
 
 
 class EventEntry(NamedTuple):
@@ -393,6 +413,7 @@ class EventEntry(NamedTuple):
     event_time: datetime
     receive_time: datetime
     event_id: str | None
+    redactions: dict[str, Any]
 
 
 # ---- API keys: hashes and what they allow, never secrets ----

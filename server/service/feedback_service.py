@@ -30,6 +30,7 @@ from server.service.listing import (
     list_page,
 )
 from server.service.ports import ReadUnit, RecordStorage
+from server.service.privacy import Privacy
 from server.service.stats import StatsChange, compare, valid_stats_query
 from server.service.stream_clock import StreamClock
 from server.service.validation import IDENTIFIER, Violations
@@ -105,10 +106,12 @@ class FeedbackService:
         clock: Callable[[], datetime] = _utc_now,
         *,
         max_pending_writes: int = 20_000,
+        privacy: Privacy | None = None,
     ) -> None:
         self._storage = storage
         self._executor = executor
         self._rules = rules or Rules()
+        self._privacy = privacy or Privacy()
         self._clock = clock
         self._committer = GroupCommitter(
             storage,
@@ -124,19 +127,20 @@ class FeedbackService:
 
     async def record_interaction(self, request: InteractionInput) -> InteractionRecord:
         """Store one chat turn; the texts are hashed and dropped."""
-        item = valid_interaction(request, self._clock())
+        _, item = self._validated(request, self._clock(), None)
         record: InteractionRecord = await self._write_one(INTERACTION, item)
         return record
 
     async def submit_feedback(self, request: FeedbackInput) -> FeedbackRecord:
         """Store one rating, linked to the recorded interaction it is about."""
-        item = valid_feedback(request, self._rules, self._clock())
+        _, item = self._validated(request, self._clock(), None)
         record: FeedbackRecord = await self._write_one(FEEDBACK, item)
         return record
 
     async def log_event(self, request: EventInput) -> EventRecord:
         """Store one analytics event."""
-        record: EventRecord = await self._write_one(EVENT, valid_event(request, self._clock()))
+        _, item = self._validated(request, self._clock(), None)
+        record: EventRecord = await self._write_one(EVENT, item)
         return record
 
     async def _write_one(self, kind: str, item: Any) -> Any:
@@ -233,16 +237,21 @@ class FeedbackService:
         now: datetime,
         clock_offset: timedelta | None,
     ) -> tuple[str, Any]:
-        """The kind and validated item of a write; raises InvalidArgument."""
+        """The kind and validated item of a write, its free text redacted; raises
+        InvalidArgument. Redaction runs here, before the write is queued: nothing unredacted
+        reaches the writer, the database or its WAL."""
+        privacy = self._privacy
         match request:
             case InvalidArgument():
                 raise request
             case InteractionInput():
-                return INTERACTION, valid_interaction(request, now, clock_offset)
+                hasher = privacy.text_hasher
+                interaction = valid_interaction(request, now, clock_offset, hasher)
+                return INTERACTION, privacy.redacted(interaction)
             case FeedbackInput():
-                return FEEDBACK, valid_feedback(request, self._rules, now)
+                return FEEDBACK, privacy.redacted(valid_feedback(request, self._rules, now))
             case EventInput():
-                return EVENT, valid_event(request, now, clock_offset)
+                return EVENT, privacy.redacted(valid_event(request, now, clock_offset))
             case HistoricInput():
                 check = Violations()
                 check.add("item", "must not be an import inside an import")

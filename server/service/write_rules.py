@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 from server.service.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
 from server.service.group_commit import Job
 from server.service.inputs import EventInput, FeedbackInput, InteractionInput
+from server.service.pii.redaction import SHA256, TextHasher
 from server.service.ports import BatchRepository, Vote
 from server.service.validation import (
     CONVERSATION_ID,
@@ -52,6 +52,7 @@ MIN_CORRECTED_SKEW = timedelta(seconds=1)
 """Clock skew below this is left uncorrected (see _skew_corrected)."""
 
 T = TypeVar("T")
+PLAIN_SHA256 = TextHasher()
 
 INTERACTION = "interaction"
 FEEDBACK = "feedback"
@@ -81,18 +82,33 @@ class Rules:
     """Labels a categorical rating may use (lower case); None allows any well-formed label."""
 
 
-def _sha256(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+def _hash(
+    check: Violations, field: str, text: str | None, digest: str | None, hasher: TextHasher
+) -> tuple[str | None, str | None]:
+    """(hash, how it was made): the server's hash of a text, else the client's SHA-256 as is."""
+    if text is not None:
+        return hasher(text), hasher.kind
+    given = check.sha256(field, digest)
+    return given, None if given is None else SHA256
 
 
 def valid_interaction(
-    request: InteractionInput, now: datetime, clock_offset: timedelta | None = None
+    request: InteractionInput,
+    now: datetime,
+    clock_offset: timedelta | None = None,
+    hasher: TextHasher = PLAIN_SHA256,
 ) -> NewInteraction:
     """The chat turn to store, or InvalidArgument naming every bad field; texts become hashes.
 
     `clock_offset` is the client clock's error estimated over a stream (see _skew_corrected).
     """
     check = Violations()
+    input_hash, input_kind = _hash(
+        check, "input_hash", request.input_text, request.input_hash, hasher
+    )
+    output_hash, output_kind = _hash(
+        check, "output_hash", request.output_text, request.output_hash, hasher
+    )
     new = NewInteraction(
         conversation_id=check.required_match(
             "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
@@ -102,9 +118,10 @@ def valid_interaction(
         ),
         user_id=check.optional_match("user_id", request.user_id, IDENTIFIER, IDENTIFIER_RULE),
         model=check.optional_match("model", request.model, MODEL_NAME, MODEL_RULE),
-        input_hash=_sha256(request.input_text) or check.sha256("input_hash", request.input_hash),
-        output_hash=_sha256(request.output_text)
-        or check.sha256("output_hash", request.output_hash),
+        input_hash=input_hash,
+        output_hash=output_hash,
+        input_hash_kind=input_kind,
+        output_hash_kind=output_kind,
         latency_ms=check.latency("latency_ms", request.latency_ms),
         prompt_tokens=check.tokens("prompt_tokens", request.prompt_tokens),
         completion_tokens=check.tokens("completion_tokens", request.completion_tokens),
@@ -140,6 +157,8 @@ def valid_feedback(request: FeedbackInput, rules: Rules, now: datetime) -> NewFe
     check = Violations()
     if not request.conversation_id and not request.message_id:
         check.add("conversation_id", "is required unless message_id is given")
+    input_hash = check.sha256("input_hash", request.input_hash)
+    output_hash = check.sha256("output_hash", request.output_hash)
     new = NewFeedback(
         conversation_id=check.optional_match(
             "conversation_id", request.conversation_id, CONVERSATION_ID, CONVERSATION_RULE
@@ -153,8 +172,10 @@ def valid_feedback(request: FeedbackInput, rules: Rules, now: datetime) -> NewFe
         text=check.text("text", request.text, MAX_TEXT_CHARS),
         latency_ms=check.latency("latency_ms", request.latency_ms),
         tokens_used=check.tokens("tokens_used", request.tokens_used),
-        input_hash=check.sha256("input_hash", request.input_hash),
-        output_hash=check.sha256("output_hash", request.output_hash),
+        input_hash=input_hash,
+        output_hash=output_hash,
+        input_hash_kind=None if input_hash is None else SHA256,
+        output_hash_kind=None if output_hash is None else SHA256,
         metadata=check.json_object(
             "metadata", request.metadata, request.metadata_bytes, MAX_METADATA_BYTES
         ),
@@ -325,6 +346,10 @@ def link_feedback(
         tokens_used=_first(draft.tokens_used, interaction.total_tokens),
         input_hash=draft.input_hash or interaction.input_hash,
         output_hash=draft.output_hash or interaction.output_hash,
+        input_hash_kind=draft.input_hash_kind if draft.input_hash else interaction.input_hash_kind,
+        output_hash_kind=(
+            draft.output_hash_kind if draft.output_hash else interaction.output_hash_kind
+        ),
     )
 
 

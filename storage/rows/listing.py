@@ -215,6 +215,9 @@ def _feedback(rows: Sequence[Any], decoder: _Decoder) -> list[FeedbackEntry]:
                 json_value(metadata),
                 time_value(create_time),
                 replaces_id,
+                input_hash_kind,
+                output_hash_kind,
+                json_value(redactions),
             ),
         )
         for (
@@ -229,6 +232,9 @@ def _feedback(rows: Sequence[Any], decoder: _Decoder) -> list[FeedbackEntry]:
             metadata,
             create_time,
             replaces_id,
+            input_hash_kind,
+            output_hash_kind,
+            redactions,
         ) in rows
     ]
 
@@ -239,9 +245,25 @@ def _interactions(rows: Sequence[Any], decoder: _Decoder) -> list[InteractionEnt
     return [
         new(
             InteractionEntry,
-            (*head, json_value(metadata), time_value(occur_time), time_value(create_time)),
+            (
+                *head,
+                json_value(metadata),
+                time_value(occur_time),
+                time_value(create_time),
+                input_hash_kind,
+                output_hash_kind,
+                json_value(redactions),
+            ),
         )
-        for (*head, metadata, occur_time, create_time) in rows
+        for (
+            *head,
+            metadata,
+            occur_time,
+            create_time,
+            input_hash_kind,
+            output_hash_kind,
+            redactions,
+        ) in rows
     ]
 
 
@@ -259,9 +281,10 @@ def _events(rows: Sequence[Any], decoder: _Decoder) -> list[EventEntry]:
                 time_value(event),
                 time_value(at),
                 event_id,
+                json_value(redactions),
             ),
         )
-        for (row_id, user_id, event_type, details, event, at, event_id) in rows
+        for (row_id, user_id, event_type, details, event, at, event_id, redactions) in rows
     ]
 
 

@@ -40,6 +40,7 @@ ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 IDENTIFIER_LENGTH = 128
 HASH_LENGTH = 64
+HASH_KIND_LENGTH = 16
 """A SHA-256 digest in hex."""
 
 TEXT_LENGTH = 2000
@@ -114,6 +115,13 @@ class InteractionRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
     request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
     request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
+    # How the hashes were made ("sha256", "hmac-sha256"), and what redaction replaced (counts by
+    # entity type, never values); both since revision 0011.
+    input_hash_kind: Mapped[str | None] = mapped_column(String(HASH_KIND_LENGTH))
+    output_hash_kind: Mapped[str | None] = mapped_column(String(HASH_KIND_LENGTH))
+    redactions: Mapped[dict[str, Any]] = mapped_column(
+        JSON_OBJECT, server_default=EMPTY_JSON_OBJECT
+    )
 
 
 class _VoteColumns:
@@ -145,6 +153,14 @@ class _VoteColumns:
     request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
     # The vote of the same user on the same message this one replaced (see FeedbackHistoryRow).
     replaces_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Last in both tables (after the history's own columns), as revision 0011 added them.
+    # How the hashes were made ("sha256", "hmac-sha256"), and what redaction replaced (counts by
+    # entity type, never values); both since revision 0011.
+    input_hash_kind: Mapped[str | None] = mapped_column(String(HASH_KIND_LENGTH), sort_order=2)
+    output_hash_kind: Mapped[str | None] = mapped_column(String(HASH_KIND_LENGTH), sort_order=2)
+    redactions: Mapped[dict[str, Any]] = mapped_column(
+        JSON_OBJECT, server_default=EMPTY_JSON_OBJECT, sort_order=2
+    )
 
 
 class FeedbackRow(_VoteColumns, Base):
@@ -256,6 +272,10 @@ class EventRow(Base):
     event_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
     request_id: Mapped[str | None] = mapped_column(String(REQUEST_ID_LENGTH))
     request_digest: Mapped[str | None] = mapped_column(String(REQUEST_DIGEST_LENGTH))
+    # What redaction replaced in the details, counted by entity type (revision 0011).
+    redactions: Mapped[dict[str, Any]] = mapped_column(
+        JSON_OBJECT, server_default=EMPTY_JSON_OBJECT
+    )
 
 
 # Rollups (storage.aggregates): exact aggregates kept in the same transaction as every write. Keys

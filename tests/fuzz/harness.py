@@ -206,12 +206,12 @@ def assert_rows_match(
 ) -> None:
     """Rows added agree with the answer: nothing unless OK, and exactly what was accepted.
 
-    `items` is how many items a batch or Ingest request carried.
+    `items` is how many items a batch or stream request (Ingest, ImportHistory) carried.
     """
     nothing = dict.fromkeys(TABLES, 0)
     name = method.name
     if outcome.code != grpc.StatusCode.OK:
-        if name != "Ingest":  # Ingest commits as it goes; its own tests check the counts
+        if name not in STREAM_WRITES:  # they commit as they go; their own tests check counts
             assert rows_added == nothing, f"{name} failed with {outcome.code} but stored rows"
         return
     response: Any = outcome.responses[0] if outcome.responses else None
@@ -228,7 +228,7 @@ def assert_rows_match(
         counted = response.accepted_count + response.rejected_count + response.duplicate_count
         assert counted == items, response
         assert rows_added == {**nothing, table: response.accepted_count}, (rows_added, response)
-    elif name == "Ingest":
+    elif name in STREAM_WRITES:
         assert response.received_count == items
         counted = response.accepted_count + response.rejected_count + response.duplicate_count
         assert counted == items, response
@@ -237,9 +237,13 @@ def assert_rows_match(
         assert rows_added == nothing, f"{name} is a read but stored rows"
 
 
+STREAM_WRITES = frozenset({"Ingest", "ImportHistory"})
+"""Client-streamed writes: each message holds items, the answer counts them."""
+
+
 def item_count(method: MethodDescriptor, request: Any) -> int:
-    """Items of a batch request or an Ingest stream (0 for other methods)."""
-    if method.name == "Ingest":
+    """Items of a batch request or a stream of writes (0 for other methods)."""
+    if method.name in STREAM_WRITES:
         return sum(len(message.items) for message in request)
     if method.name in BATCH_WRITES:
         (repeated,) = method.input_type.fields

@@ -1,17 +1,23 @@
-"""SQL fragments and Unicode edge cases come back exactly as stored, on both databases."""
+"""SQL fragments and Unicode edge cases come back exactly as stored, on both databases.
+
+Redaction is off here: this is about storing any text verbatim; what redaction replaces has its
+own tests (tests/e2e/test_redaction.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf.json_format import MessageToDict
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from server.config import Settings
 from server.service.validation import IDENTIFIER
 from tests.fuzz.harness import fuzz_settings
 from tests.fuzz.strategies import FREE_TEXT, SQL_INJECTIONS, UNICODE_EDGES, json_objects, struct_of
@@ -26,6 +32,12 @@ _objects = json_objects(finite=True, no_nul=True).map(
 )
 _identifiers = st.from_regex(IDENTIFIER, fullmatch=True)
 _unique = itertools.count()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The fuzz server's settings with redaction off."""
+    return dataclasses.replace(settings, redact="off")
 
 
 def _unique_id(drawn: str) -> str:

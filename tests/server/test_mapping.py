@@ -169,11 +169,14 @@ def test_interactions_and_events_map_the_same_from_records_and_entries() -> None
     assert events.events[0].receive_time.ToDatetime(tzinfo=UTC) == LATER
 
 
+HASH_KINDS = {"input_hash_kind", "output_hash_kind"}
+
+
 @pytest.mark.parametrize(
     ("kind", "times", "json_field", "computed"),
     [
-        ("feedback", ("create_time", "replace_time"), "metadata", {"thumb"}),
-        ("interaction", ("occur_time", "create_time"), "metadata", set()),
+        ("feedback", ("create_time", "replace_time"), "metadata", {"thumb", *HASH_KINDS}),
+        ("interaction", ("occur_time", "create_time"), "metadata", HASH_KINDS),
         ("event", ("event_time", "receive_time"), "details", set()),
     ],
 )

@@ -156,6 +156,7 @@ def stored_events(database_url: str) -> list[EventRecord]:
                     event_id=row.event_id,
                     request_id=row.request_id,
                     request_digest=row.request_digest,
+                    redactions=row.redactions,
                 )
                 for row in session.scalars(select(EventRow).order_by(EventRow.id))
             ]
@@ -185,6 +186,9 @@ def feedback_entry(record: FeedbackRecord) -> FeedbackEntry:
         metadata=record.metadata,
         create_time=record.create_time,
         replaces_id=record.replaces_id,
+        input_hash_kind=record.input_hash_kind,
+        output_hash_kind=record.output_hash_kind,
+        redactions=record.redactions,
     )
 
 

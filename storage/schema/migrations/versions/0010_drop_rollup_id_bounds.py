@@ -37,7 +37,8 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("min_id", sa.BigInteger(), nullable=True))
             batch.add_column(sa.Column("max_id", sa.BigInteger(), nullable=True))
-    # Imported here: the rebuild reads only the raw tables, which no revision changes after 0007.
+    # Imported here: the rebuild reads only the raw tables' rated columns, which no later revision
+    # changes (0011 adds columns it does not read).
     from storage.database import rebuild_rollups_on
 
     rebuild_rollups_on(op.get_bind(), id_bounds=True)

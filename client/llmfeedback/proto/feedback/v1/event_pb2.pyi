@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,6 +26,26 @@ class Event(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
@@ -31,6 +53,7 @@ class Event(_message.Message):
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     RECEIVE_TIME_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique and increasing. Output only."""
     user_id: _builtins.str
@@ -55,6 +78,14 @@ class Event(_message.Message):
     def receive_time(self) -> _timestamp_pb2.Timestamp:
         """When the server received and stored the event. Output only."""
 
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Personal data the server redacted from this record's free text before storing it: the number
+        of values replaced, by entity type (EMAIL, PHONE_NUMBER, CREDIT_CARD, IBAN, IP_ADDRESS,
+        US_SSN, CA_SIN, CA_POSTAL_CODE, SECRET, PERSON). Never the values. Empty when nothing was
+        redacted. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -65,10 +96,11 @@ class Event(_message.Message):
         event_time: _timestamp_pb2.Timestamp | None = ...,
         receive_time: _timestamp_pb2.Timestamp | None = ...,
         event_id: _builtins.str = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_time", b"event_time", "receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "id", b"id", "receive_time", b"receive_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "id", b"id", "receive_time", b"receive_time", "redactions", b"redactions", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

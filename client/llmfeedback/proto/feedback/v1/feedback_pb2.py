@@ -22,21 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from llmfeedback.proto.feedback.v1 import privacy_pb2 as feedback_dot_v1_dot_privacy__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x04\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x16\n\x0einteraction_id\x18\x05 \x01(\x03\x12\x0f\n\x05score\x18\x06 \x01(\x05H\x00\x12#\n\x05thumb\x18\x07 \x01(\x0e\x32\x12.feedback.v1.ThumbH\x00\x12\x0f\n\x05label\x18\x08 \x01(\tH\x00\x12\x0c\n\x04text\x18\t \x01(\t\x12\x17\n\nlatency_ms\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0btokens_used\x18\x0b \x01(\x03H\x02\x88\x01\x01\x12\x12\n\ninput_hash\x18\x0c \x01(\t\x12\x13\n\x0boutput_hash\x18\r \x01(\t\x12)\n\x08metadata\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x10 \x01(\t\x12\x13\n\x0breplaces_id\x18\x11 \x01(\x03\x12\x30\n\x0creplace_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ereplaced_by_id\x18\x13 \x01(\x03\x42\x08\n\x06ratingB\r\n\x0b_latency_msB\x0e\n\x0c_tokens_used*<\n\x05Thumb\x12\x15\n\x11THUMB_UNSPECIFIED\x10\x00\x12\x0c\n\x08THUMB_UP\x10\x01\x12\x0e\n\nTHUMB_DOWN\x10\x02*n\n\nRatingKind\x12\x1b\n\x17RATING_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11RATING_KIND_SCORE\x10\x01\x12\x15\n\x11RATING_KIND_THUMB\x10\x02\x12\x15\n\x11RATING_KIND_LABEL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64\x62\x61\x63k/v1/feedback.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x19\x66\x65\x65\x64\x62\x61\x63k/v1/privacy.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x05\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x16\n\x0einteraction_id\x18\x05 \x01(\x03\x12\x0f\n\x05score\x18\x06 \x01(\x05H\x00\x12#\n\x05thumb\x18\x07 \x01(\x0e\x32\x12.feedback.v1.ThumbH\x00\x12\x0f\n\x05label\x18\x08 \x01(\tH\x00\x12\x0c\n\x04text\x18\t \x01(\t\x12\x17\n\nlatency_ms\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x0btokens_used\x18\x0b \x01(\x03H\x02\x88\x01\x01\x12\x12\n\ninput_hash\x18\x0c \x01(\t\x12\x13\n\x0boutput_hash\x18\r \x01(\t\x12)\n\x08metadata\x18\x0e \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x10 \x01(\t\x12\x13\n\x0breplaces_id\x18\x11 \x01(\x03\x12\x30\n\x0creplace_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ereplaced_by_id\x18\x13 \x01(\x03\x12\x39\n\nredactions\x18\x14 \x03(\x0b\x32%.feedback.v1.Feedback.RedactionsEntry\x12.\n\x0finput_hash_kind\x18\x15 \x01(\x0e\x32\x15.feedback.v1.HashKind\x12/\n\x10output_hash_kind\x18\x16 \x01(\x0e\x32\x15.feedback.v1.HashKind\x1a\x31\n\x0fRedactionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\x08\n\x06ratingB\r\n\x0b_latency_msB\x0e\n\x0c_tokens_used*<\n\x05Thumb\x12\x15\n\x11THUMB_UNSPECIFIED\x10\x00\x12\x0c\n\x08THUMB_UP\x10\x01\x12\x0e\n\nTHUMB_DOWN\x10\x02*n\n\nRatingKind\x12\x1b\n\x17RATING_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11RATING_KIND_SCORE\x10\x01\x12\x15\n\x11RATING_KIND_THUMB\x10\x02\x12\x15\n\x11RATING_KIND_LABEL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.feedback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_THUMB']._serialized_start=637
-  _globals['_THUMB']._serialized_end=697
-  _globals['_RATINGKIND']._serialized_start=699
-  _globals['_RATINGKIND']._serialized_end=809
-  _globals['_FEEDBACK']._serialized_start=107
-  _globals['_FEEDBACK']._serialized_end=635
+  _globals['_FEEDBACK_REDACTIONSENTRY']._loaded_options = None
+  _globals['_FEEDBACK_REDACTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_THUMB']._serialized_start=871
+  _globals['_THUMB']._serialized_end=931
+  _globals['_RATINGKIND']._serialized_start=933
+  _globals['_RATINGKIND']._serialized_end=1043
+  _globals['_FEEDBACK']._serialized_start=134
+  _globals['_FEEDBACK']._serialized_end=869
+  _globals['_FEEDBACK_REDACTIONSENTRY']._serialized_start=779
+  _globals['_FEEDBACK_REDACTIONSENTRY']._serialized_end=828
 # @@protoc_insertion_point(module_scope)

@@ -3,19 +3,22 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
+from llmfeedback.proto.feedback.v1 import privacy_pb2 as _privacy_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -79,6 +82,26 @@ class Feedback(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
@@ -98,6 +121,9 @@ class Feedback(_message.Message):
     REPLACES_ID_FIELD_NUMBER: _builtins.int
     REPLACE_TIME_FIELD_NUMBER: _builtins.int
     REPLACED_BY_ID_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
+    INPUT_HASH_KIND_FIELD_NUMBER: _builtins.int
+    OUTPUT_HASH_KIND_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique and increasing. Output only."""
     conversation_id: _builtins.str
@@ -136,6 +162,10 @@ class Feedback(_message.Message):
     """
     replaced_by_id: _builtins.int
     """Id of the vote that replaced this one; 0 while this is the current vote. Output only."""
+    input_hash_kind: _privacy_pb2.HashKind.ValueType
+    """How input_hash was made; HASH_KIND_UNSPECIFIED when there is none. Output only."""
+    output_hash_kind: _privacy_pb2.HashKind.ValueType
+    """How output_hash was made; HASH_KIND_UNSPECIFIED when there is none. Output only."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form JSON metadata the client attached; empty when none."""
@@ -148,6 +178,14 @@ class Feedback(_message.Message):
     def replace_time(self) -> _timestamp_pb2.Timestamp:
         """When a newer vote of the same user on the same message replaced this one; unset while this is
         the current vote. Output only.
+        """
+
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Personal data the server redacted from this record's free text before storing it: the number
+        of values replaced, by entity type (EMAIL, PHONE_NUMBER, CREDIT_CARD, IBAN, IP_ADDRESS,
+        US_SSN, CA_SIN, CA_POSTAL_CODE, SECRET, PERSON). Never the values. Empty when nothing was
+        redacted. Output only.
         """
 
     def __init__(
@@ -172,10 +210,13 @@ class Feedback(_message.Message):
         replaces_id: _builtins.int = ...,
         replace_time: _timestamp_pb2.Timestamp | None = ...,
         replaced_by_id: _builtins.int = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        input_hash_kind: _privacy_pb2.HashKind.ValueType = ...,
+        output_hash_kind: _privacy_pb2.HashKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "create_time", b"create_time", "label", b"label", "latency_ms", b"latency_ms", "metadata", b"metadata", "rating", b"rating", "replace_time", b"replace_time", "score", b"score", "thumb", b"thumb", "tokens_used", b"tokens_used"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "interaction_id", b"interaction_id", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "rating", b"rating", "replace_time", b"replace_time", "replaced_by_id", b"replaced_by_id", "replaces_id", b"replaces_id", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms", "_tokens_used", b"_tokens_used", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "input_hash_kind", b"input_hash_kind", "interaction_id", b"interaction_id", "label", b"label", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "output_hash", b"output_hash", "output_hash_kind", b"output_hash_kind", "rating", b"rating", "redactions", b"redactions", "replace_time", b"replace_time", "replaced_by_id", b"replaced_by_id", "replaces_id", b"replaces_id", "score", b"score", "text", b"text", "thumb", b"thumb", "tokens_used", b"tokens_used", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__latency_ms: _TypeAlias = _typing.Literal["latency_ms"]  # noqa: Y015
     _WhichOneofArgType__latency_ms: _TypeAlias = _typing.Literal["_latency_ms", b"_latency_ms"]  # noqa: Y015

@@ -22,17 +22,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from llmfeedback.proto.feedback.v1 import privacy_pb2 as feedback_dot_v1_dot_privacy__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x65\x64\x62\x61\x63k/v1/interaction.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x03\n\x0bInteraction\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ninput_hash\x18\x06 \x01(\t\x12\x13\n\x0boutput_hash\x18\x07 \x01(\t\x12\x17\n\nlatency_ms\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rprompt_tokens\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\n \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x0b \x01(\x03H\x03\x88\x01\x01\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\noccur_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_latency_msB\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x0f\n\r_total_tokensb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x65\x64\x62\x61\x63k/v1/interaction.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x19\x66\x65\x65\x64\x62\x61\x63k/v1/privacy.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x05\n\x0bInteraction\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ninput_hash\x18\x06 \x01(\t\x12\x13\n\x0boutput_hash\x18\x07 \x01(\t\x12\x17\n\nlatency_ms\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rprompt_tokens\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\n \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x0b \x01(\x03H\x03\x88\x01\x01\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\noccur_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\nredactions\x18\x0f \x03(\x0b\x32(.feedback.v1.Interaction.RedactionsEntry\x12.\n\x0finput_hash_kind\x18\x10 \x01(\x0e\x32\x15.feedback.v1.HashKind\x12/\n\x10output_hash_kind\x18\x11 \x01(\x0e\x32\x15.feedback.v1.HashKind\x1a\x31\n\x0fRedactionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\r\n\x0b_latency_msB\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x0f\n\r_total_tokensb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.interaction_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTERACTION']._serialized_start=110
-  _globals['_INTERACTION']._serialized_end=577
+  _globals['_INTERACTION_REDACTIONSENTRY']._loaded_options = None
+  _globals['_INTERACTION_REDACTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_INTERACTION']._serialized_start=137
+  _globals['_INTERACTION']._serialized_end=814
+  _globals['_INTERACTION_REDACTIONSENTRY']._serialized_start=693
+  _globals['_INTERACTION_REDACTIONSENTRY']._serialized_end=742
 # @@protoc_insertion_point(module_scope)

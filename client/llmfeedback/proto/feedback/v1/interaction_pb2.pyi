@@ -3,18 +3,21 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
+from llmfeedback.proto.feedback.v1 import privacy_pb2 as _privacy_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -22,10 +25,30 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Interaction(_message.Message):
     """Interaction is one chat turn an LLM application reports: what the user asked, what the model
     answered, how long it took and how many tokens it cost. Feedback links to interactions. The
-    prompt and answer texts are never stored, only their SHA-256 hashes.
+    prompt and answer texts are never stored, only their hashes (see input_hash_kind).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
@@ -41,6 +64,9 @@ class Interaction(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
+    INPUT_HASH_KIND_FIELD_NUMBER: _builtins.int
+    OUTPUT_HASH_KIND_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique and increasing. Output only."""
     conversation_id: _builtins.str
@@ -56,9 +82,13 @@ class Interaction(_message.Message):
     characters of letters, digits and '.', '_', ':', '/', '@', '+', '-'.
     """
     input_hash: _builtins.str
-    """SHA-256 of the user input as 64 lowercase hex digits; empty when not reported."""
+    """Hash of the user input as 64 lowercase hex digits (SHA-256, or HMAC-SHA-256 when the server
+    hashed input_text with --text-hash hmac: see input_hash_kind); empty when not reported.
+    """
     output_hash: _builtins.str
-    """SHA-256 of the assistant output as 64 lowercase hex digits; empty when not reported."""
+    """Hash of the assistant output, made as input_hash is (see output_hash_kind); empty when not
+    reported.
+    """
     latency_ms: _builtins.float
     """Time the model took to answer, in milliseconds; unset when not reported."""
     prompt_tokens: _builtins.int
@@ -67,6 +97,10 @@ class Interaction(_message.Message):
     """Tokens in the completion; unset when not reported."""
     total_tokens: _builtins.int
     """Total tokens, prompt plus completion; unset when not reported."""
+    input_hash_kind: _privacy_pb2.HashKind.ValueType
+    """How input_hash was made; HASH_KIND_UNSPECIFIED when there is none. Output only."""
+    output_hash_kind: _privacy_pb2.HashKind.ValueType
+    """How output_hash was made; HASH_KIND_UNSPECIFIED when there is none. Output only."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form JSON metadata the client attached; empty when none."""
@@ -78,6 +112,14 @@ class Interaction(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the server stored the turn. Output only."""
+
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Personal data the server redacted from this record's free text before storing it: the number
+        of values replaced, by entity type (EMAIL, PHONE_NUMBER, CREDIT_CARD, IBAN, IP_ADDRESS,
+        US_SSN, CA_SIN, CA_POSTAL_CODE, SECRET, PERSON). Never the values. Empty when nothing was
+        redacted. Output only.
+        """
 
     def __init__(
         self,
@@ -96,10 +138,13 @@ class Interaction(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        input_hash_kind: _privacy_pb2.HashKind.ValueType = ...,
+        output_hash_kind: _privacy_pb2.HashKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "create_time", b"create_time", "latency_ms", b"latency_ms", "metadata", b"metadata", "occur_time", b"occur_time", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "occur_time", b"occur_time", "output_hash", b"output_hash", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens", "_latency_ms", b"_latency_ms", "_prompt_tokens", b"_prompt_tokens", "_total_tokens", b"_total_tokens", "completion_tokens", b"completion_tokens", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "input_hash", b"input_hash", "input_hash_kind", b"input_hash_kind", "latency_ms", b"latency_ms", "message_id", b"message_id", "metadata", b"metadata", "model", b"model", "occur_time", b"occur_time", "output_hash", b"output_hash", "output_hash_kind", b"output_hash_kind", "prompt_tokens", b"prompt_tokens", "redactions", b"redactions", "total_tokens", b"total_tokens", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completion_tokens: _TypeAlias = _typing.Literal["completion_tokens"]  # noqa: Y015
     _WhichOneofArgType__completion_tokens: _TypeAlias = _typing.Literal["_completion_tokens", b"_completion_tokens"]  # noqa: Y015

@@ -1,0 +1,52 @@
+"""Privacy columns: how each hash was made, and what redaction replaced in each record.
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from alembic import op
+
+from storage.schema.column_types import JSON_OBJECT
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+revision: str = "0011"
+down_revision: str | Sequence[str] | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_HASHED = ("interactions", "feedback", "feedback_history")
+_REDACTED = (*_HASHED, "events")
+
+
+def upgrade() -> None:
+    """Add the columns; every hash stored so far is a plain SHA-256, and nothing was redacted."""
+    for table in _HASHED:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("input_hash_kind", sa.String(16), nullable=True))
+            batch.add_column(sa.Column("output_hash_kind", sa.String(16), nullable=True))
+        for column in ("input_hash", "output_hash"):
+            op.execute(f"UPDATE {table} SET {column}_kind = 'sha256' WHERE {column} IS NOT NULL")
+    for table in _REDACTED:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(
+                sa.Column("redactions", JSON_OBJECT, nullable=False, server_default=sa.text("'{}'"))
+            )
+
+
+def downgrade() -> None:
+    """Drop the columns (what they said is lost; the rows are kept)."""
+    for table in _REDACTED:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("redactions")
+    for table in _HASHED:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("output_hash_kind")
+            batch.drop_column("input_hash_kind")
