@@ -65,6 +65,13 @@ bench: $(STAMP)
 bench-auth: $(STAMP)
 	$(BIN)/python -m bench.auth_toggle $(BENCH_AUTH_ARGS)
 
+## bench-redaction: the cost of PII redaction on one in-process server, switched off and on
+## between alternating rounds of durable SubmitFeedback at c=64, for a comment without and one
+## with personal data (needs h2load)
+.PHONY: bench-redaction
+bench-redaction: $(STAMP)
+	$(BIN)/python -m bench.redaction_toggle $(BENCH_REDACTION_ARGS)
+
 ## bench-read: GetStats, ListFeedback and ExportFeedback on bulk-loaded 1M and 10M-row SQLite
 ## files next to plain SQL; writes bench-results/bench-read.json (BENCH_READ_ARGS=--quick)
 .PHONY: bench-read
@@ -73,8 +80,8 @@ bench-read: $(STAMP)
 
 ## bench-pii: precision, recall and speed of the PII detector (server.service.pii) on 2,500 seeded
 ## labelled texts, a third without PII; exits 1 when a structured entity misses its target
-## (PII_EVAL_ARGS=--quiet, --json bench-results/pii.json; Presidio: /tmp/pvenv/bin/python -m
-## bench.pii_eval --detector presidio)
+## (PII_EVAL_ARGS=--quiet, --json bench-results/pii.json; Presidio, under a Python that has it:
+## python -m bench.pii_eval --detector presidio)
 .PHONY: bench-pii
 bench-pii: $(STAMP)
 	$(BIN)/python -m bench.pii_eval $(PII_EVAL_ARGS)

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from .proto.feedback.v1 import feedback_pb2
+from .proto.feedback.v1 import feedback_pb2, privacy_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +61,9 @@ COLUMNS: dict[Kind, tuple[str, ...]] = {
         "input_hash",
         "output_hash",
         "metadata",
+        "input_hash_kind",
+        "output_hash_kind",
+        "redactions",
     ),
     "interactions": (
         "id",
@@ -77,8 +80,19 @@ COLUMNS: dict[Kind, tuple[str, ...]] = {
         "completion_tokens",
         "total_tokens",
         "metadata",
+        "input_hash_kind",
+        "output_hash_kind",
+        "redactions",
     ),
-    "events": ("id", "event_time", "receive_time", "user_id", "event_type", "details"),
+    "events": (
+        "id",
+        "event_time",
+        "receive_time",
+        "user_id",
+        "event_type",
+        "details",
+        "redactions",
+    ),
 }
 """The fields of each kind's rows, in order: the fixed CSV header and the JSON Lines keys."""
 
@@ -104,11 +118,22 @@ def _cell(record: Message, column: str) -> Any:
         return None
     if descriptor.enum_type is not None and descriptor.enum_type.name == "Thumb":
         return "up" if value == feedback_pb2.THUMB_UP else "down"
+    if descriptor.enum_type is not None and descriptor.enum_type.name == "HashKind":
+        return _HASH_KINDS.get(value)
+    if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+        return dict(value)  # the redaction counts by entity type
     if descriptor.message_type is None:
         return value if oneof is not None else value or None
     if descriptor.message_type.full_name == "google.protobuf.Timestamp":
         return _time(value)
     return _json_object(value)
+
+
+_HASH_KINDS = {
+    privacy_pb2.HASH_KIND_SHA256: "sha256",
+    privacy_pb2.HASH_KIND_HMAC_SHA256: "hmac-sha256",
+}
+"""How a hash was made, as the server's --text-hash names it; None when there is no hash."""
 
 
 def _time(value: timestamp_pb2.Timestamp) -> str:

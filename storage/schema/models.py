@@ -17,6 +17,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     SmallInteger,
     String,
+    Text,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -140,7 +141,9 @@ class _VoteColumns:
     score: Mapped[int | None] = mapped_column(SmallInteger)
     thumb_up: Mapped[bool | None] = mapped_column(Boolean)
     label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
-    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH))
+    # Unbounded on PostgreSQL since revision 0011: redaction may lengthen a 2000-character text
+    # by its placeholders (SQLite never enforced the length).
+    text: Mapped[str | None] = mapped_column(String(TEXT_LENGTH).with_variant(Text(), "postgresql"))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     tokens_used: Mapped[int | None] = mapped_column(Integer)
     input_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))

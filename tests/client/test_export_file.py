@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from llmfeedback import Event, Feedback, Interaction
 from llmfeedback._export_file import COLUMNS, ExportFile, ExportFileError, Kind, rows, sidecar_path
-from llmfeedback.proto.feedback.v1 import feedback_pb2
+from llmfeedback.proto.feedback.v1 import feedback_pb2, privacy_pb2
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,7 +56,15 @@ def test_feedback_rows_flatten_the_rating_and_keep_absent_values_none() -> None:
 
 
 def test_interaction_and_event_rows_carry_every_field_as_stored() -> None:
-    interaction = Interaction(id=3, conversation_id="c", model="m", output_hash="h", latency_ms=0.0)
+    interaction = Interaction(
+        id=3,
+        conversation_id="c",
+        model="m",
+        output_hash="h",
+        output_hash_kind=privacy_pb2.HASH_KIND_HMAC_SHA256,
+        latency_ms=0.0,
+        redactions={"EMAIL": 2},
+    )
     interaction.occur_time.seconds, interaction.create_time.seconds = 2, 3
     interaction.prompt_tokens, interaction.total_tokens = 0, 5  # a set zero is not absent
     event = Event(id=4, user_id="u", event_type="view", event_time=timestamp_pb2.Timestamp())
@@ -80,6 +88,9 @@ def test_interaction_and_event_rows_carry_every_field_as_stored() -> None:
         "completion_tokens": None,
         "total_tokens": 5,
         "metadata": {},
+        "input_hash_kind": None,
+        "output_hash_kind": "hmac-sha256",
+        "redactions": {"EMAIL": 2},
     }
     assert event_row == {
         "id": 4,
@@ -88,6 +99,7 @@ def test_interaction_and_event_rows_carry_every_field_as_stored() -> None:
         "user_id": "u",
         "event_type": "view",
         "details": {"page": "/"},
+        "redactions": {},
     }
 
 
@@ -108,8 +120,8 @@ def test_a_finished_export_leaves_no_sidecar(tmp_path: Path) -> None:
 
     assert read_csv(path) == [
         list(COLUMNS["events"]),
-        ["1", "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "u", "e", "{}"],
-        ["2", "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "u", "e", "{}"],
+        ["1", "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "u", "e", "{}", "{}"],
+        ["2", "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "u", "e", "{}", "{}"],
     ]
     assert not sidecar_path(path).exists()
 

@@ -82,6 +82,9 @@ def test_export_feedback_as_jsonl_matches_the_listing(
         "input_hash": None,
         "output_hash": None,
         "metadata": {"k": [1, "x"]},
+        "input_hash_kind": None,
+        "output_hash_kind": None,
+        "redactions": {},
     }
     assert (rows[1]["rating_kind"], rows[1]["thumb"], rows[1]["latency_ms"]) == (
         "thumb",
@@ -115,7 +118,15 @@ def test_export_events_as_csv_with_filters(
     }
     with output.open(newline="", encoding="utf-8") as file:
         lines = list(csv.reader(file))
-    assert lines[0] == ["id", "event_time", "receive_time", "user_id", "event_type", "details"]
+    assert lines[0] == [
+        "id",
+        "event_time",
+        "receive_time",
+        "user_id",
+        "event_type",
+        "details",
+        "redactions",
+    ]
     assert [int(line[0]) for line in lines[1:]] == ids[1::2][::-1]
     assert {line[3] for line in lines[1:]} == {"user-1"}
     assert json.loads(lines[1][5]) == {"n": 9}

@@ -375,3 +375,36 @@ def test_revision_0009_fills_the_id_blocks_writes_would_keep(unmigrated_database
     assert blocks == expected
     in_window = [index for index, time in enumerate(times, 1) if start <= time < end]
     assert [entry.id for entry in page] == in_window[::-1]
+
+
+def test_revision_0011_says_every_earlier_hash_is_plain_sha256(
+    unmigrated_database_url: str,
+) -> None:
+    _migrate(unmigrated_database_url, "0010")
+    engine = create_engine(unmigrated_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO interactions (conversation_id, message_id, input_hash, metadata,"
+                    " occur_time, create_time) VALUES ('c', 'hashed', :hash, '{}', :at, :at),"
+                    " ('c', 'unhashed', NULL, '{}', :at, :at)"
+                ),
+                {"hash": "ab" * 32, "at": T0},
+            )
+        _migrate(unmigrated_database_url, "head")
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT message_id, input_hash_kind, output_hash_kind, redactions"
+                    " FROM interactions ORDER BY id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+
+    decoded = [
+        (message, kind, output, str(redactions)) for message, kind, output, redactions in rows
+    ]
+    assert decoded == [("hashed", "sha256", None, "{}"), ("unhashed", None, None, "{}")]
+    _migrate(unmigrated_database_url, "0010", down=True)

@@ -56,12 +56,18 @@ CARD_PREFIXES = (
 7, 8 or 9 are an order number, not a card."""
 
 
+_CARD_LENGTHS = {prefix: (low, high) for prefix, low, high in CARD_PREFIXES}
+
+
 def card(digits: str) -> bool:
     """Whether `digits` are a payment card number: a network's prefix and length, and Luhn."""
-    if not any(
-        digits.startswith(prefix) and low <= len(digits) <= high
-        for prefix, low, high in CARD_PREFIXES
-    ) and not ("2221" <= digits[:4] <= "2720" and len(digits) == 16):  # Mastercard 2-series
+    if not 12 <= len(digits) <= 19:
+        return False
+    known = any(
+        low <= len(digits) <= high
+        for low, high in (_CARD_LENGTHS.get(digits[:size], (0, 0)) for size in (1, 2, 3, 4))
+    )
+    if not known and not ("2221" <= digits[:4] <= "2720" and len(digits) == 16):  # Mastercard 2
         return False
     return luhn(digits)
 
@@ -81,3 +87,9 @@ def ssn(digits: str) -> bool:
         and group != "00"
         and serial != "0000"
     )
+
+
+def book_number(digits: str) -> bool:
+    """Whether digits are an ISBN-13 (13 digits from 978 or 979, check digit or not: a mistyped
+    one is still no phone): "978-3-548-14744-8" holds a valid phone number's digits."""
+    return len(digits) == 13 and digits[:3] in ("978", "979")

@@ -64,7 +64,7 @@ COMMON_WORDS = frozenset(
 TITLES = frozenset(
     _words(
         """
-        Mr Mrs Ms Mx Miss Dr Prof Sir Dame Mme Mlle Herr Frau Sr Sra Srta Dott Dra
+        Mr Mrs Ms Mx Miss Dr Prof Sir Dame Mme Mlle Herr Frau Sr Sra Srta Sig Dott Dra
         """
     )
 )
@@ -77,7 +77,14 @@ CUES = (
 )  # fmt: skip
 """Words after which a capitalized word is a name (compared in lower case, before the word)."""
 
-_RUN = re.compile(r"[A-Z][\w'\-]*\.?(?:[ \t]+[A-Z][\w'\-]*\.?)*")
+_UPPER = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĲĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽ"
+PARTICLES = frozenset(
+    _words("van von de der den del della da di du dos das le la ten ter bin ibn al el st")
+)
+"""Lower-case words inside a surname ("Jim van Mare", "Tom de Jode")."""
+_RUN = re.compile(
+    rf"[{_UPPER}][\w'\-]*\.?(?:[ \t]+(?:(?:{'|'.join(PARTICLES)})[ \t]+)*[{_UPPER}][\w'\-]*\.?)*"
+)
 """Capitalized words in a row ("Dr. Ada Lovelace", "Thanks John Q. Smith")."""
 _CUE_END = re.compile(r"(?:{})[,:]?\s+$".format("|".join(re.escape(cue) for cue in CUES)))
 NOT_SURNAMES = frozenset(
@@ -127,22 +134,21 @@ def find_names(text: str) -> Iterator[tuple[int, int]]:
         while index < len(words):
             start, word = words[index]
             bare = word.rstrip(".")
-            if bare in TITLES and index + 1 < len(words):
-                # A title names whoever follows: one or two words.
-                last = min(index + 2, len(words) - 1)
-                if not _surname(words[last][1], lasts):
-                    last = index + 1
-                yield words[index + 1][0], words[last][0] + len(words[last][1].rstrip("."))
+            if _is_title(word) and index + 1 < len(words):
+                # A title names whoever follows: a name, or a surname alone ("Mme Dupont").
+                first = index + 1
+                last = max(first, _surname_end(words, first, lasts))
+                yield words[first][0], _end(words[last])
                 index = last + 1
                 continue
-            if bare in NOT_SURNAMES:
+            if (bare in NOT_SURNAMES and bare not in COMMON_WORDS) or bare.islower():
                 index += 1
                 continue
             cue_here = cued if index == 0 else words[index - 1][1].lower().rstrip(",:") in CUES
             known = bare in firsts
             last = _surname_end(words, index, lasts)
             if (known or cue_here) and last > index:
-                yield start, words[last][0] + len(words[last][1].rstrip("."))
+                yield start, _end(words[last])
                 index = last + 1
                 continue
             if known and bare not in NOT_PEOPLE and (cue_here or bare not in COMMON_WORDS):
@@ -151,19 +157,38 @@ def find_names(text: str) -> Iterator[tuple[int, int]]:
 
 
 _WORD = re.compile(r"\S+")
+MAX_SURNAME_WORDS = 3
+
+
+def _is_title(word: str) -> bool:
+    """ "Dr", "Dr.", "Mme"; "M." only with its period (a lone M is an initial or a size)."""
+    return word.rstrip(".") in TITLES or word == "M."
+
+
+def _end(word: tuple[int, str]) -> int:
+    start, text = word
+    return start + len(text.rstrip(".,"))
 
 
 def _surname_end(words: list[tuple[int, str]], index: int, lasts: frozenset[str]) -> int:
-    """The index of the last word of a name whose first word is `index`: one optional initial
-    ("Q.") and a surname; `index` itself when none follows."""
+    """The index of the last word of a name whose first word is `index`: up to three more names
+    with initials and particles between them ("Q.", "van", "de"); `index` itself when none
+    follows."""
     following = index + 1
-    if following < len(words) and len(words[following][1]) == 2 and words[following][1][1] == ".":
-        following += 1
-    if following < len(words):
+    last = index
+    taken = 0
+    while following < len(words) and taken < MAX_SURNAME_WORDS:
         word = words[following][1]
-        if word not in NOT_SURNAMES and _surname(word, lasts):
-            return following
-    return index
+        if word.rstrip(".,") in PARTICLES or (len(word) == 2 and word[1] == "."):
+            following += 1  # a particle or an initial, kept only with a surname after it
+            continue
+        word = word.rstrip(".,")
+        if word in NOT_SURNAMES or not _surname(word, lasts):
+            break
+        last = following
+        taken += 1
+        following += 1
+    return last
 
 
 def _surname(word: str, lasts: frozenset[str]) -> bool:

@@ -52,7 +52,10 @@ def _ipv6(value: str) -> bool:
 
 
 _SECRET = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+    # At most 8,000 characters between the lines (an RSA 4096 key is 3,300): a text of many BEGIN
+    # lines and no END would otherwise cost a scan to its end per BEGIN.
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{0,8000}?-----END (?:[A-Z0-9]+ )*PRIVATE"
+    r" KEY-----"
     r"|\bsk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"
     r"|\b(?:sk|pk|rk|whsec)_(?:live_|test_)?[A-Za-z0-9]{16,}"
     r"|\bgh[pousr]_[A-Za-z0-9]{30,}"
@@ -77,7 +80,11 @@ _EMAIL = re.compile(
 
 _CARD = re.compile(r"(?<![\d\-.])\d(?:[ \-]?\d){11,22}(?![\d\-]|\.\d)")
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,34}(?![A-Za-z0-9])", re.I)
+# Grouped by four (as printed) or not at all; the last group may be shorter.
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])",
+    re.I,
+)
 
 _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -91,13 +98,14 @@ _IPV6 = re.compile(
 
 _SSN = re.compile(
     r"(?<![\d\-])\d{3}([\- ])\d{2}\1\d{4}(?![\d\-])"
-    r"|(?i:\b(?:ssn|social security(?: number| no\.?| #)?)\b)[\s:#\-]*(?P<ssn>\d{9})\b"
+    r"|(?i:\b(?:ssn|social security(?: number| no\.?| #)?)\b)[\s:#=\-]*(?P<ssn>\d{9})\b"
 )
 
 _SIN = re.compile(
-    r"(?<![\d\-])\d{3}([\- ])\d{3}\1\d{3}(?![\d\-])"
+    # Not the end of an international phone number: "+48 513 125 526".
+    r"(?<!\+\d )(?<!\+\d\d )(?<!\+\d\d\d )(?<![\d\-])\d{3}([\- ])\d{3}\1\d{3}(?![\d\-])"
     r"|(?i:\b(?:sin|nas|social insurance(?: number| no\.?| #)?|assurance sociale)\b)"
-    r"[\s:#\-]*(?P<sin>\d{9})\b"
+    r"[\s:#=\-]*(?P<sin>\d{9})\b"
 )
 
 _POSTAL = re.compile(
@@ -128,18 +136,18 @@ STRUCTURED: tuple[Recognizer, ...] = (
     Recognizer(Entity.SECRET, _SECRET, needs=_may_hold_secret),
     Recognizer(Entity.EMAIL, _EMAIL, needs=lambda text, _count: "@" in text),
     Recognizer(
-        Entity.CREDIT_CARD,
-        _CARD,
-        check=lambda value: checksums.card(_digits(value)),
-        split=True,
-        needs=_at_least(12),
-    ),
-    Recognizer(
         Entity.IBAN,
         _IBAN,
         check=lambda value: checksums.iban(_digits(value).upper()),
         split=True,
         needs=_at_least(2),
+    ),
+    Recognizer(
+        Entity.CREDIT_CARD,
+        _CARD,
+        check=lambda value: checksums.card(_digits(value)),
+        split=True,
+        needs=_at_least(12),
     ),
     Recognizer(
         Entity.US_SSN, _SSN, check=lambda value: checksums.ssn(_digits(value)), needs=_at_least(9)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from server.service.pii.detector import Detector
+from server.service.pii.detector import Detector, ParseBudget
 from server.service.pii.entities import Entity
 
 MIN_KEY_BYTES = 32
@@ -128,12 +128,18 @@ class Redactor:
         """The mode of every field class."""
         return dict(self._modes)
 
-    def text(self, field_class: FieldClass, text: str, counts: Counter[str]) -> str:
+    def text(
+        self,
+        field_class: FieldClass,
+        text: str,
+        counts: Counter[str],
+        budget: ParseBudget | None = None,
+    ) -> str:
         """`text` with what was found replaced; adds what was replaced to `counts`."""
         mode = self._modes[field_class]
         if mode is Mode.KEEP or not text:
             return text
-        found = self._detector.find(text)
+        found = self._detector.find(text, budget)
         if not found:
             return text
         parts: list[str] = []
@@ -171,19 +177,25 @@ class Redactor:
         SIN sent as a JSON number is personal data all the same."""
         if self._modes[field_class] is Mode.KEEP or not value:
             return value
-        redacted: dict[str, Any] = self._json_value(field_class, value, counts)
+        budget = ParseBudget()  # one for the whole object (see Detector._phones)
+        redacted: dict[str, Any] = self._json_value(field_class, value, counts, budget)
         return redacted
 
-    def _json_value(self, field_class: FieldClass, value: Any, counts: Counter[str]) -> Any:
+    def _json_value(
+        self, field_class: FieldClass, value: Any, counts: Counter[str], budget: ParseBudget
+    ) -> Any:
         if isinstance(value, str):
-            return self.text(field_class, value, counts)
+            return self.text(field_class, value, counts, budget)
         if isinstance(value, dict):
-            return {key: self._json_value(field_class, item, counts) for key, item in value.items()}
+            return {
+                key: self._json_value(field_class, item, counts, budget)
+                for key, item in value.items()
+            }
         if isinstance(value, list):
-            return [self._json_value(field_class, item, counts) for item in value]
+            return [self._json_value(field_class, item, counts, budget) for item in value]
         if isinstance(value, float) and value.is_integer() and abs(value) >= 1e6:
             digits = str(int(value))
-            replaced = self.text(field_class, digits, counts)
+            replaced = self.text(field_class, digits, counts, budget)
             return value if replaced == digits else replaced
         return value
 

@@ -73,3 +73,28 @@ def test_names_are_off_unless_enabled() -> None:
 def test_an_unknown_phone_region_is_refused() -> None:
     with pytest.raises(ValueError, match="XX"):
         Detector(phone_regions=("XX",))
+
+
+def test_a_record_of_digit_groups_costs_a_bounded_number_of_phone_parses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its budget a record's candidates are redacted unparsed: too much, never too little."""
+    import phonenumbers
+
+    from server.service.pii import detector as module
+
+    parses = 0
+    parse = phonenumbers.parse
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal parses
+        parses += 1
+        return parse(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(phonenumbers, "parse", counted)
+    text = ("1 2 3 4 5 6 7 8 " * 200)[:2000]
+    found = Detector(phone_regions=("US",)).find(text)
+
+    budget = module.MIN_PHONE_PARSES + len(text) // module.CHARACTERS_PER_PHONE_PARSE
+    assert parses == budget
+    assert sum(end - start for start, end, _ in found) > len(text) / 2

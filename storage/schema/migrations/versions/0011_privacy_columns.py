@@ -1,4 +1,5 @@
-"""Privacy columns: how each hash was made, and what redaction replaced in each record.
+"""Privacy columns: how each hash was made, and what redaction replaced in each record; feedback
+text unbounded on PostgreSQL, since placeholders may lengthen a text of the maximum length.
 
 Revision ID: 0011
 Revises: 0010
@@ -39,10 +40,18 @@ def upgrade() -> None:
             batch.add_column(
                 sa.Column("redactions", JSON_OBJECT, nullable=False, server_default=sa.text("'{}'"))
             )
+    if op.get_bind().dialect.name == "postgresql":  # SQLite never enforced the length
+        for table in ("feedback", "feedback_history"):
+            op.alter_column(table, "text", type_=sa.Text(), existing_type=sa.String(2000))
 
 
 def downgrade() -> None:
-    """Drop the columns (what they said is lost; the rows are kept)."""
+    """Drop the columns (what they said is lost; the rows are kept). Texts that redaction made
+    longer than 2000 characters are cut to that length."""
+    if op.get_bind().dialect.name == "postgresql":
+        for table in ("feedback", "feedback_history"):
+            op.execute(f"UPDATE {table} SET text = left(text, 2000) WHERE length(text) > 2000")
+            op.alter_column(table, "text", type_=sa.String(2000), existing_type=sa.Text())
     for table in _REDACTED:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("redactions")

@@ -1,0 +1,80 @@
+"""`python -m bench.redaction_toggle`: what redaction costs one server, everything else equal.
+
+Rounds of durable SubmitFeedback at c=64 against one server in this process (see
+bench.toggle_rounds), redaction switched off and on between them, for two comments: one without
+personal data (the common case: every text is still scanned) and one with an e-mail address, a
+phone number and a card number to replace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import payloads
+from bench.toggle_rounds import Toggle, measure, summarize
+from server.__main__ import event_loop_factory
+from server.app import FeedbackServer
+from server.service.privacy import Privacy
+
+TEXTS = {
+    "plain": "Clear and concise answer, but the second paragraph repeated the first one.",
+    "personal": "Wrong refund: mail me at jane.roe@example.com or call (415) 555-2671, "
+    "card 4111 1111 1111 1111.",
+}
+"""The comments of the two measurements."""
+
+
+def _switch(server: FeedbackServer, on: bool) -> None:
+    # A measurement switch production code has no reason to offer: the service's privacy step.
+    service = server._service
+    if not hasattr(service, "bench_privacy"):
+        service.bench_privacy = service._privacy  # type: ignore[attr-defined]
+    service._privacy = service.bench_privacy if on else Privacy()  # type: ignore[attr-defined]
+
+
+def toggle(text: str) -> Toggle:
+    """The redaction toggle for SubmitFeedback carrying `text`."""
+    call = payloads.UNARY_CALLS[0]
+    request = payloads.submit_feedback_request()
+    request.text = text
+    return Toggle(
+        arguments=("--log-level", "WARNING", "--accept-unknown-conversations"),
+        prepare=lambda _data: None,
+        switch=_switch,
+        headers=lambda _on: [],
+        body=payloads.grpc_frame(request.SerializeToString()),
+        path=call.path,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run both comments' rounds and print what redaction costs; exit 0 (informative)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.redaction_toggle", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8, help="rounds per side (default 8)")
+    parser.add_argument("--requests", type=int, default=4000, help="calls per round")
+    parser.add_argument("--json", type=Path, help="also write the medians here")
+    args = parser.parse_args(argv)
+    summaries = {}
+    for name, text in TEXTS.items():
+        with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
+            results = runner.run(measure(toggle(text), args.rounds, args.requests))
+        summary = summaries[name] = summarize(results)
+        extra, base = summary["extra_cpu_us"], summary["without_cpu_us"]
+        print(
+            f"{name} comment: redaction on / off {summary['ratio']:.3f}x req/s; CPU "
+            f"{extra:+.1f} µs/call over {base:.0f} ({extra / base:+.1%}); medians of "
+            f"{summary['rounds']:.0f} alternating rounds of {args.requests} calls",
+            flush=True,
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
