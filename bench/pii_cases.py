@@ -16,22 +16,14 @@ from faker import Faker
 from bench import pii_lookalikes as lookalike
 from bench import pii_values as value
 from bench.pii_templates import FEEDBACK, METADATA, NEGATIVE, TICKETS
+from server.service.pii.entities import Entity
 
 DEFAULT_COUNT = 2500
 DEFAULT_SEED = 20240501
 NEGATIVE_SHARE = 0.35
 
-EMAIL = "EMAIL"
-PHONE_NUMBER = "PHONE_NUMBER"
-CREDIT_CARD = "CREDIT_CARD"
-IBAN = "IBAN"
-IP_ADDRESS = "IP_ADDRESS"
-US_SSN = "US_SSN"
-CA_SIN = "CA_SIN"
-CA_POSTAL_CODE = "CA_POSTAL_CODE"
-SECRET = "SECRET"
-PERSON = "PERSON"
-ENTITIES = (
+# The service's entity names (a StrEnum, so each is also its plain string), in its order.
+(
     EMAIL,
     PHONE_NUMBER,
     CREDIT_CARD,
@@ -42,8 +34,8 @@ ENTITIES = (
     CA_POSTAL_CODE,
     SECRET,
     PERSON,
-)
-"""The names of server.service.pii.entities.Entity, as plain strings so the set needs no server."""
+) = Entity
+ENTITIES: tuple[str, ...] = tuple(Entity)
 
 PII_FIELDS: dict[str, tuple[str, value.Maker]] = {
     "email": (EMAIL, value.email),
