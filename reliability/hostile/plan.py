@@ -37,6 +37,9 @@ class HostilePlan:
     """Streams per round whose length prefix promises 1,000,000 bytes and that end after 10."""
     slowloris_streams: int
     """Streams per round that send headers and never any DATA."""
+    costly_writes: int = 120
+    """SubmitFeedback calls whose metadata is 16 KiB of digit groups, the costliest free text to
+    redact, sent by COSTLY_CLIENTS clients at once."""
     half_sent_rounds: int = 3
     """Rounds of half-sent streams; RSS after the last must not exceed the first's by much."""
 
@@ -73,4 +76,5 @@ FULL_PLAN = HostilePlan(
     flood_calls=24_000,
     half_sent_streams=6_700,
     slowloris_streams=500,
+    costly_writes=400,
 )

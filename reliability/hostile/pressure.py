@@ -576,3 +576,72 @@ async def _half_sent_round(phase: Phase, plan: HostilePlan) -> dict[str, object]
         }
     finally:
         await asyncio.gather(*(connection.close() for connection in connections))
+
+
+COSTLY_CLIENTS = 32
+COSTLY_STATS_P99_LIMIT_MS = 1000.0
+"""GetStats beside the costly writes: each costs about 60 ms of CPU to redact, and on the event
+loop (before the redaction thread) they held GetStats for 1.8-2.2 s."""
+
+
+def costly_metadata() -> dict[str, str]:
+    """16 KiB of digit groups: every run is a phone number candidate and a card candidate."""
+    return {f"k{number}": ("1 2 3 4 5 6 7 8 " * 20)[:200] for number in range(75)}
+
+
+async def costly_texts(phase: Phase, plan: HostilePlan) -> None:
+    """COSTLY_CLIENTS clients send writes as costly to redact as free text can be, while an
+    ordinary client calls GetStats: every write is answered OK and stored once, and GetStats
+    stays under COSTLY_STATS_P99_LIMIT_MS."""
+    result = phase.result
+    prefix = f"hostile-costly-{secrets.token_hex(3)}-"
+    metadata = costly_metadata()
+    numbers = iter(range(plan.costly_writes))
+    acknowledged: set[str] = set()
+    codes: Counter[str] = Counter()
+
+    async def client(stub: pb_grpc.FeedbackServiceAsyncStub) -> None:
+        for number in numbers:
+            request = pb.SubmitFeedbackRequest(
+                conversation_id=f"{prefix}c{number}", user_id=f"{prefix}{number}", score=2
+            )
+            request.metadata.update(metadata)
+            try:
+                await stub.SubmitFeedback(request, timeout=FLOOD_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
+                continue
+            codes["OK"] += 1
+            acknowledged.add(f"{prefix}{number}")
+
+    started = time.monotonic()
+    channel = grpc.aio.insecure_channel(phase.server.address)
+    try:
+        stub = pb_grpc.FeedbackServiceStub(channel)
+        writers = asyncio.gather(*(client(stub) for _ in range(COSTLY_CLIENTS)))
+        latencies, failed = await asyncio.to_thread(
+            get_stats_latencies_ms, phase.server.address, ORDINARY_CALLS
+        )
+        await writers
+    finally:
+        await channel.close(None)
+    p99 = p99_ms(latencies)
+    result.figures["costly_writes"] = plan.costly_writes
+    result.figures["costly_seconds"] = round(time.monotonic() - started, 1)
+    result.figures["codes"] = dict(codes)
+    result.figures["get_stats_p99_ms_with_costly_writes"] = p99
+    if not await phase.checkup(f"{plan.costly_writes} costly writes"):
+        return
+    result.check(codes == {"OK": plan.costly_writes}, f"costly writes ended {dict(codes)}")
+    result.check(not failed, f"GetStats failed beside costly writes: {dict(failed)}")
+    result.check(
+        p99 is not None and p99 < COSTLY_STATS_P99_LIMIT_MS,
+        f"GetStats p99 was {p99} ms beside costly writes "
+        f"(limit {COSTLY_STATS_P99_LIMIT_MS:.0f} ms)",
+    )
+    stored = Database("sqlite", phase.database_url).values_with_prefix(
+        "feedback", "user_id", prefix
+    )
+    result.acknowledged = len(acknowledged)
+    result.missing = len(acknowledged - stored.keys())
+    result.check(result.missing == 0, f"{result.missing} acknowledged costly writes are missing")

@@ -67,6 +67,7 @@ STALLED_EXPORTS = HostilePhase(
 )
 ONE_CALLER_CAP = HostilePhase("one caller's export cap", pressure.one_caller_cap)
 FLOOD = HostilePhase("write flood", pressure.flood)
+COSTLY_TEXTS = HostilePhase("costly texts to redact", pressure.costly_texts)
 HALF_SENT = HostilePhase(
     "half-sent messages", pressure.half_sent_messages, pressure.HALF_SENT_ENVIRONMENT
 )
@@ -82,6 +83,7 @@ PHASES = (
     STALLED_EXPORTS,
     ONE_CALLER_CAP,
     FLOOD,
+    COSTLY_TEXTS,
     HALF_SENT,
 )
 

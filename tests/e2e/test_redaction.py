@@ -253,3 +253,35 @@ def test_a_text_of_the_maximum_length_is_stored_whole_though_placeholders_length
     assert stored.text == ("<EMAIL> " * 285) + "i@x.i"
     assert len(stored.text) == 2285
     assert dict(stored.redactions) == {"EMAIL": 285}
+
+
+def test_large_records_are_redacted_off_the_event_loop_all_the_same(
+    stub: FeedbackServiceStub,
+) -> None:
+    """Past INLINE_REDACTION_CHARS redaction runs on a storage thread: same answers."""
+    big = {
+        f"k{number}": f"note {number} from z{number}@example.com " + "x" * 150
+        for number in range(80)
+    }
+    answer = stub.LogEvent(
+        pb.LogEventRequest(user_id="u", event_type="big", details=_struct(**big))
+    )
+    batch = stub.LogEvents(
+        pb.LogEventsRequest(
+            events=[
+                pb.LogEventRequest(
+                    user_id="u", event_type="many", details=_struct(n=f"{n}@b.example " * 40)
+                )
+                for n in range(20)
+            ]
+        )
+    )
+
+    details = MessageToDict(answer.event.details)
+    assert details["k79"] == "note 79 from <EMAIL> " + "x" * 150
+    assert dict(answer.event.redactions) == {"EMAIL": 80}
+    assert batch.accepted_count == 20
+    events = stub.ListEvents(pb.ListEventsRequest(page_size=50)).events
+    many = [event for event in events if event.event_type == "many"]
+    assert [dict(event.redactions) for event in many] == [{"EMAIL": 40}] * 20
+    assert all("@" not in MessageToDict(event.details)["n"] for event in many)
