@@ -251,6 +251,43 @@ class Rows:
         self._execute(f"DELETE FROM feedback WHERE {where}", ids)
         self._rollups.add(aggregates.FEEDBACK, votes, -1)
 
+    def erase(self, column: str, value: str, limit: int) -> dict[str, int]:
+        """Delete up to `limit` rows of each raw table whose `column` ("user_id" or
+        "conversation_id") is `value`, their rollup contributions with them; the rows deleted
+        per table. Bounded, so an erasure of any size is many short transactions that never
+        stall writes; run it until every count is 0.
+
+        Feedback and its history go before interactions, which feedback references. On
+        PostgreSQL the rows are locked in id order first, as retire_votes does. The id blocks
+        are left as they are: bounds of fewer rows still bound them.
+        """
+        erased: dict[str, int] = {}
+        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
+        kinds: tuple[RowKind[Any], ...] = (FEEDBACK, HISTORY, INTERACTIONS, EVENTS)
+        for kind in kinds:
+            table = kind.table
+            if column not in table.c:
+                continue
+            records = self._select(
+                kind,
+                f"{column} = {self._mark} ORDER BY id LIMIT {int(limit)}{lock}",
+                (value,),
+            )
+            erased[table.name] = len(records)
+            if not records:
+                continue
+            # A vote's id is in its history once (a vote is replaced once), so (column, id)
+            # names one row in either table.
+            ids = tuple(record.id for record in records)
+            self._execute(
+                f"DELETE FROM {table.name} WHERE {column} = {self._mark}"
+                f" AND id IN ({self._marks(ids)})",
+                (value, *ids),
+            )
+            if kind.rollup_kind is not None:
+                self._rollups.add(kind.rollup_kind, records, -1)
+        return erased
+
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
         if replaced:

@@ -143,6 +143,17 @@ class Delete:
     picks: list[int]
 
 
+@dataclass(frozen=True)
+class Erase:
+    """Erase everything of one user or conversation, in transactions of at most `limit` rows
+    per table, through the group-commit writer or the session repository."""
+
+    column: str
+    value: str
+    limit: int
+    dedicated: bool
+
+
 KINDS = ("feedback", "interactions", "events")
 operations = st.lists(
     st.one_of(
@@ -163,6 +174,20 @@ operations = st.lists(
         ),
         st.builds(
             Delete, st.sampled_from(KINDS), st.lists(st.integers(0, 1000), min_size=1, max_size=4)
+        ),
+        st.builds(
+            Erase,
+            st.just("user_id"),
+            st.sampled_from([user for user in USERS if user]),
+            st.integers(1, 5),
+            st.booleans(),
+        ),
+        st.builds(
+            Erase,
+            st.just("conversation_id"),
+            st.sampled_from(CONVERSATIONS),
+            st.integers(1, 5),
+            st.booleans(),
         ),
     ),
     min_size=1,
@@ -530,12 +555,15 @@ def vote(repository: Any, items: list[NewFeedback]) -> tuple[list[FeedbackRecord
     return records, replaced
 
 
-def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
+def apply(storage: Storage, steps: Sequence[Insert | Delete | Erase]) -> None:
     stored: dict[str, list[int]] = {kind: [] for kind in KINDS}
     writer = storage.dedicated_writer()
     try:
         for step in steps:
-            if isinstance(step, Insert):
+            if isinstance(step, Erase):
+                erase_all(storage, writer, step)
+                stored = {kind: _remaining(storage, kind) for kind in KINDS}
+            elif isinstance(step, Insert):
                 method = {
                     "feedback": "insert_feedback_entries",
                     "interactions": "insert_interactions",
@@ -579,6 +607,36 @@ def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
         writer.close()
 
 
+def erase_all(storage: Storage, writer: Any, step: Erase) -> None:
+    """Run bounded erasures until one erases nothing; then no row of the value is left."""
+
+    def once(rows: Any) -> dict[str, int]:
+        erased: dict[str, int] = rows.erase(step.column, step.value, step.limit)
+        return erased
+
+    while True:
+        erased = writer.write(once) if step.dedicated else storage.write(once)
+        assert all(count <= step.limit for count in erased.values()), erased
+        if not any(erased.values()):
+            break
+    tables = ["feedback", "feedback_history", "interactions"]
+    tables += ["events"] if step.column == "user_id" else []  # events have no conversation
+    for table in tables:
+        assert not _remaining(storage, table, f"{step.column} = '{step.value}'"), table
+
+
+def _remaining(storage: Storage, table: str, condition: str = "1 = 1") -> list[int]:
+    """Ids of the stored rows of `table` meeting `condition`, in id order."""
+    return storage.read(
+        lambda repository: [
+            row[0]
+            for row in repository.session.execute(
+                text(f"SELECT id FROM {table} WHERE {condition} ORDER BY id")
+            )
+        ]
+    )
+
+
 @EXAMPLES
 @given(
     steps=operations,
@@ -588,7 +646,7 @@ def apply(storage: Storage, steps: Sequence[Insert | Delete]) -> None:
 def test_stats_equal_a_full_scan(
     storage: Storage,
     engine: Engine,
-    steps: list[Insert | Delete],
+    steps: list[Insert | Delete | Erase],
     queries: list[StatsQuery],
     rebuild: bool,
 ) -> None:
@@ -697,7 +755,7 @@ def assert_same_rows(rebuilt: list[tuple[Any, ...]], incremental: list[tuple[Any
 @EXAMPLES
 @given(steps=operations)
 def test_rebuild_reproduces_the_incremental_rollups(
-    storage: Storage, engine: Engine, steps: list[Insert | Delete]
+    storage: Storage, engine: Engine, steps: list[Insert | Delete | Erase]
 ) -> None:
     empty(engine)
     apply(storage, steps)
