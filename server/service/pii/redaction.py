@@ -14,7 +14,6 @@ import hmac
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -98,14 +97,6 @@ def _derived(key: bytes, purpose: bytes) -> bytes:
     return hmac.new(key, b"llm-feedback/" + purpose, hashlib.sha256).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Redacted:
-    """A value after redaction, and what was replaced in it."""
-
-    value: Any
-    counts: Counter[str] = field(default_factory=Counter)
-
-
 class Redactor:
     """Applies each field class's mode to the values of a record (thread-safe)."""
 
@@ -122,11 +113,6 @@ class Redactor:
         if Mode.HASH in self._modes.values() and (key is None or len(key) < MIN_KEY_BYTES):
             raise ValueError(f"hash mode needs a key of at least {MIN_KEY_BYTES} bytes")
         self._key = None if key is None else _derived(key, b"redaction")
-
-    @property
-    def modes(self) -> Mapping[FieldClass, Mode]:
-        """The mode of every field class."""
-        return dict(self._modes)
 
     def text(
         self,
