@@ -9,8 +9,6 @@ alternate, and the medians of the per-round ratios and of the process CPU per ca
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -19,8 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import payloads
-from bench.toggle_rounds import Toggle, measure, summarize
-from server.__main__ import event_loop_factory
+from bench.toggle_rounds import Toggle, cost, parse_arguments, run
 from server.app import FeedbackServer
 from server.config import DEFAULT_DATABASE_FILE
 from server.service.api_keys import Scope, create_key
@@ -64,22 +61,14 @@ def _toggle() -> Toggle:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the rounds and print the verdict; exit 0 (the verdict is informative)."""
-    parser = argparse.ArgumentParser(prog="python -m bench.auth_toggle", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=12, help="rounds per side (default 12)")
-    parser.add_argument("--requests", type=int, default=4000, help="calls per round")
-    parser.add_argument("--json", type=Path, help="also write the medians here")
-    args = parser.parse_args(argv)
-    with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
-        toggle = _toggle()
-        summary = summarize(runner.run(measure(toggle, args.rounds, args.requests)))
+    args = parse_arguments("python -m bench.auth_toggle", __doc__, 12, argv)
+    summary = run(_toggle(), args.rounds, args.requests)
     if args.json is not None:
         args.json.write_text(json.dumps(summary))
     verdict = "PASS" if summary["ratio"] >= TARGET else "FAIL"
-    extra, base = summary["extra_cpu_us"], summary["without_cpu_us"]
     print(
         f"{verdict}  with a key / without: {summary['ratio']:.3f}x req/s (target >= {TARGET}); "
-        f"CPU {extra:+.1f} µs/call over {base:.0f} ({extra / base:+.1%}); medians of "
-        f"{summary['rounds']:.0f} alternating rounds of {args.requests} calls"
+        f"{cost(summary, args.requests)}"
     )
     return 0
 

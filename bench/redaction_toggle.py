@@ -8,16 +8,12 @@ phone number and a card number to replace.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from bench import payloads
-from bench.toggle_rounds import Toggle, measure, summarize
-from server.__main__ import event_loop_factory
+from bench.toggle_rounds import Toggle, cost, parse_arguments, run
 from server.app import FeedbackServer
 from server.service.privacy import Privacy
 
@@ -54,21 +50,13 @@ def toggle(text: str) -> Toggle:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both comments' rounds and print what redaction costs; exit 0 (informative)."""
-    parser = argparse.ArgumentParser(prog="python -m bench.redaction_toggle", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=8, help="rounds per side (default 8)")
-    parser.add_argument("--requests", type=int, default=4000, help="calls per round")
-    parser.add_argument("--json", type=Path, help="also write the medians here")
-    args = parser.parse_args(argv)
+    args = parse_arguments("python -m bench.redaction_toggle", __doc__, 8, argv)
     summaries = {}
     for name, text in TEXTS.items():
-        with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
-            results = runner.run(measure(toggle(text), args.rounds, args.requests))
-        summary = summaries[name] = summarize(results)
-        extra, base = summary["extra_cpu_us"], summary["without_cpu_us"]
+        summary = summaries[name] = run(toggle(text), args.rounds, args.requests)
         print(
-            f"{name} comment: redaction on / off {summary['ratio']:.3f}x req/s; CPU "
-            f"{extra:+.1f} µs/call over {base:.0f} ({extra / base:+.1%}); medians of "
-            f"{summary['rounds']:.0f} alternating rounds of {args.requests} calls",
+            f"{name} comment: redaction on / off {summary['ratio']:.3f}x req/s; "
+            f"{cost(summary, args.requests)}",
             flush=True,
         )
     if args.json is not None:

@@ -9,6 +9,7 @@ per-round ratios and of the process CPU per call.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import resource
 import statistics
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from bench.cores import choose_pinning, pin_this_thread
 from bench.h2load import run_h2load
+from server.__main__ import event_loop_factory
 from server.app import FeedbackServer, create_server
 from server.config import parse_settings
 
@@ -112,3 +114,31 @@ def summarize(results: dict[str, list[tuple[float, float]]]) -> dict[str, float]
         "with_cpu_us": statistics.median(with_[1] for _, with_ in pairs),
         "extra_cpu_us": statistics.median(with_[1] - without[1] for without, with_ in pairs),
     }
+
+
+def parse_arguments(
+    prog: str, description: str | None, rounds: int, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """The options every toggle takes: rounds per side, calls per round, a JSON file."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help=f"rounds per side (default {rounds})"
+    )
+    parser.add_argument("--requests", type=int, default=4000, help="calls per round")
+    parser.add_argument("--json", type=Path, help="also write the medians here")
+    return parser.parse_args(argv)
+
+
+def run(toggle: Toggle, rounds: int, requests: int) -> dict[str, float]:
+    """The medians of `rounds` alternating rounds per side, on uvloop as the server runs."""
+    with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
+        return summarize(runner.run(measure(toggle, rounds, requests)))
+
+
+def cost(summary: dict[str, float], requests: int) -> str:
+    """The CPU the feature adds per call, and what the medians are of."""
+    extra, base = summary["extra_cpu_us"], summary["without_cpu_us"]
+    return (
+        f"CPU {extra:+.1f} µs/call over {base:.0f} ({extra / base:+.1%}); medians of "
+        f"{summary['rounds']:.0f} alternating rounds of {requests} calls"
+    )
