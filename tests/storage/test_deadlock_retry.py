@@ -58,8 +58,8 @@ def _deadlocked_write(database: str, busy_retry_seconds: float) -> DeadlockRun:
 
     The other transaction holds the key span of "all", which the writer's rollups lock last;
     once the writer waits for it, the other updates the all-time event cell the writer already
-    holds. The writer waited first, so its deadlock check runs first and PostgreSQL rolls the
-    writer back; the other then commits.
+    holds. The writer waited first and the other checks for deadlocks only after 20 s, so
+    PostgreSQL rolls the writer back; the other then commits.
     """
     run = DeadlockRun()
     with (
@@ -71,6 +71,9 @@ def _deadlocked_write(database: str, busy_retry_seconds: float) -> DeadlockRun:
         writer = storage.dedicated_writer()
         (events_before,) = observer.execute("SELECT count(*) FROM events").fetchone() or (0,)
         deadlocks_before = _deadlocks(observer)
+        # The writer must be the victim even on a loaded machine, where its own deadlock check
+        # (after deadlock_timeout, 1 s) could otherwise run later than the other's.
+        other.execute("SET deadlock_timeout = '20s'")
         other.execute("SELECT 1 FROM rollup_key_spans WHERE dimension = 0 FOR UPDATE")
 
         def work(repository: BatchRepository) -> None:
