@@ -25,10 +25,12 @@ from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
+from server.service.erasure import ErasureService
 from server.service.pii.detector import Detector
 from server.service.pii.redaction import MIN_KEY_BYTES, Mode, Redactor, TextHasher
 from server.service.privacy import Privacy
 from server.service.rate_limits import RateLimiter, parse_rates
+from server.service.subjects import Subjects
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -72,12 +74,14 @@ class FeedbackServer:
         executor: ThreadPoolExecutor,
         boundary: CallInterceptor,
         keys: ApiKeyService,
+        erasures: ErasureService,
         *,
         database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
         self.grpc_server = server
         self._boundary = boundary
         self._keys = keys
+        self._erasures = erasures
         self._health = health
         self._service = service
         self._storage = storage
@@ -117,6 +121,7 @@ class FeedbackServer:
         await self._boundary.watchdog.stop()
         await self._boundary.admission.stop()
         await self._keys.stop()
+        await self._erasures.close()  # between two batches: each resumes when run again
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._service.close)
@@ -203,7 +208,8 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             ("grpc.max_connection_age_grace_ms", _ms(CONNECTION_AGE_GRACE_SECONDS)),
         ],
     )
-    add_feedback_service(FeedbackServicer(service, keys, access), server)
+    erasures = ErasureService(storage, executor, Subjects(privacy.subject_hasher))
+    add_feedback_service(FeedbackServicer(service, keys, access, erasures), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
     enable_reflection([FEEDBACK_SERVICE_NAME, HEALTH_SERVICE_NAME], server)
@@ -226,6 +232,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         executor,
         boundary,
         keys,
+        erasures,
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port
@@ -302,6 +309,7 @@ def privacy_of(settings: Settings) -> Privacy:
     return Privacy(
         redactor=redactor,
         text_hasher=TextHasher(key if settings.text_hash == "hmac" else None),
+        subject_hasher=TextHasher(key, purpose=b"subject"),
         free_labels=settings.allowed_labels is None,
     )
 

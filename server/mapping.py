@@ -8,7 +8,7 @@ import itertools
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -45,9 +45,11 @@ from server.service.api_keys import Scope
 from server.service.list_inputs import SelectionT
 from server.service.listing import Chunk, Page
 from server.service.pii.redaction import HMAC_SHA256, SHA256
+from server.service.subjects import CONVERSATION, USER
 from storage.records import (
     ApiKeyEventRecord,
     ApiKeyRecord,
+    ErasureRecord,
     EventRecord,
     EventStats,
     FeedbackRecord,
@@ -894,3 +896,49 @@ def api_key_event_message(event: ApiKeyEventRecord) -> access_pb2.ApiKeyEvent:
         actor=event.actor,
         scopes=[_SCOPE_ENUMS[Scope(scope)] for scope in event.scopes],
     )
+
+
+# ---- erasures and a user's data ----
+
+_SUBJECT_KINDS = {
+    USER: privacy_pb2.SUBJECT_KIND_USER,
+    CONVERSATION: privacy_pb2.SUBJECT_KIND_CONVERSATION,
+}
+
+
+def erasure_message(erasure: ErasureRecord) -> privacy_pb2.Erasure:
+    """An Erasure message: the log entry, the subject as its hash."""
+    erased = erasure.erased
+    message = privacy_pb2.Erasure(
+        id=erasure.id,
+        subject_kind=_SUBJECT_KINDS[erasure.subject.kind],
+        subject_hash=erasure.subject.hash,
+        subject_hash_kind=_HASH_KINDS[erasure.subject.hash_kind],
+        requested_by=erasure.requested_by,
+        start_time=timestamp(erasure.start_time),
+        erased=privacy_pb2.ErasedCounts(
+            interactions=erased.interactions,
+            feedback=erased.feedback,
+            replaced_votes=erased.history,
+            events=erased.events,
+        ),
+        batches=erasure.batches,
+    )
+    if erasure.finish_time is not None:
+        message.finish_time.CopyFrom(timestamp(erasure.finish_time))
+    return message
+
+
+def user_data_response(
+    table: str, records: Sequence[Any]
+) -> feedback_service_pb2.ExportUserDataResponse:
+    """One chunk of a user's data export: the records of one table in the field of its kind."""
+    response = feedback_service_pb2.ExportUserDataResponse()
+    if table == "interactions":
+        response.interactions.extend(interaction_message(record) for record in records)
+    elif table == "events":
+        response.events.extend(event_message(record) for record in records)
+    else:
+        votes = response.feedback if table == "feedback" else response.replaced_votes
+        votes.extend(feedback_message(record) for record in records)
+    return response

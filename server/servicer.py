@@ -29,8 +29,10 @@ from server.service import (
     WriteOutcome,
 )
 from server.service.api_keys import ApiKeyService
+from server.service.erasure import ErasureService
 from server.service.list_inputs import SelectionT
 from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS, EntryT, FilterT, Listing
+from server.service.subjects import CONVERSATION, USER
 from server.status import abort, status_for
 
 Request = TypeVar("Request")
@@ -92,9 +94,16 @@ def _streaming(
 class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     """The feedback.v1.FeedbackService endpoints; rules live in FeedbackService."""
 
-    def __init__(self, service: FeedbackService, keys: ApiKeyService, access: Access) -> None:
+    def __init__(
+        self,
+        service: FeedbackService,
+        keys: ApiKeyService,
+        access: Access,
+        erasures: ErasureService,
+    ) -> None:
         self._service = service
         self._keys = keys
+        self._erasures = erasures
         self._access = access
         self._stats_responses = mapping.StatsResponses()
 
@@ -327,6 +336,44 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         return pb.ListApiKeyEventsResponse(
             events=[mapping.api_key_event_message(event) for event in events]
         )
+
+    # ---- erasures and access exports ----
+
+    @_unary
+    async def EraseUser(
+        self, request: pb.EraseUserRequest, context: Context
+    ) -> pb.EraseUserResponse:
+        erasure = await self._erasures.erase(USER, request.user_id, current_caller().actor)
+        return pb.EraseUserResponse(erasure=mapping.erasure_message(erasure))
+
+    @_unary
+    async def EraseConversation(
+        self, request: pb.EraseConversationRequest, context: Context
+    ) -> pb.EraseConversationResponse:
+        erasure = await self._erasures.erase(
+            CONVERSATION, request.conversation_id, current_caller().actor
+        )
+        return pb.EraseConversationResponse(erasure=mapping.erasure_message(erasure))
+
+    @_unary
+    async def ListErasures(
+        self, request: pb.ListErasuresRequest, context: Context
+    ) -> pb.ListErasuresResponse:
+        entries, next_token = await self._erasures.log(
+            request.page_size, request.page_token, request.user_id, request.conversation_id
+        )
+        return pb.ListErasuresResponse(
+            erasures=[mapping.erasure_message(entry) for entry in entries],
+            next_page_token=next_token,
+        )
+
+    @_streaming
+    async def ExportUserData(
+        self, request: pb.ExportUserDataRequest, context: Context
+    ) -> AsyncGenerator[pb.ExportUserDataResponse, None]:
+        async with aclosing(self._erasures.export_user(request.user_id)) as chunks:
+            async for table, records in chunks:
+                yield mapping.user_data_response(table, records)
 
 
 class _IngestRun:

@@ -100,6 +100,9 @@ def sqlite_engine(url: URL, *, busy_timeout_ms: int, synchronous: str, pool_size
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA foreign_keys = ON")
+            # Deleted rows are overwritten with zeros, so an erased user's data is not left in
+            # the file's free space (server.service.erasure).
+            cursor.execute("PRAGMA secure_delete = ON")
             cursor.execute(f"PRAGMA synchronous = {level}")
         finally:
             cursor.close()

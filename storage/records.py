@@ -450,3 +450,55 @@ class ApiKeyEventRecord:
     key_prefix: str
     actor: str
     scopes: tuple[str, ...]
+
+
+# ---- Erasures: what was removed about whom, the subject hashed ----
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subject:
+    """Whose data an erasure removes, as the erasure log keeps it: a kind and a hash."""
+
+    kind: str
+    """"user" (rows whose user_id is the id) or "conversation" (whose conversation_id is)."""
+    hash: str
+    """The id's hash in 64 hex digits, made as hash_kind says."""
+    hash_kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedCounts:
+    """Rows removed, per table."""
+
+    interactions: int = 0
+    feedback: int = 0
+    history: int = 0
+    """Replaced votes (feedback_history)."""
+    events: int = 0
+
+    def __add__(self, other: ErasedCounts) -> ErasedCounts:
+        """Both counts together."""
+        return ErasedCounts(
+            self.interactions + other.interactions,
+            self.feedback + other.feedback,
+            self.history + other.history,
+            self.events + other.events,
+        )
+
+    @property
+    def total(self) -> int:
+        """Rows removed from every table."""
+        return self.interactions + self.feedback + self.history + self.events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasureRecord:
+    """One entry of the erasure log; finish_time is None while the erasure is under way."""
+
+    id: int
+    subject: Subject
+    requested_by: str
+    start_time: datetime
+    finish_time: datetime | None
+    erased: ErasedCounts
+    batches: int

@@ -33,6 +33,7 @@ from server.service.ports import ReadUnit, RecordStorage
 from server.service.privacy import Privacy
 from server.service.stats import StatsChange, compare, valid_stats_query
 from server.service.stream_clock import StreamClock
+from server.service.subjects import Subjects
 from server.service.validation import IDENTIFIER, Violations
 from server.service.write_rules import (
     EVENT,
@@ -118,7 +119,9 @@ class FeedbackService:
         self._clock = clock
         self._committer = GroupCommitter(
             storage,
-            partial(apply_batch, rules=self._rules),
+            partial(
+                apply_batch, rules=self._rules, subjects=Subjects(self._privacy.subject_hasher)
+            ),
             max_pending=max_pending_writes,
         )
 

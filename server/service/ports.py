@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from storage.records import (
     ApiKeyEventRecord,
     ApiKeyRecord,
+    ErasedCounts,
+    ErasureRecord,
     EventEntry,
     EventFilter,
     EventRecord,
@@ -30,6 +32,7 @@ from storage.records import (
     NewInteraction,
     StatsAnswer,
     StatsQuery,
+    Subject,
 )
 
 T = TypeVar("T")
@@ -96,6 +99,11 @@ class BatchRepository(Protocol):
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote."""
+        ...
+
+    def running_erasures(self) -> frozenset[tuple[str, str]]:
+        """(subject kind, subject hash) of every erasure under way, read once per transaction
+        and, on PostgreSQL, under the erasure gate (storage.rows.repository.Rows)."""
         ...
 
 
@@ -195,4 +203,70 @@ class KeyStorage(Protocol):
 
     def write(self, work: Callable[[KeyUnit], T]) -> T:
         """Run `work` in one transaction, committed when it returns."""
+        ...
+
+
+class ErasureTable(Protocol):
+    """The erasure log inside one unit of work (storage.rows.erasure_log.ErasureLog)."""
+
+    def begin(self, subject: Subject, requested_by: str, now: datetime) -> ErasureRecord:
+        """The subject's erasure under way, or a new one; writes about it are refused from the
+        unit's commit on."""
+        ...
+
+    def claim(self, subject: Subject) -> None:
+        """Run this unit's batch of the subject's erasure alone (across servers)."""
+        ...
+
+    def by_id(self, erasure_id: int) -> ErasureRecord | None:
+        """One entry, if it exists."""
+        ...
+
+    def count(self, erasure_id: int, erased: ErasedCounts) -> None:
+        """Add one batch's rows to the entry's counts."""
+        ...
+
+    def finish(self, erasure_id: int, now: datetime) -> None:
+        """Mark the entry done."""
+        ...
+
+    def newest(
+        self, limit: int, before_id: int | None, subject: Subject | None
+    ) -> list[ErasureRecord]:
+        """Up to `limit` entries, newest first, older than `before_id`, of `subject` if given."""
+        ...
+
+
+class ErasureUnit(Protocol):
+    """A unit of work as erasure and the access export see it."""
+
+    @property
+    def erasures(self) -> ErasureTable:
+        """The erasure log in this unit's transaction."""
+        ...
+
+    def erase(self, column: str, value: str, limit: int) -> ErasedCounts:
+        """Delete up to `limit` rows per table whose `column` is `value`, out of the rollups."""
+        ...
+
+    def forget_key_spans(self, column: str, value: str) -> None:
+        """Drop the rollups' last trace of `value` once none of its rows is left."""
+        ...
+
+    def subject_rows(
+        self, table: str, column: str, value: str, after_id: int, limit: int
+    ) -> list[Any]:
+        """Up to `limit` records of `table` whose `column` is `value`, by id after `after_id`."""
+        ...
+
+
+class ErasureStorage(Protocol):
+    """Units of work for erasures: reads, and writes committed when `work` returns."""
+
+    def read(self, work: Callable[[ErasureUnit], T]) -> T:
+        """Run `work` in one read transaction."""
+        ...
+
+    def write(self, work: Callable[[ErasureUnit], T]) -> T:
+        """Run `work` in one transaction, committed when it returns (rollups last)."""
         ...

@@ -18,6 +18,9 @@ class Privacy:
 
     redactor: Redactor | None = None
     text_hasher: TextHasher = field(default_factory=TextHasher)
+    subject_hasher: TextHasher = field(default_factory=lambda: TextHasher(purpose=b"subject"))
+    """How the erasure log hashes the ids it erased: HMAC-SHA-256 under the server's hash key
+    when there is one, else SHA-256."""
     free_labels: bool = False
     """Whether labels are free (no allow-list): only then can a label hold personal data."""
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from server.service.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
@@ -13,6 +14,7 @@ from server.service.group_commit import Job
 from server.service.inputs import EventInput, FeedbackInput, InteractionInput
 from server.service.pii.redaction import SHA256, TextHasher
 from server.service.ports import BatchRepository, Vote
+from server.service.subjects import Subjects
 from server.service.validation import (
     CONVERSATION_ID,
     EVENT_TYPE,
@@ -53,6 +55,7 @@ MIN_CORRECTED_SKEW = timedelta(seconds=1)
 
 T = TypeVar("T")
 PLAIN_SHA256 = TextHasher()
+PLAIN_SUBJECTS = Subjects()
 
 INTERACTION = "interaction"
 FEEDBACK = "feedback"
@@ -364,22 +367,30 @@ Copy = tuple[Slot, Slot, bool]
 """(an item, the earlier item of the same batch it repeats, whether their content is the same)."""
 
 
-def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules) -> None:
+def apply_batch(
+    repository: BatchRepository,
+    batch: Sequence[Job],
+    rules: Rules,
+    subjects: Subjects = PLAIN_SUBJECTS,
+) -> None:
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
     Repeats of stored requests are answered first and store nothing. Interactions go before
-    feedback so that feedback in the same batch can link to them. The storage writes the batch's
+    feedback so that feedback in the same batch can link to them. Items about a user or
+    conversation being erased are refused, checked in this transaction (after linking, for
+    feedback, which may inherit its user and conversation). The storage writes the batch's
     rollups after all of this, in one global order
     (storage.aggregates.write.RollupChanges), so batches of replicas sharing a PostgreSQL
     database never deadlock over rollup rows.
     """
+    refused = partial(_refused_erased, repository, subjects)
     if interactions := _slots(batch, INTERACTION):
         fresh, copies = _unrepeated(interactions, repository.interactions_by_requests)
-        _store_interactions(repository, fresh)
+        _store_interactions(repository, refused(fresh))
         _settle(copies)
     if feedback := _slots(batch, FEEDBACK):
         fresh, copies = _unrepeated(feedback, repository.feedback_by_requests)
-        _store_feedback(repository, fresh, rules)
+        _store_feedback(repository, fresh, rules, refused)
         _settle(copies)
     if events := _slots(batch, EVENT):
         fresh, copies = _unrepeated(events, repository.events_by_requests)
@@ -390,6 +401,7 @@ def apply_batch(repository: BatchRepository, batch: Sequence[Job], rules: Rules)
             lambda item, record: Duplicate(record),  # an event id is dropped whatever it says
             lambda item, original: True,
         )
+        fresh = refused(fresh)
         records = repository.insert_events([item for _, _, item in fresh])
         for (job, index, _), record in zip(fresh, records, strict=True):
             job.outcomes[index] = record
@@ -495,7 +507,32 @@ def _store_interactions(repository: BatchRepository, slots: list[Slot]) -> None:
         job.outcomes[index] = record
 
 
-def _store_feedback(repository: BatchRepository, slots: list[Slot], rules: Rules) -> None:
+def _refused_erased(
+    repository: BatchRepository, subjects: Subjects, slots: list[Slot]
+) -> list[Slot]:
+    """The slots to store: those about a subject being erased get their refusal."""
+    if not slots:
+        return slots
+    running = repository.running_erasures()
+    if not running:
+        return slots
+    kept = []
+    for slot in slots:
+        job, index, item = slot
+        refusal = subjects.refusal(running, item)
+        if refusal is None:
+            kept.append(slot)
+        else:
+            job.outcomes[index] = refusal
+    return kept
+
+
+def _store_feedback(
+    repository: BatchRepository,
+    slots: list[Slot],
+    rules: Rules,
+    refused: Callable[[list[Slot]], list[Slot]],
+) -> None:
     by_message = repository.interactions_by_messages(
         {item.message_id for _, _, item in slots if item.message_id}
     )
@@ -513,7 +550,7 @@ def _store_feedback(repository: BatchRepository, slots: list[Slot], rules: Rules
             linked.append((job, index, link_feedback(draft, interaction, rules)))
         except ServiceError as error:
             job.outcomes[index] = error
-    for voting_round in _rounds(linked):
+    for voting_round in _rounds(refused(linked)):
         _store_votes(repository, voting_round)
 
 

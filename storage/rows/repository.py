@@ -22,8 +22,10 @@ from sqlalchemy import Table
 
 from storage.aggregates import kinds as aggregates
 from storage.aggregates.sql import SqlTarget
+from storage.aggregates.tables import KEY_SPANS_TABLE
 from storage.aggregates.write import RollupChanges
 from storage.records import (
+    ErasedCounts,
     EventEntry,
     EventFilter,
     EventRecord,
@@ -46,6 +48,7 @@ from storage.rows import executors, id_blocks
 from storage.rows import listing as listing_queries
 from storage.rows.api_keys import ApiKeys
 from storage.rows.bulk_insert import Execute, Getter, insert_returning_ids, inserted_columns
+from storage.rows.erasure_log import ERASURE_LOCK_SPACE, ErasureLog
 from storage.rows.row_codec import MARKS, Dialect, table_codec
 from storage.schema.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 
@@ -123,6 +126,7 @@ class Rows:
         self._mark = MARKS[dialect]
         self._rollups = RollupChanges()
         self._blocks = id_blocks.BlockChanges()
+        self._running_erasures: frozenset[tuple[str, str]] | None = None
 
     def apply_rollups(self) -> None:
         """Write the unit's id block and rollup changes; the caller runs this last, just before
@@ -251,11 +255,11 @@ class Rows:
         self._execute(f"DELETE FROM feedback WHERE {where}", ids)
         self._rollups.add(aggregates.FEEDBACK, votes, -1)
 
-    def erase(self, column: str, value: str, limit: int) -> dict[str, int]:
+    def erase(self, column: str, value: str, limit: int) -> ErasedCounts:
         """Delete up to `limit` rows of each raw table whose `column` ("user_id" or
         "conversation_id") is `value`, their rollup contributions with them; the rows deleted
         per table. Bounded, so an erasure of any size is many short transactions that never
-        stall writes; run it until every count is 0.
+        stall writes; run it until it deletes nothing.
 
         Feedback and its history go before interactions, which feedback references. On
         PostgreSQL the rows are locked in id order first, as retire_votes does. The id blocks
@@ -263,8 +267,7 @@ class Rows:
         """
         erased: dict[str, int] = {}
         lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
-        kinds: tuple[RowKind[Any], ...] = (FEEDBACK, HISTORY, INTERACTIONS, EVENTS)
-        for kind in kinds:
+        for name, kind in ERASED_TABLES.items():
             table = kind.table
             if column not in table.c:
                 continue
@@ -273,7 +276,7 @@ class Rows:
                 f"{column} = {self._mark} ORDER BY id LIMIT {int(limit)}{lock}",
                 (value,),
             )
-            erased[table.name] = len(records)
+            erased[name] = len(records)
             if not records:
                 continue
             # A vote's id is in its history once (a vote is replaced once), so (column, id)
@@ -286,7 +289,47 @@ class Rows:
             )
             if kind.rollup_kind is not None:
                 self._rollups.add(kind.rollup_kind, records, -1)
-        return erased
+        return ErasedCounts(**erased)
+
+    def forget_key_spans(self, column: str, value: str) -> None:
+        """Drop the rollups' record of the days `value` has data on (rollup_key_spans), once an
+        erasure left it no rows: the last thing keyed by the id."""
+        dimension = SUBJECT_DIMENSIONS[column]
+        self._execute(
+            f"DELETE FROM {KEY_SPANS_TABLE} WHERE dimension = {self._mark}"
+            f" AND dimension_key = {self._mark}",
+            (dimension, value),
+        )
+
+    def subject_rows(
+        self, table: str, column: str, value: str, after_id: int, limit: int
+    ) -> list[Any]:
+        """Up to `limit` records of `table` (an ErasedCounts field) whose `column` is `value`,
+        in id order after `after_id`: a user's data, chunk by chunk."""
+        kind = ERASED_TABLES[table]
+        return self._select(
+            kind,
+            f"{column} = {self._mark} AND id > {self._mark} ORDER BY id LIMIT {int(limit)}",
+            (value, after_id),
+        )
+
+    def running_erasures(self) -> frozenset[tuple[str, str]]:
+        """(subject kind, subject hash) of every erasure under way, whose subjects' writes are
+        refused (see server.service.erasure).
+
+        On PostgreSQL this first takes the shared side of the erasure gate for the rest of the
+        transaction: an erasure starts under its exclusive side, so it waits for every write
+        transaction that checked before it, and every later one sees it (READ COMMITTED takes a
+        snapshot per statement, hence two statements). Read once per transaction.
+        """
+        if self._running_erasures is None:
+            if self._dialect == "postgresql":
+                self._execute("SELECT pg_advisory_xact_lock_shared(%s, 0)", (ERASURE_LOCK_SPACE,))
+            found = self._execute(
+                "SELECT subject_kind, subject_hash FROM erasures WHERE finish_time IS NULL", ()
+            )
+            self._running_erasures = frozenset((kind, digest) for kind, digest in found)
+        return self._running_erasures
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
@@ -353,6 +396,8 @@ class Repository(Rows):
         """The unit's session, for SQL this class does not offer (tests' full scans)."""
         self.api_keys = ApiKeys(session)
         """The API key tables, in the same transaction."""
+        self.erasures = ErasureLog(session, dialect)
+        """The erasure log, in the same transaction."""
 
     # Lists and exports (storage.rows.listing)
 
@@ -493,3 +538,13 @@ HISTORY: RowKind[FeedbackRecord] = RowKind(
 )
 """Replaced votes: kept for history and idempotent replays, counted in no rollup."""
 EVENTS: RowKind[EventRecord] = RowKind(EventRow, EventRecord, aggregates.EVENTS)
+
+ERASED_TABLES: Mapping[str, RowKind[Any]] = {
+    "feedback": FEEDBACK,
+    "history": HISTORY,
+    "interactions": INTERACTIONS,
+    "events": EVENTS,
+}
+"""The tables an erasure deletes from, by their ErasedCounts field, in deletion order."""
+SUBJECT_DIMENSIONS = {"user_id": aggregates.USER, "conversation_id": aggregates.CONVERSATION}
+"""The rollup dimension keyed by each column an erasure selects by."""

@@ -225,6 +225,9 @@ class FeedbackHistoryRow(_VoteColumns, Base):
     __tablename__ = "feedback_history"
     __table_args__ = (
         Index("ix_feedback_history_message_id_user_id", "message_id", "user_id"),
+        # Erasures find a user's or a conversation's replaced votes (revision 0012).
+        Index("ix_feedback_history_user_id_id", "user_id", "id"),
+        Index("ix_feedback_history_conversation_id_id", "conversation_id", "id"),
         Index(
             "ix_feedback_history_request_id",
             "request_id",
@@ -492,3 +495,44 @@ class ApiKeyEventRow(Base):
     key_prefix: Mapped[str] = mapped_column(String(API_KEY_PREFIX_LENGTH))
     actor: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
     scopes: Mapped[str] = mapped_column(String(SCOPES_LENGTH))
+
+
+SUBJECT_KIND_LENGTH = 16
+"""What an erasure is of: "user" or "conversation"."""
+REQUESTER_LENGTH = 64
+"""Who asked for an erasure: an admin key's prefix, a peer's address or "cli"."""
+
+
+class ErasureRow(Base):
+    """One erasure of a user's or a conversation's data (revision 0012): who asked, when, and how
+    many rows it removed from each table. The subject is kept as a hash only, never the data.
+
+    A row without finish_time is an erasure under way: writes about its subject are refused
+    until it finishes, and running the erasure again resumes it (one running row per subject).
+    """
+
+    __tablename__ = "erasures"
+    __table_args__ = (
+        Index(
+            "uq_erasures_running_subject",
+            "subject_kind",
+            "subject_hash",
+            unique=True,
+            sqlite_where=text("finish_time IS NULL"),
+            postgresql_where=text("finish_time IS NULL"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    subject_kind: Mapped[str] = mapped_column(String(SUBJECT_KIND_LENGTH))
+    subject_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    subject_hash_kind: Mapped[str] = mapped_column(String(HASH_KIND_LENGTH))
+    requested_by: Mapped[str] = mapped_column(String(REQUESTER_LENGTH))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    finish_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    interactions_erased: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    feedback_erased: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    history_erased: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    events_erased: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    batches: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

@@ -108,6 +108,10 @@ class MemoryRows:
         """Keep replaced votes."""
         self.history.extend(replaced)
 
+    def running_erasures(self) -> frozenset[tuple[str, str]]:
+        """No erasures run in memory."""
+        return frozenset()
+
     def _insert(
         self, table: list[R], name: str, record_type: type[R], news: Sequence[Any]
     ) -> list[R]:

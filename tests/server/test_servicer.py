@@ -20,7 +20,9 @@ from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from server.access import Access
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
+from server.service.erasure import ErasureService
 from server.service.rate_limits import RateLimiter
+from server.service.subjects import Subjects
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -81,7 +83,8 @@ def _servicer(
     service: FeedbackService, storage: Storage, executor: ThreadPoolExecutor
 ) -> FeedbackServicer:
     keys = ApiKeyService(storage, executor, KeyRing())
-    return FeedbackServicer(service, keys, Access(None, RateLimiter({})))
+    erasures = ErasureService(storage, executor, Subjects())
+    return FeedbackServicer(service, keys, Access(None, RateLimiter({})), erasures)
 
 
 def _call(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, create_engine, text
 from storage.aggregates.histogram import Histogram, bin_value, histogram_bin
 from storage.aggregates.plan import decompose
 from storage.records import (
+    ErasedCounts,
     EventStats,
     FeedbackRecord,
     FeedbackStats,
@@ -610,14 +611,14 @@ def apply(storage: Storage, steps: Sequence[Insert | Delete | Erase]) -> None:
 def erase_all(storage: Storage, writer: Any, step: Erase) -> None:
     """Run bounded erasures until one erases nothing; then no row of the value is left."""
 
-    def once(rows: Any) -> dict[str, int]:
-        erased: dict[str, int] = rows.erase(step.column, step.value, step.limit)
+    def once(rows: Any) -> ErasedCounts:
+        erased: ErasedCounts = rows.erase(step.column, step.value, step.limit)
         return erased
 
     while True:
         erased = writer.write(once) if step.dedicated else storage.write(once)
-        assert all(count <= step.limit for count in erased.values()), erased
-        if not any(erased.values()):
+        assert all(count <= step.limit for count in astuple(erased)), erased
+        if not erased.total:
             break
     tables = ["feedback", "feedback_history", "interactions"]
     tables += ["events"] if step.column == "user_id" else []  # events have no conversation

@@ -78,11 +78,13 @@ class TextHasher:
     """Hashes the prompt and answer texts a client sends: plain SHA-256 (FilAgent's format,
     reversible by a dictionary of common prompts) or HMAC-SHA-256 under the server's key."""
 
-    def __init__(self, key: bytes | None = None) -> None:
-        """With `key`, texts get HMAC-SHA-256 (domain-separated from placeholder hashes)."""
+    def __init__(self, key: bytes | None = None, purpose: bytes = b"text") -> None:
+        """With `key`, texts get HMAC-SHA-256 under a key derived for `purpose`, so hashes made
+        for one purpose (texts, erased subjects) never equal those of another, nor placeholder
+        hashes."""
         if key is not None and len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the hash key must hold at least {MIN_KEY_BYTES} bytes")
-        self._key = None if key is None else _derived(key, b"text")
+        self._key = None if key is None else _derived(key, purpose)
         self.kind = SHA256 if key is None else HMAC_SHA256
 
     def __call__(self, text: str) -> str:

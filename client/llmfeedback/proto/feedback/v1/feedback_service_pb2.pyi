@@ -9,6 +9,7 @@ from llmfeedback.proto.feedback.v1 import batch_pb2 as _batch_pb2
 from llmfeedback.proto.feedback.v1 import event_pb2 as _event_pb2
 from llmfeedback.proto.feedback.v1 import feedback_pb2 as _feedback_pb2
 from llmfeedback.proto.feedback.v1 import interaction_pb2 as _interaction_pb2
+from llmfeedback.proto.feedback.v1 import privacy_pb2 as _privacy_pb2
 from llmfeedback.proto.feedback.v1 import stats_pb2 as _stats_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -1774,3 +1775,223 @@ class ListApiKeyEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListApiKeyEventsResponse: _TypeAlias = ListApiKeyEventsResponse  # noqa: Y015
+
+@_typing.final
+class EraseUserRequest(_message.Message):
+    """EraseUserRequest names the user to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user id, as the records carry it (1-128 letters, digits, '.', '_', ':', '@' or '-')."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseUserRequest: _TypeAlias = EraseUserRequest  # noqa: Y015
+
+@_typing.final
+class EraseUserResponse(_message.Message):
+    """EraseUserResponse is the finished erasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erasure(self) -> _privacy_pb2.Erasure:
+        """The erasure log's entry, finished, with the records removed."""
+
+    def __init__(
+        self,
+        *,
+        erasure: _privacy_pb2.Erasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseUserResponse: _TypeAlias = EraseUserResponse  # noqa: Y015
+
+@_typing.final
+class EraseConversationRequest(_message.Message):
+    """EraseConversationRequest names the conversation to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation id (1-128 letters, digits, '-' or '_')."""
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseConversationRequest: _TypeAlias = EraseConversationRequest  # noqa: Y015
+
+@_typing.final
+class EraseConversationResponse(_message.Message):
+    """EraseConversationResponse is the finished erasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erasure(self) -> _privacy_pb2.Erasure:
+        """The erasure log's entry, finished, with the records removed."""
+
+    def __init__(
+        self,
+        *,
+        erasure: _privacy_pb2.Erasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseConversationResponse: _TypeAlias = EraseConversationResponse  # noqa: Y015
+
+@_typing.final
+class ListErasuresRequest(_message.Message):
+    """ListErasuresRequest asks for a page of the erasure log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many entries (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the newest entries."""
+    user_id: _builtins.str
+    """Only the erasures of this user (matched by its hash); at most one of user_id and
+    conversation_id.
+    """
+    conversation_id: _builtins.str
+    """Only the erasures of this conversation (matched by its hash)."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListErasuresRequest: _TypeAlias = ListErasuresRequest  # noqa: Y015
+
+@_typing.final
+class ListErasuresResponse(_message.Message):
+    """ListErasuresResponse holds a page of the erasure log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next (older) page; empty when this page is the last."""
+    @_builtins.property
+    def erasures(self) -> _containers.RepeatedCompositeFieldContainer[_privacy_pb2.Erasure]:
+        """The entries, newest first."""
+
+    def __init__(
+        self,
+        *,
+        erasures: _abc.Iterable[_privacy_pb2.Erasure] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasures", b"erasures", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListErasuresResponse: _TypeAlias = ListErasuresResponse  # noqa: Y015
+
+@_typing.final
+class ExportUserDataRequest(_message.Message):
+    """ExportUserDataRequest names the user whose data to export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user id (1-128 letters, digits, '.', '_', ':', '@' or '-')."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUserDataRequest: _TypeAlias = ExportUserDataRequest  # noqa: Y015
+
+@_typing.final
+class ExportUserDataResponse(_message.Message):
+    """ExportUserDataResponse is one chunk of a user's data: exactly one of its fields is non-empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    REPLACED_VOTES_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[_interaction_pb2.Interaction]:
+        """Interactions recorded for the user."""
+
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[_feedback_pb2.Feedback]:
+        """The user's current feedback."""
+
+    @_builtins.property
+    def replaced_votes(self) -> _containers.RepeatedCompositeFieldContainer[_feedback_pb2.Feedback]:
+        """The user's votes that newer votes replaced (replace_time and replaced_by_id set)."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]:
+        """The user's analytics events."""
+
+    def __init__(
+        self,
+        *,
+        interactions: _abc.Iterable[_interaction_pb2.Interaction] | None = ...,
+        feedback: _abc.Iterable[_feedback_pb2.Feedback] | None = ...,
+        replaced_votes: _abc.Iterable[_feedback_pb2.Feedback] | None = ...,
+        events: _abc.Iterable[_event_pb2.Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "feedback", b"feedback", "interactions", b"interactions", "replaced_votes", b"replaced_votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUserDataResponse: _TypeAlias = ExportUserDataResponse  # noqa: Y015

@@ -182,6 +182,26 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsResponse.FromString,
                 _registered_method=True)
+        self.EraseUser = channel.unary_unary(
+                '/feedback.v1.FeedbackService/EraseUser',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.EraseUserRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.EraseUserResponse.FromString,
+                _registered_method=True)
+        self.EraseConversation = channel.unary_unary(
+                '/feedback.v1.FeedbackService/EraseConversation',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.EraseConversationRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.EraseConversationResponse.FromString,
+                _registered_method=True)
+        self.ListErasures = channel.unary_unary(
+                '/feedback.v1.FeedbackService/ListErasures',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListErasuresRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListErasuresResponse.FromString,
+                _registered_method=True)
+        self.ExportUserData = channel.unary_stream(
+                '/feedback.v1.FeedbackService/ExportUserData',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -453,6 +473,63 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUser(self, request, context):
+        """EraseUser removes everything stored about one user: every interaction, current and replaced
+        feedback and event whose user_id is the id (their request ids with them, so a retried
+        request is stored anew), and their share of every aggregate, including the user's own:
+        GetStats then answers as if they had never been written. It works in short transactions of
+        at most 500 rows per table, so other writes never wait long, and returns once nothing is
+        left, with the records removed. From its start, writes about the user are refused on every
+        server sharing the database with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+        subject_kind); writes committed before it are erased; after it finishes, writes are taken
+        again. A client that leaves does not stop it. If it is stopped halfway (the server stops, the
+        database goes away), writes about the user stay refused until EraseUser is called again,
+        which resumes the same erasure and returns the counts of every run; a call after it finished
+        starts a new one that removes what was written since. The erasure log (ListErasures) keeps
+        the entry, with the user id hashed. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is
+        malformed, RESOURCE_EXHAUSTED (ErrorInfo ERASURES_IN_FLIGHT, RetryInfo) while the server is
+        erasing 4 other users or conversations, UNAVAILABLE if the database is unreachable (call
+        again to resume).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseConversation(self, request, context):
+        """EraseConversation removes everything stored about one conversation: its interactions and
+        current and replaced feedback (events name no conversation), as EraseUser does for a user,
+        with the same guarantees, refusals and errors (INVALID_ARGUMENT names conversation_id).
+        Needs SCOPE_ADMIN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListErasures(self, request, context):
+        """ListErasures returns the erasure log, newest first: finished erasures and those under way.
+        Returns INVALID_ARGUMENT if page_size is negative, page_token is not one this method gave,
+        both user_id and conversation_id are set, or either is malformed; UNAVAILABLE if the database
+        is unreachable. Needs SCOPE_ADMIN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUserData(self, request, context):
+        """ExportUserData streams everything stored about one user, for an access request (GDPR
+        article 15, Quebec Law 25): first the user's interactions, then their current feedback, then
+        their replaced votes, then their events, each in id order, in messages of up to 1000 records
+        holding one kind each. Texts sent only to be hashed were never stored and are not in it;
+        redacted values are exported as stored (redacted). It counts as an export against the
+        server's export limits. Each message is read in its own transaction: records written or
+        erased during the export may or may not appear. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if
+        user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
+        it again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -555,6 +632,26 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.ListApiKeyEvents,
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsResponse.SerializeToString,
+            ),
+            'EraseUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUser,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.EraseUserRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.EraseUserResponse.SerializeToString,
+            ),
+            'EraseConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseConversation,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.EraseConversationRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.EraseConversationResponse.SerializeToString,
+            ),
+            'ListErasures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListErasures,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ListErasuresRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ListErasuresResponse.SerializeToString,
+            ),
+            'ExportUserData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUserData,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1145,6 +1242,114 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/ListApiKeyEvents',
             feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.ListApiKeyEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/EraseUser',
+            feedback_dot_v1_dot_feedback__service__pb2.EraseUserRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.EraseUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/EraseConversation',
+            feedback_dot_v1_dot_feedback__service__pb2.EraseConversationRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.EraseConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListErasures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ListErasures',
+            feedback_dot_v1_dot_feedback__service__pb2.ListErasuresRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ListErasuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/ExportUserData',
+            feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -219,6 +219,47 @@ class FeedbackServiceStub:
     """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
     Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
     """
+    EraseUser: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.EraseUserRequest, _feedback_service_pb2.EraseUserResponse]
+    """EraseUser removes everything stored about one user: every interaction, current and replaced
+    feedback and event whose user_id is the id (their request ids with them, so a retried
+    request is stored anew), and their share of every aggregate, including the user's own:
+    GetStats then answers as if they had never been written. It works in short transactions of
+    at most 500 rows per table, so other writes never wait long, and returns once nothing is
+    left, with the records removed. From its start, writes about the user are refused on every
+    server sharing the database with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+    subject_kind); writes committed before it are erased; after it finishes, writes are taken
+    again. A client that leaves does not stop it. If it is stopped halfway (the server stops, the
+    database goes away), writes about the user stay refused until EraseUser is called again,
+    which resumes the same erasure and returns the counts of every run; a call after it finished
+    starts a new one that removes what was written since. The erasure log (ListErasures) keeps
+    the entry, with the user id hashed. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is
+    malformed, RESOURCE_EXHAUSTED (ErrorInfo ERASURES_IN_FLIGHT, RetryInfo) while the server is
+    erasing 4 other users or conversations, UNAVAILABLE if the database is unreachable (call
+    again to resume).
+    """
+    EraseConversation: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.EraseConversationRequest, _feedback_service_pb2.EraseConversationResponse]
+    """EraseConversation removes everything stored about one conversation: its interactions and
+    current and replaced feedback (events name no conversation), as EraseUser does for a user,
+    with the same guarantees, refusals and errors (INVALID_ARGUMENT names conversation_id).
+    Needs SCOPE_ADMIN.
+    """
+    ListErasures: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListErasuresRequest, _feedback_service_pb2.ListErasuresResponse]
+    """ListErasures returns the erasure log, newest first: finished erasures and those under way.
+    Returns INVALID_ARGUMENT if page_size is negative, page_token is not one this method gave,
+    both user_id and conversation_id are set, or either is malformed; UNAVAILABLE if the database
+    is unreachable. Needs SCOPE_ADMIN.
+    """
+    ExportUserData: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.ExportUserDataRequest, _feedback_service_pb2.ExportUserDataResponse]
+    """ExportUserData streams everything stored about one user, for an access request (GDPR
+    article 15, Quebec Law 25): first the user's interactions, then their current feedback, then
+    their replaced votes, then their events, each in id order, in messages of up to 1000 records
+    holding one kind each. Texts sent only to be hashed were never stored and are not in it;
+    redacted values are exported as stored (redacted). It counts as an export against the
+    server's export limits. Each message is read in its own transaction: records written or
+    erased during the export may or may not appear. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if
+    user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
+    it again).
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
@@ -410,6 +451,47 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     ListApiKeyEvents: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListApiKeyEventsRequest, _feedback_service_pb2.ListApiKeyEventsResponse]  # type: ignore[assignment]
     """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
     Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
+    """
+    EraseUser: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.EraseUserRequest, _feedback_service_pb2.EraseUserResponse]  # type: ignore[assignment]
+    """EraseUser removes everything stored about one user: every interaction, current and replaced
+    feedback and event whose user_id is the id (their request ids with them, so a retried
+    request is stored anew), and their share of every aggregate, including the user's own:
+    GetStats then answers as if they had never been written. It works in short transactions of
+    at most 500 rows per table, so other writes never wait long, and returns once nothing is
+    left, with the records removed. From its start, writes about the user are refused on every
+    server sharing the database with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+    subject_kind); writes committed before it are erased; after it finishes, writes are taken
+    again. A client that leaves does not stop it. If it is stopped halfway (the server stops, the
+    database goes away), writes about the user stay refused until EraseUser is called again,
+    which resumes the same erasure and returns the counts of every run; a call after it finished
+    starts a new one that removes what was written since. The erasure log (ListErasures) keeps
+    the entry, with the user id hashed. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is
+    malformed, RESOURCE_EXHAUSTED (ErrorInfo ERASURES_IN_FLIGHT, RetryInfo) while the server is
+    erasing 4 other users or conversations, UNAVAILABLE if the database is unreachable (call
+    again to resume).
+    """
+    EraseConversation: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.EraseConversationRequest, _feedback_service_pb2.EraseConversationResponse]  # type: ignore[assignment]
+    """EraseConversation removes everything stored about one conversation: its interactions and
+    current and replaced feedback (events name no conversation), as EraseUser does for a user,
+    with the same guarantees, refusals and errors (INVALID_ARGUMENT names conversation_id).
+    Needs SCOPE_ADMIN.
+    """
+    ListErasures: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListErasuresRequest, _feedback_service_pb2.ListErasuresResponse]  # type: ignore[assignment]
+    """ListErasures returns the erasure log, newest first: finished erasures and those under way.
+    Returns INVALID_ARGUMENT if page_size is negative, page_token is not one this method gave,
+    both user_id and conversation_id are set, or either is malformed; UNAVAILABLE if the database
+    is unreachable. Needs SCOPE_ADMIN.
+    """
+    ExportUserData: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.ExportUserDataRequest, _feedback_service_pb2.ExportUserDataResponse]  # type: ignore[assignment]
+    """ExportUserData streams everything stored about one user, for an access request (GDPR
+    article 15, Quebec Law 25): first the user's interactions, then their current feedback, then
+    their replaced votes, then their events, each in id order, in messages of up to 1000 records
+    holding one kind each. Texts sent only to be hashed were never stored and are not in it;
+    redacted values are exported as stored (redacted). It counts as an export against the
+    server's export limits. Each message is read in its own transaction: records written or
+    erased during the export may or may not appear. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if
+    user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
+    it again).
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -719,6 +801,71 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_feedback_service_pb2.ListApiKeyEventsResponse, _abc.Awaitable[_feedback_service_pb2.ListApiKeyEventsResponse]]:
         """ListApiKeyEvents returns the audit log of key creations and revocations, newest first.
         Returns INVALID_ARGUMENT if page_size is negative, UNAVAILABLE if the database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseUser(
+        self,
+        request: _feedback_service_pb2.EraseUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.EraseUserResponse, _abc.Awaitable[_feedback_service_pb2.EraseUserResponse]]:
+        """EraseUser removes everything stored about one user: every interaction, current and replaced
+        feedback and event whose user_id is the id (their request ids with them, so a retried
+        request is stored anew), and their share of every aggregate, including the user's own:
+        GetStats then answers as if they had never been written. It works in short transactions of
+        at most 500 rows per table, so other writes never wait long, and returns once nothing is
+        left, with the records removed. From its start, writes about the user are refused on every
+        server sharing the database with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+        subject_kind); writes committed before it are erased; after it finishes, writes are taken
+        again. A client that leaves does not stop it. If it is stopped halfway (the server stops, the
+        database goes away), writes about the user stay refused until EraseUser is called again,
+        which resumes the same erasure and returns the counts of every run; a call after it finished
+        starts a new one that removes what was written since. The erasure log (ListErasures) keeps
+        the entry, with the user id hashed. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is
+        malformed, RESOURCE_EXHAUSTED (ErrorInfo ERASURES_IN_FLIGHT, RetryInfo) while the server is
+        erasing 4 other users or conversations, UNAVAILABLE if the database is unreachable (call
+        again to resume).
+        """
+
+    @_abc_1.abstractmethod
+    def EraseConversation(
+        self,
+        request: _feedback_service_pb2.EraseConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.EraseConversationResponse, _abc.Awaitable[_feedback_service_pb2.EraseConversationResponse]]:
+        """EraseConversation removes everything stored about one conversation: its interactions and
+        current and replaced feedback (events name no conversation), as EraseUser does for a user,
+        with the same guarantees, refusals and errors (INVALID_ARGUMENT names conversation_id).
+        Needs SCOPE_ADMIN.
+        """
+
+    @_abc_1.abstractmethod
+    def ListErasures(
+        self,
+        request: _feedback_service_pb2.ListErasuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.ListErasuresResponse, _abc.Awaitable[_feedback_service_pb2.ListErasuresResponse]]:
+        """ListErasures returns the erasure log, newest first: finished erasures and those under way.
+        Returns INVALID_ARGUMENT if page_size is negative, page_token is not one this method gave,
+        both user_id and conversation_id are set, or either is malformed; UNAVAILABLE if the database
+        is unreachable. Needs SCOPE_ADMIN.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportUserData(
+        self,
+        request: _feedback_service_pb2.ExportUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.ExportUserDataResponse], _abc.AsyncIterator[_feedback_service_pb2.ExportUserDataResponse]]:
+        """ExportUserData streams everything stored about one user, for an access request (GDPR
+        article 15, Quebec Law 25): first the user's interactions, then their current feedback, then
+        their replaced votes, then their events, each in id order, in messages of up to 1000 records
+        holding one kind each. Texts sent only to be hashed were never stored and are not in it;
+        redacted values are exported as stored (redacted). It counts as an export against the
+        server's export limits. Each message is read in its own transaction: records written or
+        erased during the export may or may not appear. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if
+        user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
+        it again).
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,15 +4,17 @@ isort:skip_file
 """
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -49,3 +51,128 @@ HASH_KIND_HMAC_SHA256: HashKind.ValueType  # 2
 the key can tell which text it came from. Texts the server hashed with --text-hash hmac.
 """
 Global___HashKind: _TypeAlias = HashKind  # noqa: Y015
+
+class _SubjectKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SubjectKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubjectKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUBJECT_KIND_UNSPECIFIED: _SubjectKind.ValueType  # 0
+    """Never used."""
+    SUBJECT_KIND_USER: _SubjectKind.ValueType  # 1
+    """A user: every record whose user_id is the id."""
+    SUBJECT_KIND_CONVERSATION: _SubjectKind.ValueType  # 2
+    """A conversation: every record whose conversation_id is the id."""
+
+class SubjectKind(_SubjectKind, metaclass=_SubjectKindEnumTypeWrapper):
+    """SubjectKind is whose data an erasure removes."""
+
+SUBJECT_KIND_UNSPECIFIED: SubjectKind.ValueType  # 0
+"""Never used."""
+SUBJECT_KIND_USER: SubjectKind.ValueType  # 1
+"""A user: every record whose user_id is the id."""
+SUBJECT_KIND_CONVERSATION: SubjectKind.ValueType  # 2
+"""A conversation: every record whose conversation_id is the id."""
+Global___SubjectKind: _TypeAlias = SubjectKind  # noqa: Y015
+
+@_typing.final
+class ErasedCounts(_message.Message):
+    """ErasedCounts is how many records an erasure removed, per kind."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    REPLACED_VOTES_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    interactions: _builtins.int
+    """Interactions removed."""
+    feedback: _builtins.int
+    """Current feedback removed."""
+    replaced_votes: _builtins.int
+    """Replaced votes (feedback history) removed."""
+    events: _builtins.int
+    """Events removed."""
+    def __init__(
+        self,
+        *,
+        interactions: _builtins.int = ...,
+        feedback: _builtins.int = ...,
+        replaced_votes: _builtins.int = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "feedback", b"feedback", "interactions", b"interactions", "replaced_votes", b"replaced_votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasedCounts: _TypeAlias = ErasedCounts  # noqa: Y015
+
+@_typing.final
+class Erasure(_message.Message):
+    """Erasure is one entry of the erasure log: who erased whose data, when, and how much. The log
+    never holds the erased data nor the subject's id: only its hash.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_KIND_FIELD_NUMBER: _builtins.int
+    SUBJECT_HASH_FIELD_NUMBER: _builtins.int
+    SUBJECT_HASH_KIND_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The entry's id, increasing with time."""
+    subject_kind: Global___SubjectKind.ValueType
+    """Whether a user or a conversation was erased."""
+    subject_hash: _builtins.str
+    """Hash of the user or conversation id in 64 lowercase hex digits: HMAC-SHA-256 under a key
+    derived from the server's hash key (--hash-key-file) when it has one, else plain SHA-256 of
+    the UTF-8 id (which anyone holding a guess of the id can check).
+    """
+    subject_hash_kind: Global___HashKind.ValueType
+    """How subject_hash was made."""
+    requested_by: _builtins.str
+    """Who asked: the admin API key's prefix, or the caller's address on a server without keys."""
+    batches: _builtins.int
+    """Transactions it took."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the erasure started; writes about the subject are refused from then until finish_time."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When nothing was left and the erasure ended; unset while it is under way (or was interrupted
+        and has not been run again).
+        """
+
+    @_builtins.property
+    def erased(self) -> Global___ErasedCounts:
+        """Records removed so far, by every run of this erasure."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        subject_kind: Global___SubjectKind.ValueType = ...,
+        subject_hash: _builtins.str = ...,
+        subject_hash_kind: Global___HashKind.ValueType = ...,
+        requested_by: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+        erased: Global___ErasedCounts | None = ...,
+        batches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased", b"erased", "finish_time", b"finish_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "erased", b"erased", "finish_time", b"finish_time", "id", b"id", "requested_by", b"requested_by", "start_time", b"start_time", "subject_hash", b"subject_hash", "subject_hash_kind", b"subject_hash_kind", "subject_kind", b"subject_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Erasure: _TypeAlias = Erasure  # noqa: Y015
