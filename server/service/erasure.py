@@ -6,9 +6,10 @@ entry's commit waits for write transactions that checked before it (the erasure 
 storage.rows.repository.Rows.running_erasures). Then it deletes the subject's rows in batches of
 at most `batch_rows` per table, each batch one short transaction that subtracts its rows from
 the rollups and adds them to the entry's counts, so writes never wait long and a crash loses
-nothing: running the erasure again resumes the entry. The batch that finds nothing left drops
-the subject's last rollup trace (its key span) and finishes the entry; writes about the subject
-are taken again from its commit on. Servers erasing one subject take turns batch by batch.
+nothing: running the erasure again resumes the entry. The batch that finds nothing left
+finishes the entry; writes about the subject are taken again from its commit on. Rollup cells
+keyed by the subject go with their last row (a cell whose count falls to zero is deleted).
+Servers erasing one subject take turns batch by batch.
 """
 
 from __future__ import annotations
@@ -141,7 +142,6 @@ class ErasureService:
         if erased.total:
             unit.erasures.count(erasure_id, erased)
             return None
-        unit.forget_key_spans(column, subject_id)
         unit.erasures.finish(erasure_id, self._clock())
         return unit.erasures.by_id(erasure_id)
 

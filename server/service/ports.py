@@ -249,10 +249,6 @@ class ErasureUnit(Protocol):
         """Delete up to `limit` rows per table whose `column` is `value`, out of the rollups."""
         ...
 
-    def forget_key_spans(self, column: str, value: str) -> None:
-        """Drop the rollups' last trace of `value` once none of its rows is left."""
-        ...
-
     def subject_rows(
         self, table: str, column: str, value: str, after_id: int, limit: int
     ) -> list[Any]:

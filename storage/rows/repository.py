@@ -22,7 +22,6 @@ from sqlalchemy import Table
 
 from storage.aggregates import kinds as aggregates
 from storage.aggregates.sql import SqlTarget
-from storage.aggregates.tables import KEY_SPANS_TABLE
 from storage.aggregates.write import RollupChanges
 from storage.records import (
     ErasedCounts,
@@ -291,16 +290,6 @@ class Rows:
                 self._rollups.add(kind.rollup_kind, records, -1)
         return ErasedCounts(**erased)
 
-    def forget_key_spans(self, column: str, value: str) -> None:
-        """Drop the rollups' record of the days `value` has data on (rollup_key_spans), once an
-        erasure left it no rows: the last thing keyed by the id."""
-        dimension = SUBJECT_DIMENSIONS[column]
-        self._execute(
-            f"DELETE FROM {KEY_SPANS_TABLE} WHERE dimension = {self._mark}"
-            f" AND dimension_key = {self._mark}",
-            (dimension, value),
-        )
-
     def subject_rows(
         self, table: str, column: str, value: str, after_id: int, limit: int
     ) -> list[Any]:
@@ -546,5 +535,3 @@ ERASED_TABLES: Mapping[str, RowKind[Any]] = {
     "events": EVENTS,
 }
 """The tables an erasure deletes from, by their ErasedCounts field, in deletion order."""
-SUBJECT_DIMENSIONS = {"user_id": aggregates.USER, "conversation_id": aggregates.CONVERSATION}
-"""The rollup dimension keyed by each column an erasure selects by."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
@@ -408,3 +409,57 @@ def test_revision_0011_says_every_earlier_hash_is_plain_sha256(
     ]
     assert decoded == [("hashed", "sha256", None, "{}"), ("unhashed", None, None, "{}")]
     _migrate(unmigrated_database_url, "0010", down=True)
+
+
+def test_sqlite_ids_are_never_handed_out_twice_and_0012_repairs_tables_that_lost_it(
+    tmp_path: Path,
+) -> None:
+    url = sqlite_url(tmp_path / "copied.sqlite3")
+    _migrate(url, "0011")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            # What 0011 as first released did to every raw table: a batch copy without
+            # AUTOINCREMENT.
+            operations = Operations(MigrationContext.configure(connection))
+            with operations.batch_alter_table("events", recreate="always"):
+                pass
+            for _ in range(3):
+                connection.execute(
+                    text(
+                        "INSERT INTO events (user_id, event_type, event_time, receive_time)"
+                        " VALUES ('u', 'view', :at, :at)"
+                    ),
+                    {"at": T0},
+                )
+            connection.execute(text("DELETE FROM events WHERE id = 3"))
+        assert "AUTOINCREMENT" not in _table_sql(engine, "events")
+        _migrate(url, "head")
+        for table in ("interactions", "feedback", "feedback_history", "events"):
+            assert "AUTOINCREMENT" in _table_sql(engine, table), table
+        with engine.begin() as connection:
+            assert connection.execute(
+                text("SELECT id FROM events ORDER BY id")
+            ).scalars().all() == [1, 2]
+            connection.execute(text("DELETE FROM events WHERE id = 2"))
+            connection.execute(
+                text(
+                    "INSERT INTO events (user_id, event_type, event_time, receive_time)"
+                    " VALUES ('u', 'view', :at, :at)"
+                ),
+                {"at": T0},
+            )
+            ids = connection.execute(text("SELECT id FROM events ORDER BY id")).scalars().all()
+    finally:
+        engine.dispose()
+    assert ids == [1, 3]  # 2 is not handed out again (3 was, once, before the repair)
+
+
+def _table_sql(engine: Any, table: str) -> str:
+    with engine.connect() as connection:
+        return str(
+            connection.execute(
+                text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                {"name": table},
+            ).scalar_one()
+        )

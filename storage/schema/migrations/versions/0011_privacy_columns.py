@@ -28,18 +28,21 @@ _REDACTED = (*_HASHED, "events")
 
 
 def upgrade() -> None:
-    """Add the columns; every hash stored so far is a plain SHA-256, and nothing was redacted."""
+    """Add the columns; every hash stored so far is a plain SHA-256, and nothing was redacted.
+
+    Plain ADD COLUMN, which SQLite does in place: a batch operation copied each table into one
+    made from its reflection, which loses AUTOINCREMENT (0012 repairs databases it did that to).
+    """
     for table in _HASHED:
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column("input_hash_kind", sa.String(16), nullable=True))
-            batch.add_column(sa.Column("output_hash_kind", sa.String(16), nullable=True))
+        op.add_column(table, sa.Column("input_hash_kind", sa.String(16), nullable=True))
+        op.add_column(table, sa.Column("output_hash_kind", sa.String(16), nullable=True))
         for column in ("input_hash", "output_hash"):
             op.execute(f"UPDATE {table} SET {column}_kind = 'sha256' WHERE {column} IS NOT NULL")
     for table in _REDACTED:
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(
-                sa.Column("redactions", JSON_OBJECT, nullable=False, server_default=sa.text("'{}'"))
-            )
+        op.add_column(
+            table,
+            sa.Column("redactions", JSON_OBJECT, nullable=False, server_default=sa.text("'{}'")),
+        )
     if op.get_bind().dialect.name == "postgresql":  # SQLite never enforced the length
         for table in ("feedback", "feedback_history"):
             op.alter_column(table, "text", type_=sa.Text(), existing_type=sa.String(2000))

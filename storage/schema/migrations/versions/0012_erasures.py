@@ -1,5 +1,10 @@
 """The erasure log, and the indexes an erasure needs to find a user's or a conversation's
-replaced votes.
+replaced votes; on SQLite, AUTOINCREMENT back on the raw tables.
+
+Revision 0011 as first released copied the raw tables on SQLite (Alembic's batch mode), and
+the copies lost AUTOINCREMENT: SQLite then hands the id of the newest row out again once that
+row is deleted (a replaced vote, an erasure), so a vote's id could name two votes. Tables
+without it are copied once more, with it.
 
 Revision ID: 0012
 Revises: 0011
@@ -25,10 +30,26 @@ depends_on: str | Sequence[str] | None = None
 
 _ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _RUNNING = sa.text("finish_time IS NULL")
+_RAW_TABLES = ("interactions", "feedback", "feedback_history", "events")
+
+
+def _restore_autoincrement() -> None:
+    bind = op.get_bind()
+    for table in _RAW_TABLES:
+        created = bind.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).scalar_one()
+        if "AUTOINCREMENT" not in created.upper():
+            with op.batch_alter_table(
+                table, recreate="always", table_kwargs={"sqlite_autoincrement": True}
+            ):
+                pass
 
 
 def upgrade() -> None:
-    """Create erasures and the two feedback_history indexes."""
+    """Create erasures and the two feedback_history indexes; repair AUTOINCREMENT on SQLite."""
+    if op.get_bind().dialect.name == "sqlite":
+        _restore_autoincrement()
     op.create_table(
         "erasures",
         sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
