@@ -26,6 +26,7 @@ from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
 from server.service.erasure import ErasureService
+from server.service.opt_out import OptOutService
 from server.service.pii.detector import Detector
 from server.service.pii.redaction import MIN_KEY_BYTES, Mode, Redactor, TextHasher
 from server.service.privacy import Privacy
@@ -209,7 +210,8 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         ],
     )
     erasures = ErasureService(storage, executor, Subjects(privacy.subject_hasher))
-    add_feedback_service(FeedbackServicer(service, keys, access, erasures), server)
+    servicer = FeedbackServicer(service, keys, access, erasures, OptOutService(erasures))
+    add_feedback_service(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
     enable_reflection([FEEDBACK_SERVICE_NAME, HEALTH_SERVICE_NAME], server)

@@ -47,6 +47,8 @@ from server.service.listing import Chunk, Page
 from server.service.pii.redaction import HMAC_SHA256, SHA256
 from server.service.subjects import CONVERSATION, USER
 from storage.records import (
+    OPT_IN,
+    OPT_OUT,
     ApiKeyEventRecord,
     ApiKeyRecord,
     ErasureRecord,
@@ -57,6 +59,8 @@ from storage.records import (
     InteractionRecord,
     InteractionStats,
     Label,
+    OptOutEventRecord,
+    OptOutRecord,
     Percentiles,
     Rating,
     Score,
@@ -927,6 +931,32 @@ def erasure_message(erasure: ErasureRecord) -> privacy_pb2.Erasure:
     if erasure.finish_time is not None:
         message.finish_time.CopyFrom(timestamp(erasure.finish_time))
     return message
+
+
+def opt_out_message(opt_out: OptOutRecord) -> privacy_pb2.OptOut:
+    """An OptOut message: the user as the hash of their id."""
+    return privacy_pb2.OptOut(
+        user_hash=opt_out.user.hash,
+        user_hash_kind=_HASH_KINDS[opt_out.user.hash_kind],
+        opt_out_time=timestamp(opt_out.opt_out_time),
+        requested_by=opt_out.requested_by,
+    )
+
+
+_OPT_OUT_ACTIONS = {
+    OPT_OUT: privacy_pb2.OPT_OUT_ACTION_OPT_OUT,
+    OPT_IN: privacy_pb2.OPT_OUT_ACTION_OPT_IN,
+}
+
+
+def opt_out_choice_message(choice: OptOutEventRecord) -> privacy_pb2.OptOutChoice:
+    """One recorded choice of a user."""
+    return privacy_pb2.OptOutChoice(
+        action=_OPT_OUT_ACTIONS.get(choice.action, privacy_pb2.OPT_OUT_ACTION_UNSPECIFIED),
+        event_time=timestamp(choice.event_time),
+        requested_by=choice.requested_by,
+        erase_requested=choice.erase_requested,
+    )
 
 
 def user_data_response(

@@ -25,6 +25,7 @@ from server.service import (
     InvalidArgument,
     ResourceExhausted,
     ServiceError,
+    Suppressed,
     WriteInput,
     WriteOutcome,
 )
@@ -32,6 +33,7 @@ from server.service.api_keys import ApiKeyService
 from server.service.erasure import ErasureService
 from server.service.list_inputs import SelectionT
 from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS, EntryT, FilterT, Listing
+from server.service.opt_out import OptOutService
 from server.service.subjects import CONVERSATION, USER
 from server.status import abort, status_for
 
@@ -100,10 +102,12 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         keys: ApiKeyService,
         access: Access,
         erasures: ErasureService,
+        opt_outs: OptOutService,
     ) -> None:
         self._service = service
         self._keys = keys
         self._erasures = erasures
+        self._opt_outs = opt_outs
         self._access = access
         self._stats_responses = mapping.StatsResponses()
 
@@ -112,6 +116,8 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self, request: pb.RecordInteractionRequest, context: Context
     ) -> pb.RecordInteractionResponse:
         record = await self._service.record_interaction(mapping.interaction_input(request))
+        if isinstance(record, Suppressed):
+            return pb.RecordInteractionResponse(suppressed=True)
         return pb.RecordInteractionResponse(interaction=mapping.interaction_message(record))
 
     @_unary
@@ -119,11 +125,15 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         self, request: pb.SubmitFeedbackRequest, context: Context
     ) -> pb.SubmitFeedbackResponse:
         record = await self._service.submit_feedback(mapping.feedback_input(request))
+        if isinstance(record, Suppressed):
+            return pb.SubmitFeedbackResponse(suppressed=True)
         return pb.SubmitFeedbackResponse(feedback=mapping.feedback_message(record))
 
     @_unary
     async def LogEvent(self, request: pb.LogEventRequest, context: Context) -> pb.LogEventResponse:
         record = await self._service.log_event(mapping.event_input(request))
+        if isinstance(record, Suppressed):
+            return pb.LogEventResponse(suppressed=True)
         return pb.LogEventResponse(event=mapping.event_message(record))
 
     @_unary
@@ -375,6 +385,37 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
             async for table, records in chunks:
                 yield mapping.user_data_response(table, records)
 
+    @_unary
+    async def OptOutUser(
+        self, request: pb.OptOutUserRequest, context: Context
+    ) -> pb.OptOutUserResponse:
+        opt_out, erasure = await self._opt_outs.opt_out(
+            request.user_id, current_caller().actor, erase=request.erase_past_data
+        )
+        response = pb.OptOutUserResponse(opt_out=mapping.opt_out_message(opt_out))
+        if erasure is not None:
+            response.erasure.CopyFrom(mapping.erasure_message(erasure))
+        return response
+
+    @_unary
+    async def OptInUser(
+        self, request: pb.OptInUserRequest, context: Context
+    ) -> pb.OptInUserResponse:
+        was_opted_out = await self._opt_outs.opt_in(request.user_id, current_caller().actor)
+        return pb.OptInUserResponse(was_opted_out=was_opted_out)
+
+    @_unary
+    async def GetOptOut(
+        self, request: pb.GetOptOutRequest, context: Context
+    ) -> pb.GetOptOutResponse:
+        state = await self._opt_outs.state(request.user_id)
+        response = pb.GetOptOutResponse(
+            choices=[mapping.opt_out_choice_message(choice) for choice in state.choices]
+        )
+        if state.opt_out is not None:
+            response.opt_out.CopyFrom(mapping.opt_out_message(state.opt_out))
+        return response
+
 
 class _IngestRun:
     """One Ingest stream: writes chunks with one chunk in flight while the next one is read."""
@@ -388,6 +429,7 @@ class _IngestRun:
         self.accepted = 0
         self.rejected = 0
         self.duplicates = 0
+        self.suppressed = 0
         self.rejections: list[batch_pb2.BatchItemResult] = []
 
     async def write(self, chunk: list[tuple[int, WriteInput | InvalidArgument]]) -> None:
@@ -417,6 +459,8 @@ class _IngestRun:
                     self.rejections.append(_item_result(index, outcome))
             elif isinstance(outcome, Duplicate):
                 self.duplicates += 1
+            elif isinstance(outcome, Suppressed):
+                self.suppressed += 1
             else:
                 self.accepted += 1
 
@@ -447,6 +491,7 @@ class _IngestRun:
             "rejected_count": self.rejected,
             "rejections": self.rejections,
             "duplicate_count": self.duplicates,
+            "suppressed_count": self.suppressed,
         }
 
 
@@ -496,6 +541,8 @@ def _item_result(index: int, outcome: WriteOutcome | Exception) -> batch_pb2.Bat
         return batch_pb2.BatchItemResult(
             index=index, outcome=batch_pb2.ITEM_OUTCOME_DUPLICATE, id=outcome.record.id
         )
+    if isinstance(outcome, Suppressed):
+        return batch_pb2.BatchItemResult(index=index, outcome=batch_pb2.ITEM_OUTCOME_SUPPRESSED)
     return batch_pb2.BatchItemResult(
         index=index, outcome=batch_pb2.ITEM_OUTCOME_ACCEPTED, id=outcome.id
     )
@@ -518,4 +565,5 @@ def _batch_response(
         accepted_count=counts[batch_pb2.ITEM_OUTCOME_ACCEPTED],
         rejected_count=counts[batch_pb2.ITEM_OUTCOME_REJECTED],
         duplicate_count=counts[batch_pb2.ITEM_OUTCOME_DUPLICATE],
+        suppressed_count=counts[batch_pb2.ITEM_OUTCOME_SUPPRESSED],
     )

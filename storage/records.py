@@ -502,3 +502,27 @@ class ErasureRecord:
     finish_time: datetime | None
     erased: ErasedCounts
     batches: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptOutRecord:
+    """A user who opted out, as the hash of their id: since when and at whose request."""
+
+    user: Subject
+    opt_out_time: datetime
+    requested_by: str
+
+
+OPT_OUT = "opt_out"
+OPT_IN = "opt_in"
+"""Actions of the record of a user's choices."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptOutEventRecord:
+    """One change of a user's choice: "opt_out" (with or without erasing the past) or "opt_in"."""
+
+    action: str
+    event_time: datetime
+    requested_by: str
+    erase_requested: bool

@@ -36,7 +36,7 @@ from server.service.list_inputs import (
     InteractionSelection,
     PageRequest,
 )
-from server.service.write_rules import DEFAULT_LABELS, Duplicate, Rules
+from server.service.write_rules import DEFAULT_LABELS, Duplicate, Rules, Suppressed
 
 __all__ = [
     "DEFAULT_LABELS",
@@ -66,6 +66,7 @@ __all__ = [
     "ServiceError",
     "Stats",
     "StatsInput",
+    "Suppressed",
     "Unauthenticated",
     "Unavailable",
     "WriteInput",

@@ -86,7 +86,7 @@ class ErasureService:
         ResourceExhausted when MAX_ERASURES_IN_FLIGHT other subjects are being erased, and
         Unavailable when the database is down (run it again: it resumes).
         """
-        subject = self._valid(kind, subject_id)
+        subject = self.subject(kind, subject_id)
         task = self._running.get(subject)
         if task is None:
             if len(self._running) >= self._max_in_flight:
@@ -118,11 +118,11 @@ class ErasureService:
 
     async def _erase(self, subject: Subject, subject_id: str, requested_by: str) -> ErasureRecord:
         column = COLUMNS[subject.kind]
-        entry = await self._write(
+        entry = await self.run_write(
             lambda unit: unit.erasures.begin(subject, requested_by, self._clock())
         )
         while True:
-            finished = await self._write(
+            finished = await self.run_write(
                 lambda unit: self._batch(unit, subject, column, subject_id, entry.id)
             )
             if finished is not None:
@@ -158,9 +158,9 @@ class ErasureService:
         check.raise_if_any()
         subject = None
         if user_id:
-            subject = self._valid(USER, user_id)
+            subject = self.subject(USER, user_id)
         elif conversation_id:
-            subject = self._valid(CONVERSATION, conversation_id)
+            subject = self.subject(CONVERSATION, conversation_id)
         fingerprint = paging.filters_fingerprint("erasures", subject)
         before = None
         if page_token:
@@ -170,7 +170,7 @@ class ErasureService:
                 check.add("page_token", str(error))
                 check.raise_if_any()
         limit = min(page_size or DEFAULT_LOG_PAGE, MAX_LOG_PAGE)
-        entries = await self._read(lambda unit: unit.erasures.newest(limit + 1, before, subject))
+        entries = await self.run_read(lambda unit: unit.erasures.newest(limit + 1, before, subject))
         if len(entries) <= limit:
             return entries, ""
         del entries[limit:]
@@ -180,19 +180,20 @@ class ErasureService:
         """Everything stored about the user, as (table, records) chunks: interactions, current
         feedback, replaced votes, events, each in id order. Each chunk is one short read; a
         slow reader holds one chunk."""
-        self._valid(USER, user_id)
+        self.subject(USER, user_id)
         for table in EXPORTED_TABLES:
             after = 0
             while True:
                 read = partial(_user_rows, table=table, user_id=user_id, after=after)
-                records = await self._read(read)
+                records = await self.run_read(read)
                 if records:
                     yield table, records
                 if len(records) < EXPORT_CHUNK_ROWS:
                     break
                 after = records[-1].id
 
-    def _valid(self, kind: str, subject_id: str) -> Subject:
+    def subject(self, kind: str, subject_id: str) -> Subject:
+        """The log's name for a subject of a request; InvalidArgument for a malformed id."""
         check = Violations()
         if kind == USER:
             check.required_match("user_id", subject_id, IDENTIFIER, IDENTIFIER_RULE)
@@ -203,7 +204,7 @@ class ErasureService:
         check.raise_if_any()
         return self._subjects.of(kind, subject_id)
 
-    async def _write(self, work: Callable[[ErasureUnit], T]) -> T:
+    async def run_write(self, work: Callable[[ErasureUnit], T]) -> T:
         """Run one write unit on the executor, again when PostgreSQL broke a deadlock."""
         for attempt in range(DEADLOCK_RETRIES + 1):
             try:
@@ -214,7 +215,8 @@ class ErasureService:
                 await asyncio.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def _read(self, work: Callable[[ErasureUnit], T]) -> T:
+    async def run_read(self, work: Callable[[ErasureUnit], T]) -> T:
+        """Run one read unit on the executor."""
         return await self._run(self._storage.read, work)
 
     async def _run(

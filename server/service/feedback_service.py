@@ -42,6 +42,7 @@ from server.service.write_rules import (
     INTERACTION,
     Duplicate,
     Rules,
+    Suppressed,
     apply_batch,
     message_exists,
     valid_event,
@@ -71,9 +72,9 @@ WriteInput = InteractionInput | FeedbackInput | EventInput | HistoricInput
 
 HISTORY_START = datetime(2000, 1, 1, tzinfo=UTC)
 """The earliest create_time an import may give: older is taken for a mistake (an epoch, a unit)."""
-WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Duplicate | Exception
-"""A stored record, what an earlier request stored (Duplicate), or why the item was not stored
-(a ServiceError for anything foreseen)."""
+WriteOutcome = InteractionRecord | FeedbackRecord | EventRecord | Duplicate | Suppressed | Exception
+"""A stored record, what an earlier request stored (Duplicate), nothing because the user opted
+out (Suppressed), or why the item was not stored (a ServiceError for anything foreseen)."""
 
 MAX_HISTORY = 1000
 """Most votes ListFeedbackHistory returns: the newest."""
@@ -132,29 +133,30 @@ class FeedbackService:
 
     # ---- writes ----
 
-    async def record_interaction(self, request: InteractionInput) -> InteractionRecord:
+    async def record_interaction(self, request: InteractionInput) -> InteractionRecord | Suppressed:
         """Store one chat turn; the texts are hashed and dropped."""
         _, item = self._validated(request, self._clock(), None)
         (item,) = await self._redacted([item], _scanned_size(request))
-        record: InteractionRecord = await self._write_one(INTERACTION, item)
+        record: InteractionRecord | Suppressed = await self._write_one(INTERACTION, item)
         return record
 
-    async def submit_feedback(self, request: FeedbackInput) -> FeedbackRecord:
+    async def submit_feedback(self, request: FeedbackInput) -> FeedbackRecord | Suppressed:
         """Store one rating, linked to the recorded interaction it is about."""
         _, item = self._validated(request, self._clock(), None)
         (item,) = await self._redacted([item], _scanned_size(request))
-        record: FeedbackRecord = await self._write_one(FEEDBACK, item)
+        record: FeedbackRecord | Suppressed = await self._write_one(FEEDBACK, item)
         return record
 
-    async def log_event(self, request: EventInput) -> EventRecord:
+    async def log_event(self, request: EventInput) -> EventRecord | Suppressed:
         """Store one analytics event."""
         _, item = self._validated(request, self._clock(), None)
         (item,) = await self._redacted([item], _scanned_size(request))
-        record: EventRecord = await self._write_one(EVENT, item)
+        record: EventRecord | Suppressed = await self._write_one(EVENT, item)
         return record
 
     async def _write_one(self, kind: str, item: Any) -> Any:
-        """The stored record; a repeated request gets the record its first call stored."""
+        """The stored record; a repeated request gets the record its first call stored, a write
+        about an opted-out user Suppressed."""
         outcome = (await self._committer.write(self._job(kind, [item])))[0]
         if isinstance(outcome, Exception):
             raise outcome

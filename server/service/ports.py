@@ -30,6 +30,8 @@ from storage.records import (
     NewEvent,
     NewFeedback,
     NewInteraction,
+    OptOutEventRecord,
+    OptOutRecord,
     StatsAnswer,
     StatsQuery,
     Subject,
@@ -103,7 +105,11 @@ class BatchRepository(Protocol):
 
     def running_erasures(self) -> frozenset[tuple[str, str]]:
         """(subject kind, subject hash) of every erasure under way, read once per transaction
-        and, on PostgreSQL, under the erasure gate (storage.rows.repository.Rows)."""
+        and, on PostgreSQL, behind the erasure gate (storage.rows.repository.Rows)."""
+        ...
+
+    def opted_out(self, user_hashes: Collection[str]) -> frozenset[str]:
+        """Which of the user hashes belong to users who opted out (behind the gate)."""
         ...
 
 
@@ -237,12 +243,39 @@ class ErasureTable(Protocol):
         ...
 
 
+class OptOutTable(Protocol):
+    """The opted-out users and their choices inside one unit of work (storage.rows.opt_outs)."""
+
+    def opt_out(
+        self, user: Subject, requested_by: str, now: datetime, *, erase: bool
+    ) -> OptOutRecord:
+        """Mark the user opted out and record the choice."""
+        ...
+
+    def opt_in(self, user: Subject, requested_by: str, now: datetime) -> bool:
+        """Take the user's writes again; whether they had opted out."""
+        ...
+
+    def get(self, user: Subject) -> OptOutRecord | None:
+        """The user's opt-out, if any."""
+        ...
+
+    def events(self, user: Subject, limit: int) -> list[OptOutEventRecord]:
+        """The user's newest choices, newest first."""
+        ...
+
+
 class ErasureUnit(Protocol):
-    """A unit of work as erasure and the access export see it."""
+    """A unit of work as erasure, opt-out and the access export see it."""
 
     @property
     def erasures(self) -> ErasureTable:
         """The erasure log in this unit's transaction."""
+        ...
+
+    @property
+    def opt_outs(self) -> OptOutTable:
+        """The opted-out users in this unit's transaction."""
         ...
 
     def erase(self, column: str, value: str, limit: int) -> ErasedCounts:

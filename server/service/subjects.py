@@ -1,5 +1,6 @@
-"""Data subjects: the users and conversations whose data can be erased, as the erasure log names
-them (a hash of the id, never the id), and the refusal of writes about one being erased."""
+"""Data subjects: the users and conversations whose data can be erased, as the erasure log and the
+opt-outs name them (a hash of the id, never the id), and the refusal of writes about one being
+erased."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ class Subjects:
     def of(self, kind: str, subject_id: str) -> Subject:
         """The log's name for the subject `subject_id` of `kind`."""
         return Subject(kind=kind, hash=self._hasher(subject_id), hash_kind=self._hasher.kind)
+
+    def hashes(self, subject_ids: Collection[str]) -> dict[str, str]:
+        """Each id's hash, as the log and the opt-outs keep it."""
+        return {subject_id: self._hasher(subject_id) for subject_id in subject_ids}
 
     def refusal(self, running: Collection[tuple[str, str]], item: Any) -> FailedPrecondition | None:
         """Why `item` (a new record) may not be stored while the erasures `running` ((kind,

@@ -76,6 +76,14 @@ class Duplicate:
 
 
 @dataclass(frozen=True, slots=True)
+class Suppressed:
+    """The outcome of a write about a user who opted out: nothing was stored."""
+
+
+SUPPRESSED = Suppressed()
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     """Deployment choices that change what the service accepts."""
 
@@ -376,14 +384,15 @@ def apply_batch(
     """Apply every job in one transaction with one query per lookup and one INSERT per table.
 
     Repeats of stored requests are answered first and store nothing. Interactions go before
-    feedback so that feedback in the same batch can link to them. Items about a user or
-    conversation being erased are refused, checked in this transaction (after linking, for
-    feedback, which may inherit its user and conversation). The storage writes the batch's
+    feedback so that feedback in the same batch can link to them. Items about a user who opted
+    out are suppressed, and those about a user or conversation being erased refused, checked in
+    this transaction (after linking, for feedback, which may inherit its user and
+    conversation). The storage writes the batch's
     rollups after all of this, in one global order
     (storage.aggregates.write.RollupChanges), so batches of replicas sharing a PostgreSQL
     database never deadlock over rollup rows.
     """
-    refused = partial(_refused_erased, repository, subjects)
+    refused = partial(_held, repository, subjects)
     if interactions := _slots(batch, INTERACTION):
         fresh, copies = _unrepeated(interactions, repository.interactions_by_requests)
         _store_interactions(repository, refused(fresh))
@@ -507,23 +516,25 @@ def _store_interactions(repository: BatchRepository, slots: list[Slot]) -> None:
         job.outcomes[index] = record
 
 
-def _refused_erased(
-    repository: BatchRepository, subjects: Subjects, slots: list[Slot]
-) -> list[Slot]:
-    """The slots to store: those about a subject being erased get their refusal."""
+def _held(repository: BatchRepository, subjects: Subjects, slots: list[Slot]) -> list[Slot]:
+    """The slots to store: those about an opted-out user are suppressed, those about a subject
+    being erased get their refusal."""
     if not slots:
         return slots
+    users = subjects.hashes({item.user_id for _, _, item in slots if item.user_id})
+    opted_out = repository.opted_out(set(users.values()))
     running = repository.running_erasures()
-    if not running:
+    if not opted_out and not running:
         return slots
     kept = []
     for slot in slots:
         job, index, item = slot
-        refusal = subjects.refusal(running, item)
-        if refusal is None:
-            kept.append(slot)
-        else:
+        if item.user_id and users[item.user_id] in opted_out:
+            job.outcomes[index] = SUPPRESSED
+        elif (refusal := subjects.refusal(running, item)) is not None:
             job.outcomes[index] = refusal
+        else:
+            kept.append(slot)
     return kept
 
 

@@ -16,6 +16,16 @@ between erasures starting and write transactions (storage.rows.repository.Rows.r
 with a subject's bucket, the claim that runs one batch of the subject's erasure at a time."""
 
 
+def close_gate(session: Session) -> None:
+    """Take the exclusive side of the erasure gate for the rest of the transaction (PostgreSQL):
+    it waits for every write transaction that read the erasures and opt-outs, and every later one
+    reads them after this transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": ERASURE_LOCK_SPACE}
+        )
+
+
 class ErasureLog:
     """The erasures table, through one session whose transaction the caller owns."""
 
@@ -31,10 +41,7 @@ class ErasureLog:
         write transactions that checked for erasures before it, and their rows are there for
         the erasure to find.
         """
-        if self._postgresql:
-            self._session.execute(
-                text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": ERASURE_LOCK_SPACE}
-            )
+        close_gate(self._session)
         found = self.running(subject)
         if found is not None:
             return found

@@ -48,6 +48,7 @@ from storage.rows import listing as listing_queries
 from storage.rows.api_keys import ApiKeys
 from storage.rows.bulk_insert import Execute, Getter, insert_returning_ids, inserted_columns
 from storage.rows.erasure_log import ERASURE_LOCK_SPACE, ErasureLog
+from storage.rows.opt_outs import OptOuts
 from storage.rows.row_codec import MARKS, Dialect, table_codec
 from storage.schema.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 
@@ -126,6 +127,7 @@ class Rows:
         self._rollups = RollupChanges()
         self._blocks = id_blocks.BlockChanges()
         self._running_erasures: frozenset[tuple[str, str]] | None = None
+        self._gate_passed = False
 
     def apply_rollups(self) -> None:
         """Write the unit's id block and rollup changes; the caller runs this last, just before
@@ -304,21 +306,37 @@ class Rows:
 
     def running_erasures(self) -> frozenset[tuple[str, str]]:
         """(subject kind, subject hash) of every erasure under way, whose subjects' writes are
-        refused (see server.service.erasure).
-
-        On PostgreSQL this first takes the shared side of the erasure gate for the rest of the
-        transaction: an erasure starts under its exclusive side, so it waits for every write
-        transaction that checked before it, and every later one sees it (READ COMMITTED takes a
-        snapshot per statement, hence two statements). Read once per transaction.
-        """
+        refused (see server.service.erasure); read once per transaction, behind the gate."""
         if self._running_erasures is None:
-            if self._dialect == "postgresql":
-                self._execute("SELECT pg_advisory_xact_lock_shared(%s, 0)", (ERASURE_LOCK_SPACE,))
+            self._pass_gate()
             found = self._execute(
                 "SELECT subject_kind, subject_hash FROM erasures WHERE finish_time IS NULL", ()
             )
             self._running_erasures = frozenset((kind, digest) for kind, digest in found)
         return self._running_erasures
+
+    def opted_out(self, user_hashes: Collection[str]) -> frozenset[str]:
+        """Which of the user hashes belong to users who opted out (behind the gate)."""
+        if not user_hashes:
+            return frozenset()
+        self._pass_gate()
+        keys = tuple(user_hashes)
+        found = self._execute(
+            f"SELECT user_hash FROM opt_outs WHERE user_hash IN ({self._marks(keys)})", keys
+        )
+        return frozenset(digest for (digest,) in found)
+
+    def _pass_gate(self) -> None:
+        """Take the shared side of the erasure gate for the rest of the transaction (PostgreSQL).
+
+        Erasures and opt-outs change under its exclusive side (storage.rows.erasure_log
+        .close_gate), so they wait for every write transaction that read them before, and every
+        later one sees them: READ COMMITTED takes a snapshot per statement, and the reads come
+        after this one.
+        """
+        if self._dialect == "postgresql" and not self._gate_passed:
+            self._execute("SELECT pg_advisory_xact_lock_shared(%s, 0)", (ERASURE_LOCK_SPACE,))
+            self._gate_passed = True
 
     def insert_history(self, replaced: Sequence[FeedbackRecord]) -> None:
         """Keep replaced votes, with when and by which vote, in feedback_history."""
@@ -387,6 +405,8 @@ class Repository(Rows):
         """The API key tables, in the same transaction."""
         self.erasures = ErasureLog(session, dialect)
         """The erasure log, in the same transaction."""
+        self.opt_outs = OptOuts(session)
+        """The opted-out users, in the same transaction."""
 
     # Lists and exports (storage.rows.listing)
 

@@ -536,3 +536,34 @@ class ErasureRow(Base):
     history_erased: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     events_erased: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     batches: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class OptOutRow(Base):
+    """A user who opted out (revision 0012): writes about them are not stored. Kept as the hash
+    of the user id, made as ErasureRow's subject hashes are."""
+
+    __tablename__ = "opt_outs"
+
+    user_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), primary_key=True)
+    hash_kind: Mapped[str] = mapped_column(String(HASH_KIND_LENGTH))
+    opt_out_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    requested_by: Mapped[str] = mapped_column(String(REQUESTER_LENGTH))
+
+
+class OptOutEventRow(Base):
+    """One change of a user's choice (revision 0012): opted out (and whether their past data was
+    erased with it) or back in, when and at whose request; the record of consent."""
+
+    __tablename__ = "opt_out_events"
+    __table_args__ = (
+        Index("ix_opt_out_events_user_hash_id", "user_hash", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
+    user_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    hash_kind: Mapped[str] = mapped_column(String(HASH_KIND_LENGTH))
+    action: Mapped[str] = mapped_column(String(8))
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    requested_by: Mapped[str] = mapped_column(String(REQUESTER_LENGTH))
+    erase_requested: Mapped[bool] = mapped_column(Boolean)

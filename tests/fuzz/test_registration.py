@@ -11,6 +11,7 @@ from server.request_parsing import SERVICE, implements, method_handlers
 from server.service import FeedbackService
 from server.service.api_keys import ApiKeyService
 from server.service.erasure import ErasureService
+from server.service.opt_out import OptOutService
 from server.servicer import FeedbackServicer
 
 
@@ -24,7 +25,7 @@ class _WithHistory(FeedbackServicer):
 
 
 def _servicer(
-    make: Callable[[FeedbackService, ApiKeyService, Access, ErasureService], FeedbackServicer],
+    make: Callable[..., FeedbackServicer],
 ) -> FeedbackServicer:
     # Building handlers never calls the services.
     return make(
@@ -32,6 +33,7 @@ def _servicer(
         cast(ApiKeyService, None),
         cast(Access, None),
         cast(ErasureService, None),
+        cast(OptOutService, None),
     )
 
 

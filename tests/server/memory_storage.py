@@ -112,6 +112,10 @@ class MemoryRows:
         """No erasures run in memory."""
         return frozenset()
 
+    def opted_out(self, user_hashes: Collection[str]) -> frozenset[str]:
+        """No user opts out in memory."""
+        return frozenset()
+
     def _insert(
         self, table: list[R], name: str, record_type: type[R], news: Sequence[Any]
     ) -> list[R]:

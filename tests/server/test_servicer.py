@@ -21,6 +21,7 @@ from server.access import Access
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
 from server.service.erasure import ErasureService
+from server.service.opt_out import OptOutService
 from server.service.rate_limits import RateLimiter
 from server.service.subjects import Subjects
 from server.servicer import FeedbackServicer
@@ -84,7 +85,8 @@ def _servicer(
 ) -> FeedbackServicer:
     keys = ApiKeyService(storage, executor, KeyRing())
     erasures = ErasureService(storage, executor, Subjects())
-    return FeedbackServicer(service, keys, Access(None, RateLimiter({})), erasures)
+    access = Access(None, RateLimiter({}))
+    return FeedbackServicer(service, keys, access, erasures, OptOutService(erasures))
 
 
 def _call(

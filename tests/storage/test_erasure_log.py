@@ -1,12 +1,14 @@
-"""The erasure log and its gate: an erasure starts only once the write transactions that checked
-for erasures before it have committed (so their rows are there to erase), every later write
-transaction sees it, and its batches and counts add up."""
+"""The erasure log and its gate: an erasure or an opt-out commits only once the write transactions
+that checked before it have committed (so their rows are there to erase), every later write
+transaction sees it, and an erasure's batches and counts add up."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from server.service.subjects import Subjects
 from storage import Storage
@@ -17,18 +19,28 @@ NOW = datetime(2026, 12, 3, tzinfo=UTC)
 SUBJECT = Subjects().of("user", "gated-user")
 
 
-def test_an_erasure_starts_after_the_writes_that_checked_before_it(storage: Storage) -> None:
+CHANGES = {
+    "erasure": lambda unit: unit.erasures.begin(SUBJECT, "test", NOW),
+    "opt-out": lambda unit: unit.opt_outs.opt_out(SUBJECT, "test", NOW, erase=False),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_erasures_and_opt_outs_wait_for_the_writes_that_checked_before_them(
+    storage: Storage, change: str
+) -> None:
     writer = storage.dedicated_writer()
     checked, release, began = threading.Event(), threading.Event(), threading.Event()
 
     def write(rows: Any) -> None:
         assert not rows.running_erasures()
+        assert not rows.opted_out([SUBJECT.hash])
         rows.insert_interactions([new_interaction(user_id="gated-user")])
         checked.set()
         assert release.wait(10)
 
     def begin() -> None:
-        storage.write(lambda unit: unit.erasures.begin(SUBJECT, "test", NOW))
+        storage.write(CHANGES[change])
         began.set()
 
     writing = threading.Thread(target=writer.write, args=(write,))
@@ -43,9 +55,13 @@ def test_an_erasure_starts_after_the_writes_that_checked_before_it(storage: Stor
         writing.join(10)
         beginning.join(10)
     assert began.is_set()
-    assert writer.write(lambda rows: rows.running_erasures()) == {("user", SUBJECT.hash)}
+    seen = writer.write(lambda rows: (rows.running_erasures(), rows.opted_out([SUBJECT.hash])))
+    if change == "erasure":
+        assert seen == ({("user", SUBJECT.hash)}, set())
+    else:
+        assert seen == (set(), {SUBJECT.hash})
     erased = storage.write(lambda unit: unit.erase("user_id", "gated-user", 100))
-    assert erased == ErasedCounts(interactions=1)
+    assert erased == ErasedCounts(interactions=1)  # committed before the change: there to erase
     writer.close()
 
 

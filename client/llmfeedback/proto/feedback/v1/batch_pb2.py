@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x65\x64\x62\x61\x63k/v1/batch.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x17google/rpc/status.proto\"z\n\x0f\x42\x61tchItemResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.feedback.v1.ItemOutcome\x12\n\n\x02id\x18\x03 \x01(\x03\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status*}\n\x0bItemOutcome\x12\x1c\n\x18ITEM_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15ITEM_OUTCOME_ACCEPTED\x10\x01\x12\x19\n\x15ITEM_OUTCOME_REJECTED\x10\x02\x12\x1a\n\x16ITEM_OUTCOME_DUPLICATE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x65\x64\x62\x61\x63k/v1/batch.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x17google/rpc/status.proto\"z\n\x0f\x42\x61tchItemResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.feedback.v1.ItemOutcome\x12\n\n\x02id\x18\x03 \x01(\x03\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status*\x9a\x01\n\x0bItemOutcome\x12\x1c\n\x18ITEM_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15ITEM_OUTCOME_ACCEPTED\x10\x01\x12\x19\n\x15ITEM_OUTCOME_REJECTED\x10\x02\x12\x1a\n\x16ITEM_OUTCOME_DUPLICATE\x10\x03\x12\x1b\n\x17ITEM_OUTCOME_SUPPRESSED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.batch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMOUTCOME']._serialized_start=189
-  _globals['_ITEMOUTCOME']._serialized_end=314
+  _globals['_ITEMOUTCOME']._serialized_start=190
+  _globals['_ITEMOUTCOME']._serialized_end=344
   _globals['_BATCHITEMRESULT']._serialized_start=65
   _globals['_BATCHITEMRESULT']._serialized_end=187
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,10 @@ class _ItemOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemOutco
     """Nothing new was stored: the item repeats an earlier request with the same request_id and
     content, or is an event whose event_id is already stored. id names the stored record.
     """
+    ITEM_OUTCOME_SUPPRESSED: _ItemOutcome.ValueType  # 4
+    """Nothing was stored: the item is about a user who opted out (OptOutUser). Not an error: do
+    not retry. id is 0.
+    """
 
 class ItemOutcome(_ItemOutcome, metaclass=_ItemOutcomeEnumTypeWrapper):
     """ItemOutcome says what happened to one item of a batch call or ingest stream."""
@@ -51,6 +55,10 @@ RESOURCE_EXHAUSTED.
 ITEM_OUTCOME_DUPLICATE: ItemOutcome.ValueType  # 3
 """Nothing new was stored: the item repeats an earlier request with the same request_id and
 content, or is an event whose event_id is already stored. id names the stored record.
+"""
+ITEM_OUTCOME_SUPPRESSED: ItemOutcome.ValueType  # 4
+"""Nothing was stored: the item is about a user who opted out (OptOutUser). Not an error: do
+not retry. id is 0.
 """
 Global___ItemOutcome: _TypeAlias = ItemOutcome  # noqa: Y015
 

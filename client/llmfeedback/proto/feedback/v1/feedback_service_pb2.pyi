@@ -162,6 +162,11 @@ class RecordInteractionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTERACTION_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    suppressed: _builtins.bool
+    """True when the interaction's user opted out (OptOutUser): nothing was stored and interaction is
+    empty. Not an error: do not retry.
+    """
     @_builtins.property
     def interaction(self) -> _interaction_pb2.Interaction:
         """The interaction as stored, with its id and times."""
@@ -170,10 +175,11 @@ class RecordInteractionResponse(_message.Message):
         self,
         *,
         interaction: _interaction_pb2.Interaction | None = ...,
+        suppressed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,6 +295,11 @@ class SubmitFeedbackResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FEEDBACK_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    suppressed: _builtins.bool
+    """True when the feedback's user opted out (OptOutUser): nothing was stored and feedback is
+    empty. Not an error: do not retry.
+    """
     @_builtins.property
     def feedback(self) -> _feedback_pb2.Feedback:
         """The feedback as stored, with its id, creation time and the fields taken from the interaction."""
@@ -297,10 +308,11 @@ class SubmitFeedbackResponse(_message.Message):
         self,
         *,
         feedback: _feedback_pb2.Feedback | None = ...,
+        suppressed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,6 +392,11 @@ class LogEventResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    suppressed: _builtins.bool
+    """True when the event's user opted out (OptOutUser): nothing was stored and event is
+    empty. Not an error: do not retry.
+    """
     @_builtins.property
     def event(self) -> _event_pb2.Event:
         """The event as stored, with its id and times."""
@@ -388,10 +405,11 @@ class LogEventResponse(_message.Message):
         self,
         *,
         event: _event_pb2.Event | None = ...,
+        suppressed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1153,12 +1171,15 @@ class RecordInteractionsResponse(_message.Message):
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Number of items stored by this call."""
     rejected_count: _builtins.int
     """Number of items not stored."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
+    suppressed_count: _builtins.int
+    """Items SUPPRESSED: about users who opted out, not stored."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """One result per item of the request, in the same order."""
@@ -1170,10 +1191,11 @@ class RecordInteractionsResponse(_message.Message):
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
         duplicate_count: _builtins.int = ...,
+        suppressed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1213,12 +1235,15 @@ class SubmitFeedbackBatchResponse(_message.Message):
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Number of items stored by this call."""
     rejected_count: _builtins.int
     """Number of items not stored."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
+    suppressed_count: _builtins.int
+    """Items SUPPRESSED: about users who opted out, not stored."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """One result per item of the request, in the same order."""
@@ -1230,10 +1255,11 @@ class SubmitFeedbackBatchResponse(_message.Message):
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
         duplicate_count: _builtins.int = ...,
+        suppressed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1273,12 +1299,15 @@ class LogEventsResponse(_message.Message):
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Number of items stored by this call."""
     rejected_count: _builtins.int
     """Number of items not stored."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
+    suppressed_count: _builtins.int
+    """Items SUPPRESSED: about users who opted out, not stored."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """One result per item of the request, in the same order."""
@@ -1290,10 +1319,11 @@ class LogEventsResponse(_message.Message):
         accepted_count: _builtins.int = ...,
         rejected_count: _builtins.int = ...,
         duplicate_count: _builtins.int = ...,
+        suppressed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejected_count", b"rejected_count", "results", b"results", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1374,6 +1404,7 @@ class IngestResponse(_message.Message):
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     received_count: _builtins.int
     """Number of items received."""
     accepted_count: _builtins.int
@@ -1384,6 +1415,8 @@ class IngestResponse(_message.Message):
     """Number of items already stored by an earlier request (duplicate request_id or event_id);
     they are counted neither as accepted nor as rejected.
     """
+    suppressed_count: _builtins.int
+    """Items not stored because their user opted out (OptOutUser); not listed in rejections."""
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """The rejected items (outcome REJECTED), in stream order; at most the first 1000 are listed,
@@ -1398,10 +1431,11 @@ class IngestResponse(_message.Message):
         rejected_count: _builtins.int = ...,
         rejections: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
         duplicate_count: _builtins.int = ...,
+        suppressed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1493,6 +1527,7 @@ class ImportHistoryResponse(_message.Message):
     REJECTED_COUNT_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_COUNT_FIELD_NUMBER: _builtins.int
     received_count: _builtins.int
     """Number of items received."""
     accepted_count: _builtins.int
@@ -1503,6 +1538,8 @@ class ImportHistoryResponse(_message.Message):
     """Number of items already stored by an earlier request (duplicate request_id or event_id),
     such as those of an import sent again; counted neither as accepted nor as rejected.
     """
+    suppressed_count: _builtins.int
+    """Items not stored because their user opted out (OptOutUser); not listed in rejections."""
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[_batch_pb2.BatchItemResult]:
         """The rejected items (outcome REJECTED), in stream order; at most the first 1000 are listed,
@@ -1517,10 +1554,11 @@ class ImportHistoryResponse(_message.Message):
         rejected_count: _builtins.int = ...,
         rejections: _abc.Iterable[_batch_pb2.BatchItemResult] | None = ...,
         duplicate_count: _builtins.int = ...,
+        suppressed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "received_count", b"received_count", "rejected_count", b"rejected_count", "rejections", b"rejections", "suppressed_count", b"suppressed_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1995,3 +2033,155 @@ class ExportUserDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportUserDataResponse: _TypeAlias = ExportUserDataResponse  # noqa: Y015
+
+@_typing.final
+class OptOutUserRequest(_message.Message):
+    """OptOutUserRequest names the user who opts out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ERASE_PAST_DATA_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user id (1-128 letters, digits, '.', '_', ':', '@' or '-')."""
+    erase_past_data: _builtins.bool
+    """Also erase everything stored about the user so far (as EraseUser does)."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        erase_past_data: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_past_data", b"erase_past_data", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOutUserRequest: _TypeAlias = OptOutUserRequest  # noqa: Y015
+
+@_typing.final
+class OptOutUserResponse(_message.Message):
+    """OptOutUserResponse is the user's opt-out, and the erasure when one was asked for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPT_OUT_FIELD_NUMBER: _builtins.int
+    ERASURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def opt_out(self) -> _privacy_pb2.OptOut:
+        """The opt-out as stored."""
+
+    @_builtins.property
+    def erasure(self) -> _privacy_pb2.Erasure:
+        """The finished erasure of the user's past data; unset without erase_past_data."""
+
+    def __init__(
+        self,
+        *,
+        opt_out: _privacy_pb2.OptOut | None = ...,
+        erasure: _privacy_pb2.Erasure | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure", "opt_out", b"opt_out"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure", "opt_out", b"opt_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOutUserResponse: _TypeAlias = OptOutUserResponse  # noqa: Y015
+
+@_typing.final
+class OptInUserRequest(_message.Message):
+    """OptInUserRequest names the user who opts back in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptInUserRequest: _TypeAlias = OptInUserRequest  # noqa: Y015
+
+@_typing.final
+class OptInUserResponse(_message.Message):
+    """OptInUserResponse says what changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_OPTED_OUT_FIELD_NUMBER: _builtins.int
+    was_opted_out: _builtins.bool
+    """Whether the user had opted out (false: nothing changed but the record of the choice)."""
+    def __init__(
+        self,
+        *,
+        was_opted_out: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["was_opted_out", b"was_opted_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptInUserResponse: _TypeAlias = OptInUserResponse  # noqa: Y015
+
+@_typing.final
+class GetOptOutRequest(_message.Message):
+    """GetOptOutRequest names the user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user id."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOptOutRequest: _TypeAlias = GetOptOutRequest  # noqa: Y015
+
+@_typing.final
+class GetOptOutResponse(_message.Message):
+    """GetOptOutResponse is a user's opt-out state and choices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPT_OUT_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def opt_out(self) -> _privacy_pb2.OptOut:
+        """The user's opt-out; unset when their writes are stored."""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[_privacy_pb2.OptOutChoice]:
+        """The user's newest choices (at most 100), newest first."""
+
+    def __init__(
+        self,
+        *,
+        opt_out: _privacy_pb2.OptOut | None = ...,
+        choices: _abc.Iterable[_privacy_pb2.OptOutChoice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opt_out", b"opt_out"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "opt_out", b"opt_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOptOutResponse: _TypeAlias = GetOptOutResponse  # noqa: Y015

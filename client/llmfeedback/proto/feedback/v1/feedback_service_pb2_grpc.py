@@ -202,6 +202,21 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataResponse.FromString,
                 _registered_method=True)
+        self.OptOutUser = channel.unary_unary(
+                '/feedback.v1.FeedbackService/OptOutUser',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.OptOutUserRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.OptOutUserResponse.FromString,
+                _registered_method=True)
+        self.OptInUser = channel.unary_unary(
+                '/feedback.v1.FeedbackService/OptInUser',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.OptInUserRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.OptInUserResponse.FromString,
+                _registered_method=True)
+        self.GetOptOut = channel.unary_unary(
+                '/feedback.v1.FeedbackService/GetOptOut',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -530,6 +545,40 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OptOutUser(self, request, context):
+        """OptOutUser marks a user opted out: from its commit on, every write about the user (on any
+        server sharing the database) is answered but not stored: single writes return OK with
+        suppressed set, batch and stream items count as SUPPRESSED. Writes committed before are kept
+        unless erase_past_data is set, in which case the user is then erased as EraseUser does
+        (writes meanwhile are suppressed, not refused) and the erasure is returned. Opting out an
+        opted-out user keeps the first opt-out's time (and erases again if asked). Every call is
+        recorded among the user's choices (GetOptOut), the user id hashed as in the erasure log.
+        Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the
+        database is unreachable, and with erase_past_data the errors of EraseUser (the opt-out holds
+        even when the erasure fails: call again to finish it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OptInUser(self, request, context):
+        """OptInUser takes a user's writes again from its commit on (a user who never opted out is
+        left as is), and records the choice. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id
+        is malformed, UNAVAILABLE if the database is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptOut(self, request, context):
+        """GetOptOut says whether a user is opted out and lists their newest 100 choices. Needs
+        SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
+        unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -652,6 +701,21 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.ExportUserData,
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataResponse.SerializeToString,
+            ),
+            'OptOutUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.OptOutUser,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.OptOutUserRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.OptOutUserResponse.SerializeToString,
+            ),
+            'OptInUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.OptInUser,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.OptInUserRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.OptInUserResponse.SerializeToString,
+            ),
+            'GetOptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptOut,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1350,6 +1414,87 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/ExportUserData',
             feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.ExportUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptOutUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/OptOutUser',
+            feedback_dot_v1_dot_feedback__service__pb2.OptOutUserRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.OptOutUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptInUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/OptInUser',
+            feedback_dot_v1_dot_feedback__service__pb2.OptInUserRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.OptInUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/GetOptOut',
+            feedback_dot_v1_dot_feedback__service__pb2.GetOptOutRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.GetOptOutResponse.FromString,
             options,
             channel_credentials,
             insecure,

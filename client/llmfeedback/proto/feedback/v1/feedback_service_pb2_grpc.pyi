@@ -260,6 +260,28 @@ class FeedbackServiceStub:
     user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
     it again).
     """
+    OptOutUser: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.OptOutUserRequest, _feedback_service_pb2.OptOutUserResponse]
+    """OptOutUser marks a user opted out: from its commit on, every write about the user (on any
+    server sharing the database) is answered but not stored: single writes return OK with
+    suppressed set, batch and stream items count as SUPPRESSED. Writes committed before are kept
+    unless erase_past_data is set, in which case the user is then erased as EraseUser does
+    (writes meanwhile are suppressed, not refused) and the erasure is returned. Opting out an
+    opted-out user keeps the first opt-out's time (and erases again if asked). Every call is
+    recorded among the user's choices (GetOptOut), the user id hashed as in the erasure log.
+    Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the
+    database is unreachable, and with erase_past_data the errors of EraseUser (the opt-out holds
+    even when the erasure fails: call again to finish it).
+    """
+    OptInUser: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.OptInUserRequest, _feedback_service_pb2.OptInUserResponse]
+    """OptInUser takes a user's writes again from its commit on (a user who never opted out is
+    left as is), and records the choice. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id
+    is malformed, UNAVAILABLE if the database is unreachable.
+    """
+    GetOptOut: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.GetOptOutRequest, _feedback_service_pb2.GetOptOutResponse]
+    """GetOptOut says whether a user is opted out and lists their newest 100 choices. Needs
+    SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
+    unreachable.
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
@@ -492,6 +514,28 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     erased during the export may or may not appear. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if
     user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
     it again).
+    """
+    OptOutUser: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.OptOutUserRequest, _feedback_service_pb2.OptOutUserResponse]  # type: ignore[assignment]
+    """OptOutUser marks a user opted out: from its commit on, every write about the user (on any
+    server sharing the database) is answered but not stored: single writes return OK with
+    suppressed set, batch and stream items count as SUPPRESSED. Writes committed before are kept
+    unless erase_past_data is set, in which case the user is then erased as EraseUser does
+    (writes meanwhile are suppressed, not refused) and the erasure is returned. Opting out an
+    opted-out user keeps the first opt-out's time (and erases again if asked). Every call is
+    recorded among the user's choices (GetOptOut), the user id hashed as in the erasure log.
+    Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the
+    database is unreachable, and with erase_past_data the errors of EraseUser (the opt-out holds
+    even when the erasure fails: call again to finish it).
+    """
+    OptInUser: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.OptInUserRequest, _feedback_service_pb2.OptInUserResponse]  # type: ignore[assignment]
+    """OptInUser takes a user's writes again from its commit on (a user who never opted out is
+    left as is), and records the choice. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id
+    is malformed, UNAVAILABLE if the database is unreachable.
+    """
+    GetOptOut: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.GetOptOutRequest, _feedback_service_pb2.GetOptOutResponse]  # type: ignore[assignment]
+    """GetOptOut says whether a user is opted out and lists their newest 100 choices. Needs
+    SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
+    unreachable.
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -866,6 +910,46 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         erased during the export may or may not appear. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if
         user_id is malformed, UNAVAILABLE if the database is unreachable (the stream then ends; start
         it again).
+        """
+
+    @_abc_1.abstractmethod
+    def OptOutUser(
+        self,
+        request: _feedback_service_pb2.OptOutUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.OptOutUserResponse, _abc.Awaitable[_feedback_service_pb2.OptOutUserResponse]]:
+        """OptOutUser marks a user opted out: from its commit on, every write about the user (on any
+        server sharing the database) is answered but not stored: single writes return OK with
+        suppressed set, batch and stream items count as SUPPRESSED. Writes committed before are kept
+        unless erase_past_data is set, in which case the user is then erased as EraseUser does
+        (writes meanwhile are suppressed, not refused) and the erasure is returned. Opting out an
+        opted-out user keeps the first opt-out's time (and erases again if asked). Every call is
+        recorded among the user's choices (GetOptOut), the user id hashed as in the erasure log.
+        Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the
+        database is unreachable, and with erase_past_data the errors of EraseUser (the opt-out holds
+        even when the erasure fails: call again to finish it).
+        """
+
+    @_abc_1.abstractmethod
+    def OptInUser(
+        self,
+        request: _feedback_service_pb2.OptInUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.OptInUserResponse, _abc.Awaitable[_feedback_service_pb2.OptInUserResponse]]:
+        """OptInUser takes a user's writes again from its commit on (a user who never opted out is
+        left as is), and records the choice. Needs SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id
+        is malformed, UNAVAILABLE if the database is unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOptOut(
+        self,
+        request: _feedback_service_pb2.GetOptOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_feedback_service_pb2.GetOptOutResponse, _abc.Awaitable[_feedback_service_pb2.GetOptOutResponse]]:
+        """GetOptOut says whether a user is opted out and lists their newest 100 choices. Needs
+        SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
+        unreachable.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,19 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64\x62\x61\x63k/v1/privacy.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x0c\x45rasedCounts\x12\x14\n\x0cinteractions\x18\x01 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\x03\x12\x16\n\x0ereplaced_votes\x18\x03 \x01(\x03\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\"\xc0\x02\n\x07\x45rasure\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\x0csubject_kind\x18\x02 \x01(\x0e\x32\x18.feedback.v1.SubjectKind\x12\x14\n\x0csubject_hash\x18\x03 \x01(\t\x12\x30\n\x11subject_hash_kind\x18\x04 \x01(\x0e\x32\x15.feedback.v1.HashKind\x12\x14\n\x0crequested_by\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x65rased\x18\x08 \x01(\x0b\x32\x19.feedback.v1.ErasedCounts\x12\x0f\n\x07\x62\x61tches\x18\t \x01(\x03*V\n\x08HashKind\x12\x19\n\x15HASH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10HASH_KIND_SHA256\x10\x01\x12\x19\n\x15HASH_KIND_HMAC_SHA256\x10\x02*a\n\x0bSubjectKind\x12\x1c\n\x18SUBJECT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SUBJECT_KIND_USER\x10\x01\x12\x1d\n\x19SUBJECT_KIND_CONVERSATION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64\x62\x61\x63k/v1/privacy.proto\x12\x0b\x66\x65\x65\x64\x62\x61\x63k.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x0c\x45rasedCounts\x12\x14\n\x0cinteractions\x18\x01 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x02 \x01(\x03\x12\x16\n\x0ereplaced_votes\x18\x03 \x01(\x03\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\"\xc0\x02\n\x07\x45rasure\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\x0csubject_kind\x18\x02 \x01(\x0e\x32\x18.feedback.v1.SubjectKind\x12\x14\n\x0csubject_hash\x18\x03 \x01(\t\x12\x30\n\x11subject_hash_kind\x18\x04 \x01(\x0e\x32\x15.feedback.v1.HashKind\x12\x14\n\x0crequested_by\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x65rased\x18\x08 \x01(\x0b\x32\x19.feedback.v1.ErasedCounts\x12\x0f\n\x07\x62\x61tches\x18\t \x01(\x03\"\x92\x01\n\x06OptOut\x12\x11\n\tuser_hash\x18\x01 \x01(\t\x12-\n\x0euser_hash_kind\x18\x02 \x01(\x0e\x32\x15.feedback.v1.HashKind\x12\x30\n\x0copt_out_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequested_by\x18\x04 \x01(\t\"\x98\x01\n\x0cOptOutChoice\x12)\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x19.feedback.v1.OptOutAction\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequested_by\x18\x03 \x01(\t\x12\x17\n\x0f\x65rase_requested\x18\x04 \x01(\x08*V\n\x08HashKind\x12\x19\n\x15HASH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10HASH_KIND_SHA256\x10\x01\x12\x19\n\x15HASH_KIND_HMAC_SHA256\x10\x02*a\n\x0bSubjectKind\x12\x1c\n\x18SUBJECT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SUBJECT_KIND_USER\x10\x01\x12\x1d\n\x19SUBJECT_KIND_CONVERSATION\x10\x02*e\n\x0cOptOutAction\x12\x1e\n\x1aOPT_OUT_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPT_OUT_ACTION_OPT_OUT\x10\x01\x12\x19\n\x15OPT_OUT_ACTION_OPT_IN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedback.v1.privacy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HASHKIND']._serialized_start=494
-  _globals['_HASHKIND']._serialized_end=580
-  _globals['_SUBJECTKIND']._serialized_start=582
-  _globals['_SUBJECTKIND']._serialized_end=679
+  _globals['_HASHKIND']._serialized_start=798
+  _globals['_HASHKIND']._serialized_end=884
+  _globals['_SUBJECTKIND']._serialized_start=886
+  _globals['_SUBJECTKIND']._serialized_end=983
+  _globals['_OPTOUTACTION']._serialized_start=985
+  _globals['_OPTOUTACTION']._serialized_end=1086
   _globals['_ERASEDCOUNTS']._serialized_start=75
   _globals['_ERASEDCOUNTS']._serialized_end=169
   _globals['_ERASURE']._serialized_start=172
   _globals['_ERASURE']._serialized_end=492
+  _globals['_OPTOUT']._serialized_start=495
+  _globals['_OPTOUT']._serialized_end=641
+  _globals['_OPTOUTCHOICE']._serialized_start=644
+  _globals['_OPTOUTCHOICE']._serialized_end=796
 # @@protoc_insertion_point(module_scope)

@@ -76,6 +76,30 @@ SUBJECT_KIND_CONVERSATION: SubjectKind.ValueType  # 2
 """A conversation: every record whose conversation_id is the id."""
 Global___SubjectKind: _TypeAlias = SubjectKind  # noqa: Y015
 
+class _OptOutAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OptOutActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptOutAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPT_OUT_ACTION_UNSPECIFIED: _OptOutAction.ValueType  # 0
+    """Never used."""
+    OPT_OUT_ACTION_OPT_OUT: _OptOutAction.ValueType  # 1
+    """The user opted out."""
+    OPT_OUT_ACTION_OPT_IN: _OptOutAction.ValueType  # 2
+    """The user opted back in."""
+
+class OptOutAction(_OptOutAction, metaclass=_OptOutActionEnumTypeWrapper):
+    """OptOutAction is one kind of choice a user makes."""
+
+OPT_OUT_ACTION_UNSPECIFIED: OptOutAction.ValueType  # 0
+"""Never used."""
+OPT_OUT_ACTION_OPT_OUT: OptOutAction.ValueType  # 1
+"""The user opted out."""
+OPT_OUT_ACTION_OPT_IN: OptOutAction.ValueType  # 2
+"""The user opted back in."""
+Global___OptOutAction: _TypeAlias = OptOutAction  # noqa: Y015
+
 @_typing.final
 class ErasedCounts(_message.Message):
     """ErasedCounts is how many records an erasure removed, per kind."""
@@ -176,3 +200,75 @@ class Erasure(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Erasure: _TypeAlias = Erasure  # noqa: Y015
+
+@_typing.final
+class OptOut(_message.Message):
+    """OptOut is a user's opt-out: writes about them are not stored. The id is kept as a hash only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_HASH_FIELD_NUMBER: _builtins.int
+    USER_HASH_KIND_FIELD_NUMBER: _builtins.int
+    OPT_OUT_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    user_hash: _builtins.str
+    """Hash of the user id, made as Erasure.subject_hash is."""
+    user_hash_kind: Global___HashKind.ValueType
+    """How user_hash was made."""
+    requested_by: _builtins.str
+    """Who asked: the admin API key's prefix, or the caller's address on a server without keys."""
+    @_builtins.property
+    def opt_out_time(self) -> _timestamp_pb2.Timestamp:
+        """When the user opted out (the first time, if they were opted out again since)."""
+
+    def __init__(
+        self,
+        *,
+        user_hash: _builtins.str = ...,
+        user_hash_kind: Global___HashKind.ValueType = ...,
+        opt_out_time: _timestamp_pb2.Timestamp | None = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opt_out_time", b"opt_out_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opt_out_time", b"opt_out_time", "requested_by", b"requested_by", "user_hash", b"user_hash", "user_hash_kind", b"user_hash_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOut: _TypeAlias = OptOut  # noqa: Y015
+
+@_typing.final
+class OptOutChoice(_message.Message):
+    """OptOutChoice is one recorded choice of a user: the record of consent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    ERASE_REQUESTED_FIELD_NUMBER: _builtins.int
+    action: Global___OptOutAction.ValueType
+    """What the user chose."""
+    requested_by: _builtins.str
+    """Who recorded it."""
+    erase_requested: _builtins.bool
+    """Whether the opt-out asked to erase the user's past data too."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___OptOutAction.ValueType = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+        requested_by: _builtins.str = ...,
+        erase_requested: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "erase_requested", b"erase_requested", "event_time", b"event_time", "requested_by", b"requested_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OptOutChoice: _TypeAlias = OptOutChoice  # noqa: Y015

@@ -1,5 +1,6 @@
-"""The erasure log, and the indexes an erasure needs to find a user's or a conversation's
-replaced votes; on SQLite, AUTOINCREMENT back on the raw tables.
+"""The erasure log, the indexes an erasure needs to find a user's or a conversation's replaced
+votes, the users who opted out and the record of their choices; on SQLite, AUTOINCREMENT back on
+the raw tables.
 
 Revision 0011 as first released copied the raw tables on SQLite (Alembic's batch mode), and
 the copies lost AUTOINCREMENT: SQLite then hands the id of the newest row out again once that
@@ -82,10 +83,34 @@ def upgrade() -> None:
     )
     for column in ("user_id", "conversation_id"):
         op.create_index(f"ix_feedback_history_{column}_id", "feedback_history", [column, "id"])
+    op.create_table(
+        "opt_outs",
+        sa.Column("user_hash", sa.String(64), nullable=False),
+        sa.Column("hash_kind", sa.String(16), nullable=False),
+        sa.Column("opt_out_time", UTCDateTime(), nullable=False),
+        sa.Column("requested_by", sa.String(64), nullable=False),
+        sa.PrimaryKeyConstraint("user_hash", name="pk_opt_outs"),
+    )
+    op.create_table(
+        "opt_out_events",
+        sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+        sa.Column("user_hash", sa.String(64), nullable=False),
+        sa.Column("hash_kind", sa.String(16), nullable=False),
+        sa.Column("action", sa.String(8), nullable=False),
+        sa.Column("event_time", UTCDateTime(), nullable=False),
+        sa.Column("requested_by", sa.String(64), nullable=False),
+        sa.Column("erase_requested", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_opt_out_events"),
+        sqlite_autoincrement=True,
+    )
+    op.create_index("ix_opt_out_events_user_hash_id", "opt_out_events", ["user_hash", "id"])
 
 
 def downgrade() -> None:
-    """Drop the log and the indexes (the erasures done stay done)."""
+    """Drop the logs, the opt-outs and the indexes (the erasures done stay done; opted-out
+    users' writes are stored again)."""
+    op.drop_table("opt_out_events")
+    op.drop_table("opt_outs")
     for column in ("user_id", "conversation_id"):
         op.drop_index(f"ix_feedback_history_{column}_id", "feedback_history")
     op.drop_table("erasures")
