@@ -640,12 +640,14 @@ class FeedbackClient(Closing):
         refused with FailedPreconditionError (reason ERASURE_IN_PROGRESS). The server deletes in
         short transactions and answers once nothing is left, which for a user with many records
         can take longer than the client's timeout: pass a larger `timeout` (a client made with
-        `timeout=None` sets no deadline). A call that timed out or lost its connection can
-        simply be made again: the erasure goes on without the caller (or resumes, if the server stopped), and
-        the repeated call waits for it and returns the counts of every run. If it finished in
-        between, the repeated call makes a new log entry that removes what was written since,
-        usually nothing. Being safe to repeat, the call is retried on UNAVAILABLE, CANCELLED and
-        RESOURCE_EXHAUSTED with RetryInfo (the server erasing 4 other subjects) like any other.
+        `timeout=None` sets no deadline).
+
+        A call that timed out or lost its connection can simply be made again: the erasure goes
+        on without the caller (or, if the server stopped, resumes), and the repeated call waits
+        for it and returns the counts of every run. If it finished in between, the repeated
+        call makes a new log entry that removes what was written since, usually nothing. Being
+        safe to repeat, the call is retried on UNAVAILABLE, CANCELLED and RESOURCE_EXHAUSTED
+        with RetryInfo (the server erasing 4 other subjects) like any other.
         """
         request = feedback_service_pb2.EraseUserRequest(user_id=user_id)
         return self._call(self._stub.EraseUser, request, timeout).erasure
