@@ -233,12 +233,23 @@ def assert_rows_match(
         counted = response.accepted_count + response.rejected_count + response.duplicate_count
         assert counted == items, response
         assert sum(rows_added.values()) == response.accepted_count, (rows_added, response)
+    elif name in ERASURES:
+        erased = response.erasure.erased
+        removed = {
+            "interactions": erased.interactions,
+            "feedback": erased.feedback + erased.replaced_votes,
+            "events": erased.events,
+        }
+        assert rows_added == {table: -removed[table] for table in TABLES}, (rows_added, response)
     else:
         assert rows_added == nothing, f"{name} is a read but stored rows"
 
 
 STREAM_WRITES = frozenset({"Ingest", "ImportHistory"})
 """Client-streamed writes: each message holds items, the answer counts them."""
+
+ERASURES = frozenset({"EraseUser", "EraseConversation"})
+"""Erasures: they store no record and remove exactly the ones their answer counts."""
 
 
 def item_count(method: MethodDescriptor, request: Any) -> int:
