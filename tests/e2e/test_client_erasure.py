@@ -239,3 +239,27 @@ def test_an_interrupted_erasure_refuses_writes_until_it_is_run_again(
     assert counts(resumed) == (2, 2, 1, 2)
     assert resumed.HasField("finish_time")
     assert client.log_event("alice", "page_view").user_id == "alice"
+
+
+def test_ids_are_not_reused_after_an_erasure(
+    client: FeedbackClient, database_url: str, request: pytest.FixtureRequest
+) -> None:
+    """An export resumed from a token taken before an erasure still finds what came after it."""
+    if database_url.startswith("sqlite"):
+        # Migration 0011 rebuilt the tables without AUTOINCREMENT: once the newest rows are
+        # erased, SQLite hands their ids out again, below tokens already given.
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="SQLite reuses erased ids (storage bug)")
+        )
+    client.log_event("alice", "page_view")
+    erased = client.log_event("bob", "page_view")
+    token = list(client.export_events())[-1].resume_token
+    client.erase_user("bob")
+
+    after = client.log_event("carol", "page_view")
+
+    assert after.id > erased.id
+    resumed = [
+        event.id for chunk in client.export_events(resume_token=token) for event in chunk.records
+    ]
+    assert resumed == [after.id]
