@@ -38,17 +38,27 @@ from ._errors import (
 )
 from ._hashing import compute_hash
 from ._items import EventItem, FeedbackItem, HistoricItem, InteractionItem
-from ._listing import EventFilters, ExportChunk, FeedbackFilters, InteractionFilters, Order
+from ._listing import (
+    EventFilters,
+    ExportChunk,
+    FeedbackFilters,
+    InteractionFilters,
+    Order,
+    UserDataKind,
+    UserRecord,
+)
 from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
 from .proto.feedback.v1.event_pb2 import Event
 from .proto.feedback.v1.feedback_pb2 import Feedback, Thumb
 from .proto.feedback.v1.feedback_service_pb2 import (
     GetStatsResponse,
+    ListErasuresResponse,
     ListEventsResponse,
     ListFeedbackResponse,
     ListInteractionsResponse,
 )
 from .proto.feedback.v1.interaction_pb2 import Interaction
+from .proto.feedback.v1.privacy_pb2 import ErasedCounts, Erasure, SubjectKind
 from .proto.feedback.v1.stats_pb2 import EventStats, FeedbackStats, InteractionStats
 
 try:
@@ -65,6 +75,8 @@ __all__ = [
     "BatchResult",
     "BatcherStats",
     "DeadlineExceededError",
+    "ErasedCounts",
+    "Erasure",
     "Event",
     "EventBatcher",
     "EventFilters",
@@ -89,6 +101,7 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "ItemResult",
+    "ListErasuresResponse",
     "ListEventsResponse",
     "ListFeedbackResponse",
     "ListInteractionsResponse",
@@ -100,10 +113,13 @@ __all__ = [
     "QuotaViolation",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "SubjectKind",
     "Thumb",
     "UnauthenticatedError",
     "UnavailableError",
     "UnexpectedStatusError",
+    "UserDataKind",
+    "UserRecord",
     "__version__",
     "compute_hash",
     "error_from_rpc_error",

@@ -39,9 +39,11 @@ from ._listing import (
     FeedbackFilters,
     InteractionFilters,
     Order,
+    UserRecord,
     filter_fields,
     list_request,
     order_by,
+    user_records,
 )
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -51,7 +53,12 @@ from ._retry import (
     time_left,
     wait_or_raise,
 )
-from .proto.feedback.v1 import feedback_pb2, feedback_service_pb2, feedback_service_pb2_grpc
+from .proto.feedback.v1 import (
+    feedback_pb2,
+    feedback_service_pb2,
+    feedback_service_pb2_grpc,
+    privacy_pb2,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,6 +93,7 @@ _ListRequestT = TypeVar(
     feedback_service_pb2.ListFeedbackRequest,
     feedback_service_pb2.ListInteractionsRequest,
     feedback_service_pb2.ListEventsRequest,
+    feedback_service_pb2.ListErasuresRequest,
 )
 _PageT = TypeVar("_PageT", bound="_Page")
 _ItemRequestT = TypeVar("_ItemRequestT", bound="Message")
@@ -621,6 +629,135 @@ class FeedbackClient(Closing):
             "import",
             timeout,
         )
+
+    def erase_user(self, user_id: str, *, timeout: float | None = None) -> privacy_pb2.Erasure:
+        """Erase everything stored about one user (EraseUser, admin scope); returns the finished
+        erasure log entry, whose `erased` counts the records removed.
+
+        Every interaction, current and replaced feedback and event whose user_id is `user_id`
+        goes, with its share of every aggregate: `get_stats` then answers as if it had never
+        been written. From the erasure's start until it finishes, writes about the user are
+        refused with FailedPreconditionError (reason ERASURE_IN_PROGRESS). The server deletes in
+        short transactions and answers once nothing is left, which for a user with many records
+        can take longer than the client's timeout: pass a larger `timeout` (a client made with
+        `timeout=None` sets no deadline).
+
+        A call that timed out or lost its connection can simply be made again: the erasure goes
+        on without the caller (or, if the server stopped, resumes), and the repeated call waits
+        for it and returns the counts of every run. If it finished in between, the repeated
+        call makes a new log entry that removes what was written since, usually nothing. Being
+        safe to repeat, the call is retried on UNAVAILABLE, CANCELLED and RESOURCE_EXHAUSTED
+        with RetryInfo (the server erasing 4 other subjects) like any other.
+        """
+        request = feedback_service_pb2.EraseUserRequest(user_id=user_id)
+        return self._call(self._stub.EraseUser, request, timeout).erasure
+
+    def erase_conversation(
+        self, conversation_id: str, *, timeout: float | None = None
+    ) -> privacy_pb2.Erasure:
+        """Erase one conversation's interactions and current and replaced feedback
+        (EraseConversation, admin scope), as `erase_user` does for a user; returns the finished
+        erasure log entry. Events name no conversation and stay. A call that timed out can
+        simply be made again, as with `erase_user`.
+        """
+        request = feedback_service_pb2.EraseConversationRequest(conversation_id=conversation_id)
+        return self._call(self._stub.EraseConversation, request, timeout).erasure
+
+    def list_erasures(
+        self,
+        *,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> feedback_service_pb2.ListErasuresResponse:
+        """Fetch one page of the erasure log (ListErasures, admin scope), newest first: finished
+        erasures and those under way (`finish_time` unset); see `iter_erasures` for every page.
+
+        The log holds each subject as a hash, never its id: give `user_id` or `conversation_id`
+        (not both) to get the entries of that subject only. `page_size` 0 lets the server choose
+        (100; at most 1000); pass the response's `next_page_token` with the same filter to get
+        the next, older page.
+        """
+        request = feedback_service_pb2.ListErasuresRequest(
+            user_id=user_id or "",
+            conversation_id=conversation_id or "",
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._call(self._stub.ListErasures, request, timeout)
+
+    def iter_erasures(
+        self,
+        *,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[privacy_pb2.Erasure]:
+        """Yield every entry of the erasure log, newest first, as `iter_feedback` does."""
+        request = feedback_service_pb2.ListErasuresRequest(
+            user_id=user_id or "", conversation_id=conversation_id or "", page_size=page_size
+        )
+        return self._walk_pages(
+            self._stub.ListErasures, request, timeout, lambda page: page.erasures
+        )
+
+    def export_user_data(
+        self, user_id: str, *, timeout: float | None = None
+    ) -> Generator[UserRecord, None, None]:
+        """Stream everything stored about one user, for an access request (ExportUserData, admin
+        scope), as `UserRecord(kind, record)` tuples.
+
+        First the user's interactions (kind "interaction", `Interaction` records), then their
+        current feedback ("feedback", `Feedback`), the votes newer ones replaced
+        ("replaced_vote", `Feedback` with `replace_time` and `replaced_by_id` set), and their
+        events ("event", `Event`), each in id order. Texts sent only to be hashed were never
+        stored and are not in it; redacted values come as stored. Records written or erased
+        during the export may or may not appear.
+
+        The stream has no resume token: a failure before the first record is retried under the
+        client's RetryPolicy, one after it raises its FeedbackError, and the caller starts the
+        export again from the beginning. `timeout` bounds the whole export; by default it has
+        none. Close the generator (or stop iterating it and drop it) to cancel the stream.
+        """
+        request = feedback_service_pb2.ExportUserDataRequest(user_id=user_id)
+        return self._export_user_data(request, timeout)
+
+    def _export_user_data(
+        self, request: feedback_service_pb2.ExportUserDataRequest, timeout: float | None
+    ) -> Generator[UserRecord, None, None]:
+        """Stream one user's data, retrying only until the first record arrives."""
+        self._check_open()
+        policy = self._retry
+        deadline = deadline_of(policy, timeout)
+        failures = 0
+        while True:
+            call = self._stub.ExportUserData(
+                request, timeout=time_left(policy, deadline), metadata=self._metadata
+            )
+            received = 0
+            try:
+                for response in call:
+                    for record in user_records(response):
+                        received += 1
+                        yield record
+                return
+            except grpc.RpcError as rpc_error:
+                if received:
+                    # Starting again would repeat the records already yielded.
+                    error = error_from_rpc_error(rpc_error)
+                    error.add_note(
+                        f"the export of the user's data broke after {received} records; it "
+                        "cannot be resumed: export it again from the start"
+                    )
+                    raise error from rpc_error
+                failures += 1
+                wait_or_raise(policy, failures, rpc_error, deadline)
+            finally:
+                # Ends the stream when the caller stops early; a no-op once it is over.
+                call.cancel()  # type: ignore[no-untyped-call]
 
     def _load(
         self,

@@ -1,4 +1,4 @@
-"""Filters of the list, iter and export methods, and the chunks an export yields.
+"""Filters of the list, iter and export methods, and what an export yields.
 
 One TypedDict per kind of record names its filters once for all three methods; the same keyword
 arguments build a List request and an Export request.
@@ -6,11 +6,11 @@ arguments build a List request and an Export request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypedDict, TypeVar
 
 from ._conversions import to_timestamp
-from .proto.feedback.v1 import feedback_pb2, feedback_service_pb2
+from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, interaction_pb2
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -22,9 +22,12 @@ __all__ = [
     "InteractionFilters",
     "Order",
     "RatingKind",
+    "UserDataKind",
+    "UserRecord",
     "filter_fields",
     "list_request",
     "order_by",
+    "user_records",
 ]
 
 Order = Literal["newest_first", "oldest_first"]
@@ -110,6 +113,37 @@ class ExportChunk(NamedTuple, Generic[RecordT_co]):
 
     records: Sequence[RecordT_co]
     resume_token: str
+
+
+UserDataKind = Literal["interaction", "feedback", "replaced_vote", "event"]
+"""What a record of a user's data export is: an interaction, a current feedback, a vote a newer
+one replaced, or an analytics event."""
+
+_USER_DATA_FIELDS: dict[str, UserDataKind] = {
+    "interactions": "interaction",
+    "feedback": "feedback",
+    "replaced_votes": "replaced_vote",
+    "events": "event",
+}
+"""Each field of ExportUserDataResponse, in the order the server streams them, and its kind."""
+
+
+class UserRecord(NamedTuple):
+    """One record of a user's data export (`export_user_data`), tagged with its kind.
+
+    `record` is an `Interaction` for "interaction", a `Feedback` for "feedback" and
+    "replaced_vote" (with `replace_time` and `replaced_by_id` set), an `Event` for "event".
+    """
+
+    kind: UserDataKind
+    record: interaction_pb2.Interaction | feedback_pb2.Feedback | event_pb2.Event
+
+
+def user_records(response: feedback_service_pb2.ExportUserDataResponse) -> Iterator[UserRecord]:
+    """The records of one ExportUserData message, each tagged with its kind."""
+    for field, kind in _USER_DATA_FIELDS.items():
+        for record in getattr(response, field):
+            yield UserRecord(kind, record)
 
 
 def filter_fields(filters: Mapping[str, Any], kind: type[Any]) -> dict[str, Any]:

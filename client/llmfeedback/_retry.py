@@ -6,7 +6,9 @@ honoured, and no retry is started that could not finish before the caller's dead
 
 Writes are retried like reads, even when the failure may have come after the server stored the
 write (an UNAVAILABLE from a dropped connection): every write carries a request_id that the retry
-sends again, so the server answers with what it stored instead of storing it twice. A single call
+sends again, so the server answers with what it stored instead of storing it twice. Erasures
+(EraseUser, EraseConversation) need no request_id to be retried alike: a repeated call joins the
+erasure under way, or resumes the one a stopped server left, and returns its counts. A single call
 does not retry DEADLINE_EXCEEDED: its attempt already had all the time the call had left. Only the
 batch delivery, whose attempts can be bounded more tightly than the whole (see `_batch.deliver`),
 retries an attempt that ran out of its own time.

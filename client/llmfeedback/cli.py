@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import itertools
 import json
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, get_args
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
@@ -44,9 +46,16 @@ from ._errors import (
 )
 from ._export_file import ExportFile, ExportFileError, Format, Kind
 from ._items import EVENTS, FEEDBACK, INTERACTIONS, KINDS, HistoricItem, IngestItem
-from ._listing import EventFilters, FeedbackFilters, InteractionFilters, Order
+from ._listing import (
+    EventFilters,
+    FeedbackFilters,
+    InteractionFilters,
+    Order,
+    UserDataKind,
+    UserRecord,
+)
 from ._request_ids import checked_request_id
-from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2
+from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, privacy_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -118,6 +127,15 @@ class _UsageError(Exception):
     """The command line is wrong in a way argparse cannot see (exit code 2)."""
 
 
+class _HintedFailure(Exception):
+    """A failed call with what the person can do about it, printed under the error line."""
+
+    def __init__(self, error: FeedbackError, hint: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.hint = hint
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run feedbackctl with the given arguments (default: sys.argv) and return its exit code."""
     parser = build_parser()
@@ -127,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse exits on --help (0) and on usage errors (2); callers get the code instead.
         return exit_request.code if isinstance(exit_request.code, int) else 2
     command: Callable[[FeedbackClient, argparse.Namespace, TextIO], int | None] = args.command
-    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    # A command that waits for the server's work to end (erase) has no deadline by default.
+    timeout = getattr(args, "default_timeout", DEFAULT_TIMEOUT)
+    timeout = timeout if args.timeout is None else args.timeout
     try:
         client = FeedbackClient(
             args.address,
@@ -150,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeedbackError as error:
         _print_error(error, sys.stderr, api_key=api_key)
         return _EXIT_CODES.get(error.code, 1)
+    except _HintedFailure as failure:
+        _print_error(failure.error, sys.stderr, api_key=api_key, hint=failure.hint)
+        return _EXIT_CODES.get(failure.error.code, 1)
     except _UsageError as error:
         sys.stderr.write(f"feedbackctl: error: {error}\n")
         return 2
@@ -382,6 +405,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importing.add_argument(
         "--dry-run", action="store_true", help="report what cannot be imported; send nothing"
+    )
+
+    erase = subcommands.add_parser(
+        "erase",
+        parents=[global_options],
+        help="erase everything stored about one user or conversation, irreversibly (admin key)",
+        description=(
+            "Erases every interaction, current and replaced feedback and event of the user (a "
+            "conversation: its interactions and feedback), with their share of every statistic, "
+            "and prints the finished entry of the erasure log: the records removed per kind, the "
+            "entry's id and the subject's hash (the log never holds the id). Cannot be undone, "
+            "so it refuses to run without --yes (exit 2). Waits without a deadline unless "
+            "--timeout is given; a run that stopped waiting (timeout, Ctrl-C, lost connection) "
+            "leaves the erasure going on or stopped halfway, with writes about the subject "
+            "refused: run the same command again, which waits for it or resumes it."
+        ),
+    )
+    erase.set_defaults(command=_erase, default_timeout=None)
+    erased = erase.add_mutually_exclusive_group(required=True)
+    erased.add_argument("--user", metavar="ID", help="the user_id whose records to erase")
+    erased.add_argument(
+        "--conversation", metavar="ID", help="the conversation_id whose records to erase"
+    )
+    erase.add_argument(
+        "--yes", action="store_true", help="erase for real (required: it cannot be undone)"
+    )
+
+    erasures = subcommands.add_parser(
+        "erasures",
+        parents=[global_options],
+        help="list the erasure log, newest first (admin key)",
+        description=(
+            "Every erasure, finished or under way, with the records it removed. The log holds "
+            "each subject as a hash of its id: --user or --conversation finds that subject's "
+            "entries by hashing the id given."
+        ),
+    )
+    erasures.set_defaults(command=_erasures)
+    erasures_of = erasures.add_mutually_exclusive_group()
+    erasures_of.add_argument("--user", metavar="ID", help="only the erasures of this user")
+    erasures_of.add_argument(
+        "--conversation", metavar="ID", help="only the erasures of this conversation"
+    )
+    erasures.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=_DEFAULT_LIST_LIMIT,
+        help=f"show at most this many entries (default {_DEFAULT_LIST_LIMIT}; 0 for all)",
+    )
+
+    export_user = subcommands.add_parser(
+        "export-user",
+        parents=[global_options],
+        help="export everything stored about one user as JSON Lines, for an access request "
+        "(admin key)",
+        description=(
+            'Writes one JSON object per line: {"kind": "interaction", "feedback", '
+            '"replaced_vote" or "event", "record": the record in proto JSON with the .proto '
+            "field names}, the user's interactions first, then their current feedback, replaced "
+            "votes and events, each oldest first. To standard output, or with -o to FILE, "
+            "created readable by its owner only (0600: it is personal data) and put in place "
+            "only once complete. Prints the count per kind to standard error. The export cannot "
+            "be resumed: if it breaks, run it again. Runs without a deadline unless --timeout "
+            "is given."
+        ),
+    )
+    export_user.set_defaults(command=_export_user)
+    export_user.add_argument("user_id", metavar="USER_ID")
+    export_user.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write to FILE instead of standard output"
     )
     return parser
 
@@ -872,6 +965,133 @@ def _import(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
     return 1 if refused or result.rejected_count else 0
 
 
+def _erase(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    erase: Callable[[str], privacy_pb2.Erasure]
+    if args.user is not None:
+        erase, subject_id, subject = client.erase_user, args.user, f"user {args.user!r}"
+        what = "every interaction, current and replaced feedback and event"
+    else:
+        erase, subject_id = client.erase_conversation, args.conversation
+        subject = f"conversation {args.conversation!r}"
+        what = "every interaction and current and replaced feedback (its users' events stay)"
+    if not args.yes:
+        raise _UsageError(
+            f"this would erase {what} of {subject}, with their share of every statistic, "
+            "and cannot be undone: pass --yes to erase"
+        )
+    try:
+        erasure = erase(subject_id)
+    except FeedbackError as error:
+        if error.code not in _OUTCOME_UNKNOWN_CODES:
+            raise
+        raise _HintedFailure(
+            error,
+            f"the erasure of {subject} may go on, or have stopped halfway with writes about it "
+            "refused: run the same command again, which waits for it or resumes it",
+        ) from error
+    if args.json_output:
+        _print_json(_to_dict(erasure, always_print_fields_with_no_presence=True), out)
+    else:
+        out.write(_format_erasure(erasure))
+
+
+def _erasures(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    limit: int = args.limit
+    # One entry past the limit tells whether the listing was cut short.
+    page_size = min(limit + 1, _MAX_PAGE_SIZE) if limit else _MAX_PAGE_SIZE
+    entries = client.iter_erasures(
+        user_id=args.user, conversation_id=args.conversation, page_size=page_size
+    )
+    records = list(itertools.islice(entries, limit + 1 if limit else None))
+    truncated = bool(limit) and len(records) > limit
+    records = records[:limit] if limit else records
+    if args.json_output:
+        _print_json(
+            {
+                "erasures": [
+                    _to_dict(record, always_print_fields_with_no_presence=True)
+                    for record in records
+                ]
+            },
+            out,
+        )
+        return
+    out.write(_ERASURES.format(records))
+    if truncated:
+        print(f"(first {limit} shown; pass --limit 0 for all)", file=sys.stderr)
+
+
+def _export_user(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> int:
+    path: Path | None = args.output
+    counts: dict[UserDataKind, int] = dict.fromkeys(get_args(UserDataKind), 0)
+    records = client.export_user_data(args.user_id, timeout=args.timeout)
+    try:
+        if path is None:
+            _write_user_records(records, out, counts)
+        else:
+            with _private_file(path) as file:
+                _write_user_records(records, file, counts)
+    except FeedbackError as error:
+        written = sum(counts.values())
+        if not written:
+            raise
+        kept = "which standard output has" if path is None else f"{path} is left as it was"
+        raise _HintedFailure(
+            error,
+            f"the export broke after {written} record{'' if written == 1 else 's'} ({kept}); "
+            "it cannot be resumed: run the same command again",
+        ) from error
+    except OSError as error:
+        sys.stderr.write(f"error: cannot write {path or 'standard output'}: {error}\n")
+        return 1
+    finally:
+        records.close()
+    by_kind = ", ".join(f"{kind} {count}" for kind, count in counts.items())
+    destination = "" if path is None else f" to {path}"
+    sys.stderr.write(
+        f"exported {sum(counts.values())} records of user {args.user_id!r}{destination}"
+        f" ({by_kind})\n"
+    )
+    return 0
+
+
+def _write_user_records(
+    records: Iterable[UserRecord], file: TextIO, counts: dict[UserDataKind, int]
+) -> None:
+    """Write each record as one JSON line of its kind and record, counting them by kind."""
+    for kind, record in records:
+        document = {"kind": kind, "record": _to_dict(record)}
+        file.write(json.dumps(document, ensure_ascii=False) + "\n")
+        counts[kind] += 1
+    file.flush()
+
+
+@contextlib.contextmanager
+def _private_file(path: Path) -> Iterator[TextIO]:
+    """A text file that only its owner can read (0600), which becomes `path` atomically when
+    the block ends without an exception, replacing any file there; before that `path` is
+    untouched, and on an exception nothing is left behind."""
+    descriptor, temporary = tempfile.mkstemp(  # mkstemp creates the file 0600
+        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    # The rename is durable only once the directory entry is on disk.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _ingest_item(line: str) -> IngestItem:
     """Turn one JSON line into an item, raising ValueError or TypeError saying what is wrong."""
     try:
@@ -929,8 +1149,11 @@ def _to_dict(message: Message, *, always_print_fields_with_no_presence: bool = F
     )
 
 
-def _print_error(error: FeedbackError, err: TextIO, *, api_key: str | None = None) -> None:
-    """Report a failed call on one line, then one line per rejected field; never show the key."""
+def _print_error(
+    error: FeedbackError, err: TextIO, *, api_key: str | None = None, hint: str | None = None
+) -> None:
+    """Report a failed call on one line, then one line per rejected field and the `hint`; never
+    show the key."""
     lines = [f"error: {error.code.name}: {error.message}{_credentials_hint(error, api_key)}"]
     if isinstance(error, InvalidArgumentError):
         lines += [
@@ -945,6 +1168,8 @@ def _print_error(error: FeedbackError, err: TextIO, *, api_key: str | None = Non
             "  it may have been stored: run the same command with "
             f"--request-id {error.request_id} and it is stored at most once"
         )
+    if hint is not None:
+        lines.append(f"  {hint}")
     text = "".join(line + "\n" for line in lines)
     # A server (or proxy) echoing the key back must not put it in logs that collect stderr.
     err.write(text.replace(api_key, _REDACTED) if api_key else text)
@@ -1261,6 +1486,67 @@ _TABLES: dict[Kind, _Listed] = {
     "interactions": _INTERACTIONS,
     "events": _EVENTS,
 }
+_ERASED_KINDS = (
+    ("interactions", "interactions"),
+    ("feedback", "feedback"),
+    ("replaced votes", "replaced_votes"),
+    ("events", "events"),
+)
+"""Each kind of record an erasure removes, as shown, and its field of ErasedCounts."""
+_SUBJECT_HASH_SHOWN = 12
+"""Hex digits of the subject's hash a table shows, as git shows commits; --json has them all."""
+
+
+def _seconds(message: Message, field_name: str) -> str:
+    """A time to the second, or "-" when unset."""
+    if not message.HasField(field_name):
+        return "-"
+    value: timestamp_pb2.Timestamp = getattr(message, field_name)
+    return value.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _subject(erasure: privacy_pb2.Erasure) -> str:
+    return _enum_label(privacy_pb2.SubjectKind.Name(erasure.subject_kind), "SubjectKind")
+
+
+def _format_erasure(erasure: privacy_pb2.Erasure) -> str:
+    """One finished erasure: the log entry's fields, then the records removed per kind."""
+    hash_kind = _enum_label(privacy_pb2.HashKind.Name(erasure.subject_hash_kind), "HashKind")
+    fields = (
+        ("erasure", str(erasure.id)),
+        ("subject", _subject(erasure)),
+        ("subject hash", f"{erasure.subject_hash} ({hash_kind})"),
+        ("requested by", erasure.requested_by),
+        ("started", _when(erasure, "start_time")),
+        ("finished", _when(erasure, "finish_time")),
+        ("transactions", str(erasure.batches)),
+    )
+    lines = "".join(f"{label:<{_LABEL_WIDTH}}{value}\n" for label, value in fields)
+    counts = [(shown, str(getattr(erasure.erased, name))) for shown, name in _ERASED_KINDS]
+    return lines + "\n" + _table(("ERASED", "RECORDS"), counts)
+
+
+_ERASURES = _Listed(
+    (
+        _ID,
+        ("SUBJECT", _subject),
+        ("SUBJECT HASH", lambda entry: entry.subject_hash[:_SUBJECT_HASH_SHOWN]),
+        ("STARTED", lambda entry: _seconds(entry, "start_time")),
+        (
+            "FINISHED",
+            lambda entry: (
+                _seconds(entry, "finish_time") if entry.HasField("finish_time") else "under way"
+            ),
+        ),
+        *(
+            (shown.upper(), lambda entry, name=name: str(getattr(entry.erased, name)))
+            for shown, name in _ERASED_KINDS
+        ),
+        ("REQUESTED BY", lambda entry: entry.requested_by or "-"),
+    ),
+    "erasures",
+)
+"""The erasure log, newest first."""
 
 
 def _json_object(value: str) -> dict[str, Any]:

@@ -421,6 +421,33 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         first = stream[0] if stream else feedback_service_pb2.IngestItem()
         return self._answer("Ingest", first, context, default, feedback_service_pb2.IngestResponse)
 
+    def EraseUser(
+        self, request: feedback_service_pb2.EraseUserRequest, context: grpc.ServicerContext
+    ) -> feedback_service_pb2.EraseUserResponse:
+        default = feedback_service_pb2.EraseUserResponse()
+        return self._answer("EraseUser", request, context, lambda: default, type(default))
+
+    def EraseConversation(
+        self,
+        request: feedback_service_pb2.EraseConversationRequest,
+        context: grpc.ServicerContext,
+    ) -> feedback_service_pb2.EraseConversationResponse:
+        default = feedback_service_pb2.EraseConversationResponse()
+        return self._answer("EraseConversation", request, context, lambda: default, type(default))
+
+    def ListErasures(
+        self, request: feedback_service_pb2.ListErasuresRequest, context: grpc.ServicerContext
+    ) -> feedback_service_pb2.ListErasuresResponse:
+        default = feedback_service_pb2.ListErasuresResponse()
+        return self._answer("ListErasures", request, context, lambda: default, type(default))
+
+    def ExportUserData(
+        self, request: feedback_service_pb2.ExportUserDataRequest, context: grpc.ServicerContext
+    ) -> Iterator[feedback_service_pb2.ExportUserDataResponse]:
+        return self._stream(
+            "ExportUserData", request, context, feedback_service_pb2.ExportUserDataResponse
+        )
+
 
 def _idempotency_keys(item: Message) -> list[tuple[str, str]]:
     """The keys under which the real server finds an item stored before: request_id, event_id."""

@@ -54,8 +54,9 @@ SCOPE_NAMES = {
 WRITE = re.compile(r"(Record|Submit|Log)[A-Z]\w*|Ingest")
 READ = re.compile(r"(Get|List|Export)[A-Z]\w*")
 KEY_MANAGEMENT = re.compile(r"\w*ApiKey\w*")
-PERSONAL_DATA = re.compile(r"Erase\w*|ListErasures|ExportUserData")
-"""Erasures, their log and a user's whole data: admin only, like the keys."""
+PERSONAL_DATA = re.compile(r"Erase[A-Z]\w*|ListErasures|ExportUserData|Opt(Out|In)User|GetOptOut")
+"""Erasures, their log, a user's data export and opt-outs: one person's data and choices, so
+admin despite the names."""
 
 
 def required_scope(descriptor: MethodDescriptor) -> str:

@@ -235,17 +235,21 @@ def assert_rows_match(
         assert sum(rows_added.values()) == response.accepted_count, (rows_added, response)
     elif name in ERASURES:
         erased = response.erasure.erased
-        removed = {"interactions": erased.interactions, "feedback": erased.feedback}
-        removed["events"] = erased.events
-        assert rows_added == {table: -count for table, count in removed.items()}, response
+        removed = {
+            "interactions": erased.interactions,
+            "feedback": erased.feedback + erased.replaced_votes,
+            "events": erased.events,
+        }
+        assert rows_added == {table: -removed[table] for table in TABLES}, (rows_added, response)
     else:
         assert rows_added == nothing, f"{name} is a read but stored rows"
 
 
 STREAM_WRITES = frozenset({"Ingest", "ImportHistory"})
 """Client-streamed writes: each message holds items, the answer counts them."""
+
 ERASURES = frozenset({"EraseUser", "EraseConversation"})
-"""Deletes: they remove rows, never add any."""
+"""Erasures: they store no record and remove exactly the ones their answer counts."""
 
 
 def item_count(method: MethodDescriptor, request: Any) -> int:
