@@ -186,6 +186,23 @@ class Storage:
             rebuild_rollups_on(connection)
             id_blocks.rebuild(connection.exec_driver_sql)
 
+    def checkpoint(self) -> bool:
+        """On SQLite, copy the write-ahead log into the database file and empty it, so deleted
+        rows (zeroed there by secure_delete) leave no copy in the log; whether it was emptied
+        (not while a reader holds an old snapshot). PostgreSQL: nothing to do, True.
+
+        Raises StorageUnavailable when the database cannot be reached.
+        """
+        self._check_open()
+        if self.dialect != "sqlite":
+            return True
+        with translated_errors(), self._write_engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            with driver_errors("PRAGMA wal_checkpoint(TRUNCATE)"):
+                busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
+
     def dedicated_writer(self) -> DedicatedWriter:
         """A writer for one thread that runs many short write transactions (group commit).
 

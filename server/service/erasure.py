@@ -9,12 +9,14 @@ the rollups and adds them to the entry's counts, so writes never wait long and a
 nothing: running the erasure again resumes the entry. The batch that finds nothing left
 finishes the entry; writes about the subject are taken again from its commit on. Rollup cells
 keyed by the subject go with their last row (a cell whose count falls to zero is deleted).
-Servers erasing one subject take turns batch by batch.
+Servers erasing one subject take turns batch by batch. On SQLite, whose deleted rows are zeroed in
+the file (secure_delete), the write-ahead log is emptied last, so no copy of them stays there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -31,6 +33,8 @@ from storage.errors import StorageUnavailable, TransactionRolledBack
 from storage.records import ErasureRecord, Subject
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 ERASE_BATCH_ROWS = 500
 """Rows an erasure deletes per table and transaction: a few milliseconds of locks."""
@@ -126,7 +130,14 @@ class ErasureService:
                 lambda unit: self._batch(unit, subject, column, subject_id, entry.id)
             )
             if finished is not None:
-                return finished
+                break
+        if not await self._run_storage(self._storage.checkpoint):
+            log.warning(
+                "erasure %d: a reader kept SQLite's write-ahead log from being emptied; the"
+                " erased rows leave it with the next checkpoint",
+                finished.id,
+            )
+        return finished
 
     def _batch(
         self, unit: ErasureUnit, subject: Subject, column: str, subject_id: str, erasure_id: int
@@ -222,9 +233,12 @@ class ErasureService:
     async def _run(
         self, unit: Callable[[Callable[[ErasureUnit], T]], T], work: Callable[[ErasureUnit], T]
     ) -> T:
+        return await self._run_storage(partial(unit, work))
+
+    async def _run_storage(self, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, unit, work)
+            return await loop.run_in_executor(self._executor, call)
         except TransactionRolledBack:
             raise
         except StorageUnavailable as error:

@@ -299,3 +299,8 @@ class ErasureStorage(Protocol):
     def write(self, work: Callable[[ErasureUnit], T]) -> T:
         """Run `work` in one transaction, committed when it returns (rollups last)."""
         ...
+
+    def checkpoint(self) -> bool:
+        """Leave no copy of deleted rows in a write-ahead log the database can empty (SQLite's);
+        whether none is left."""
+        ...
