@@ -5,12 +5,12 @@ choices are recorded; opting back in stores writes again."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 
-from llmfeedback.proto.feedback.v1 import batch_pb2, privacy_pb2
+from llmfeedback.proto.feedback.v1 import batch_pb2, feedback_pb2, privacy_pb2
 from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
 from tests.server_harness import ServerThread
@@ -107,7 +107,8 @@ def test_opting_out_with_erasure_removes_the_past_and_suppresses_the_future(
     stub: FeedbackServiceStub,
 ) -> None:
     _turn(stub, "hal", "hal-m0")
-    stub.SubmitFeedback(pb.SubmitFeedbackRequest(message_id="hal-m0", thumb=2))
+    down = feedback_pb2.THUMB_DOWN
+    stub.SubmitFeedback(pb.SubmitFeedbackRequest(message_id="hal-m0", thumb=down))
     stub.LogEvent(pb.LogEventRequest(user_id="hal", event_type="view"))
     _turn(stub, "ivy", "ivy-m0")
 
@@ -128,7 +129,7 @@ def test_opting_out_with_erasure_removes_the_past_and_suppresses_the_future(
 @pytest.mark.database_independent
 @pytest.mark.parametrize("user_id", ["", "x" * 129, "a b"])
 def test_a_malformed_user_id_is_refused(stub: FeedbackServiceStub, user_id: str) -> None:
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: stub.OptOutUser(pb.OptOutUserRequest(user_id=user_id)),
         lambda: stub.OptInUser(pb.OptInUserRequest(user_id=user_id)),
         lambda: stub.GetOptOut(pb.GetOptOutRequest(user_id=user_id)),

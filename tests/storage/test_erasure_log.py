@@ -57,9 +57,9 @@ def test_erasures_and_opt_outs_wait_for_the_writes_that_checked_before_them(
     assert began.is_set()
     seen = writer.write(lambda rows: (rows.running_erasures(), rows.opted_out([SUBJECT.hash])))
     if change == "erasure":
-        assert seen == ({("user", SUBJECT.hash)}, set())
+        assert seen == (frozenset({("user", SUBJECT.hash)}), frozenset())
     else:
-        assert seen == (set(), {SUBJECT.hash})
+        assert seen == (frozenset(), frozenset({SUBJECT.hash}))
     erased = storage.write(lambda unit: unit.erase("user_id", "gated-user", 100))
     assert erased == ErasedCounts(interactions=1)  # committed before the change: there to erase
     writer.close()
