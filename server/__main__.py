@@ -34,6 +34,7 @@ async def serve(settings: Settings) -> None:
             "auth": settings.auth,
             "redact": settings.redact or "placeholder",
             "text_hash": settings.text_hash,
+            "retention": settings.retention or "none",
             "tls": "mtls"
             if settings.tls_client_ca_file
             else "on"

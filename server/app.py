@@ -31,6 +31,7 @@ from server.service.pii.detector import Detector
 from server.service.pii.redaction import MIN_KEY_BYTES, Mode, Redactor, TextHasher
 from server.service.privacy import Privacy
 from server.service.rate_limits import RateLimiter, parse_rates
+from server.service.retention import RetentionSweeper, retention_periods
 from server.service.subjects import Subjects
 from server.servicer import FeedbackServicer
 from storage import Storage
@@ -76,6 +77,7 @@ class FeedbackServer:
         boundary: CallInterceptor,
         keys: ApiKeyService,
         erasures: ErasureService,
+        retention: RetentionSweeper,
         *,
         database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
@@ -83,6 +85,7 @@ class FeedbackServer:
         self._boundary = boundary
         self._keys = keys
         self._erasures = erasures
+        self.retention = retention
         self._health = health
         self._service = service
         self._storage = storage
@@ -103,6 +106,7 @@ class FeedbackServer:
         self._boundary.admission.start()
         self._boundary.watchdog.start()
         self._keys.start()
+        self.retention.start()
         await self._report_database(up=True)
         self.database_health.start()
 
@@ -122,6 +126,7 @@ class FeedbackServer:
         await self._boundary.watchdog.stop()
         await self._boundary.admission.stop()
         await self._keys.stop()
+        await self.retention.stop()
         await self._erasures.close()  # between two batches: each resumes when run again
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
@@ -235,6 +240,12 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         boundary,
         keys,
         erasures,
+        RetentionSweeper(
+            storage,
+            executor,
+            retention_periods(settings.retention),
+            interval_seconds=settings.retention_interval_seconds,
+        ),
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port

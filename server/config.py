@@ -12,6 +12,7 @@ from pathlib import Path
 from server.service import DEFAULT_LABELS
 from server.service.pii.entities import Entity
 from server.service.pii.redaction import DEFAULT_ENTITIES, DEFAULT_MODES, FieldClass, Mode
+from server.service.retention import retention_periods
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATABASE_FILE = "feedback.sqlite3"
@@ -92,6 +93,11 @@ class Settings:
     hash_key_file: str | None = None
     """File of the server secret (at least 32 bytes) for "hmac" text hashes and hash-mode
     redaction; every replica must read the same secret."""
+    retention: str = ""
+    """How long each kind is kept, e.g. "feedback=400d,events=180d,interactions=90d" (h, d or w);
+    empty or "none": forever (see server.service.retention)."""
+    retention_interval_seconds: float = 60.0
+    """How often each server deletes what has expired."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_format: str = "json"
@@ -142,6 +148,8 @@ def parse_settings(
         phone_regions=args.phone_regions,
         text_hash=args.text_hash,
         hash_key_file=args.hash_key_file or None,
+        retention=_checked(parser, _retention, args.retention),
+        retention_interval_seconds=args.retention_interval,
         log_level=args.log_level.upper(),
         log_format=args.log_format,
     )
@@ -292,6 +300,19 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="FEEDBACK_HASH_KEY_FILE: file holding the server secret (at least 32 bytes, the "
         "same on every replica) for hmac text hashes and hash-mode redaction",
     )
+    privacy.add_argument(
+        "--retention",
+        default=default("RETENTION", ""),
+        help="FEEDBACK_RETENTION: how long each kind is kept, e.g. "
+        "feedback=400d,events=180d,interactions=90d (units h, d, w); older records are deleted "
+        "with their share of every statistic (default: none, keep everything)",
+    )
+    privacy.add_argument(
+        "--retention-interval",
+        type=float,
+        default=float(default("RETENTION_INTERVAL", "60")),
+        help="FEEDBACK_RETENTION_INTERVAL: seconds between two deletions of what has expired",
+    )
     parser.add_argument(
         "--sqlite-busy-timeout",
         type=int,
@@ -385,6 +406,13 @@ def _checked(parser: argparse.ArgumentParser, parse: Callable[[str], object], te
     except ValueError as error:
         parser.error(str(error))
     return text
+
+
+def _retention(text: str) -> object:
+    try:
+        return retention_periods(text)
+    except ValueError as error:
+        raise ValueError(f"--retention: {error}") from None
 
 
 def _checked_auth(parser: argparse.ArgumentParser, auth: str | None, address: str) -> str:

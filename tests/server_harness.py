@@ -35,6 +35,12 @@ class ServerThread:
         """host:port clients should dial."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def feedback_server(self) -> FeedbackServer:
+        """The running server, for what a test reads off it directly."""
+        assert self._server is not None, "the server is not running"
+        return self._server
+
     def start(self) -> ServerThread:
         """Build, migrate and start the server; returns once it accepts calls."""
         self._thread.start()

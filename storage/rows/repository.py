@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from functools import cached_property
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, assert_never
@@ -49,7 +50,7 @@ from storage.rows.api_keys import ApiKeys
 from storage.rows.bulk_insert import Execute, Getter, insert_returning_ids, inserted_columns
 from storage.rows.erasure_log import ERASURE_LOCK_SPACE, ErasureLog
 from storage.rows.opt_outs import OptOuts
-from storage.rows.row_codec import MARKS, Dialect, table_codec
+from storage.rows.row_codec import CODECS, MARKS, Dialect, table_codec
 from storage.schema.models import Base, EventRow, FeedbackHistoryRow, FeedbackRow, InteractionRow
 
 if TYPE_CHECKING:
@@ -278,19 +279,61 @@ class Rows:
                 (value,),
             )
             erased[name] = len(records)
-            if not records:
-                continue
-            # A vote's id is in its history once (a vote is replaced once), so (column, id)
-            # names one row in either table.
-            ids = tuple(record.id for record in records)
-            self._execute(
-                f"DELETE FROM {table.name} WHERE {column} = {self._mark}"
-                f" AND id IN ({self._marks(ids)})",
-                (value, *ids),
-            )
-            if kind.rollup_kind is not None:
-                self._rollups.add(kind.rollup_kind, records, -1)
+            if records:
+                self._delete(kind, records, f"{column} = {self._mark}", (value,))
         return ErasedCounts(**erased)
+
+    def expire(self, kind: str, before: datetime, limit: int) -> int | None:
+        """Delete up to `limit` rows of `kind` ("interactions", "feedback" with its replaced
+        votes, or "events") whose time (the one their rollups bucket by) is before `before`,
+        out of the rollups with them; how many. None on PostgreSQL when another transaction
+        is expiring the kind: one at a time, whichever replica runs it.
+
+        Oldest first, and on PostgreSQL skipping rows other transactions hold (a vote being
+        replaced), so expiry never waits for a writer.
+        """
+        if self._dialect == "postgresql":
+            claimed = self._execute(
+                "SELECT pg_try_advisory_xact_lock(%s, %s)",
+                (RETENTION_LOCK_SPACE, EXPIRED_KINDS.index(kind) + 1),
+            )
+            if not next(iter(claimed))[0]:
+                return None
+        lock = " FOR UPDATE SKIP LOCKED" if self._dialect == "postgresql" else ""
+        cutoff = CODECS[self._dialect].encode_time(before)
+        expired = 0
+        for row_kind in EXPIRED_TABLES[kind]:
+            column = id_blocks.TIME_COLUMNS.get(row_kind.table.name, "create_time")
+            records = self._select(
+                row_kind,
+                f"{column} < {self._mark} ORDER BY {column} LIMIT {int(limit)}{lock}",
+                (cutoff,),
+            )
+            if records:
+                self._delete(row_kind, records, f"{column} < {self._mark}", (cutoff,))
+                expired += len(records)
+        return expired
+
+    def _delete(
+        self,
+        kind: RowKind[Any],
+        records: Sequence[Any],
+        condition: str,
+        parameters: tuple[Any, ...],
+    ) -> None:
+        """Delete the rows of `records`, which all meet `condition` (so an index finds them:
+        feedback_history has none on id), and take them out of the rollups.
+
+        A vote's id is in its history once (a vote is replaced once), so ids name rows in either
+        table.
+        """
+        ids = tuple(record.id for record in records)
+        self._execute(
+            f"DELETE FROM {kind.table.name} WHERE {condition} AND id IN ({self._marks(ids)})",
+            (*parameters, *ids),
+        )
+        if kind.rollup_kind is not None:
+            self._rollups.add(kind.rollup_kind, records, -1)
 
     def subject_rows(
         self, table: str, column: str, value: str, after_id: int, limit: int
@@ -555,3 +598,14 @@ ERASED_TABLES: Mapping[str, RowKind[Any]] = {
     "events": EVENTS,
 }
 """The tables an erasure deletes from, by their ErasedCounts field, in deletion order."""
+EXPIRED_KINDS = ("interactions", "feedback", "events")
+EXPIRED_TABLES: Mapping[str, tuple[RowKind[Any], ...]] = {
+    "interactions": (INTERACTIONS,),
+    "feedback": (FEEDBACK, HISTORY),
+    "events": (EVENTS,),
+}
+"""What retention deletes per kind: a kind's replaced votes expire with its current ones (by the
+time each vote was given)."""
+RETENTION_LOCK_SPACE = int.from_bytes(b"rtnt")
+"""The first key of the retention claims (pg_try_advisory_xact_lock), the second a kind's place
+in EXPIRED_KINDS plus one."""

@@ -228,6 +228,8 @@ class FeedbackHistoryRow(_VoteColumns, Base):
         # Erasures find a user's or a conversation's replaced votes (revision 0012).
         Index("ix_feedback_history_user_id_id", "user_id", "id"),
         Index("ix_feedback_history_conversation_id_id", "conversation_id", "id"),
+        # Retention expires replaced votes by their time (revision 0012).
+        Index("ix_feedback_history_create_time", "create_time"),
         Index(
             "ix_feedback_history_request_id",
             "request_id",

@@ -155,9 +155,21 @@ class Erase:
     dedicated: bool
 
 
+@dataclass(frozen=True)
+class Expire:
+    """Expire every record of one kind older than `before`, in transactions of at most `limit`
+    rows per table, through the group-commit writer or the session repository."""
+
+    kind: str
+    before: datetime
+    limit: int
+    dedicated: bool
+
+
 KINDS = ("feedback", "interactions", "events")
 operations = st.lists(
     st.one_of(
+        st.builds(Expire, st.sampled_from(KINDS), moments, st.integers(1, 5), st.booleans()),
         st.builds(
             Insert,
             st.just("feedback"),
@@ -556,13 +568,16 @@ def vote(repository: Any, items: list[NewFeedback]) -> tuple[list[FeedbackRecord
     return records, replaced
 
 
-def apply(storage: Storage, steps: Sequence[Insert | Delete | Erase]) -> None:
+def apply(storage: Storage, steps: Sequence[Insert | Delete | Erase | Expire]) -> None:
     stored: dict[str, list[int]] = {kind: [] for kind in KINDS}
     writer = storage.dedicated_writer()
     try:
         for step in steps:
             if isinstance(step, Erase):
                 erase_all(storage, writer, step)
+                stored = {kind: _remaining(storage, kind) for kind in KINDS}
+            elif isinstance(step, Expire):
+                expire_all(storage, writer, step)
                 stored = {kind: _remaining(storage, kind) for kind in KINDS}
             elif isinstance(step, Insert):
                 method = {
@@ -624,6 +639,31 @@ def erase_all(storage: Storage, writer: Any, step: Erase) -> None:
     tables += ["events"] if step.column == "user_id" else []  # events have no conversation
     for table in tables:
         assert not _remaining(storage, table, f"{step.column} = '{step.value}'"), table
+
+
+def expire_all(storage: Storage, writer: Any, step: Expire) -> None:
+    """Run bounded expiries until one deletes nothing; then no row of the kind is older."""
+
+    def once(rows: Any) -> int:
+        expired: int = rows.expire(step.kind, step.before, step.limit)
+        return expired
+
+    while True:
+        expired = writer.write(once) if step.dedicated else storage.write(once)
+        assert expired <= step.limit * (2 if step.kind == "feedback" else 1)  # and its history
+        if not expired:
+            break
+    column = {"feedback": "create_time", "interactions": "occur_time", "events": "event_time"}
+    tables = [step.kind] + (["feedback_history"] if step.kind == "feedback" else [])
+    for table in tables:
+        query = text(f"SELECT count(*) FROM {table} WHERE {column[step.kind]} < :before")
+        query = query.bindparams(bindparam("before", type_=UTCDateTime()))
+
+        def count_old(repository: Any, query: Any = query) -> int:
+            return int(repository.session.execute(query, {"before": step.before}).scalar_one())
+
+        old = storage.read(count_old)
+        assert old == 0, table
 
 
 def _remaining(storage: Storage, table: str, condition: str = "1 = 1") -> list[int]:

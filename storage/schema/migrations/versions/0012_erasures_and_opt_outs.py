@@ -1,6 +1,6 @@
 """The erasure log, the indexes an erasure needs to find a user's or a conversation's replaced
-votes, the users who opted out and the record of their choices; on SQLite, AUTOINCREMENT back on
-the raw tables.
+votes and retention their old ones, the users who opted out and the record of their choices; on
+SQLite, AUTOINCREMENT back on the raw tables.
 
 Revision 0011 as first released copied the raw tables on SQLite (Alembic's batch mode), and
 the copies lost AUTOINCREMENT: SQLite then hands the id of the newest row out again once that
@@ -83,6 +83,7 @@ def upgrade() -> None:
     )
     for column in ("user_id", "conversation_id"):
         op.create_index(f"ix_feedback_history_{column}_id", "feedback_history", [column, "id"])
+    op.create_index("ix_feedback_history_create_time", "feedback_history", ["create_time"])
     op.create_table(
         "opt_outs",
         sa.Column("user_hash", sa.String(64), nullable=False),
@@ -111,6 +112,7 @@ def downgrade() -> None:
     users' writes are stored again)."""
     op.drop_table("opt_out_events")
     op.drop_table("opt_outs")
+    op.drop_index("ix_feedback_history_create_time", "feedback_history")
     for column in ("user_id", "conversation_id"):
         op.drop_index(f"ix_feedback_history_{column}_id", "feedback_history")
     op.drop_table("erasures")
