@@ -57,6 +57,13 @@ class FeedbackServiceStub:
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
 
+    Privacy: a write about a user or conversation that is being erased (EraseUser,
+    EraseConversation) fails with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+    subject_kind) until the erasure finishes; a write about a user who opted out (OptOutUser) is
+    answered but not stored: OK with suppressed set, or ITEM_OUTCOME_SUPPRESSED per batch or stream
+    item. Servers started with --retention delete records older than their kind's period in the
+    background, with their share of every aggregate.
+
     Authentication: when the server requires API keys (always when it listens beyond loopback,
     unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
     missing, malformed, unknown or revoked key fails with UNAUTHENTICATED; a valid key without the
@@ -250,6 +257,13 @@ class FeedbackServiceServicer:
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Privacy: a write about a user or conversation that is being erased (EraseUser,
+    EraseConversation) fails with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+    subject_kind) until the erasure finishes; a write about a user who opted out (OptOutUser) is
+    answered but not stored: OK with suppressed set, or ITEM_OUTCOME_SUPPRESSED per batch or stream
+    item. Servers started with --retention delete records older than their kind's period in the
+    background, with their share of every aggregate.
 
     Authentication: when the server requires API keys (always when it listens beyond loopback,
     unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
@@ -756,6 +770,13 @@ class FeedbackService:
     item at most 64 KiB serialized. Bytes that are not a valid protobuf encoding of the request
     message (including strings that are not UTF-8) fail with INVALID_ARGUMENT carrying a
     google.rpc.ErrorInfo with reason MALFORMED_REQUEST (no BadRequest: no field can be named).
+
+    Privacy: a write about a user or conversation that is being erased (EraseUser,
+    EraseConversation) fails with FAILED_PRECONDITION (ErrorInfo ERASURE_IN_PROGRESS, metadata
+    subject_kind) until the erasure finishes; a write about a user who opted out (OptOutUser) is
+    answered but not stored: OK with suppressed set, or ITEM_OUTCOME_SUPPRESSED per batch or stream
+    item. Servers started with --retention delete records older than their kind's period in the
+    background, with their share of every aggregate.
 
     Authentication: when the server requires API keys (always when it listens beyond loopback,
     unless started with --auth none), every call sends `authorization: Bearer <key>` metadata. A
