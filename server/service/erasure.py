@@ -4,8 +4,9 @@ An erasure first commits its entry in the erasure log: from then on, every write
 subject is refused inside its own transaction (write_rules.apply_batch), and on PostgreSQL the
 entry's commit waits for write transactions that checked before it (the erasure gate of
 storage.rows.repository.Rows.running_erasures). Then it deletes the subject's rows in batches of
-at most `batch_rows` per table, each batch one short transaction that subtracts its rows from
-the rollups and adds them to the entry's counts, so writes never wait long and a crash loses
+at most `batch_rows` per table, each batch one short transaction (paced: server.service.pacing)
+that subtracts its rows from the rollups and adds them to the entry's counts, so writes never
+wait long and a crash loses
 nothing: running the erasure again resumes the entry. The batch that finds nothing left
 finishes the entry; writes about the subject are taken again from its commit on. Rollup cells
 keyed by the subject go with their last row (a cell whose count falls to zero is deleted).
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 from server.service import paging
 from server.service.errors import NotFound, ResourceExhausted, Unavailable
+from server.service.pacing import Pace
 from server.service.ports import ErasureStorage, ErasureUnit
 from server.service.subjects import COLUMNS, CONVERSATION, USER, Subjects
 from server.service.validation import CONVERSATION_ID, IDENTIFIER, Violations
@@ -37,7 +39,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ERASE_BATCH_ROWS = 500
-"""Rows an erasure deletes per table and transaction: a few milliseconds of locks."""
+"""Most rows an erasure deletes per table and transaction (server.service.pacing sizes them)."""
+ERASED_KINDS = 4
+"""Tables an erasure deletes from: interactions, feedback, replaced votes, events."""
 MAX_ERASURES_IN_FLIGHT = 4
 """Subjects one server erases at once; more are refused with RESOURCE_EXHAUSTED."""
 DEADLOCK_RETRIES = 8
@@ -125,9 +129,13 @@ class ErasureService:
         entry = await self.run_write(
             lambda unit: unit.erasures.begin(subject, requested_by, self._clock())
         )
+        pace = Pace(self._batch_rows * ERASED_KINDS)
         while True:
-            finished = await self.run_write(
-                lambda unit: self._batch(unit, subject, column, subject_id, entry.id)
+            finished, _ = await pace.run(
+                lambda rows: self.run_write(
+                    lambda unit: self._batch(unit, subject, column, subject_id, entry.id, rows)
+                ),
+                lambda outcome: outcome[1],
             )
             if finished is not None:
                 break
@@ -140,21 +148,28 @@ class ErasureService:
         return finished
 
     def _batch(
-        self, unit: ErasureUnit, subject: Subject, column: str, subject_id: str, erasure_id: int
-    ) -> ErasureRecord | None:
-        """One batch: the finished entry once nothing is left, else None."""
+        self,
+        unit: ErasureUnit,
+        subject: Subject,
+        column: str,
+        subject_id: str,
+        erasure_id: int,
+        rows: int,
+    ) -> tuple[ErasureRecord | None, int]:
+        """One batch of about `rows` rows, shared by the tables: (the finished entry once nothing
+        is left, else None; the rows it deleted)."""
         unit.erasures.claim(subject)
         entry = unit.erasures.by_id(erasure_id)
         if entry is None:
             raise NotFound("erasure", str(erasure_id), "the erasure's log entry was deleted")
         if entry.finish_time is not None:
-            return entry  # another server finished it
-        erased = unit.erase(column, subject_id, self._batch_rows)
+            return entry, 0  # another server finished it
+        erased = unit.erase(column, subject_id, -(-rows // ERASED_KINDS))
         if erased.total:
             unit.erasures.count(erasure_id, erased)
-            return None
+            return None, erased.total
         unit.erasures.finish(erasure_id, self._clock())
-        return unit.erasures.by_id(erasure_id)
+        return unit.erasures.by_id(erasure_id), 0
 
     async def log(
         self, page_size: int, page_token: str, user_id: str, conversation_id: str

@@ -7,9 +7,9 @@ from the rows, and no rollup cell keeps a user's or conversation's key past its 
 time the kind's rollups and lists bucket by: feedback's create_time (a replaced vote's too),
 an interaction's occur_time, an event's event_time.
 
-Each server runs a sweep every `interval` seconds. A sweep deletes in batches of `batch_rows`
-per table, each its own short transaction, and rests between batches as long as the batch
-took, so it holds SQLite's single write lock at most half the time and writes keep flowing. On
+Each server runs a sweep every `interval` seconds. A sweep deletes in batches of at most
+`batch_rows` per table, each its own short transaction, paced (server.service.pacing) so it holds
+SQLite's single write lock at most half the time, in stretches of about 20 ms. On
 PostgreSQL a batch claims its kind first (a transaction-scoped advisory lock): a replica that
 finds the claim taken leaves that kind to the other one until its next sweep.
 """
@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from server.service.background import BackgroundTask
+from server.service.pacing import Pace
 from storage.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1
 MIN_PERIOD = timedelta(hours=1)
 SWEEP_INTERVAL_SECONDS = 60.0
 EXPIRE_BATCH_ROWS = 1000
-"""Rows a batch deletes per table: about 20 ms of SQLite's write lock."""
+"""Most rows a batch deletes per table (server.service.pacing sizes them)."""
 _PERIOD = re.compile(r"(\d{1,6})([hdw])")
 
 
@@ -61,6 +62,10 @@ def retention_periods(text: str) -> dict[str, timedelta]:
             raise ValueError(f"{kind}: a period must be at least 1h")
         periods[kind] = length
     return periods
+
+
+def _rows(count: int | None) -> int:
+    return count or 0
 
 
 class ExpiringUnit(Protocol):
@@ -115,26 +120,25 @@ class RetentionSweeper:
     async def sweep(self) -> dict[str, int]:
         """Delete every record older than its kind's period, now; the rows deleted per kind."""
         deleted = dict.fromkeys(self._periods, 0)
-        loop = asyncio.get_running_loop()
         for kind, period in self._periods.items():
             before = self._clock() - period
+            pace = Pace(self._batch_rows)
             while True:
-                started = time.monotonic()
-                count = await loop.run_in_executor(
-                    self._executor,
-                    self._storage.write,
-                    lambda unit, kind=kind, before=before: unit.expire(
-                        kind, before, self._batch_rows
-                    ),
-                )
+                expire: Callable[[int], Awaitable[int | None]] = partial(self._expire, kind, before)
+                count = await pace.run(expire, _rows)
                 if not count:  # None: another replica holds the kind
                     break
                 deleted[kind] += count
                 self.expired[kind] += count
-                await asyncio.sleep(time.monotonic() - started)  # at most half the write lock
         if any(deleted.values()):
             log.info("retention: expired %s", deleted, extra={"expired": deleted})
         return deleted
+
+    async def _expire(self, kind: str, before: datetime, rows: int) -> int | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._storage.write, lambda unit: unit.expire(kind, before, rows)
+        )
 
     async def _keep_sweeping(self) -> None:
         while True:

@@ -1,0 +1,49 @@
+"""Pacing of background deletes (erasures, retention) so that writes keep flowing beside them.
+
+A delete transaction holds SQLite's single write lock, and on PostgreSQL the hot rollup rows
+every write updates, for as long as it runs: measured before pacing, one 1500-row erasure
+batch after another left a concurrent writer 1 write a second on SQLite (its busy handler never
+found the lock free) and a quarter of its rate on PostgreSQL. So each batch is sized to hold
+them about TARGET_SECONDS, from the rate the previous batches deleted at, and is followed by a
+rest as long as it took: the deletes take at most half the time, in short stretches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+TARGET_SECONDS = 0.02
+"""How long one delete transaction should hold the write lock."""
+MIN_ROWS = 100
+"""Fewest rows a batch deletes: below it a transaction's fixed cost (its locks, lookups and
+commit, some 20 ms on PostgreSQL) is most of it, and the deletes crawl."""
+MAX_ROWS = 1000
+FIRST_ROWS = 100
+
+
+class Pace:
+    """Batch sizes and rests for one run of background deletes."""
+
+    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+        self.rows = min(FIRST_ROWS, max_rows)
+        """Rows (per table) the next batch should delete."""
+        self._max_rows = max_rows
+
+    async def run(self, batch: Callable[[int], Awaitable[T]], deleted: Callable[[T], int]) -> T:
+        """Run `batch` with the current size; adjust the size to what it deleted and how fast,
+        then rest as long as it took."""
+        started = time.monotonic()
+        result = await batch(self.rows)
+        took = time.monotonic() - started
+        rows = deleted(result)
+        if rows and took > 0:
+            wanted = int(rows / took * TARGET_SECONDS)  # at most halved or doubled at a time
+            wanted = max(self.rows // 2, min(self.rows * 2, wanted))
+            self.rows = max(min(MIN_ROWS, self._max_rows), min(self._max_rows, wanted))
+        await asyncio.sleep(took)
+        return result
