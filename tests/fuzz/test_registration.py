@@ -10,6 +10,7 @@ from server.access import Access
 from server.request_parsing import SERVICE, implements, method_handlers
 from server.service import FeedbackService
 from server.service.api_keys import ApiKeyService
+from server.service.erasure import ErasureService
 from server.servicer import FeedbackServicer
 
 
@@ -23,10 +24,15 @@ class _WithHistory(FeedbackServicer):
 
 
 def _servicer(
-    make: Callable[[FeedbackService, ApiKeyService, Access], FeedbackServicer],
+    make: Callable[[FeedbackService, ApiKeyService, Access, ErasureService], FeedbackServicer],
 ) -> FeedbackServicer:
     # Building handlers never calls the services.
-    return make(cast(FeedbackService, None), cast(ApiKeyService, None), cast(Access, None))
+    return make(
+        cast(FeedbackService, None),
+        cast(ApiKeyService, None),
+        cast(Access, None),
+        cast(ErasureService, None),
+    )
 
 
 def test_every_method_the_servicer_overrides_is_registered_and_no_other() -> None:
