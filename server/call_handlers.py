@@ -86,6 +86,8 @@ class Call:
     admitted: bool = False
     expired: str | None = None
     """Why the watchdog cancelled the call's task (a client that stalled), if it did."""
+    lost: bool = False
+    """Whether gRPC failed to send on the call: its client went away (a reset connection)."""
 
     def expire(self, reason: str) -> None:
         """Cancel the call's task, noting why, so the wait it is in can answer for it."""
@@ -229,6 +231,13 @@ class _Boundary:
                     self._watchdog.expect(call, self._timeouts.stall_seconds, SLOW_READER)
                     try:
                         await context.write(response)
+                    except grpc.aio.AbortError:
+                        raise
+                    except grpc.aio.BaseError:
+                        # gRPC could not send (ExecuteBatchError when a reset cut a message
+                        # short): the client went away; nobody to answer, nothing to report.
+                        call.lost = True
+                        return
                     finally:
                         self._watchdog.done(call)
         except BaseException as error:
@@ -356,6 +365,8 @@ def _caller(peer: str) -> str:
 
 def _code(call: Call, context: Context) -> grpc.StatusCode:
     """The status the call ended with, as far as the server knows it (still inside the call)."""
+    if call.lost:
+        return grpc.StatusCode.CANCELLED
     code = context.code()
     if code is None:
         task = call.task
