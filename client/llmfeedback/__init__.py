@@ -48,17 +48,27 @@ from ._listing import (
     UserRecord,
 )
 from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
+from ._suppression import is_suppressed
 from .proto.feedback.v1.event_pb2 import Event
 from .proto.feedback.v1.feedback_pb2 import Feedback, Thumb
 from .proto.feedback.v1.feedback_service_pb2 import (
+    GetOptOutResponse,
     GetStatsResponse,
     ListErasuresResponse,
     ListEventsResponse,
     ListFeedbackResponse,
     ListInteractionsResponse,
+    OptOutUserResponse,
 )
 from .proto.feedback.v1.interaction_pb2 import Interaction
-from .proto.feedback.v1.privacy_pb2 import ErasedCounts, Erasure, SubjectKind
+from .proto.feedback.v1.privacy_pb2 import (
+    ErasedCounts,
+    Erasure,
+    OptOut,
+    OptOutAction,
+    OptOutChoice,
+    SubjectKind,
+)
 from .proto.feedback.v1.stats_pb2 import EventStats, FeedbackStats, InteractionStats
 
 try:
@@ -91,6 +101,7 @@ __all__ = [
     "FeedbackItem",
     "FeedbackStats",
     "FieldViolation",
+    "GetOptOutResponse",
     "GetStatsResponse",
     "HistoricItem",
     "IngestResult",
@@ -107,6 +118,10 @@ __all__ = [
     "ListInteractionsResponse",
     "NotFoundError",
     "OnFull",
+    "OptOut",
+    "OptOutAction",
+    "OptOutChoice",
+    "OptOutUserResponse",
     "Order",
     "PermissionDeniedError",
     "QueueFullError",
@@ -124,4 +139,5 @@ __all__ = [
     "compute_hash",
     "error_from_rpc_error",
     "error_from_status",
+    "is_suppressed",
 ]

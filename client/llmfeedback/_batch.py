@@ -3,7 +3,8 @@
 One retry loop serves the batch methods and the event batcher: a whole call that fails with a
 transient status is sent again, and of a call that succeeded only the items rejected with a
 transient status are, all within one RetryPolicy's attempts and one deadline. Every other rejection
-is final and reported with the item.
+is final and reported with the item. An item the server suppressed (its user opted out) is settled
+too: answered, not stored, and never sent again.
 
 Re-sending is safe because every item carries its own request_id, set once when the item was made:
 an item the server stored although its answer was lost comes back as a duplicate, which counts as
@@ -57,10 +58,15 @@ _ATTEMPT_TIMEOUT_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.
 
 @dataclass(frozen=True)
 class ItemResult:
-    """What became of one item: stored under `id`, or rejected with `error`.
+    """What became of one item: stored under `id`, rejected with `error`, or suppressed.
 
     A duplicate is a success: the item is stored exactly once, by an earlier attempt of this call
     (whose answer was lost) or by an earlier request with the same request_id (or event_id).
+
+    A suppressed item is about a user who opted out (`FeedbackClient.opt_out_user`): the server
+    answered for it and stored nothing, as the user asked. It is neither accepted nor rejected
+    (`accepted` False, `error` None, `id` 0), and it is never sent again: sending it again would
+    be suppressed again.
     """
 
     index: int
@@ -68,16 +74,19 @@ class ItemResult:
     accepted: bool
     """Whether the item is stored, duplicates included."""
     id: int = 0
-    """Identifier of the stored record (for a duplicate, the one stored before); 0 when rejected."""
+    """Identifier of the stored record (for a duplicate, the one stored before); 0 when rejected
+    or suppressed."""
     error: FeedbackError | None = None
-    """Why the item was not stored, as the single-item method would have raised it; None when
-    accepted. Transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED) are only reported here once the
-    retry policy gave up on them."""
+    """Why the item was rejected, as the single-item method would have raised it; None when
+    accepted or suppressed. Transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED) are only reported
+    here once the retry policy gave up on them."""
     duplicate: bool = False
     """Whether the server had already stored the item and stored nothing new (it is accepted)."""
     request_id: str | None = None
     """The item's idempotency key (also on `error.request_id`): send the item again under it and
     it is stored at most once. None in an IngestResult, whose items carry their own."""
+    suppressed: bool = False
+    """Whether the server stored nothing because the item's user opted out; not an error."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +98,32 @@ class BatchResult:
     accepted_count: int = field(init=False)
     """How many items are stored, duplicates included."""
     rejected_count: int = field(init=False)
-    """How many items were not stored."""
+    """How many items were rejected (each with its error); suppressed items are not."""
     duplicate_count: int = field(init=False)
     """How many of the accepted items were already stored, so nothing new was stored for them."""
+    suppressed_count: int = field(init=False)
+    """How many items were suppressed: about users who opted out, answered but not stored."""
 
     def __post_init__(self) -> None:
         accepted = sum(1 for result in self.results if result.accepted)
+        suppressed = sum(1 for result in self.results if result.suppressed)
         object.__setattr__(self, "accepted_count", accepted)
-        object.__setattr__(self, "rejected_count", len(self.results) - accepted)
+        object.__setattr__(self, "suppressed_count", suppressed)
+        object.__setattr__(self, "rejected_count", len(self.results) - accepted - suppressed)
         duplicates = sum(1 for result in self.results if result.duplicate)
         object.__setattr__(self, "duplicate_count", duplicates)
 
     @property
     def rejected(self) -> tuple[ItemResult, ...]:
-        """The results of the items that were not stored, in input order."""
-        return tuple(result for result in self.results if not result.accepted)
+        """The results of the rejected items, in input order (not the suppressed ones)."""
+        return tuple(
+            result for result in self.results if not result.accepted and not result.suppressed
+        )
+
+    @property
+    def suppressed(self) -> tuple[ItemResult, ...]:
+        """The results of the suppressed items, in input order."""
+        return tuple(result for result in self.results if result.suppressed)
 
     def __len__(self) -> int:
         return len(self.results)
@@ -114,7 +134,8 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class IngestResult:
-    """The outcome of `ingest`: totals, and the first rejected items with their errors."""
+    """The outcome of `ingest` or `import_history`: totals, and the first rejected items with
+    their errors. received_count = accepted_count + rejected_count + suppressed_count."""
 
     received_count: int
     """How many items the server received."""
@@ -122,12 +143,15 @@ class IngestResult:
     """How many items are stored, duplicates included (as in BatchResult; the server's own
     accepted_count leaves them out)."""
     rejected_count: int
-    """How many items were not stored."""
+    """How many items were rejected; suppressed items are not."""
     rejections: tuple[ItemResult, ...]
     """The rejected items in stream order, at most the first 1000 (the server lists no more)."""
     duplicate_count: int = 0
     """How many of the accepted items were already stored by an earlier request (same request_id
     or event_id), so nothing new was stored for them."""
+    suppressed_count: int = 0
+    """How many items were suppressed: about users who opted out, so the server stored nothing
+    for them (not an error, and not listed in `rejections`)."""
 
     @property
     def rejections_truncated(self) -> bool:
@@ -231,6 +255,15 @@ def _settle(
     transient: dict[int, FeedbackError] = {}
     for position, index in enumerate(pending):
         result = by_position.get(position)
+        if result is not None and result.outcome == batch_pb2.ITEM_OUTCOME_SUPPRESSED:
+            # Answered and deliberately not stored: final, and sending it again changes nothing.
+            settled[index] = ItemResult(
+                index + first_index,
+                accepted=False,
+                suppressed=True,
+                request_id=_request_id(requests[index]),
+            )
+            continue
         if result is not None and result.outcome in _STORED_OUTCOMES:
             duplicate = result.outcome == batch_pb2.ITEM_OUTCOME_DUPLICATE
             settled[index] = ItemResult(

@@ -56,7 +56,8 @@ class QueueFullError(Exception):
 
 @dataclass(frozen=True)
 class BatcherStats:
-    """A consistent snapshot of an EventBatcher's counters; enqueued = accepted+rejected+pending."""
+    """A consistent snapshot of an EventBatcher's counters;
+    enqueued = accepted + rejected + suppressed + pending."""
 
     enqueued: int
     """Events `log` accepted into the queue."""
@@ -74,6 +75,10 @@ class BatcherStats:
     duplicates: int = 0
     """Of the accepted events, those the server had already stored (an attempt whose answer was
     lost, or an event_id logged before), so nothing new was stored for them."""
+    suppressed: int = 0
+    """Events the server answered for but did not store because their user opted out
+    (`FeedbackClient.opt_out_user`): settled, as the user asked, so neither accepted nor
+    rejected, never re-sent and never passed to `on_rejected`."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,9 @@ class EventBatcher(Closing):
       FeedbackError, to `on_rejected(item, error)` (invalid events, events still failing after the
       retries, events cancelled by a `close` that timed out). Without `on_rejected` they are logged
       at ERROR level on the "llmfeedback" logger. Either way `stats.rejected` counts them.
+    - An event about a user who opted out is acknowledged as suppressed: the server stored
+      nothing, as the user asked. It is not a failure: it is counted in `stats.suppressed` only,
+      never re-sent nor reported, and `flush` and `close` count it as settled like any other.
     - An open batcher is closed at interpreter exit, with the client's timeout to send what is left.
 
     Callbacks run without the batcher's lock held. `on_drop` runs in the thread calling `log`, and
@@ -185,6 +193,7 @@ class EventBatcher(Closing):
         self._sent = 0
         self._accepted = 0
         self._duplicates = 0
+        self._suppressed = 0
         self._rejected = 0
         self._dropped = 0
         self._flush_through = 0
@@ -302,6 +311,7 @@ class EventBatcher(Closing):
                 dropped=self._dropped,
                 pending=self._pending(),
                 duplicates=self._duplicates,
+                suppressed=self._suppressed,
             )
 
     @property
@@ -326,7 +336,7 @@ class EventBatcher(Closing):
                     "the event batcher was closed before this event was sent",
                     code=grpc.StatusCode.CANCELLED,
                 )
-                self._finish(batch, [], [(queued.item, closed) for queued in batch])
+                self._finish(batch, [], 0, [(queued.item, closed) for queued in batch])
             else:
                 self._send_batch(batch)
 
@@ -382,6 +392,7 @@ class EventBatcher(Closing):
             logger.exception("sending a batch of events failed unexpectedly")
             results, failure = [], UnexpectedStatusError(f"sending failed unexpectedly: {error!r}")
         accepted = [result for result in results if result.accepted]
+        suppressed = sum(1 for result in results if result.suppressed)
         rejected = [
             (batch[result.index].item, result.error)
             for result in results
@@ -392,7 +403,7 @@ class EventBatcher(Closing):
             rejected += [
                 (queued.item, failure) for index, queued in enumerate(batch) if index not in settled
             ]
-        self._finish(batch, accepted, rejected)
+        self._finish(batch, accepted, suppressed, rejected)
 
     def _call_log_events(
         self, requests: list[feedback_service_pb2.LogEventRequest], timeout: float | None
@@ -426,15 +437,18 @@ class EventBatcher(Closing):
         self,
         batch: list[_Queued],
         accepted: list[ItemResult],
+        suppressed: int,
         rejected: list[tuple[EventItem, FeedbackError]],
     ) -> None:
-        """Report the failed events, then count the batch as settled and wake the waiters."""
+        """Report the failed events, then count the batch as settled (accepted, suppressed or
+        rejected) and wake the waiters."""
         # Reported before being counted as settled, so flush() returns only after the reports.
         for item, error in rejected:
             self._report(item, error)
         with self._work:
             self._accepted += len(accepted)
             self._duplicates += sum(1 for result in accepted if result.duplicate)
+            self._suppressed += suppressed
             self._rejected += len(rejected)
             self._settled += len(batch)
             self._in_flight = 0

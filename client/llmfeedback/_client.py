@@ -119,6 +119,14 @@ class FeedbackClient(Closing):
     write may have been stored: call again with `request_id=error.request_id` (each item of a
     failed batch: `error.request_ids`) and it is stored at most once, the retry returning the
     stored record.
+
+    Opted-out users: a write about a user who opted out (`opt_out_user`) is answered but not
+    stored, and it is not an error. `record_interaction`, `submit_feedback` and `log_event` then
+    return an empty record, whose id is 0 (`is_suppressed(record)` says so); in a batch the item's
+    ItemResult has `suppressed` set and counts in `suppressed_count`, neither accepted nor
+    rejected; `ingest` and `import_history` count such items in `suppressed_count`; an
+    EventBatcher counts them in `stats.suppressed`. Nothing suppressed is retried: it would be
+    suppressed again. `opt_in_user` takes the user's writes again.
     """
 
     def __init__(
@@ -231,6 +239,8 @@ class FeedbackClient(Closing):
         Give the input and the output each as text (the server hashes it and stores only the hash)
         or as a hash from `compute_hash`, not both. `request_id` (a UUID string, random by default)
         is sent on every retry, so the turn is stored once; see "Idempotent writes" on the class.
+        When the turn's user opted out, nothing is stored and the Interaction returned is empty
+        (id 0, `is_suppressed`); see "Opted-out users" on the class.
         """
         request = INTERACTIONS.request(INTERACTIONS.arguments(locals()))
         response = self._write(self._stub.RecordInteraction, INTERACTIONS, request, timeout)
@@ -260,7 +270,9 @@ class FeedbackClient(Closing):
         Rate with exactly one of `score` (1-5), `thumb` (True for up, False for down) or `label`.
         Name the answer by `conversation_id`, `message_id`, or both. `model` defaults to the rated
         interaction's; a different one fails with FailedPreconditionError (MODEL_MISMATCH).
-        `request_id` works as in `record_interaction`.
+        `request_id` works as in `record_interaction`. When the voter (given, or the rated
+        interaction's user) opted out, nothing is stored and the Feedback returned is empty (id 0,
+        `is_suppressed`).
         """
         request = FEEDBACK.request(FEEDBACK.arguments(locals()))
         response = self._write(self._stub.SubmitFeedback, FEEDBACK, request, timeout)
@@ -281,7 +293,8 @@ class FeedbackClient(Closing):
 
         `event_id` is your own identifier of the event, unique across the service: an event whose
         event_id is already stored is not stored again, and the stored one is returned.
-        `request_id` works as in `record_interaction`.
+        `request_id` works as in `record_interaction`. When `user_id` opted out, nothing is stored
+        and the Event returned is empty (id 0, `is_suppressed`).
         """
         request = EVENTS.request(EVENTS.arguments(locals()))
         response = self._write(self._stub.LogEvent, EVENTS, request, timeout)
@@ -575,6 +588,8 @@ class FeedbackClient(Closing):
         (`ItemResult.duplicate`, counted in `duplicate_count`), accepted, not stored twice. Passing
         the same items again after a failure is just as safe. Other rejections are final: each
         rejected item's result carries the FeedbackError the single-item method would have raised.
+        Items about users who opted out are suppressed: answered, not stored, never sent again
+        (`ItemResult.suppressed`, counted in `suppressed_count`, not in `rejected_count`).
         When a call fails for good, its FeedbackError is raised with `batch_result` holding the
         outcome of every item settled so far; the others may not be stored.
         """
@@ -597,6 +612,8 @@ class FeedbackClient(Closing):
         stream is ended there, and the exception is raised with a note giving the server's totals
         for the items before it. Items carry their request_ids, so loading the same items again
         after a broken stream stores only those that were missing; the others count as duplicates.
+        Items about users who opted out are not stored and count in `suppressed_count`, not as
+        rejections.
         """
         return self._load(
             items,
@@ -725,6 +742,48 @@ class FeedbackClient(Closing):
         request = feedback_service_pb2.ExportUserDataRequest(user_id=user_id)
         return self._export_user_data(request, timeout)
 
+    def opt_out_user(
+        self, user_id: str, *, erase_past_data: bool = False, timeout: float | None = None
+    ) -> feedback_service_pb2.OptOutUserResponse:
+        """Opt a user out (OptOutUser, admin scope): from then on, writes about them are answered
+        but not stored, on every server sharing the database; returns `opt_out` (the user's hash,
+        when they opted out, who asked) and, with `erase_past_data`, the finished `erasure`.
+
+        What was stored before is kept, unless `erase_past_data` is set: the user is then erased
+        as `erase_user` does (writes meanwhile are suppressed, not refused), which can take
+        longer than the client's timeout: pass a larger `timeout`, as for `erase_user`. The
+        opt-out holds even when that erasure fails; call again to finish it.
+
+        Safe to repeat, and retried like any call: opting out an opted-out user keeps the first
+        opt-out's time (and erases again if asked). Each call adds a choice to the user's record
+        of choices (`get_opt_out`), so a retried call may appear there twice.
+        """
+        request = feedback_service_pb2.OptOutUserRequest(
+            user_id=user_id, erase_past_data=erase_past_data
+        )
+        return self._call(self._stub.OptOutUser, request, timeout)
+
+    def opt_in_user(self, user_id: str, *, timeout: float | None = None) -> bool:
+        """Take a user's writes again (OptInUser, admin scope); returns whether they had opted
+        out. A user who never did is left as is, the choice recorded all the same. What was
+        suppressed while they were opted out was never stored and does not come back.
+        """
+        request = feedback_service_pb2.OptInUserRequest(user_id=user_id)
+        return self._call(self._stub.OptInUser, request, timeout).was_opted_out
+
+    def get_opt_out(
+        self, user_id: str, *, timeout: float | None = None
+    ) -> feedback_service_pb2.GetOptOutResponse:
+        """A user's opt-out state and record of choices (GetOptOut, admin scope).
+
+        `opt_out` is set while the user is opted out (`response.HasField("opt_out")`); `choices`
+        holds their newest 100 choices, newest first, each an `OptOutChoice` with its action
+        (OPT_OUT_ACTION_OPT_OUT or OPT_OUT_ACTION_OPT_IN), time, requester and whether it asked
+        to erase the past. The server keeps the user as a hash only, as in the erasure log.
+        """
+        request = feedback_service_pb2.GetOptOutRequest(user_id=user_id)
+        return self._call(self._stub.GetOptOut, request, timeout)
+
     def _export_user_data(
         self, request: feedback_service_pb2.ExportUserDataRequest, timeout: float | None
     ) -> Generator[UserRecord, None, None]:
@@ -813,6 +872,7 @@ class FeedbackClient(Closing):
             accepted_count=response.accepted_count + response.duplicate_count,
             duplicate_count=response.duplicate_count,
             rejected_count=response.rejected_count,
+            suppressed_count=response.suppressed_count,
             rejections=tuple(
                 ItemResult(
                     rejection.index, accepted=False, error=error_from_status(rejection.error)
@@ -822,9 +882,13 @@ class FeedbackClient(Closing):
         )
         if input_failures:
             failure = input_failures[0]
+            suppressed = (
+                f" (and suppressed {result.suppressed_count})" if result.suppressed_count else ""
+            )
             failure.add_note(
                 f"{what} stopped at item {sent}; of the {result.received_count} items before it "
                 f"the server stored {result.accepted_count} and rejected {result.rejected_count}"
+                + suppressed
             )
             raise failure
         return result
@@ -848,7 +912,8 @@ class FeedbackClient(Closing):
         `block_timeout` seconds), "raise" raises QueueFullError, "drop" hands the event to
         `on_drop` (required then). Events the server rejects, or that still fail after the retries
         (`retry`, default the client's policy; each attempt bounded by the client's timeout), go to
-        `on_rejected(item, error)`, or are logged without it. See EventBatcher for the guarantees.
+        `on_rejected(item, error)`, or are logged without it. Events about users who opted out
+        are neither: they count in `stats.suppressed`. See EventBatcher for the guarantees.
         Closing the client closes its batchers.
         """
         self._check_open()

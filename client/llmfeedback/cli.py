@@ -55,7 +55,14 @@ from ._listing import (
     UserRecord,
 )
 from ._request_ids import checked_request_id
-from .proto.feedback.v1 import event_pb2, feedback_pb2, feedback_service_pb2, privacy_pb2
+from ._suppression import is_suppressed
+from .proto.feedback.v1 import (
+    event_pb2,
+    feedback_pb2,
+    feedback_service_pb2,
+    interaction_pb2,
+    privacy_pb2,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -476,6 +483,60 @@ def build_parser() -> argparse.ArgumentParser:
     export_user.add_argument(
         "--output", "-o", type=Path, metavar="FILE", help="write to FILE instead of standard output"
     )
+
+    opt_out = subcommands.add_parser(
+        "opt-out",
+        parents=[global_options],
+        help="stop storing writes about one user, optionally erasing their past (admin key)",
+        description=(
+            "Opts the user out: from then on every write about them, on every server sharing "
+            "the database, is answered but not stored (suppressed: not an error, and never "
+            "retried). What was stored before is kept unless --erase is given, which then erases "
+            "it as `erase --user` does; that cannot be undone, so --erase refuses to run without "
+            "--yes (exit 2). Prints the opt-out (the user's hash, since when, who asked) and, "
+            "with --erase, the finished erasure. Opting out again keeps the first time. The "
+            "choice is recorded (see opt-out-status). Waits without a deadline unless --timeout "
+            "is given; a run with --erase that stopped waiting leaves the user opted out: run "
+            "the same command again to finish the erasure."
+        ),
+    )
+    opt_out.set_defaults(command=_opt_out, default_timeout=None)
+    opt_out.add_argument("user_id", metavar="USER_ID")
+    opt_out.add_argument(
+        "--erase",
+        action="store_true",
+        help="also erase everything stored about the user so far (needs --yes)",
+    )
+    opt_out.add_argument(
+        "--yes", action="store_true", help="erase for real with --erase (it cannot be undone)"
+    )
+
+    opt_in = subcommands.add_parser(
+        "opt-in",
+        parents=[global_options],
+        help="store writes about an opted-out user again (admin key)",
+        description=(
+            "Takes the user's writes again from now on; what was suppressed meanwhile was never "
+            "stored and does not come back. The choice is recorded even for a user who was not "
+            "opted out."
+        ),
+    )
+    opt_in.set_defaults(command=_opt_in)
+    opt_in.add_argument("user_id", metavar="USER_ID")
+
+    opt_out_status = subcommands.add_parser(
+        "opt-out-status",
+        parents=[global_options],
+        help="show whether a user is opted out, and their recorded choices (admin key)",
+        description=(
+            "Whether writes about the user are suppressed now, and since when, then their newest "
+            "100 choices (opt-out or opt-in), newest first, with who recorded each and whether "
+            "it asked to erase the past. --json prints the GetOptOut response: opt_out is there "
+            "only while the user is opted out."
+        ),
+    )
+    opt_out_status.set_defaults(command=_opt_out_status)
+    opt_out_status.add_argument("user_id", metavar="USER_ID")
     return parser
 
 
@@ -619,19 +680,33 @@ def _selection(args: argparse.Namespace) -> dict[str, Any]:
 
 def _record(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
     interaction = client.record_interaction(**INTERACTIONS.arguments(vars(args)))
-    _print_message(interaction, args, out)
+    _print_written(interaction, args, out)
 
 
 def _submit(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
     arguments = FEEDBACK.arguments(vars(args))
     arguments["thumb"] = None if args.thumb is None else args.thumb == "up"
     feedback = client.submit_feedback(**arguments)
-    _print_message(feedback, args, out)
+    _print_written(feedback, args, out)
 
 
 def _log(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
     event = client.log_event(**EVENTS.arguments(vars(args)))
-    _print_message(event, args, out)
+    _print_written(event, args, out)
+
+
+def _print_written(
+    record: interaction_pb2.Interaction | feedback_pb2.Feedback | event_pb2.Event,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> None:
+    """Print the stored record, or say that the write was suppressed (its user opted out)."""
+    if not is_suppressed(record):
+        _print_message(record, args, out)
+    elif args.json_output:
+        _print_json({"suppressed": True}, out)
+    else:
+        out.write(_SUPPRESSED_WRITE + "\n")
 
 
 def _history(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
@@ -866,6 +941,7 @@ def _ingest(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
                 "accepted_count": result.accepted_count,
                 "duplicate_count": result.duplicate_count,
                 "rejected_count": rejected,
+                "suppressed_count": result.suppressed_count,
                 "rejections": [_rejection_document(line, error) for line, error in rejections],
             },
             out,
@@ -874,7 +950,8 @@ def _ingest(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
         # Duplicates are accepted items that an earlier load (same request_id or event_id) stored.
         duplicates = f" ({result.duplicate_count} already stored)" if result.duplicate_count else ""
         out.write(
-            f"{total} items: {result.accepted_count} accepted{duplicates}, {rejected} rejected\n"
+            f"{total} items: {result.accepted_count} accepted{duplicates}, {rejected} rejected"
+            f"{_suppressed_count(result.suppressed_count)}\n"
         )
         for line, rejection in rejections:
             out.write(f"line {line}: {rejection.code.name}: {rejection.message}\n")
@@ -945,6 +1022,7 @@ def _import(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
                 "imported_count": new,
                 "duplicate_count": result.duplicate_count,
                 "rejected_count": result.rejected_count,
+                "suppressed_count": result.suppressed_count,
                 "refused_count": len(refused),
                 "refused": [{"where": where, "problem": problem} for where, problem in refused],
                 "rejections": [
@@ -956,7 +1034,8 @@ def _import(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> in
     else:
         out.write(
             f"{total} records: {new} imported, {result.duplicate_count} already there,"
-            f" {result.rejected_count} rejected by the server, {len(refused)} not importable\n"
+            f" {result.rejected_count} rejected by the server"
+            f"{_suppressed_count(result.suppressed_count)}, {len(refused)} not importable\n"
         )
         for where, problem in refused[:_MAX_LISTED_REJECTIONS]:
             out.write(f"{where}: {problem}\n")
@@ -1053,6 +1132,78 @@ def _export_user(client: FeedbackClient, args: argparse.Namespace, out: TextIO) 
         f" ({by_kind})\n"
     )
     return 0
+
+
+def _opt_out(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    user = f"user {args.user_id!r}"
+    if args.erase and not args.yes:
+        raise _UsageError(
+            f"this would opt {user} out and erase every interaction, current and replaced "
+            "feedback and event stored about them, with their share of every statistic, and "
+            "cannot be undone: pass --yes to erase (or leave out --erase to keep their past)"
+        )
+    try:
+        response = client.opt_out_user(args.user_id, erase_past_data=args.erase)
+    except FeedbackError as error:
+        if not args.erase or error.code not in _OPT_OUT_UNFINISHED_CODES:
+            raise
+        raise _HintedFailure(
+            error,
+            f"{user} may be opted out already, with the erasure of their past going on or "
+            "stopped halfway: run the same command again to finish it",
+        ) from error
+    if args.json_output:
+        _print_json(_to_dict(response, always_print_fields_with_no_presence=True), out)
+        return
+    opt_out = response.opt_out
+    past = (
+        f"erased (erasure {response.erasure.id})"
+        if response.HasField("erasure")
+        else "kept (opt-out --erase --yes erases it)"
+    )
+    out.write(_format_opt_out(opt_out) + f"{'past data':<{_LABEL_WIDTH}}{past}\n")
+    if response.HasField("erasure"):
+        out.write("\n" + _format_erasure(response.erasure))
+
+
+def _opt_in(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    was_opted_out = client.opt_in_user(args.user_id)
+    if args.json_output:
+        _print_json({"was_opted_out": was_opted_out}, out)
+    elif was_opted_out:
+        out.write(f"user {args.user_id!r} opted back in: writes about them are stored again\n")
+    else:
+        out.write(
+            f"user {args.user_id!r} was not opted out: nothing changed (the choice is recorded)\n"
+        )
+
+
+def _opt_out_status(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None:
+    state = client.get_opt_out(args.user_id)
+    if args.json_output:
+        _print_json(_to_dict(state, always_print_fields_with_no_presence=True), out)
+        return
+    if state.HasField("opt_out"):
+        out.write(_format_opt_out(state.opt_out))
+    else:
+        out.write(f"{'opted out':<{_LABEL_WIDTH}}no: writes about the user are stored\n")
+    out.write("\n" + _CHOICES.format(list(state.choices)))
+
+
+def _format_opt_out(opt_out: privacy_pb2.OptOut) -> str:
+    """A user's opt-out: since when, their hash (the server keeps no id), who asked."""
+    hash_kind = _enum_label(privacy_pb2.HashKind.Name(opt_out.user_hash_kind), "HashKind")
+    fields = (
+        ("opted out", f"since {_when(opt_out, 'opt_out_time')}: writes are not stored"),
+        ("user hash", f"{opt_out.user_hash} ({hash_kind})"),
+        ("requested by", opt_out.requested_by or "-"),
+    )
+    return "".join(f"{label:<{_LABEL_WIDTH}}{value}\n" for label, value in fields)
+
+
+def _suppressed_count(count: int) -> str:
+    """The part of a load's summary about suppressed items; nothing when there were none."""
+    return f", {count} suppressed (their users opted out)" if count else ""
 
 
 def _write_user_records(
@@ -1547,6 +1698,37 @@ _ERASURES = _Listed(
     "erasures",
 )
 """The erasure log, newest first."""
+
+
+def _choice(choice: privacy_pb2.OptOutChoice) -> str:
+    return _enum_label(privacy_pb2.OptOutAction.Name(choice.action), "OptOutAction").replace(
+        "_", "-"
+    )
+
+
+_CHOICES = _Listed(
+    (
+        ("TIME", lambda entry: _seconds(entry, "event_time")),
+        ("CHOICE", _choice),
+        (
+            "ERASE PAST",
+            lambda entry: (
+                "-"
+                if entry.action != privacy_pb2.OPT_OUT_ACTION_OPT_OUT
+                else "yes"
+                if entry.erase_requested
+                else "no"
+            ),
+        ),
+        ("REQUESTED BY", lambda entry: entry.requested_by or "-"),
+    ),
+    "choices",
+)
+"""A user's recorded opt-out choices, newest first."""
+_SUPPRESSED_WRITE = "suppressed: the user opted out, so nothing was stored (not an error)"
+"""What record, submit and log print for a write about an opted-out user."""
+# Failures of opt-out --erase after which the user may be opted out with their erasure unfinished.
+_OPT_OUT_UNFINISHED_CODES = _OUTCOME_UNKNOWN_CODES | {grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 def _json_object(value: str) -> dict[str, Any]:

@@ -435,6 +435,24 @@ class RecordingServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         default = feedback_service_pb2.EraseConversationResponse()
         return self._answer("EraseConversation", request, context, lambda: default, type(default))
 
+    def OptOutUser(
+        self, request: feedback_service_pb2.OptOutUserRequest, context: grpc.ServicerContext
+    ) -> feedback_service_pb2.OptOutUserResponse:
+        default = feedback_service_pb2.OptOutUserResponse()
+        return self._answer("OptOutUser", request, context, lambda: default, type(default))
+
+    def OptInUser(
+        self, request: feedback_service_pb2.OptInUserRequest, context: grpc.ServicerContext
+    ) -> feedback_service_pb2.OptInUserResponse:
+        default = feedback_service_pb2.OptInUserResponse()
+        return self._answer("OptInUser", request, context, lambda: default, type(default))
+
+    def GetOptOut(
+        self, request: feedback_service_pb2.GetOptOutRequest, context: grpc.ServicerContext
+    ) -> feedback_service_pb2.GetOptOutResponse:
+        default = feedback_service_pb2.GetOptOutResponse()
+        return self._answer("GetOptOut", request, context, lambda: default, type(default))
+
     def ListErasures(
         self, request: feedback_service_pb2.ListErasuresRequest, context: grpc.ServicerContext
     ) -> feedback_service_pb2.ListErasuresResponse:

@@ -301,6 +301,36 @@ def test_only_items_rejected_as_unavailable_are_sent_again(
     assert isinstance(result.results[2].error, InvalidArgumentError)
 
 
+def test_suppressed_items_are_settled_with_no_error_and_never_sent_again(
+    client: FeedbackClient, servicer: RecordingServicer
+) -> None:
+    def answer(request: Message) -> Message:
+        assert isinstance(request, feedback_service_pb2.LogEventsRequest)
+        results = [
+            batch_pb2.BatchItemResult(index=0, outcome=ACCEPTED, id=100),
+            batch_pb2.BatchItemResult(index=1, outcome=batch_pb2.ITEM_OUTCOME_SUPPRESSED),
+            batch_pb2.BatchItemResult(
+                index=2,
+                outcome=REJECTED,
+                error=rich_status(grpc.StatusCode.UNAVAILABLE, "shard down"),
+            ),
+        ]
+        return feedback_service_pb2.LogEventsResponse(results=results, suppressed_count=1)
+
+    servicer.plan("LogEvents", Reply(answer))
+
+    result = client.log_events([EventItem(user, "click") for user in ("u0", "opted-out", "u2")])
+
+    assert events_sent(servicer) == [["u0", "opted-out", "u2"], ["u2"]]
+    suppressed = result.results[1]
+    assert (suppressed.accepted, suppressed.suppressed, suppressed.id) == (False, True, 0)
+    assert suppressed.error is None
+    assert suppressed.request_id
+    assert (result.accepted_count, result.rejected_count, result.suppressed_count) == (2, 0, 1)
+    assert result.rejected == ()
+    assert result.suppressed == (suppressed,)
+
+
 def test_items_still_unavailable_after_the_retries_are_reported(
     address: str, servicer: RecordingServicer
 ) -> None:

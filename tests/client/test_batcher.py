@@ -27,9 +27,9 @@ from llmfeedback import (
     RetryPolicy,
     UnavailableError,
 )
-from llmfeedback.proto.feedback.v1 import feedback_service_pb2
+from llmfeedback.proto.feedback.v1 import batch_pb2, feedback_service_pb2
 
-from .fake_service import Abort, Hold, Stall, rich_status
+from .fake_service import Abort, Hold, Reply, Stall, rich_status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -314,6 +314,47 @@ def test_transient_failures_are_retried_until_acknowledged(
         enqueued=2, sent=2, accepted=2, rejected=0, dropped=0, pending=0
     )
     assert batch_sizes(servicer) == [2, 2, 2]
+
+
+def test_suppressed_events_are_settled_not_reported_nor_sent_again(
+    fast_client: FeedbackClient, servicer: RecordingServicer
+) -> None:
+    def answer(request: Message) -> Message:
+        assert isinstance(request, feedback_service_pb2.LogEventsRequest)
+        suppressed = batch_pb2.ITEM_OUTCOME_SUPPRESSED
+        results = [
+            batch_pb2.BatchItemResult(index=index, outcome=suppressed)
+            if event.user_id == "opted-out"
+            else batch_pb2.BatchItemResult(
+                index=index,
+                outcome=batch_pb2.ITEM_OUTCOME_REJECTED,
+                error=rich_status(grpc.StatusCode.UNAVAILABLE, "shard down"),
+            )
+            for index, event in enumerate(request.events)
+        ]
+        return feedback_service_pb2.LogEventsResponse(results=results)
+
+    servicer.plan("LogEvents", Reply(answer))
+    reported: list[EventItem] = []
+
+    with fast_client.event_batcher(
+        flush_interval=60, on_rejected=lambda item, _: reported.append(item)
+    ) as batcher:
+        batcher.log("opted-out", "click")
+        batcher.log("alice", "click")
+        batcher.log("opted-out", "view")
+        assert batcher.flush() is True
+
+    assert batcher.stats == BatcherStats(
+        enqueued=3, sent=3, accepted=1, rejected=0, dropped=0, pending=0, suppressed=2
+    )
+    assert [event.user_id for event in received(servicer)] == [
+        "opted-out",
+        "alice",
+        "opted-out",
+        "alice",
+    ]
+    assert reported == []
 
 
 def test_retries_wait_at_least_the_retry_info_delay(

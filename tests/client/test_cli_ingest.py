@@ -146,6 +146,7 @@ def test_ingest_reads_standard_input_and_prints_json(
         "accepted_count": 1,
         "duplicate_count": 0,
         "rejected_count": 1,
+        "suppressed_count": 0,
         "rejections": [
             {
                 "line": 2,
