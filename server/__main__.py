@@ -108,6 +108,20 @@ def rebuild_rollups(settings: Settings) -> None:
         storage.close()
 
 
+def vacuum(settings: Settings) -> None:
+    """Rewrite the database so deleted (erased, expired) rows leave no bytes in it, and exit."""
+    storage = Storage.connect(settings.database_url)
+    try:
+        started = time.perf_counter()
+        storage.vacuum()
+        log.info(
+            "vacuumed",
+            extra={"database": storage.url, "seconds": round(time.perf_counter() - started, 3)},
+        )
+    finally:
+        storage.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `feedback-server` command."""
     from server.logs import configure_logging
@@ -125,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             migrate(settings)
         elif command == "rebuild-rollups":
             rebuild_rollups(settings)
+        elif command == "vacuum":
+            vacuum(settings)
         else:
             with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
                 runner.run(serve(settings))

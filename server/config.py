@@ -107,7 +107,8 @@ class Settings:
 def parse_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[str, Settings]:
-    """The subcommand (serve, migrate, rebuild-rollups) and settings; flags win over the env."""
+    """The subcommand (serve, migrate, rebuild-rollups, vacuum) and settings; flags win over the
+    env."""
     env = os.environ if environ is None else environ
     parser = _parser(env)
     args = parser.parse_args(argv)
@@ -170,10 +171,11 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["serve", "migrate", "rebuild-rollups"],
+        choices=["serve", "migrate", "rebuild-rollups", "vacuum"],
         help="serve (default): migrate the database, then serve; migrate: only migrate; "
         "rebuild-rollups: migrate, then recompute the stats rollups from the stored rows (after "
-        "loading rows past the service)",
+        "loading rows past the service); vacuum: rewrite the database so erased and expired rows "
+        "leave no bytes in its files (SQLite VACUUM, PostgreSQL VACUUM FULL: tables locked)",
     )
     parser.add_argument(
         "--address", default=default("ADDRESS", DEFAULT_ADDRESS), help="FEEDBACK_ADDRESS"

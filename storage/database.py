@@ -203,6 +203,27 @@ class Storage:
                 busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return not busy
 
+    def vacuum(self) -> None:
+        """Rewrite the database so that deleted rows leave no bytes behind: SQLite's VACUUM
+        (secure_delete zeroes deleted cells, but a b-tree page keeps the unallocated gap its cells
+        moved out of until it is rewritten); PostgreSQL's VACUUM FULL of every table, which
+        takes each table's exclusive lock in turn (a maintenance window's job).
+        """
+        self._check_open()
+        with translated_errors(), self._engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    "VACUUM FULL"
+                )
+                return
+            raw = connection.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            if raw.in_transaction:
+                raw.rollback()  # the pool's own BEGIN: VACUUM runs outside transactions
+            with driver_errors("VACUUM"):
+                raw.execute("VACUUM")
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def dedicated_writer(self) -> DedicatedWriter:
         """A writer for one thread that runs many short write transactions (group commit).
 

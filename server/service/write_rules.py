@@ -491,7 +491,7 @@ def _settle(copies: list[Copy]) -> None:
         outcome = original_job.outcomes[original_index]
         if not same:
             job.outcomes[index] = request_reused(item.request_id)
-        elif isinstance(outcome, Duplicate | Exception):
+        elif isinstance(outcome, Duplicate | Suppressed | Exception):
             job.outcomes[index] = outcome
         else:
             job.outcomes[index] = Duplicate(outcome)
@@ -544,6 +544,7 @@ def _store_feedback(
     rules: Rules,
     refused: Callable[[list[Slot]], list[Slot]],
 ) -> None:
+    slots = refused(slots)  # by the user the draft names, before linking can fail
     by_message = repository.interactions_by_messages(
         {item.message_id for _, _, item in slots if item.message_id}
     )
@@ -561,7 +562,7 @@ def _store_feedback(
             linked.append((job, index, link_feedback(draft, interaction, rules)))
         except ServiceError as error:
             job.outcomes[index] = error
-    for voting_round in _rounds(refused(linked)):
+    for voting_round in _rounds(refused(linked)):  # and by what linking inherited
         _store_votes(repository, voting_round)
 
 

@@ -21,7 +21,6 @@ from llmfeedback import (
     HistoricItem,
     Interaction,
     InteractionItem,
-    InternalError,
     InvalidArgumentError,
     OptOutAction,
     RetryPolicy,
@@ -266,13 +265,6 @@ def test_opting_out_with_erase_past_data_erases_and_then_suppresses(
     assert choice.erase_requested
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InternalError,
-    reason="server bug: an item repeating the request id of a suppressed item of its batch is "
-    "answered Duplicate(Suppressed) (server/service/write_rules.py _settle), so a batch call "
-    "fails INTERNAL and an Ingest counts the repeat as a duplicate of nothing stored",
-)
 def test_a_batch_repeating_a_suppressed_item_answers_both_as_suppressed(
     client: FeedbackClient,
 ) -> None:
@@ -284,6 +276,19 @@ def test_a_batch_repeating_a_suppressed_item_answers_both_as_suppressed(
 
     assert batch.suppressed_count == 2
     assert (ingested.suppressed_count, ingested.duplicate_count) == (2, 0)
+
+
+def test_a_vote_about_an_opted_out_user_is_suppressed_though_its_turn_was_too(
+    client: FeedbackClient,
+) -> None:
+    client.opt_out_user("bob")
+    result = client.ingest(
+        [
+            InteractionItem("bob-c1", message_id="bob-m1", user_id="bob"),
+            FeedbackItem(message_id="bob-m1", user_id="bob", score=4),
+        ]
+    )
+    assert (result.suppressed_count, result.rejected_count) == (2, 0)
 
 
 @pytest.mark.database_independent

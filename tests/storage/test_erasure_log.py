@@ -96,3 +96,10 @@ def test_begin_resumes_the_running_entry_and_counts_add_up(storage: Storage) -> 
     new = storage.write(lambda unit: unit.erasures.begin(SUBJECT, "later", NOW))
     assert new.id > first.id  # a finished erasure is not resumed
     assert storage.write(lambda unit: unit.running_erasures()) == {("user", SUBJECT.hash)}
+
+
+def test_vacuum_rewrites_the_database_and_keeps_every_row(storage: Storage) -> None:
+    storage.write(lambda unit: unit.insert_events([new_event(user_id="kept") for _ in range(3)]))
+    storage.vacuum()
+    kept = storage.write(lambda unit: unit.erase("user_id", "kept", 10))
+    assert kept == ErasedCounts(events=3)

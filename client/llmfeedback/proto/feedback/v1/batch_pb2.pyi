@@ -86,7 +86,7 @@ class BatchItemResult(_message.Message):
     def error(self) -> _status_pb2.Status:
         """Why the item was REJECTED, exactly as the single-item RPC would have failed: a canonical code,
         a message and details such as google.rpc.BadRequest (whose field paths are relative to the
-        item) or google.rpc.ResourceInfo. Unset when ACCEPTED.
+        item) or google.rpc.ResourceInfo. Unset unless REJECTED.
         """
 
     def __init__(

@@ -1175,7 +1175,7 @@ class RecordInteractionsResponse(_message.Message):
     accepted_count: _builtins.int
     """Number of items stored by this call."""
     rejected_count: _builtins.int
-    """Number of items not stored."""
+    """Number of items REJECTED (not stored, with an error); suppressed items are not counted here."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
     suppressed_count: _builtins.int
@@ -1239,7 +1239,7 @@ class SubmitFeedbackBatchResponse(_message.Message):
     accepted_count: _builtins.int
     """Number of items stored by this call."""
     rejected_count: _builtins.int
-    """Number of items not stored."""
+    """Number of items REJECTED (not stored, with an error); suppressed items are not counted here."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
     suppressed_count: _builtins.int
@@ -1303,7 +1303,7 @@ class LogEventsResponse(_message.Message):
     accepted_count: _builtins.int
     """Number of items stored by this call."""
     rejected_count: _builtins.int
-    """Number of items not stored."""
+    """Number of items REJECTED (not stored, with an error); suppressed items are not counted here."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (ITEM_OUTCOME_DUPLICATE)."""
     suppressed_count: _builtins.int
@@ -1410,7 +1410,7 @@ class IngestResponse(_message.Message):
     accepted_count: _builtins.int
     """Number of items stored."""
     rejected_count: _builtins.int
-    """Number of items not stored."""
+    """Number of items REJECTED (not stored, with an error); suppressed items are not counted here."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (duplicate request_id or event_id);
     they are counted neither as accepted nor as rejected.
@@ -1533,7 +1533,7 @@ class ImportHistoryResponse(_message.Message):
     accepted_count: _builtins.int
     """Number of items stored."""
     rejected_count: _builtins.int
-    """Number of items not stored."""
+    """Number of items REJECTED (not stored, with an error); suppressed items are not counted here."""
     duplicate_count: _builtins.int
     """Number of items already stored by an earlier request (duplicate request_id or event_id),
     such as those of an import sent again; counted neither as accepted nor as rejected.
