@@ -31,12 +31,15 @@ class Pace:
 
     def __init__(self, max_rows: int = MAX_ROWS) -> None:
         self.rows = min(FIRST_ROWS, max_rows)
-        """Rows (per table) the next batch should delete."""
+        """Rows the next batch should delete."""
         self._max_rows = max_rows
+        self._rest = 0.0
 
     async def run(self, batch: Callable[[int], Awaitable[T]], deleted: Callable[[T], int]) -> T:
-        """Run `batch` with the current size; adjust the size to what it deleted and how fast,
-        then rest as long as it took."""
+        """Rest as long as the previous batch took, run `batch` with the current size, and
+        adjust the size to what it deleted and how fast. (Resting first, its result is there
+        as soon as it committed.)"""
+        await asyncio.sleep(self._rest)
         started = time.monotonic()
         result = await batch(self.rows)
         took = time.monotonic() - started
@@ -45,5 +48,5 @@ class Pace:
             wanted = int(rows / took * TARGET_SECONDS)  # at most halved or doubled at a time
             wanted = max(self.rows // 2, min(self.rows * 2, wanted))
             self.rows = max(min(MIN_ROWS, self._max_rows), min(self._max_rows, wanted))
-        await asyncio.sleep(took)
+        self._rest = took
         return result

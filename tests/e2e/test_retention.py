@@ -107,6 +107,19 @@ def _wait_for(database_url: str, expected: dict[str, int]) -> None:
         time.sleep(0.1)
 
 
+def _wait_for_expired(servers: list[ServerThread], expected: dict[str, int]) -> None:
+    """Until the servers' counts of rows they expired add up to `expected` (a count follows
+    its batch's commit by a moment), and never beyond."""
+    deadline = time.monotonic() + 5
+    while True:
+        counts = [server.feedback_server.retention.expired for server in servers]
+        total = {kind: sum(count[kind] for count in counts) for kind in expected}
+        if total == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert total == expected
+
+
 def _settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
@@ -144,11 +157,8 @@ def test_expired_records_leave_with_their_votes_request_ids_and_statistics(
     )
     assert (old.feedback.total_count, old.interactions.total_count) == (0, 0)
     assert client.GetStats(pb.GetStatsRequest(user_id="u25")).feedback.total_count == 0
-    assert server.feedback_server.retention.expired == {
-        "interactions": 20,
-        "feedback": 20,  # 10 current votes and 10 replaced ones
-        "events": 25,
-    }
+    # 10 current votes and 10 replaced ones
+    _wait_for_expired([server], {"interactions": 20, "feedback": 20, "events": 25})
     # Their request ids left with them: sent again, the old events are stored anew (and expire).
     again = _import(client, [event(day, NOW - timedelta(days=day, hours=1)) for day in range(DAYS)])
     assert (again.accepted_count, again.duplicate_count) == (25, 5)
@@ -162,11 +172,9 @@ def test_two_replicas_expire_each_row_once(own_database: str) -> None:
         ServerThread(_settings(own_database)) as second,
         grpc.insecure_channel(first.address) as channel,
     ):
-        _import(FeedbackServiceStub(channel), _history())
+        assert _import(FeedbackServiceStub(channel), _history()).accepted_count == DAYS * 4
         _wait_for(own_database, KEPT)
-        expired = [server.feedback_server.retention.expired for server in (first, second)]
-    total = {kind: sum(counts[kind] for counts in expired) for kind in expired[0]}
-    assert total == {"interactions": 20, "feedback": 20, "events": 25}
+        _wait_for_expired([first, second], {"interactions": 20, "feedback": 20, "events": 25})
 
 
 @pytest.mark.parametrize(
