@@ -83,41 +83,25 @@ def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | N
     return uvloop.new_event_loop
 
 
-def migrate(settings: Settings) -> None:
-    """Bring the database schema up to date and exit."""
-    storage = Storage.connect(settings.database_url)
-    try:
-        storage.migrate()
-        log.info("migrated", extra={"database": storage.url})
-    finally:
-        storage.close()
+DONE = {"migrate": "migrated", "rebuild-rollups": "rebuilt rollups", "vacuum": "vacuumed"}
+"""The maintenance commands, and the message each logs when it is done."""
 
 
-def rebuild_rollups(settings: Settings) -> None:
-    """Migrate, then recompute every stats rollup from the raw tables, and exit."""
-    storage = Storage.connect(settings.database_url)
-    try:
-        storage.migrate()
-        started = time.perf_counter()
-        storage.rebuild_rollups()
-        log.info(
-            "rebuilt rollups",
-            extra={"database": storage.url, "seconds": round(time.perf_counter() - started, 3)},
-        )
-    finally:
-        storage.close()
-
-
-def vacuum(settings: Settings) -> None:
-    """Rewrite the database so deleted (erased, expired) rows leave no bytes in it, and exit."""
+def maintain(settings: Settings, command: str) -> None:
+    """Run one maintenance command on the database and exit: migrate (bring the schema up to
+    date), rebuild-rollups (migrate, then recompute every stats rollup from the raw tables) or
+    vacuum (rewrite the database so erased and expired rows leave no bytes in it)."""
     storage = Storage.connect(settings.database_url)
     try:
         started = time.perf_counter()
-        storage.vacuum()
-        log.info(
-            "vacuumed",
-            extra={"database": storage.url, "seconds": round(time.perf_counter() - started, 3)},
-        )
+        if command != "vacuum":
+            storage.migrate()
+        if command == "rebuild-rollups":
+            storage.rebuild_rollups()
+        elif command == "vacuum":
+            storage.vacuum()
+        seconds = round(time.perf_counter() - started, 3)
+        log.info(DONE[command], extra={"database": storage.url, "seconds": seconds})
     finally:
         storage.close()
 
@@ -135,12 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, settings = parse_settings(arguments)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        if command == "migrate":
-            migrate(settings)
-        elif command == "rebuild-rollups":
-            rebuild_rollups(settings)
-        elif command == "vacuum":
-            vacuum(settings)
+        if command in DONE:
+            maintain(settings, command)
         else:
             with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
                 runner.run(serve(settings))

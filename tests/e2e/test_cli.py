@@ -6,16 +6,8 @@ import json
 
 import pytest
 
-from llmfeedback.cli import main
+from tests.e2e.cli_support import run
 from tests.server_harness import ServerThread
-
-
-def run(
-    server: ServerThread, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    code = main(["--address", server.address, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_record_submit_log_and_read_back(

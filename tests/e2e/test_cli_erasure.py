@@ -13,27 +13,11 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from llmfeedback import Event, EventItem, Feedback, FeedbackClient, Interaction
-from llmfeedback.cli import main
+from llmfeedback import Event, Feedback, FeedbackClient, Interaction
+from tests.e2e.cli_support import run, write_user
 from tests.server_harness import ServerThread
 
 MESSAGES = {"interaction": Interaction, "feedback": Feedback, "replaced_vote": Feedback}
-
-
-def run(
-    server: ServerThread, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    code = main(["--address", server.address, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def write_user(client: FeedbackClient, user: str) -> None:
-    """One chat turn of `user`, a vote on it replaced by a newer one, and two events."""
-    client.record_interaction(f"conv-{user}", message_id=f"{user}-m1", user_id=user)
-    client.submit_feedback(message_id=f"{user}-m1", user_id=user, score=2)
-    client.submit_feedback(message_id=f"{user}-m1", user_id=user, score=5, text="better")
-    client.log_events([EventItem(user, "page_view"), EventItem(user, "click")])
 
 
 @pytest.fixture

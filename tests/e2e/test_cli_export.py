@@ -15,18 +15,10 @@ from pathlib import Path
 import pytest
 
 from llmfeedback import EventItem, FeedbackClient, FeedbackItem, RetryPolicy
-from llmfeedback.cli import main
 from server.config import Settings
 from tests.databases import sqlite_url
+from tests.e2e.cli_support import run
 from tests.server_harness import ServerThread
-
-
-def run(
-    server: ServerThread, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    code = main(["--address", server.address, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def jsonl_ids(path: Path) -> list[int]:

@@ -17,10 +17,10 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from llmfeedback.cli import main
 from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
 from llmfeedback.proto.feedback.v1 import stats_pb2
 from llmfeedback.proto.feedback.v1.feedback_service_pb2_grpc import FeedbackServiceStub
+from tests.e2e.cli_support import run
 from tests.server_harness import ServerThread
 
 START = (datetime.now(UTC) - timedelta(days=400)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -83,14 +83,6 @@ def filagent_file(
     connection.commit()
     connection.close()
     return path
-
-
-def run(
-    server: ServerThread, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    code = main(["--address", server.address, *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def daily_feedback(server: ServerThread, days: int) -> list[int]:
