@@ -386,9 +386,8 @@ def apply_batch(
     Repeats of stored requests are answered first and store nothing. Interactions go before
     feedback so that feedback in the same batch can link to them. Items about a user who opted
     out are suppressed, and those about a user or conversation being erased refused, checked in
-    this transaction (after linking, for feedback, which may inherit its user and
-    conversation). The storage writes the batch's
-    rollups after all of this, in one global order
+    this transaction (feedback both before linking and after, since it may inherit its user and
+    conversation). The storage writes the batch's rollups after all of this, in one global order
     (storage.aggregates.write.RollupChanges), so batches of replicas sharing a PostgreSQL
     database never deadlock over rollup rows.
     """
