@@ -4,8 +4,9 @@ A delete transaction holds SQLite's single write lock, and on PostgreSQL the hot
 every write updates, for as long as it runs: measured before pacing, one 1500-row erasure
 batch after another left a concurrent writer 1 write a second on SQLite (its busy handler never
 found the lock free) and a quarter of its rate on PostgreSQL. So each batch is sized to hold
-them about TARGET_SECONDS, from the rate the previous batches deleted at, and is followed by a
-rest as long as it took: the deletes take at most half the time, in short stretches.
+them about TARGET_SECONDS (or twice the quickest batch yet, where a transaction's fixed cost is
+higher), from the rate the previous batches deleted at, and is followed by a rest as long as it
+took: the deletes take at most half the time, in short stretches.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ T = TypeVar("T")
 TARGET_SECONDS = 0.02
 """How long one delete transaction should hold the write lock."""
 MIN_ROWS = 100
-"""Fewest rows a batch deletes: below it a transaction's fixed cost (its locks, lookups and
-commit, some 20 ms on PostgreSQL) is most of it, and the deletes crawl."""
+"""Fewest rows a batch deletes: below it a transaction's fixed cost is most of it."""
 MAX_ROWS = 1000
 FIRST_ROWS = 100
 
@@ -34,6 +34,7 @@ class Pace:
         """Rows the next batch should delete."""
         self._max_rows = max_rows
         self._rest = 0.0
+        self._quickest = float("inf")
 
     async def run(self, batch: Callable[[int], Awaitable[T]], deleted: Callable[[T], int]) -> T:
         """Rest as long as the previous batch took, run `batch` with the current size, and
@@ -44,8 +45,12 @@ class Pace:
         result = await batch(self.rows)
         took = time.monotonic() - started
         rows = deleted(result)
+        self._quickest = min(self._quickest, took)
         if rows and took > 0:
-            wanted = int(rows / took * TARGET_SECONDS)  # at most halved or doubled at a time
+            # A transaction's fixed cost (some 30 ms on PostgreSQL: a score of round trips and
+            # the commit) must not make every batch the smallest: aim at twice the quickest seen.
+            target = max(TARGET_SECONDS, 2 * self._quickest)
+            wanted = int(rows / took * target)  # at most halved or doubled at a time
             wanted = max(self.rows // 2, min(self.rows * 2, wanted))
             self.rows = max(min(MIN_ROWS, self._max_rows), min(self._max_rows, wanted))
         self._rest = took
