@@ -78,6 +78,14 @@ bench-redaction: $(STAMP)
 bench-read: $(STAMP)
 	$(BIN)/python -m bench.read $(BENCH_READ_ARGS)
 
+## bench-retention: durable SubmitFeedback at c=16 while the retention sweep expires 1M bulk-loaded
+## rows, against the same writes alone, in alternating rounds on copies of one SQLite file; then
+## each kind swept alone; writes bench-results/bench-retention.json (needs h2load;
+## BENCH_RETENTION_ARGS=--quick for a smoke run)
+.PHONY: bench-retention
+bench-retention: $(STAMP)
+	$(BIN)/python -m bench.retention $(BENCH_RETENTION_ARGS)
+
 ## bench-pii: precision, recall and speed of the PII detector (server.service.pii) on 2,500 seeded
 ## labelled texts, a third without PII; exits 1 when a structured entity misses its target
 ## (PII_EVAL_ARGS=--quiet, --json bench-results/pii.json; Presidio, under a Python that has it:

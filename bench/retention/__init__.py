@@ -1,0 +1,1 @@
+"""`python -m bench.retention`: what the retention sweep costs SubmitFeedback, in one run."""
