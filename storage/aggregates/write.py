@@ -301,52 +301,81 @@ def _update_spans(target: SqlTarget, spans: Spans) -> None:
 def _refresh_extremes(
     target: SqlTarget, kind: AggregateKind, removed: Mapping[Cell, Tally]
 ) -> None:
-    """Re-read from the raw rows the extremes of the cells whose removals may have taken one.
+    """Re-read the extremes of the cells whose removals may have taken one.
 
     Extremes cannot be subtracted. A removed value can only have been a stored extreme if it
     is at or beyond it, so the statement's WHERE leaves every other cell alone at the cost of a
-    key lookup; a cell that lost its least or greatest value is re-read with its own index range
-    (a TOTAL cell of "all" scans the table, which takes removing its very extreme value).
-    The cells' rows were upserted already in this transaction, so no new lock is taken.
+    key lookup. A cell that lost its least or greatest value is re-read from the cells of the
+    next finer level of its key (a day from its 24 hours, a month from its days, the TOTAL from
+    its months), which this loop refreshed first (cells sort finest level first); a cell of the
+    finest level from the raw rows in its own index range. Re-reading a TOTAL cell from the raw
+    rows scanned the whole table, some 300 ms on SQLite at 500k rows, each time expiry took a
+    row holding an all-time extreme. The cells' rows were upserted already in this
+    transaction, so no new lock is taken.
     """
     mark = target.mark
     aggregates = ", ".join(
         f"{function}({measure.fact})" for measure in kind.measures for function in ("min", "max")
     )
+    finer = ", ".join(
+        f"{'min' if is_least(column) else 'max'}({column})" for column in kind.extreme_columns
+    )
     touched = " OR ".join(
         f"{column} {'>=' if is_least(column) else '<='} {mark}" for column in kind.extreme_columns
     )
     for cell, tally in sorted(removed.items()):
-        level, start, dimension, key = cell
+        level, _, dimension, _ = cell
         if tally.removed_extremes is None or not kind.dimension_of[dimension].detailed:
             continue
         removed_values = tally.removed_extremes.values
         if all(value is None for value in removed_values):
             continue
-        where: list[str] = []
-        parameters: list[Any] = []
-        if level != TOTAL:
-            where.append(f"{kind.time_column} >= {mark} AND {kind.time_column} < {mark}")
-            end = next_bucket_start(level, start)
-            parameters += [
-                target.time_parameter(start * SECOND),
-                target.time_parameter(end * SECOND),
-            ]
-        column = kind.dimension_of[dimension].column
-        if column is not None:
-            if key:
-                where.append(f"{column} = {mark}")
-                parameters.append(key)
-            else:
-                where.append(f"({column} IS NULL OR {column} = '')")
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        levels = kind.dimension_of[dimension].levels
+        if level != levels[0]:
+            source, parameters = _finer_cells(kind, levels[levels.index(level) - 1], cell, mark)
+            select = finer
+        else:
+            source, parameters = _raw_rows(kind, cell, target)
+            select = aggregates
         target.execute(
             f"UPDATE {kind.counters.name} SET ({', '.join(kind.extreme_columns)}) ="
-            f" (SELECT {aggregates} FROM {kind.raw_table}{clause})"
+            f" (SELECT {select} FROM {source})"
             f" WHERE level = {mark} AND bucket_start = {mark} AND dimension = {mark}"
             f" AND dimension_key = {mark} AND ({touched})",
             (*parameters, *cell, *removed_values),
         )
+
+
+def _finer_cells(kind: AggregateKind, finer: int, cell: Cell, mark: str) -> tuple[str, list[Any]]:
+    """The FROM clause and parameters of the cells of level `finer` within `cell`'s bucket."""
+    level, start, dimension, key = cell
+    where = f"level = {mark} AND dimension = {mark} AND dimension_key = {mark}"
+    parameters: list[Any] = [finer, dimension, key]
+    if level != TOTAL:
+        where += f" AND bucket_start >= {mark} AND bucket_start < {mark}"
+        parameters += [start, next_bucket_start(level, start)]
+    return f"{kind.counters.name} WHERE {where}", parameters
+
+
+def _raw_rows(kind: AggregateKind, cell: Cell, target: SqlTarget) -> tuple[str, list[Any]]:
+    """The FROM clause and parameters of the raw rows `cell` counts."""
+    level, start, dimension, key = cell
+    mark = target.mark
+    where: list[str] = []
+    parameters: list[Any] = []
+    if level != TOTAL:
+        where.append(f"{kind.time_column} >= {mark} AND {kind.time_column} < {mark}")
+        end = next_bucket_start(level, start)
+        parameters += [target.time_parameter(start * SECOND), target.time_parameter(end * SECOND)]
+    column = kind.dimension_of[dimension].column
+    if column is not None:
+        if key:
+            where.append(f"{column} = {mark}")
+            parameters.append(key)
+        else:
+            where.append(f"({column} IS NULL OR {column} = '')")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"{kind.raw_table}{clause}", parameters
 
 
 def _widen(spans: Spans, more: Spans) -> None:
