@@ -52,7 +52,7 @@ class Profile:
 
 
 FULL = Profile("full", rows=1_000_000, rounds=3, window_seconds=30, warm_up_requests=1000)
-QUICK = Profile("quick", rows=20_000, rounds=2, window_seconds=2, warm_up_requests=100)
+QUICK = Profile("quick", rows=60_000, rounds=2, window_seconds=2, warm_up_requests=100)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,6 +139,9 @@ class ErasureService:
             )
             if finished is not None:
                 break
+        # Finished: a later call starts a new erasure rather than join this one's checkpoint.
+        if self._running.get(subject) is asyncio.current_task():
+            del self._running[subject]
         if not await self._run_storage(self._storage.checkpoint):
             log.warning(
                 "erasure %d: a reader kept SQLite's write-ahead log from being emptied; the"

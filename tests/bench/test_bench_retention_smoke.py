@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing"),
 ]
 
-ROWS = 20_000
+ROWS = 60_000
 
 
 @pytest.fixture(scope="module")
