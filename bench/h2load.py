@@ -18,6 +18,8 @@ from bench.percentiles import percentile
 
 INSTALL_HINT = "install Debian's nghttp2-client package (apt-get install nghttp2-client)"
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
+DURATION_GRACE_SECONDS = 60
+"""How long a timed run may take past its duration (connecting, draining) before it is stopped."""
 
 _REQUESTS = re.compile(
     r"requests: (?P<total>\d+) total, (?P<started>\d+) started, (?P<done>\d+) done, "
@@ -76,30 +78,44 @@ def run_h2load(
     url: str,
     body_file: Path,
     *,
-    requests: int,
     concurrency: int,
     log_file: Path,
     pinning: Pinning,
-    timeout_seconds: float,
+    requests: int | None = None,
+    duration_seconds: int | None = None,
+    timeout_seconds: float | None = None,
     headers: Sequence[str] = (),
 ) -> H2loadRun:
-    """POST `body_file` to `url` `requests` times over `concurrency` connections, one stream each.
+    """POST `body_file` to `url` over `concurrency` connections, one stream each, either
+    `requests` times or for `duration_seconds` (h2load --duration).
 
     `headers` ("name: value") go with every request after the gRPC ones, e.g. an authorization.
-    Raises H2loadError when h2load fails, takes longer than `timeout_seconds` or answers nothing.
+    `log_file` is replaced: h2load appends to an existing one, whose old lines would count as
+    this run's. In a timed run, calls still open when the time ends are not in the log: they
+    neither count as answered nor add latency, though the server may store them. Raises
+    H2loadError when h2load fails, takes longer than `timeout_seconds` (a timed run: its
+    duration plus DURATION_GRACE_SECONDS) or answers nothing.
     """
+    if (requests is None) == (duration_seconds is None):
+        raise ValueError("give run_h2load either requests or duration_seconds")
+    if duration_seconds is not None:
+        amount = f"--duration={duration_seconds}"
+        timeout_seconds = timeout_seconds or duration_seconds + DURATION_GRACE_SECONDS
+    else:
+        amount = f"--requests={requests}"
+        timeout_seconds = timeout_seconds or 600.0
+    log_file.unlink(missing_ok=True)
     command = [
         require_h2load(),
-        f"--requests={requests}",
+        amount,
         f"--clients={concurrency}",
         "--max-concurrent-streams=1",
         "--threads=1",
         f"--data={body_file}",
         f"--log-file={log_file}",
+        *(f"--header={header}" for header in (*GRPC_HEADERS, *headers)),
+        url,
     ]
-    for header in (*GRPC_HEADERS, *headers):
-        command.append(f"--header={header}")
-    command.append(url)
     try:
         finished = subprocess.run(
             pinning.load_command(command),

@@ -14,6 +14,15 @@ OK = "ok"
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """One correctness check of a run: GetStats equals SQL, no acknowledged write missing..."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RowCheck:
     """Rows a phase left in the database against the writes the server acknowledged."""
 

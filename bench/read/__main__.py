@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from bench.cores import Pinning, choose_pinning, pin_this_thread, running_on
-from bench.h2load import H2loadMissingError, require_h2load
 from bench.machine import machine_info
 from bench.read.dataset import BulkLoader, Shape, Year, create_database
 from bench.read.phases import FULL, QUICK, ReadPhases, ReadProfile
@@ -35,21 +32,21 @@ from bench.read.report import (
     render,
 )
 from bench.runner import QUIET_LOGGING, REAL_SERVER_FLAGS
-from bench.server_process import REPOSITORY_ROOT, ServerProcess, ServerStartError
+from bench.scratch import COULD_NOT_RUN, h2load_missing, progress_printer, run_in_scratch
+from bench.server_process import REPOSITORY_ROOT, ServerProcess
 from storage import Storage
 
-DEFAULT_OUTPUT = Path("bench-results/bench-read.json")
+NAME = "bench-read"
+DEFAULT_OUTPUT = Path(f"bench-results/{NAME}.json")
+_progress = progress_printer(NAME)
 NO_ROLLUPS = "rollups not available in this checkout"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the read bench; see the module docstring for the exit status."""
     args = _parser().parse_args(argv)
-    try:
-        require_h2load()
-    except H2loadMissingError as error:
-        print(f"bench-read: {error}", file=sys.stderr)
-        return 2
+    if h2load_missing(NAME):
+        return COULD_NOT_RUN
     profile = QUICK if args.quick else FULL
     sizes = tuple(sorted(set(args.rows))) if args.rows else profile.sizes
     every_core = os.sched_getaffinity(0)
@@ -65,20 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     started = time.monotonic()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-read-", dir=args.output.parent))
-    try:
-        _run(report, profile, sizes, workdir, pinning, every_core, args.stats_without_rollups)
-    except ServerStartError as error:
-        print(f"bench-read: the server did not start: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            _progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    if not run_in_scratch(
+        NAME,
+        args.output,
+        args.keep,
+        lambda workdir: _run(
+            report, profile, sizes, workdir, pinning, every_core, args.stats_without_rollups
+        ),
+        report.machine,
+    ):
+        return COULD_NOT_RUN
     report.duration_seconds = time.monotonic() - started
-    report.machine["load_average_at_end"] = list(os.getloadavg())
     report.targets = evaluate_targets(report.comparisons)
     report.write(args.output)
     print(render(report))
@@ -220,10 +214,6 @@ def _parser() -> argparse.ArgumentParser:
         "scans: slow on large tables; for testing the bench itself)",
     )
     return parser
-
-
-def _progress(message: str) -> None:
-    print(f"bench-read: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from bench.read.report import (
     EXPORT_PHASE,
     UNAVAILABLE,
     WRITES_PHASE,
-    Check,
     Comparison,
     ReadReport,
 )
+from bench.results import Check
 from bench.row_counts import count_rows
 from bench.server_process import ServerProcess
 from llmfeedback.proto.feedback.v1 import feedback_pb2, stats_pb2

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.results import OK, TargetResult
+from bench.results import OK, Check, TargetResult
 from bench.table import aligned
 
 UNAVAILABLE = "unavailable"
@@ -64,15 +64,6 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         """The comparison with its ratio."""
         return {**asdict(self), "ratio": self.ratio}
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One correctness check: GetStats equals SQL, the export is complete, writes are kept..."""
-
-    name: str
-    passed: bool
-    detail: str = ""
 
 
 @dataclass(slots=True)

@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench.cores import Pinning, choose_pinning, pin_this_thread, running_on
-from bench.h2load import H2loadError, H2loadMissingError, require_h2load
 from bench.machine import machine_info
 from bench.retention.dataset import KIND_TABLES, RETENTION, TIME_COLUMNS, kind_retention, prepare
 from bench.retention.report import ALONE, SWEEP, Report, render
 from bench.retention.rounds import CONCURRENCY, Round, RoundResult, RoundSettings
 from bench.runner import QUIET_LOGGING
-from bench.server_process import REPOSITORY_ROOT, ServerStartError
+from bench.scratch import COULD_NOT_RUN, h2load_missing, progress_printer, run_in_scratch
+from bench.server_process import REPOSITORY_ROOT
 
-DEFAULT_OUTPUT = Path("bench-results/bench-retention.json")
+NAME = "bench-retention"
+DEFAULT_OUTPUT = Path(f"bench-results/{NAME}.json")
+_progress = progress_printer(NAME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +58,8 @@ QUICK = Profile("quick", rows=60_000, rounds=2, window_seconds=2, warm_up_reques
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench; see the module docstring for the exit status."""
     args = _parser().parse_args(argv)
-    try:
-        require_h2load()
-    except H2loadMissingError as error:
-        print(f"bench-retention: {error}", file=sys.stderr)
-        return 2
+    if h2load_missing(NAME):
+        return COULD_NOT_RUN
     profile = QUICK if args.quick else FULL
     profile = replace(
         profile,
@@ -84,23 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     started = time.monotonic()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-retention-", dir=args.output.parent))
-    try:
-        _run(report, profile, workdir, pinning, every_core)
-    except ServerStartError as error:
-        print(f"bench-retention: the server did not start: {error}", file=sys.stderr)
-        return 2
-    except H2loadError as error:
-        print(f"bench-retention: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            _progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    if not run_in_scratch(
+        NAME,
+        args.output,
+        args.keep,
+        lambda workdir: _run(report, profile, workdir, pinning, every_core),
+        report.machine,
+    ):
+        return COULD_NOT_RUN
     report.duration_seconds = time.monotonic() - started
-    report.machine["load_average_at_end"] = list(os.getloadavg())
     report.write(args.output)
     print(render(report))
     print(f"wrote {args.output}")
@@ -179,10 +168,6 @@ def _parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="keep the prepared file and the last server log"
     )
     return parser
-
-
-def _progress(message: str) -> None:
-    print(f"bench-retention: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

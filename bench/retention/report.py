@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.results import Check
 from bench.retention.dataset import KIND_TABLES, RETENTION
 from bench.retention.rounds import CONCURRENCY, RoundResult
 from bench.table import aligned
@@ -17,15 +18,6 @@ from bench.table import aligned
 TARGET = 0.8
 """Writes with the sweep / writes alone, req/s: the issue's "keeps writes at >= 0.8x"."""
 ALONE, SWEEP = "writes alone", "with the sweep"
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One correctness check of the run."""
-
-    name: str
-    passed: bool
-    detail: str = ""
 
 
 @dataclass(slots=True)

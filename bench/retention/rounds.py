@@ -9,7 +9,6 @@ the end of a sweep that finishes inside the window.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -21,16 +20,7 @@ from typing import Any
 from bench import payloads
 from bench.cores import Pinning
 from bench.cpu import CpuMeter
-from bench.h2load import (
-    GRPC_HEADERS,
-    H2loadError,
-    H2loadRun,
-    parse_summary,
-    read_request_log,
-    require_h2load,
-    run_h2load,
-)
-from bench.percentiles import percentile
+from bench.h2load import run_h2load
 from bench.retention.dataset import Prepared, expirable_counts, rows_since
 from bench.runner import QUIET_LOGGING
 from bench.server_process import ServerProcess
@@ -40,7 +30,6 @@ CONCURRENCY = 16
 SWEEP_INTERVAL_SECONDS = 1
 """--retention-interval of the rounds with the sweep: a finished sweep is followed at once."""
 COUNT_EVERY_SECONDS = 1.0
-H2LOAD_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,14 +188,12 @@ class Round:
         database: Path,
     ) -> RoundResult:
         url = f"http://{server.address}{payloads.UNARY_CALLS[0].path}"
-        warm_up_log = self._directory / "warm-up.log"
-        warm_up_log.unlink(missing_ok=True)  # h2load appends to an existing log
         run_h2load(
             url,
             self._body,
             requests=self._settings.warm_up_requests,
             concurrency=CONCURRENCY,
-            log_file=warm_up_log,
+            log_file=self._directory / "warm-up.log",
             pinning=self._pinning,
             timeout_seconds=120,
         )
@@ -216,10 +203,10 @@ class Round:
         started = time.monotonic()
         counter = _Counter(database, cutoff, tables, started)
         with counter, CpuMeter(server.pid) as cpu:
-            run = run_h2load_for(
+            run = run_h2load(
                 url,
                 self._body,
-                seconds=self._settings.window_seconds,
+                duration_seconds=self._settings.window_seconds,
                 concurrency=CONCURRENCY,
                 log_file=self._directory / "h2load.log",
                 pinning=self._pinning,
@@ -274,58 +261,3 @@ class _Counter:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def run_h2load_for(
-    url: str,
-    body_file: Path,
-    *,
-    seconds: int,
-    concurrency: int,
-    log_file: Path,
-    pinning: Pinning,
-    headers: Sequence[str] = (),
-) -> H2loadRun:
-    """bench.h2load.run_h2load for a fixed duration (h2load --duration) instead of a count.
-
-    Calls still open when the duration ends are not in the log: they neither count as answered
-    nor add latency, though the server may store them. `log_file` is replaced: h2load appends
-    to an existing one, whose old lines would count as this run's.
-    """
-    log_file.unlink(missing_ok=True)
-    command = [
-        require_h2load(),
-        f"--duration={seconds}",
-        f"--clients={concurrency}",
-        "--max-concurrent-streams=1",
-        "--threads=1",
-        f"--data={body_file}",
-        f"--log-file={log_file}",
-        *(f"--header={header}" for header in (*GRPC_HEADERS, *headers)),
-        url,
-    ]
-    try:
-        finished = subprocess.run(
-            pinning.load_command(command),
-            capture_output=True,
-            text=True,
-            timeout=seconds + H2LOAD_GRACE_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise H2loadError(f"h2load ran {H2LOAD_GRACE_SECONDS} s past its {seconds} s") from error
-    if finished.returncode != 0:
-        raise H2loadError(f"h2load exited with {finished.returncode}: {finished.stderr.strip()}")
-    summary = parse_summary(finished.stdout)
-    starts, ends, latencies = read_request_log(log_file)
-    if not latencies:
-        raise H2loadError(f"h2load got no 2xx response:\n{finished.stdout}")
-    latencies.sort()
-    elapsed_seconds = max(max(ends) - min(starts), 1) / 1_000_000
-    return H2loadRun(
-        summary=summary,
-        requests_per_second=len(latencies) / elapsed_seconds,
-        p50_ms=percentile(latencies, 0.50) / 1000,
-        p99_ms=percentile(latencies, 0.99) / 1000,
-        response_bytes=summary.data_bytes / max(summary.status_2xx, 1),
-    )
