@@ -10,6 +10,8 @@ The limits, each bounding something a client controls:
   probes still answer);
 - exports in progress, in all and per caller (an export holds a chunk read ahead and one in the
   transport, about 2.5 MB, for as long as its client takes to read it);
+- watches in progress, in all and per caller (a watch lives as long as its client wants, so it
+  counts against these instead of the calls in progress; each holds a bounded buffer);
 - a memory budget: over it, no new stream starts until the server is back under it.
 
 A stopping server also refuses new calls here (UNAVAILABLE) until callers stop coming, so none is
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 SHUTTING_DOWN = "the server is shutting down; nothing was written, retry on another replica"
 TOO_MANY_CALLS = "TOO_MANY_CALLS"
 TOO_MANY_EXPORTS = "TOO_MANY_EXPORTS"
+TOO_MANY_WATCHES = "TOO_MANY_WATCHES"
 OVER_MEMORY_BUDGET = "OVER_MEMORY_BUDGET"
 """ErrorInfo reasons of the RESOURCE_EXHAUSTED answers given here."""
 
@@ -55,6 +58,8 @@ class CallKind(Enum):
     memory budget."""
     EXPORT = "export"
     """Server-streaming reads of stored rows: also bounded in all and per caller."""
+    WATCH = "watch"
+    """Live tails: bounded in all and per caller, not among the calls in progress."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +70,8 @@ class Limits:
     max_calls_per_connection: int = 250
     max_exports: int = 16
     max_exports_per_caller: int = 4
+    max_watches: int = 10_000
+    max_watches_per_caller: int = 5_000
     memory_limit_bytes: int = 1024 * 1024 * 1024
 
 
@@ -79,6 +86,8 @@ class Admission:
         self._calls_by_connection: Counter[str] = Counter()
         self._exports = 0
         self._exports_by_caller: Counter[str] = Counter()
+        self._watches = 0
+        self._watches_by_caller: Counter[str] = Counter()
         self._refusing = False
         self._last_refusal = 0.0
         self._over_budget = False
@@ -98,6 +107,8 @@ class Admission:
         if kind is CallKind.PROBE:
             return None
         limits = self._limits
+        if kind is CallKind.WATCH:
+            return self._admit_watch(caller)
         if self._calls >= limits.max_calls:
             return ResourceExhausted(
                 f"the server has {self._calls} calls in progress, its limit; retry later",
@@ -136,6 +147,10 @@ class Admission:
         """A call that admit() took has ended."""
         if kind is CallKind.PROBE:
             return
+        if kind is CallKind.WATCH:
+            self._watches -= 1
+            _decrement(self._watches_by_caller, caller)
+            return
         self._calls -= 1
         _decrement(self._calls_by_connection, connection)
         self._completed += 1
@@ -147,6 +162,41 @@ class Admission:
     def calls_in_progress(self) -> int:
         """Calls taken and not yet ended (probes not counted)."""
         return self._calls
+
+    @property
+    def watches_in_progress(self) -> int:
+        """Watches taken and not yet ended."""
+        return self._watches
+
+    def _admit_watch(self, caller: str) -> ServiceError | None:
+        limits = self._limits
+        if self._over_budget:
+            return ResourceExhausted(
+                "the server is over its memory budget and starts no stream until it is back "
+                "under it; retry later",
+                1.0,
+                reason=OVER_MEMORY_BUDGET,
+            )
+        if self._watches_by_caller[caller] >= limits.max_watches_per_caller:
+            return ResourceExhausted(
+                f"{caller} has {limits.max_watches_per_caller} watches open, the limit per "
+                "caller; end one first",
+                5.0,
+                reason=TOO_MANY_WATCHES,
+                quota=QuotaViolation(
+                    caller, f"at most {limits.max_watches_per_caller} watches at once per caller"
+                ),
+            )
+        if self._watches >= limits.max_watches:
+            return ResourceExhausted(
+                f"the server has {self._watches} watches open, its limit; retry later or on "
+                "another replica",
+                5.0,
+                reason=TOO_MANY_WATCHES,
+            )
+        self._watches += 1
+        self._watches_by_caller[caller] += 1
+        return None
 
     def _export_refusal(self, caller: str) -> ResourceExhausted | None:
         limits = self._limits

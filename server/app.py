@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from server.reflection import enable_reflection
 from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
+from server.service.change_history import ChangeHistory
 from server.service.database_health import UP_PROBE_SECONDS, DatabaseHealth
 from server.service.erasure import ErasureService
 from server.service.opt_out import OptOutService
@@ -33,6 +35,8 @@ from server.service.privacy import Privacy
 from server.service.rate_limits import RateLimiter, parse_rates
 from server.service.retention import RetentionSweeper, retention_periods
 from server.service.subjects import Subjects
+from server.service.tail import Tail
+from server.service.watch import WatchLimits, WatchService
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -78,6 +82,8 @@ class FeedbackServer:
         keys: ApiKeyService,
         erasures: ErasureService,
         retention: RetentionSweeper,
+        tail: Tail,
+        change_history: ChangeHistory,
         *,
         database_probe_seconds: float = UP_PROBE_SECONDS,
     ) -> None:
@@ -86,6 +92,8 @@ class FeedbackServer:
         self._keys = keys
         self._erasures = erasures
         self.retention = retention
+        self.tail = tail
+        self.change_history = change_history
         self._health = health
         self._service = service
         self._storage = storage
@@ -107,6 +115,8 @@ class FeedbackServer:
         self._boundary.watchdog.start()
         self._keys.start()
         self.retention.start()
+        self.tail.start()
+        self.change_history.start()
         await self._report_database(up=True)
         self.database_health.start()
 
@@ -120,6 +130,8 @@ class FeedbackServer:
             quiet_seconds=REFUSAL_QUIET_SECONDS,
             at_most_seconds=min(REFUSAL_MAX_SECONDS, at_most),
         )
+        # Watches never end on their own: each is told to resume elsewhere, with its position.
+        await self.tail.stop()
         if grace_seconds is not None:
             grace_seconds = max(0.0, grace_seconds - (time.monotonic() - started))
         await self.grpc_server.stop(grace_seconds)
@@ -127,6 +139,7 @@ class FeedbackServer:
         await self._boundary.admission.stop()
         await self._keys.stop()
         await self.retention.stop()
+        await self.change_history.stop()
         await self._erasures.close()  # between two batches: each resumes when run again
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
@@ -186,6 +199,8 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
                 max_calls_per_connection=settings.max_calls_per_connection,
                 max_exports=settings.max_exports,
                 max_exports_per_caller=settings.max_exports_per_caller,
+                max_watches=settings.max_watches,
+                max_watches_per_caller=settings.max_watches_per_caller,
                 memory_limit_bytes=settings.memory_limit_mb * 1024 * 1024,
             ),
             refusable_services=(FEEDBACK_SERVICE_NAME,),
@@ -215,7 +230,9 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         ],
     )
     erasures = ErasureService(storage, executor, Subjects(privacy.subject_hasher))
-    servicer = FeedbackServicer(service, keys, access, erasures, OptOutService(erasures))
+    tail = Tail(storage, executor, mapping.watched_record)
+    watches = WatchService(tail, limits=WatchLimits(buffer_bytes=settings.watch_buffer_kb * 1024))
+    servicer = FeedbackServicer(service, keys, access, erasures, OptOutService(erasures), watches)
     add_feedback_service(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, GenericHandlersOnly(server))
@@ -246,6 +263,8 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             retention_periods(settings.retention),
             interval_seconds=settings.retention_interval_seconds,
         ),
+        tail,
+        ChangeHistory(storage, executor, timedelta(hours=settings.watch_history_hours)),
         database_probe_seconds=settings.database_probe_seconds,
     )
     return feedback_server, port
@@ -292,7 +311,9 @@ def method_policy(method: str, handler: Handler) -> MethodPolicy:
         )
         return MethodPolicy(kind, OPEN)
     scope = mapping.scope_of(feedback_method.GetOptions().Extensions[access_pb2.required_scope])
-    if handler.response_streaming:
+    if feedback_method.name.startswith("Watch"):
+        kind = CallKind.WATCH
+    elif handler.response_streaming:
         kind = CallKind.EXPORT
     elif handler.request_streaming:
         kind = CallKind.STREAM

@@ -47,8 +47,17 @@ class Settings:
     """Exports streaming at once, in all."""
     max_exports_per_caller: int = 4
     """Exports streaming at once for one caller (API key, or peer address without keys)."""
+    max_watches: int = 10_000
+    """Watches (live tails) open at once, in all."""
+    max_watches_per_caller: int = 5_000
+    """Watches open at once for one caller."""
+    watch_buffer_kb: int = 4096
+    """Records one watch may hold for a slow client, in KiB, before its stream is ended."""
+    watch_history_hours: float = 24.0
+    """How long the change log keeps what was committed: a watch can start (or resume) from a
+    position at most this old."""
     memory_limit_mb: int = 1024
-    """Resident memory above which the server starts no new stream (exports, Ingest)."""
+    """Resident memory above which the server starts no new stream (exports, Ingest, watches)."""
     message_timeout_seconds: float = 30.0
     """How long a started call may take to send its request message (or each Ingest message)."""
     stream_stall_timeout_seconds: float = 30.0
@@ -129,6 +138,10 @@ def parse_settings(
         max_concurrent_calls=args.max_concurrent_calls,
         max_exports=args.max_exports,
         max_exports_per_caller=args.max_exports_per_caller,
+        max_watches=args.max_watches,
+        max_watches_per_caller=args.max_watches_per_caller,
+        watch_buffer_kb=args.watch_buffer_kb,
+        watch_history_hours=args.watch_history_hours,
         memory_limit_mb=args.memory_limit_mb,
         message_timeout_seconds=args.message_timeout,
         stream_stall_timeout_seconds=args.stream_stall_timeout,
@@ -230,6 +243,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("max-concurrent-calls", int, "1000", "calls in progress at once (health checks aside)"),
         ("max-exports", int, "16", "exports streaming at once, in all"),
         ("max-exports-per-caller", int, "4", "exports streaming at once per caller"),
+        ("max-watches", int, "10000", "watches (live tails) open at once, in all"),
+        ("max-watches-per-caller", int, "5000", "watches open at once per caller"),
+        ("watch-buffer-kb", int, "4096", "KiB of records a watch may hold for a slow client"),
+        ("watch-history-hours", float, "24", "hours a watch can start or resume in the past"),
         ("memory-limit-mb", int, "1024", "resident memory above which no new stream starts"),
         ("message-timeout", float, "30", "seconds a call may take to send a request message"),
         ("stream-stall-timeout", float, "30", "seconds a stream may leave a response untaken"),

@@ -46,6 +46,7 @@ from server.service.list_inputs import SelectionT
 from server.service.listing import Chunk, Page
 from server.service.pii.redaction import HMAC_SHA256, SHA256
 from server.service.subjects import CONVERSATION, USER
+from server.service.watch import WatchMessage, WatchRequest
 from storage.records import (
     OPT_IN,
     OPT_OUT,
@@ -425,6 +426,67 @@ EVENT_RESPONSES = ListedResponses(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class WatchedRecords:
+    """How one kind's records go into watch responses, declared once per kind.
+
+    A watch response is built from bytes: each record is written once, as the repeated
+    field's element with its position, and shared by every watcher that takes it (the live
+    tail hands one record to thousands of streams); a response is those elements and its own
+    position, which is exactly how protobuf would serialize the whole message.
+    """
+
+    records: RecordMessage[Any]
+    watched: type[Any]
+    """The element type (WatchedFeedback...), whose field 1 is the record, 2 its position."""
+    record_field: str
+
+    def element(self, position: str, entry: Any) -> bytes:
+        """One record with its position, as a length-delimited field 1 of the response."""
+        watched = self.watched(position=position)
+        getattr(watched, self.record_field).CopyFrom(self.records.build(entry))
+        body: bytes = watched.SerializeToString()
+        return _RECORDS_TAG + _varint(len(body)) + body
+
+
+_RECORDS_TAG = bytes([(1 << 3) | 2])
+_POSITION_TAG = bytes([(2 << 3) | 2])
+
+WATCHED_RECORDS: dict[str, WatchedRecords] = {
+    "feedback": WatchedRecords(FEEDBACK_MESSAGE, feedback_service_pb2.WatchedFeedback, "feedback"),
+    "interactions": WatchedRecords(
+        INTERACTION_MESSAGE, feedback_service_pb2.WatchedInteraction, "interaction"
+    ),
+    "events": WatchedRecords(EVENT_MESSAGE, feedback_service_pb2.WatchedEvent, "event"),
+}
+"""Per kind (server.service.watch_positions.KINDS), how its records are watched."""
+
+
+def watched_record(kind: str, position: str, entry: Any) -> bytes:
+    """A record of `kind` as watch responses carry it (server.service.tail.Encode)."""
+    return WATCHED_RECORDS[kind].element(position, entry)
+
+
+def watch_response(message: WatchMessage) -> bytes:
+    """The serialized Watch*Response of a watch message: its records, then its position."""
+    position = message.position.encode()
+    return b"".join(message.records) + _POSITION_TAG + _varint(len(position)) + position
+
+
+def watch_request(request: WatchRequestMessage, selection: SelectionT) -> WatchRequest[SelectionT]:
+    """Read the start fields of any Watch request, around its selection."""
+    duration = request.progress_interval
+    interval = (
+        duration.seconds + duration.nanos / 1e9 if request.HasField("progress_interval") else None
+    )
+    return WatchRequest(
+        selection=selection,
+        start_position=request.start_position,
+        start_page_token=request.start_page_token,
+        progress_seconds=interval,
+    )
+
+
 def interaction_message(record: InteractionRecord) -> interaction_pb2.Interaction:
     """Write a stored interaction."""
     return INTERACTION_MESSAGE.build(record)
@@ -728,8 +790,8 @@ def historic_input(
 
 def _time_or_none(message: Any, field: str) -> datetime | None:
     """A Timestamp field as an aware datetime; invalid values map to a time every rule rejects."""
-    if not message.HasField(field):
-        return None
+    if field not in message.DESCRIPTOR.fields_by_name or not message.HasField(field):
+        return None  # a Watch request has no time range
     ts: timestamp_pb2.Timestamp = getattr(message, field)
     try:
         if not 0 <= ts.nanos <= 999_999_999:
@@ -761,12 +823,25 @@ _RATING_KIND_NAMES = {
 }
 
 _FeedbackFilters = (
-    feedback_service_pb2.ListFeedbackRequest | feedback_service_pb2.ExportFeedbackRequest
+    feedback_service_pb2.ListFeedbackRequest
+    | feedback_service_pb2.ExportFeedbackRequest
+    | feedback_service_pb2.WatchFeedbackRequest
 )
 _InteractionFilters = (
-    feedback_service_pb2.ListInteractionsRequest | feedback_service_pb2.ExportInteractionsRequest
+    feedback_service_pb2.ListInteractionsRequest
+    | feedback_service_pb2.ExportInteractionsRequest
+    | feedback_service_pb2.WatchInteractionsRequest
 )
-_EventFilters = feedback_service_pb2.ListEventsRequest | feedback_service_pb2.ExportEventsRequest
+_EventFilters = (
+    feedback_service_pb2.ListEventsRequest
+    | feedback_service_pb2.ExportEventsRequest
+    | feedback_service_pb2.WatchEventsRequest
+)
+WatchRequestMessage = (
+    feedback_service_pb2.WatchFeedbackRequest
+    | feedback_service_pb2.WatchInteractionsRequest
+    | feedback_service_pb2.WatchEventsRequest
+)
 ListRequestMessage = (
     feedback_service_pb2.ListFeedbackRequest
     | feedback_service_pb2.ListInteractionsRequest

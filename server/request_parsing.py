@@ -80,11 +80,22 @@ def _handler(method: descriptor.MethodDescriptor, behavior: Any) -> Handler:
         )
     if method.server_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _unary_stream(request_type, parse, behavior), response_serializer=serialize
+            _unary_stream(request_type, parse, behavior),
+            response_serializer=_bytes_or(serialize),
         )
     return grpc.unary_unary_rpc_method_handler(
         _unary_unary(request_type, parse, behavior), response_serializer=serialize
     )
+
+
+def _bytes_or(serialize: Callable[[Message], bytes]) -> Callable[[Message | bytes], bytes]:
+    """A serializer that also takes responses already serialized (watches build theirs from
+    records serialized once for all their watchers: server.mapping.WatchedRecords)."""
+
+    def serialized(response: Message | bytes) -> bytes:
+        return response if type(response) is bytes else serialize(response)  # type: ignore[arg-type]
+
+    return serialized
 
 
 def _unary_unary(request_type: str, parse: Parse, behavior: Any) -> Any:

@@ -35,6 +35,7 @@ from server.service.list_inputs import SelectionT
 from server.service.listing import EVENTS, FEEDBACK, INTERACTIONS, EntryT, FilterT, Listing
 from server.service.opt_out import OptOutService
 from server.service.subjects import CONVERSATION, USER
+from server.service.watch import WatchService
 from server.status import abort, status_for
 
 Request = TypeVar("Request")
@@ -103,8 +104,10 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
         access: Access,
         erasures: ErasureService,
         opt_outs: OptOutService,
+        watches: WatchService,
     ) -> None:
         self._service = service
+        self._watches = watches
         self._keys = keys
         self._erasures = erasures
         self._opt_outs = opt_outs
@@ -182,6 +185,42 @@ class FeedbackServicer(feedback_service_pb2_grpc.FeedbackServiceServicer):
     ) -> AsyncGenerator[pb.ExportEventsResponse, None]:
         selection = mapping.event_selection(request)
         return self._export(EVENTS, selection, request, mapping.EVENT_RESPONSES)
+
+    @_streaming
+    def WatchFeedback(
+        self, request: pb.WatchFeedbackRequest, context: Context
+    ) -> AsyncGenerator[Any, None]:
+        selection = mapping.feedback_selection(request)
+        return self._watch("feedback", FEEDBACK, selection, request)
+
+    @_streaming
+    def WatchInteractions(
+        self, request: pb.WatchInteractionsRequest, context: Context
+    ) -> AsyncGenerator[Any, None]:
+        selection = mapping.interaction_selection(request)
+        return self._watch("interactions", INTERACTIONS, selection, request)
+
+    @_streaming
+    def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncGenerator[Any, None]:
+        selection = mapping.event_selection(request)
+        return self._watch("events", EVENTS, selection, request)
+
+    async def _watch(
+        self,
+        kind: str,
+        listing: Listing[SelectionT, FilterT, EntryT],
+        selection: SelectionT,
+        request: mapping.WatchRequestMessage,
+    ) -> AsyncGenerator[bytes, None]:
+        """Every Watch method: the serialized responses of a watch of its kind."""
+        watch = self._watches.watch(
+            kind, listing.validate, mapping.watch_request(request, selection)
+        )
+        async with aclosing(watch) as messages:
+            async for message in messages:
+                yield mapping.watch_response(message)
 
     async def _page(
         self,

@@ -14,6 +14,7 @@ from server.service import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PermissionDenied,
     ReasonedError,
     ResourceError,
@@ -39,6 +40,7 @@ _CODES: dict[type[ServiceError], int] = {
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
+    OutOfRange: code_pb2.OUT_OF_RANGE,
 }
 """The code of each service error whose details its base class decides."""
 
@@ -69,12 +71,25 @@ def status_for(error: Exception) -> status_pb2.Status:
         case Unauthenticated(reason=reason):
             error_info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
             return _status(code_pb2.UNAUTHENTICATED, str(error), error_info)
-        case Unavailable(retry_after_seconds=delay):
-            return _status(code_pb2.UNAVAILABLE, str(error), _retry_info(delay))
-        case ResourceExhausted(retry_after_seconds=delay, reason=reason, quota=quota):
+        case Unavailable(retry_after_seconds=delay, reason=reason, metadata=metadata):
             extra: list[object] = [_retry_info(delay)]
             if reason:
-                extra.append(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+                extra.append(
+                    error_details_pb2.ErrorInfo(
+                        reason=reason, domain=ERROR_DOMAIN, metadata=metadata
+                    )
+                )
+            return _status(code_pb2.UNAVAILABLE, str(error), *extra)
+        case ResourceExhausted(
+            retry_after_seconds=delay, reason=reason, quota=quota, metadata=metadata
+        ):
+            extra = [_retry_info(delay)]
+            if reason:
+                extra.append(
+                    error_details_pb2.ErrorInfo(
+                        reason=reason, domain=ERROR_DOMAIN, metadata=metadata
+                    )
+                )
             if quota is not None:
                 extra.append(
                     error_details_pb2.QuotaFailure(

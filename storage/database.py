@@ -8,7 +8,7 @@ import random
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
@@ -16,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from storage.aggregates.cache import CellCache
 from storage.aggregates.reader import StatsReader
 from storage.aggregates.rebuild import rebuild_rollups, register_sqlite_functions
+from storage.change_listener import ChangeListener
 from storage.engines import (
     WRITE_TRANSACTION_OPTION,
     normalized_url,
@@ -31,6 +32,7 @@ from storage.schema.migrate import upgrade_to_head
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from datetime import datetime
     from pathlib import Path
     from types import TracebackType
 
@@ -75,6 +77,7 @@ class Storage:
         self._closed = threading.Event()
         self._stats_cache = CellCache()
         self._unavailable_listeners: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[int], None]] = []
         # Set by every unavailable report. A reader's SQLite connection opened while the file was
         # read-only stays read-only, and a PostgreSQL connection from before a restart is dead:
         # so after an outage check_writable() replaces the pool before and after its check, and
@@ -141,10 +144,12 @@ class Storage:
         TransactionRolledBack when PostgreSQL ended the unit to break a deadlock (run it again).
         """
         self._check_open()
-        with self._reported(), translated_errors(), self._write_sessions.begin() as session:
-            repository = Repository(session)
-            result = work(repository)
-            repository.apply_rollups()
+        with self._reported(), translated_errors():
+            with self._write_sessions.begin() as session:
+                repository = Repository(session)
+                result = work(repository)
+                repository.finish()
+            self._report_changes(repository.change_seq)
             return result
 
     def read(self, work: Callable[[Repository], T]) -> T:
@@ -232,7 +237,10 @@ class Storage:
         """
         self._check_open()
         return DedicatedWriter(
-            self._write_engine, self._check_open, on_unavailable=self._report_unavailable
+            self._write_engine,
+            self._check_open,
+            on_unavailable=self._report_unavailable,
+            on_changes=self._report_changes,
         )
 
     def ping(self) -> None:
@@ -285,6 +293,36 @@ class Storage:
         thread-safe; the failure is raised to the caller as usual afterwards.
         """
         self._unavailable_listeners.append(listener)
+
+    def on_changes(self, listener: Callable[[int], None]) -> None:
+        """Call `listener` with the change log number of every write transaction this process
+        committed that added records (storage.rows.changes), right after its commit.
+
+        It runs on the writing thread, so it must be quick and thread-safe.
+        """
+        self._change_listeners.append(listener)
+
+    def listen_for_changes(self, listener: Callable[[], None]) -> Closeable:
+        """Call `listener` (on a thread of its own) whenever any process commits change log
+        entries, until the returned object is closed; a hint that may come late or twice.
+
+        On PostgreSQL a LISTEN connection hears every replica; SQLite has no such channel,
+        so there only this process's own commits are heard (on_changes) and the rest polled.
+        """
+        if self.dialect != "postgresql":
+            return _NothingToClose()
+        conninfo = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return ChangeListener(conninfo, listener)
+
+    def compact_changes(self, before: datetime, limit: int) -> int:
+        """Remove up to `limit` of the oldest change log entries committed before `before`;
+        how many (storage.rows.changes.ChangeLog.compact)."""
+        return self.write(lambda repository: repository.changes.compact(before, limit))
+
+    def _report_changes(self, seq: int | None) -> None:
+        if seq is not None:
+            for listener in self._change_listeners:
+                listener(seq)
 
     def close(self) -> None:
         """Close every pooled connection; the storage cannot be used afterwards."""
@@ -385,12 +423,15 @@ class DedicatedWriter:
         check_open: Callable[[], None],
         *,
         on_unavailable: Callable[[], None] = lambda: None,
+        on_changes: Callable[[int | None], None] = lambda seq: None,
     ) -> None:
         """Write through `engine`'s connections; `check_open` refuses work after Storage.close(),
-        `on_unavailable` hears of every write that failed with StorageUnavailable."""
+        `on_unavailable` hears of every write that failed with StorageUnavailable, `on_changes`
+        of every commit's change log number."""
         self._engine = engine
         self._check_open = check_open
         self._on_unavailable = on_unavailable
+        self._on_changes = on_changes
         self._connection: Connection | None = None
 
     def write(self, work: Callable[[Rows], T], *, busy_retry_seconds: float = 0.0) -> T:
@@ -426,12 +467,15 @@ class DedicatedWriter:
                     self.close()
                     self._connection = self._engine.connect()
                 if self._connection.dialect.name == "sqlite":
-                    return self._write_sqlite(self._connection, work)
-                with self._connection.begin():
-                    rows = Rows(executors.on_connection(self._connection), "postgresql")
-                    result = work(rows)
-                    rows.apply_rollups()
-                    return result
+                    result, seq = self._write_sqlite(self._connection, work)
+                else:
+                    with self._connection.begin():
+                        rows = Rows(executors.on_connection(self._connection), "postgresql")
+                        result = work(rows)
+                        rows.finish()
+                    seq = rows.change_seq
+            self._on_changes(seq)
+            return result
         except StorageUnavailable as error:
             # Reconnect on the next write: the database may have restarted, and a SQLite file
             # opened while it was read-only stays read-only on that connection.
@@ -442,7 +486,7 @@ class DedicatedWriter:
             raise
 
     @staticmethod
-    def _write_sqlite(connection: Connection, work: Callable[[Rows], T]) -> T:
+    def _write_sqlite(connection: Connection, work: Callable[[Rows], T]) -> tuple[T, int | None]:
         """The transaction on sqlite3 itself: SQLAlchemy's per-transaction machinery cost more
         than a small batch's statements (see storage.rows.repository)."""
         raw = connection.connection.driver_connection
@@ -452,7 +496,7 @@ class DedicatedWriter:
         try:
             rows = Rows(executors.on_sqlite(raw), "sqlite")
             result = work(rows)
-            rows.apply_rollups()
+            rows.finish()
             with driver_errors("COMMIT"):
                 raw.execute("COMMIT")
         except BaseException:
@@ -460,7 +504,7 @@ class DedicatedWriter:
                 with contextlib.suppress(sqlite3.Error):
                     raw.execute("ROLLBACK")
             raise
-        return result
+        return result, rows.change_seq
 
     def close(self) -> None:
         """Give the connection back."""
@@ -468,3 +512,16 @@ class DedicatedWriter:
             connection, self._connection = self._connection, None
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+class Closeable(Protocol):
+    """Something that runs until closed."""
+
+    def close(self) -> None:
+        """Stop it."""
+        ...
+
+
+class _NothingToClose:
+    def close(self) -> None:
+        """Nothing runs."""

@@ -526,3 +526,36 @@ class OptOutEventRecord:
     event_time: datetime
     requested_by: str
     erase_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEntry:
+    """The rows of one kind one write transaction added."""
+
+    seq: int
+    """The transaction's number in commit order, shared by its entries of every kind."""
+    kind: str
+    ids: tuple[int, ...]
+    """Ascending."""
+    commit_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """Where a kind's log begins: what compaction has removed."""
+
+    seq: int
+    """The newest compacted number: entries up to it are gone."""
+    last_id: int
+    """The highest id of the kind whose entry is gone (or that was stored before the log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """The clock and horizons, read in one snapshot."""
+
+    epoch: str
+    """The database's random name, so a position is never taken to another database."""
+    head: int
+    """The newest number handed out (committed, as seen by this snapshot)."""
+    horizons: dict[str, Horizon]

@@ -96,6 +96,13 @@ def allow_connections(database_url: str, allowed: bool) -> None:
             )
 
 
+SEEDED_TABLES = {
+    "change_clock": "UPDATE change_clock SET seq = 0",
+    "change_horizons": "UPDATE change_horizons SET seq = 0, last_id = 0",
+}
+"""Tables the migrations fill, which a test's empty database keeps, reset to how they start."""
+
+
 def empty_postgres_tables(database_url: str) -> None:
     """Delete every row and restart the id sequences, so each test sees ids from 1 again.
 
@@ -103,7 +110,12 @@ def empty_postgres_tables(database_url: str) -> None:
     files for every table and index), and a test pays it before every PostgreSQL run.
     """
     children_first = reversed(Base.metadata.sorted_tables)  # foreign keys never block a delete
-    deletes = [sql.SQL("DELETE FROM {}").format(sql.Identifier(t.name)) for t in children_first]
+    deletes = [
+        sql.SQL("DELETE FROM {}").format(sql.Identifier(t.name))
+        for t in children_first
+        if t.name not in SEEDED_TABLES
+    ]
+    deletes.extend(sql.SQL(reset) for reset in SEEDED_TABLES.values())
     restart = sql.SQL(
         "SELECT setval(oid, 1, false) FROM pg_class"
         " WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"

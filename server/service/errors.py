@@ -57,6 +57,11 @@ class FailedPrecondition(ReasonedError):
     """The request is well formed but contradicts stored state; `reason` is machine-readable."""
 
 
+class OutOfRange(ReasonedError):
+    """The request names a point past what is kept (a watch position older than the watch
+    history); `reason` and `metadata` say where the kept range begins."""
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaViolation:
     """One limit a call went over: whose limit (`subject`) and which one, in words."""
@@ -77,18 +82,31 @@ class ResourceExhausted(ServiceError):
         *,
         reason: str = "",
         quota: QuotaViolation | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         self.retry_after_seconds = retry_after_seconds
         self.reason = reason
         self.quota = quota
+        self.metadata = metadata or {}
+        """ErrorInfo metadata beside the reason (a watch's position to resume from)."""
         super().__init__(description)
 
 
 class Unavailable(ServiceError):
     """The database cannot serve now; nothing was written and the call may be retried."""
 
-    def __init__(self, description: str, retry_after_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        description: str,
+        retry_after_seconds: float = 1.0,
+        *,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self.retry_after_seconds = retry_after_seconds
+        self.reason = reason
+        """An ErrorInfo reason, when the client can act on it (a stopping server's watch)."""
+        self.metadata = metadata or {}
         super().__init__(description)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from storage.records import (
     ApiKeyEventRecord,
     ApiKeyRecord,
+    ChangeEntry,
     ErasedCounts,
     ErasureRecord,
     EventEntry,
@@ -26,6 +27,7 @@ from storage.records import (
     InteractionFilter,
     InteractionRecord,
     Keyset,
+    LogState,
     NewApiKey,
     NewEvent,
     NewFeedback,
@@ -303,4 +305,56 @@ class ErasureStorage(Protocol):
     def checkpoint(self) -> bool:
         """Leave no copy of deleted rows in a write-ahead log the database can empty (SQLite's);
         whether none is left."""
+        ...
+
+
+class WatchUnit(Protocol):
+    """What the live tail reads inside one read transaction (storage.rows.changes)."""
+
+    def change_state(self) -> LogState:
+        """The change log's clock and every kind's horizon."""
+        ...
+
+    def change_head(self) -> int:
+        """The newest change log number."""
+        ...
+
+    def changes_after(self, seq: int, through: int, limit: int) -> list[ChangeEntry]:
+        """Up to `limit` entries numbered in (seq, through], in commit order."""
+        ...
+
+    def first_change_after_id(self, kind: str, row_id: int) -> int | None:
+        """The number of the oldest entry of `kind` holding an id above `row_id`, if any."""
+        ...
+
+    def entries_by_ids(self, kind: str, ids: Sequence[int]) -> list[Any]:
+        """The still stored rows of `kind` among ascending `ids`, as list entries in id order."""
+        ...
+
+
+class Closeable(Protocol):
+    """Something that runs until closed."""
+
+    def close(self) -> None:
+        """Stop it."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """The storage handle of the live tail."""
+
+    def read(self, work: Callable[[WatchUnit], T]) -> T:
+        """Run `work` in one read transaction (one snapshot)."""
+        ...
+
+    def on_changes(self, listener: Callable[[int], None]) -> None:
+        """Call `listener` after each of this process's commits that added records."""
+        ...
+
+    def listen_for_changes(self, listener: Callable[[], None]) -> Closeable:
+        """Call `listener` when any process commits change log entries (a hint)."""
+        ...
+
+    def compact_changes(self, before: datetime, limit: int) -> int:
+        """Remove up to `limit` of the oldest entries committed before `before`; how many."""
         ...

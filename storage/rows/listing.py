@@ -95,6 +95,44 @@ def event_entries(session: Session, selection: EventFilter, keyset: Keyset) -> l
     return _events(*_page(session, table, conditions, window, keyset, EventEntry))
 
 
+_BY_IDS_GAP = 256
+"""Ids further apart than this are read by separate range queries, so rows between them that
+are not asked for are never scanned in bulk."""
+
+
+def entries_by_ids(session: Session, kind: str, ids: Sequence[int]) -> list[Any]:
+    """The rows of `kind` ("feedback", "interactions" or "events") among ascending `ids` that
+    are still stored, as list entries in id order.
+
+    Read as ranges of nearby ids (a write transaction's ids are mostly consecutive), keeping
+    only the ids asked for: a range also holds rows of transactions that committed later.
+    """
+    table, entry_type, decode = _BY_KIND[kind]
+    wanted = set(ids)
+    connection = session.connection()
+    decoder = _SQLITE if connection.dialect.name == "sqlite" else _POSTGRES
+    columns = [table.c[name] for name in entry_type._fields]
+    rows: list[Any] = []
+    for low, high in _ranges(ids):
+        statement = select(*columns).where(table.c.id.between(low, high)).order_by(table.c.id)
+        rows.extend(row for row in _fetch(connection, statement) if row[0] in wanted)
+    return decode(rows, decoder)
+
+
+def _ranges(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Ascending ids as (low, high) ranges, split where ids are more than _BY_IDS_GAP apart."""
+    ranges: list[tuple[int, int]] = []
+    low = previous = ids[0] if ids else 0
+    for row_id in ids[1:]:
+        if row_id - previous > _BY_IDS_GAP:
+            ranges.append((low, previous))
+            low = row_id
+        previous = row_id
+    if ids:
+        ranges.append((low, previous))
+    return ranges
+
+
 def _equal(table: FromClause, selection: object, *names: str) -> list[ColumnElement[bool]]:
     """Equality conditions on the columns named like the filter's fields `names`, for the
     values given (None means "any")."""
@@ -295,3 +333,12 @@ def _decoder(dialect: Dialect) -> _Decoder:
 
 _SQLITE = _decoder("sqlite")
 _POSTGRES = _decoder("postgresql")
+
+_BY_KIND: dict[
+    str, tuple[FromClause, type[NamedTuple], Callable[[Sequence[Any], _Decoder], list[Any]]]
+] = {
+    "feedback": (_FEEDBACK, FeedbackEntry, _feedback),
+    "interactions": (_INTERACTIONS, InteractionEntry, _interactions),
+    "events": (_EVENTS, EventEntry, _events),
+}
+"""Each listed kind's table, entry and decoder."""

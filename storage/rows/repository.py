@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, assert_never
@@ -25,6 +25,7 @@ from storage.aggregates import kinds as aggregates
 from storage.aggregates.sql import SqlTarget
 from storage.aggregates.write import RollupChanges
 from storage.records import (
+    ChangeEntry,
     ErasedCounts,
     EventEntry,
     EventFilter,
@@ -37,6 +38,7 @@ from storage.records import (
     InteractionRecord,
     Keyset,
     Label,
+    LogState,
     NewEvent,
     NewFeedback,
     NewInteraction,
@@ -48,6 +50,7 @@ from storage.rows import executors, id_blocks
 from storage.rows import listing as listing_queries
 from storage.rows.api_keys import ApiKeys
 from storage.rows.bulk_insert import Execute, Getter, insert_returning_ids, inserted_columns
+from storage.rows.changes import WATCHED_KINDS, ChangeCollector, ChangeLog
 from storage.rows.erasure_log import ERASURE_LOCK_SPACE, ErasureLog
 from storage.rows.opt_outs import OptOuts
 from storage.rows.row_codec import CODECS, MARKS, Dialect, table_codec
@@ -127,15 +130,23 @@ class Rows:
         self._mark = MARKS[dialect]
         self._rollups = RollupChanges()
         self._blocks = id_blocks.BlockChanges()
+        self._changes = ChangeCollector()
         self._running_erasures: frozenset[tuple[str, str]] | None = None
         self._gate_passed = False
 
-    def apply_rollups(self) -> None:
-        """Write the unit's id block and rollup changes; the caller runs this last, just before
-        committing, so every transaction locks rows in one order: raw rows, id blocks, rollups
-        (see storage.aggregates.write.RollupChanges)."""
+    def finish(self) -> None:
+        """Write the unit's id block and rollup changes, then its change log entries; the
+        caller runs this last, just before committing, so every transaction locks rows in one
+        order: raw rows, id blocks, rollups (see storage.aggregates.write.RollupChanges), and
+        the change clock last of all, for as short a time as the commit takes."""
         self._blocks.apply(self._execute, self._dialect)
         self._rollups.apply(SqlTarget(self._execute, self._dialect))
+        self._changes.apply(self._execute, self._dialect, datetime.now(UTC))
+
+    @property
+    def change_seq(self) -> int | None:
+        """The unit's number in the change log once finished (None: it added no record)."""
+        return self._changes.seq
 
     # Interactions
 
@@ -411,6 +422,8 @@ class Rows:
             self._blocks.add(kind.table.name, ((record.id, times(record)) for record in records))
         if kind.rollup_kind is not None:
             self._rollups.add(kind.rollup_kind, records, 1)
+        if kind.table.name in WATCHED_KINDS:
+            self._changes.add(kind.table.name, ids)
         return records
 
     def _rows_where(
@@ -450,6 +463,8 @@ class Repository(Rows):
         """The erasure log, in the same transaction."""
         self.opt_outs = OptOuts(session)
         """The opted-out users, in the same transaction."""
+        self.changes = ChangeLog(session)
+        """The change log, in the same transaction."""
 
     # Lists and exports (storage.rows.listing)
 
@@ -466,6 +481,28 @@ class Repository(Rows):
     def event_entries(self, selection: EventFilter, keyset: Keyset) -> list[EventEntry]:
         """One keyset page of analytics events."""
         return listing_queries.event_entries(self.session, selection, keyset)
+
+    # The live tail (storage.rows.changes)
+
+    def change_state(self) -> LogState:
+        """The change log's clock and horizons."""
+        return self.changes.state()
+
+    def change_head(self) -> int:
+        """The newest change log number."""
+        return self.changes.head()
+
+    def changes_after(self, seq: int, through: int, limit: int) -> list[ChangeEntry]:
+        """Up to `limit` change log entries numbered in (seq, through], in commit order."""
+        return self.changes.entries_after(seq, through, limit)
+
+    def first_change_after_id(self, kind: str, row_id: int) -> int | None:
+        """The number of the oldest change log entry of `kind` with an id above `row_id`."""
+        return self.changes.first_after_id(kind, row_id)
+
+    def entries_by_ids(self, kind: str, ids: Sequence[int]) -> list[Any]:
+        """The still stored rows of `kind` among ascending `ids`, as list entries in id order."""
+        return listing_queries.entries_by_ids(self.session, kind, ids)
 
 
 VOTE_LOCK_SPACE = int.from_bytes(b"vote")

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -569,3 +570,46 @@ class OptOutEventRow(Base):
     event_time: Mapped[datetime] = mapped_column(UTCDateTime)
     requested_by: Mapped[str] = mapped_column(String(REQUESTER_LENGTH))
     erase_requested: Mapped[bool] = mapped_column(Boolean)
+
+
+class ChangeClockRow(Base):
+    """The change log's clock (revision 0013), one row: the newest number a write transaction
+    took, in commit order (storage.rows.changes), and the database's random epoch."""
+
+    __tablename__ = "change_clock"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[str] = mapped_column(String(16))
+    """16 hex digits chosen when the log was created; positions name it."""
+
+
+class ChangeRow(Base):
+    """One change log entry (revision 0013): the rows of one kind one write transaction added."""
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        PrimaryKeyConstraint("seq", "kind"),
+        # ChangeLog.first_after_id(): where a watch started from a list token begins.
+        Index("ix_changes_kind_last_id", "kind", "last_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    row_count: Mapped[int] = mapped_column(Integer)
+    ids: Mapped[bytes] = mapped_column(LargeBinary)
+    """The ids, packed by storage.rows.changes.pack."""
+    commit_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChangeHorizonRow(Base):
+    """Where each kind's change log begins (revision 0013): the newest compacted number and
+    the highest id compacted, or stored before the log existed."""
+
+    __tablename__ = "change_horizons"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)

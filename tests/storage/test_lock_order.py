@@ -1,7 +1,8 @@
 """Every write transaction takes rows in the one global order (aggregates.write.RollupChanges):
 raw rows first, then list_id_blocks (storage.rows.id_blocks), then each rollup table once in
-ROLLUP_TABLES order, each table's rows sorted by key, and rollup_key_spans last. Checked on the
-statements a real database is sent."""
+ROLLUP_TABLES order, each table's rows sorted by key, rollup_key_spans, and the change log
+(storage.rows.changes: its clock, then its entries) last of all. Checked on the statements a real
+database is sent."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from storage.aggregates.kinds import ROLLUP_TABLES
 from storage.aggregates.tables import KEY_SPANS_TABLE
 from storage.records import FeedbackRecord, Label, Score, Thumb
 from storage.rows.repository import Repository
-from storage.schema.models import ListIdBlockRow
+from storage.schema.models import ChangeClockRow, ChangeRow, ListIdBlockRow
 from tests.databases import empty_postgres_tables
 from tests.storage.factories import (
     insert_feedback,
@@ -29,14 +30,22 @@ from tests.storage.factories import (
 )
 
 BLOCKS_TABLE = ListIdBlockRow.__tablename__
-LOCK_ORDER = [BLOCKS_TABLE] + [table.name for table in ROLLUP_TABLES] + [KEY_SPANS_TABLE]
-WIDTHS = ({BLOCKS_TABLE: 5} | {table.name: len(table.columns) for table in ROLLUP_TABLES}) | {
-    KEY_SPANS_TABLE: 4
+CLOCK_TABLE = ChangeClockRow.__tablename__
+CHANGES_TABLE = ChangeRow.__tablename__
+LOCK_ORDER = [
+    BLOCKS_TABLE,
+    *(table.name for table in ROLLUP_TABLES),
+    KEY_SPANS_TABLE,
+    CLOCK_TABLE,
+    CHANGES_TABLE,
+]
+WIDTHS = {BLOCKS_TABLE: 5, KEY_SPANS_TABLE: 4, CHANGES_TABLE: 7} | {
+    table.name: len(table.columns) for table in ROLLUP_TABLES
 }
 WAIT_SECONDS = 10.0
-KEY_WIDTHS = (
-    {BLOCKS_TABLE: 2} | {table.name: len(table.key_columns) for table in ROLLUP_TABLES}
-) | {KEY_SPANS_TABLE: 2}
+KEY_WIDTHS = {BLOCKS_TABLE: 2, KEY_SPANS_TABLE: 2, CHANGES_TABLE: 2} | {
+    table.name: len(table.key_columns) for table in ROLLUP_TABLES
+}
 
 
 @pytest.fixture
@@ -58,6 +67,8 @@ def _table(statement: str) -> str | None:
     words = statement.split()
     if words[:2] in (["INSERT", "INTO"], ["DELETE", "FROM"]) and words[2] in LOCK_ORDER:
         return words[2]
+    if words[:2] == ["UPDATE", CLOCK_TABLE]:
+        return CLOCK_TABLE
     return None
 
 
@@ -109,7 +120,8 @@ def test_a_transaction_locks_blocks_and_rollup_tables_once_each_in_the_global_or
 
     storage.write(lambda repository: _mixed_unit(repository, voted))
 
-    tables = [_table(statement) for statement, _ in statements]
+    # PostgreSQL's NOTIFY after the change log entries writes no table.
+    tables = [_table(statement) for statement, _ in statements if "pg_notify" not in statement]
     first_rollup = next(index for index, table in enumerate(tables) if table is not None)
     assert None not in tables[first_rollup:], "a raw row was written after a block or rollup row"
     written = [table for table in tables if table is not None]

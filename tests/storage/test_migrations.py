@@ -81,7 +81,7 @@ def test_migrate_again_is_a_no_op(storage: Storage, database_url: str) -> None:
     storage.migrate()
     storage.migrate()
 
-    assert revision_of(database_url) == head_revision() == "0012"
+    assert revision_of(database_url) == head_revision() == "0013"
     assert schema_differences(database_url, Base.metadata) == []
     assert storage.read(lambda repository: latest_interaction(repository, "conv-1")) == kept
     assert (

@@ -41,6 +41,7 @@ from storage.records import (
 )
 from storage.schema.column_types import UTCDateTime
 from storage.schema.models import Base
+from tests.databases import SEEDED_TABLES
 from tests.storage.factories import delete_events, delete_feedback, delete_interactions
 
 if TYPE_CHECKING:
@@ -539,7 +540,8 @@ def empty(engine: Engine) -> None:
     """Every table emptied, rollups included, so each example starts from nothing."""
     with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
+            reset = SEEDED_TABLES.get(table.name)
+            connection.execute(table.delete() if reset is None else text(reset))
 
 
 def vote(repository: Any, items: list[NewFeedback]) -> tuple[list[FeedbackRecord], list[int]]:

@@ -12,6 +12,7 @@ from llmfeedback.proto.feedback.v1 import interaction_pb2 as _interaction_pb2
 from llmfeedback.proto.feedback.v1 import privacy_pb2 as _privacy_pb2
 from llmfeedback.proto.feedback.v1 import stats_pb2 as _stats_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -2185,3 +2186,376 @@ class GetOptOutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOptOutResponse: _TypeAlias = GetOptOutResponse  # noqa: Y015
+
+@_typing.final
+class WatchFeedbackRequest(_message.Message):
+    """WatchFeedbackRequest selects the feedback a watch sends and where it starts. The filters mean
+    what they mean in ListFeedbackRequest and combine with AND.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MAX_SCORE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    RATING_KIND_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    HAS_TEXT_FIELD_NUMBER: _builtins.int
+    START_POSITION_FIELD_NUMBER: _builtins.int
+    START_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROGRESS_INTERVAL_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Only this conversation."""
+    message_id: _builtins.str
+    """Only this message."""
+    user_id: _builtins.str
+    """Only this end user."""
+    min_score: _builtins.int
+    """Only scored feedback with score at least this (inclusive), 1-5."""
+    max_score: _builtins.int
+    """Only scored feedback with score at most this (inclusive), 1-5; not below min_score."""
+    model: _builtins.str
+    """Only feedback on answers of this model, at most 128 characters."""
+    rating_kind: _feedback_pb2.RatingKind.ValueType
+    """Only feedback with this kind of rating; RATING_KIND_UNSPECIFIED means any kind."""
+    label: _builtins.str
+    """Only label feedback with this label (compared lower case), 1-64 characters."""
+    has_text: _builtins.bool
+    """When set, only feedback with (true) or without (false) text."""
+    start_position: _builtins.str
+    """Where the watch starts: after this position (a record's or a response's). Leave it and
+    start_page_token empty to start from now.
+    """
+    start_page_token: _builtins.str
+    """Where the watch starts: after the last row of a list page or an export chunk, given by its
+    next_page_token or resume_token, issued for the same filters, oldest first ("create_time
+    asc") and without a time range. On PostgreSQL, rows committed concurrently with that list's
+    last read may come once more; from a position, never.
+    """
+    @_builtins.property
+    def progress_interval(self) -> _duration_pb2.Duration:
+        """How long the watch may go without a response before the server sends a progress marker:
+        1 s to 1 h, 10 s when unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        min_score: _builtins.int | None = ...,
+        max_score: _builtins.int | None = ...,
+        model: _builtins.str = ...,
+        rating_kind: _feedback_pb2.RatingKind.ValueType = ...,
+        label: _builtins.str = ...,
+        has_text: _builtins.bool | None = ...,
+        start_position: _builtins.str = ...,
+        start_page_token: _builtins.str = ...,
+        progress_interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_text", b"_has_text", "_max_score", b"_max_score", "_min_score", b"_min_score", "has_text", b"has_text", "max_score", b"max_score", "min_score", b"min_score", "progress_interval", b"progress_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_text", b"_has_text", "_max_score", b"_max_score", "_min_score", b"_min_score", "conversation_id", b"conversation_id", "has_text", b"has_text", "label", b"label", "max_score", b"max_score", "message_id", b"message_id", "min_score", b"min_score", "model", b"model", "progress_interval", b"progress_interval", "rating_kind", b"rating_kind", "start_page_token", b"start_page_token", "start_position", b"start_position", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_text: _TypeAlias = _typing.Literal["has_text"]  # noqa: Y015
+    _WhichOneofArgType__has_text: _TypeAlias = _typing.Literal["_has_text", b"_has_text"]  # noqa: Y015
+    _WhichOneofReturnType__max_score: _TypeAlias = _typing.Literal["max_score"]  # noqa: Y015
+    _WhichOneofArgType__max_score: _TypeAlias = _typing.Literal["_max_score", b"_max_score"]  # noqa: Y015
+    _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
+    _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_text) -> _WhichOneofReturnType__has_text | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_score) -> _WhichOneofReturnType__max_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_score) -> _WhichOneofReturnType__min_score | None: ...
+
+Global___WatchFeedbackRequest: _TypeAlias = WatchFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class WatchFeedbackResponse(_message.Message):
+    """WatchFeedbackResponse is one message of a feedback watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position after this message: a WatchFeedbackRequest.start_position that resumes the
+    watch right after it.
+    """
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchedFeedback]:
+        """The new matching entries since the previous message, in commit order; empty in a progress
+        marker.
+        """
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[Global___WatchedFeedback] | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchFeedbackResponse: _TypeAlias = WatchFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class WatchedFeedback(_message.Message):
+    """WatchedFeedback is one feedback entry of a watch and its place in the watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position right after this entry."""
+    @_builtins.property
+    def feedback(self) -> _feedback_pb2.Feedback:
+        """The entry as ListFeedback returns it."""
+
+    def __init__(
+        self,
+        *,
+        feedback: _feedback_pb2.Feedback | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchedFeedback: _TypeAlias = WatchedFeedback  # noqa: Y015
+
+@_typing.final
+class WatchInteractionsRequest(_message.Message):
+    """WatchInteractionsRequest selects the interactions a watch sends and where it starts. The
+    filters mean what they mean in ListInteractionsRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    START_POSITION_FIELD_NUMBER: _builtins.int
+    START_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROGRESS_INTERVAL_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Only this conversation."""
+    message_id: _builtins.str
+    """Only this message."""
+    user_id: _builtins.str
+    """Only this end user."""
+    model: _builtins.str
+    """Only interactions of this model, at most 128 characters."""
+    start_position: _builtins.str
+    """Where the watch starts: after this position (a record's or a response's). Leave it and
+    start_page_token empty to start from now.
+    """
+    start_page_token: _builtins.str
+    """Where the watch starts: after the last row of a list page or an export chunk, given by its
+    next_page_token or resume_token, issued for the same filters, oldest first ("create_time
+    asc") and without a time range. On PostgreSQL, rows committed concurrently with that list's
+    last read may come once more; from a position, never.
+    """
+    @_builtins.property
+    def progress_interval(self) -> _duration_pb2.Duration:
+        """How long the watch may go without a response before the server sends a progress marker:
+        1 s to 1 h, 10 s when unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        start_position: _builtins.str = ...,
+        start_page_token: _builtins.str = ...,
+        progress_interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress_interval", b"progress_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "message_id", b"message_id", "model", b"model", "progress_interval", b"progress_interval", "start_page_token", b"start_page_token", "start_position", b"start_position", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchInteractionsRequest: _TypeAlias = WatchInteractionsRequest  # noqa: Y015
+
+@_typing.final
+class WatchInteractionsResponse(_message.Message):
+    """WatchInteractionsResponse is one message of an interaction watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position after this message, for WatchInteractionsRequest.start_position."""
+    @_builtins.property
+    def interactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchedInteraction]:
+        """The new matching interactions since the previous message, in commit order; empty in a
+        progress marker.
+        """
+
+    def __init__(
+        self,
+        *,
+        interactions: _abc.Iterable[Global___WatchedInteraction] | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchInteractionsResponse: _TypeAlias = WatchInteractionsResponse  # noqa: Y015
+
+@_typing.final
+class WatchedInteraction(_message.Message):
+    """WatchedInteraction is one interaction of a watch and its place in the watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERACTION_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position right after this interaction."""
+    @_builtins.property
+    def interaction(self) -> _interaction_pb2.Interaction:
+        """The interaction as ListInteractions returns it."""
+
+    def __init__(
+        self,
+        *,
+        interaction: _interaction_pb2.Interaction | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchedInteraction: _TypeAlias = WatchedInteraction  # noqa: Y015
+
+@_typing.final
+class WatchEventsRequest(_message.Message):
+    """WatchEventsRequest selects the analytics events a watch sends and where it starts. The filters
+    mean what they mean in ListEventsRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    START_POSITION_FIELD_NUMBER: _builtins.int
+    START_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROGRESS_INTERVAL_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Only this end user."""
+    event_type: _builtins.str
+    """Only events of this type, 1-64 characters."""
+    start_position: _builtins.str
+    """Where the watch starts: after this position (a record's or a response's). Leave it and
+    start_page_token empty to start from now.
+    """
+    start_page_token: _builtins.str
+    """Where the watch starts: after the last row of a list page or an export chunk, given by its
+    next_page_token or resume_token, issued for the same filters, oldest first ("create_time
+    asc") and without a time range. On PostgreSQL, rows committed concurrently with that list's
+    last read may come once more; from a position, never.
+    """
+    @_builtins.property
+    def progress_interval(self) -> _duration_pb2.Duration:
+        """How long the watch may go without a response before the server sends a progress marker:
+        1 s to 1 h, 10 s when unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        start_position: _builtins.str = ...,
+        start_page_token: _builtins.str = ...,
+        progress_interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress_interval", b"progress_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "progress_interval", b"progress_interval", "start_page_token", b"start_page_token", "start_position", b"start_position", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchEventsResponse(_message.Message):
+    """WatchEventsResponse is one message of an event watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position after this message, for WatchEventsRequest.start_position."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchedEvent]:
+        """The new matching events since the previous message, in commit order; empty in a progress
+        marker.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___WatchedEvent] | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class WatchedEvent(_message.Message):
+    """WatchedEvent is one analytics event of a watch and its place in the watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position right after this event."""
+    @_builtins.property
+    def event(self) -> _event_pb2.Event:
+        """The event as ListEvents returns it."""
+
+    def __init__(
+        self,
+        *,
+        event: _event_pb2.Event | None = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchedEvent: _TypeAlias = WatchedEvent  # noqa: Y015

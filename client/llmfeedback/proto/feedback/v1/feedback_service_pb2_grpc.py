@@ -224,6 +224,21 @@ class FeedbackServiceStub:
                 request_serializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutRequest.SerializeToString,
                 response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutResponse.FromString,
                 _registered_method=True)
+        self.WatchFeedback = channel.unary_stream(
+                '/feedback.v1.FeedbackService/WatchFeedback',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.WatchFeedbackRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.WatchFeedbackResponse.FromString,
+                _registered_method=True)
+        self.WatchInteractions = channel.unary_stream(
+                '/feedback.v1.FeedbackService/WatchInteractions',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.WatchInteractionsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.WatchInteractionsResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/feedback.v1.FeedbackService/WatchEvents',
+                request_serializer=feedback_dot_v1_dot_feedback__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=feedback_dot_v1_dot_feedback__service__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -593,6 +608,47 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchFeedback(self, request, context):
+        """WatchFeedback streams feedback as it is committed, on this server or on any replica sharing
+        its database, in commit order, filtered like ListFeedback (there is no time range). The
+        first response carries no records and the watch's start position; every later one carries
+        the new matching records, each with its position, or (a progress marker, after
+        progress_interval without records) none, and the position to resume from. A new call with
+        start_position set to the last position received continues with no record skipped or
+        repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
+        server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+        Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
+        belongs to another kind or another database or is ahead of the database, start_page_token is
+        malformed or was issued for other filters or for newest first, both starts are set, or
+        progress_interval is outside 1 s-1 h; OUT_OF_RANGE (google.rpc.ErrorInfo POSITION_COMPACTED,
+        metadata oldest_position) if the start is older than the watch history the server keeps;
+        RESOURCE_EXHAUSTED (ErrorInfo TOO_MANY_WATCHES) at the server's or the caller's watch limit,
+        or (ErrorInfo WATCH_BUFFER_FULL, metadata position) when the client reads slower than its
+        records come and the server's buffer for it fills, or (ErrorInfo SLOW_READER) when it takes
+        no response for the stall timeout; UNAVAILABLE (ErrorInfo SERVER_STOPPING, metadata position)
+        when the server stops, or when the database cannot be read. After RESOURCE_EXHAUSTED and
+        UNAVAILABLE, resume from the last position received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchInteractions(self, request, context):
+        """WatchInteractions streams interactions as they are committed, filtered like
+        ListInteractions, as WatchFeedback does feedback. Returns the errors of WatchFeedback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """WatchEvents streams analytics events as they are committed, filtered like ListEvents, as
+        WatchFeedback does feedback. Returns the errors of WatchFeedback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -730,6 +786,21 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.GetOptOut,
                     request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutRequest.FromString,
                     response_serializer=feedback_dot_v1_dot_feedback__service__pb2.GetOptOutResponse.SerializeToString,
+            ),
+            'WatchFeedback': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFeedback,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.WatchFeedbackRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.WatchFeedbackResponse.SerializeToString,
+            ),
+            'WatchInteractions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInteractions,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.WatchInteractionsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.WatchInteractionsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=feedback_dot_v1_dot_feedback__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=feedback_dot_v1_dot_feedback__service__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1516,6 +1587,87 @@ class FeedbackService:
             '/feedback.v1.FeedbackService/GetOptOut',
             feedback_dot_v1_dot_feedback__service__pb2.GetOptOutRequest.SerializeToString,
             feedback_dot_v1_dot_feedback__service__pb2.GetOptOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/WatchFeedback',
+            feedback_dot_v1_dot_feedback__service__pb2.WatchFeedbackRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.WatchFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInteractions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/WatchInteractions',
+            feedback_dot_v1_dot_feedback__service__pb2.WatchInteractionsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.WatchInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feedback.v1.FeedbackService/WatchEvents',
+            feedback_dot_v1_dot_feedback__service__pb2.WatchEventsRequest.SerializeToString,
+            feedback_dot_v1_dot_feedback__service__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -289,6 +289,35 @@ class FeedbackServiceStub:
     SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
     unreachable.
     """
+    WatchFeedback: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.WatchFeedbackRequest, _feedback_service_pb2.WatchFeedbackResponse]
+    """WatchFeedback streams feedback as it is committed, on this server or on any replica sharing
+    its database, in commit order, filtered like ListFeedback (there is no time range). The
+    first response carries no records and the watch's start position; every later one carries
+    the new matching records, each with its position, or (a progress marker, after
+    progress_interval without records) none, and the position to resume from. A new call with
+    start_position set to the last position received continues with no record skipped or
+    repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
+    server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+    Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
+    belongs to another kind or another database or is ahead of the database, start_page_token is
+    malformed or was issued for other filters or for newest first, both starts are set, or
+    progress_interval is outside 1 s-1 h; OUT_OF_RANGE (google.rpc.ErrorInfo POSITION_COMPACTED,
+    metadata oldest_position) if the start is older than the watch history the server keeps;
+    RESOURCE_EXHAUSTED (ErrorInfo TOO_MANY_WATCHES) at the server's or the caller's watch limit,
+    or (ErrorInfo WATCH_BUFFER_FULL, metadata position) when the client reads slower than its
+    records come and the server's buffer for it fills, or (ErrorInfo SLOW_READER) when it takes
+    no response for the stall timeout; UNAVAILABLE (ErrorInfo SERVER_STOPPING, metadata position)
+    when the server stops, or when the database cannot be read. After RESOURCE_EXHAUSTED and
+    UNAVAILABLE, resume from the last position received.
+    """
+    WatchInteractions: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.WatchInteractionsRequest, _feedback_service_pb2.WatchInteractionsResponse]
+    """WatchInteractions streams interactions as they are committed, filtered like
+    ListInteractions, as WatchFeedback does feedback. Returns the errors of WatchFeedback.
+    """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_feedback_service_pb2.WatchEventsRequest, _feedback_service_pb2.WatchEventsResponse]
+    """WatchEvents streams analytics events as they are committed, filtered like ListEvents, as
+    WatchFeedback does feedback. Returns the errors of WatchFeedback.
+    """
 
 @_typing.type_check_only
 class FeedbackServiceAsyncStub(FeedbackServiceStub):
@@ -550,6 +579,35 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """GetOptOut says whether a user is opted out and lists their newest 100 choices. Needs
     SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
     unreachable.
+    """
+    WatchFeedback: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.WatchFeedbackRequest, _feedback_service_pb2.WatchFeedbackResponse]  # type: ignore[assignment]
+    """WatchFeedback streams feedback as it is committed, on this server or on any replica sharing
+    its database, in commit order, filtered like ListFeedback (there is no time range). The
+    first response carries no records and the watch's start position; every later one carries
+    the new matching records, each with its position, or (a progress marker, after
+    progress_interval without records) none, and the position to resume from. A new call with
+    start_position set to the last position received continues with no record skipped or
+    repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
+    server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+    Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
+    belongs to another kind or another database or is ahead of the database, start_page_token is
+    malformed or was issued for other filters or for newest first, both starts are set, or
+    progress_interval is outside 1 s-1 h; OUT_OF_RANGE (google.rpc.ErrorInfo POSITION_COMPACTED,
+    metadata oldest_position) if the start is older than the watch history the server keeps;
+    RESOURCE_EXHAUSTED (ErrorInfo TOO_MANY_WATCHES) at the server's or the caller's watch limit,
+    or (ErrorInfo WATCH_BUFFER_FULL, metadata position) when the client reads slower than its
+    records come and the server's buffer for it fills, or (ErrorInfo SLOW_READER) when it takes
+    no response for the stall timeout; UNAVAILABLE (ErrorInfo SERVER_STOPPING, metadata position)
+    when the server stops, or when the database cannot be read. After RESOURCE_EXHAUSTED and
+    UNAVAILABLE, resume from the last position received.
+    """
+    WatchInteractions: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.WatchInteractionsRequest, _feedback_service_pb2.WatchInteractionsResponse]  # type: ignore[assignment]
+    """WatchInteractions streams interactions as they are committed, filtered like
+    ListInteractions, as WatchFeedback does feedback. Returns the errors of WatchFeedback.
+    """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_feedback_service_pb2.WatchEventsRequest, _feedback_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """WatchEvents streams analytics events as they are committed, filtered like ListEvents, as
+    WatchFeedback does feedback. Returns the errors of WatchFeedback.
     """
 
 class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -971,6 +1029,53 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetOptOut says whether a user is opted out and lists their newest 100 choices. Needs
         SCOPE_ADMIN. Returns INVALID_ARGUMENT if user_id is malformed, UNAVAILABLE if the database is
         unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchFeedback(
+        self,
+        request: _feedback_service_pb2.WatchFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.WatchFeedbackResponse], _abc.AsyncIterator[_feedback_service_pb2.WatchFeedbackResponse]]:
+        """WatchFeedback streams feedback as it is committed, on this server or on any replica sharing
+        its database, in commit order, filtered like ListFeedback (there is no time range). The
+        first response carries no records and the watch's start position; every later one carries
+        the new matching records, each with its position, or (a progress marker, after
+        progress_interval without records) none, and the position to resume from. A new call with
+        start_position set to the last position received continues with no record skipped or
+        repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
+        server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+        Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
+        belongs to another kind or another database or is ahead of the database, start_page_token is
+        malformed or was issued for other filters or for newest first, both starts are set, or
+        progress_interval is outside 1 s-1 h; OUT_OF_RANGE (google.rpc.ErrorInfo POSITION_COMPACTED,
+        metadata oldest_position) if the start is older than the watch history the server keeps;
+        RESOURCE_EXHAUSTED (ErrorInfo TOO_MANY_WATCHES) at the server's or the caller's watch limit,
+        or (ErrorInfo WATCH_BUFFER_FULL, metadata position) when the client reads slower than its
+        records come and the server's buffer for it fills, or (ErrorInfo SLOW_READER) when it takes
+        no response for the stall timeout; UNAVAILABLE (ErrorInfo SERVER_STOPPING, metadata position)
+        when the server stops, or when the database cannot be read. After RESOURCE_EXHAUSTED and
+        UNAVAILABLE, resume from the last position received.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchInteractions(
+        self,
+        request: _feedback_service_pb2.WatchInteractionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.WatchInteractionsResponse], _abc.AsyncIterator[_feedback_service_pb2.WatchInteractionsResponse]]:
+        """WatchInteractions streams interactions as they are committed, filtered like
+        ListInteractions, as WatchFeedback does feedback. Returns the errors of WatchFeedback.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _feedback_service_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feedback_service_pb2.WatchEventsResponse], _abc.AsyncIterator[_feedback_service_pb2.WatchEventsResponse]]:
+        """WatchEvents streams analytics events as they are committed, filtered like ListEvents, as
+        WatchFeedback does feedback. Returns the errors of WatchFeedback.
         """
 
 def add_FeedbackServiceServicer_to_server(servicer: FeedbackServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
