@@ -86,6 +86,13 @@ bench-read: $(STAMP)
 bench-retention: $(STAMP)
 	$(BIN)/python -m bench.retention $(BENCH_RETENTION_ARGS)
 
+## bench-watch: durable SubmitFeedback at c=64 with 2,000 watchers of mixed filters connected,
+## against the same writes with none, in alternating rounds on one server; delivery p50/p99 and
+## server RSS (BENCH_WATCH_ARGS=--quick for a smoke run; needs h2load)
+.PHONY: bench-watch
+bench-watch: $(STAMP)
+	$(BIN)/python -m bench.watch $(BENCH_WATCH_ARGS)
+
 ## bench-pii: precision, recall and speed of the PII detector (server.service.pii) on 2,500 seeded
 ## labelled texts, a third without PII; exits 1 when a structured entity misses its target
 ## (PII_EVAL_ARGS=--quiet, --json bench-results/pii.json; Presidio, under a Python that has it:

@@ -115,13 +115,13 @@ def empty_postgres_tables(database_url: str) -> None:
         for t in children_first
         if t.name not in SEEDED_TABLES
     ]
-    deletes.extend(sql.SQL(reset) for reset in SEEDED_TABLES.values())
+    resets = [sql.SQL(reset) for reset in SEEDED_TABLES.values()]
     restart = sql.SQL(
         "SELECT setval(oid, 1, false) FROM pg_class"
         " WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
     )
     with psycopg.connect(libpq_url(database_url)) as connection, connection.transaction():
-        connection.execute(sql.SQL("; ").join([*deletes, restart]))
+        connection.execute(sql.SQL("; ").join([*deletes, *resets, restart]))
 
 
 def sqlite_url(path: Path) -> str:

@@ -23,8 +23,9 @@ the grace (at most 0.1 s) refusing new calls until none comes; at the default 1 
 class ServerThread:
     """A FeedbackServer on its own event-loop thread, bound to a free port on 127.0.0.1."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = dataclasses.replace(settings, address="127.0.0.1:0")
+    def __init__(self, settings: Settings, *, address: str = "127.0.0.1:0") -> None:
+        """Serve `settings` on `address` (by default a free port)."""
+        self.settings = dataclasses.replace(settings, address=address)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -56,6 +57,10 @@ class ServerThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop (to drive its parts directly) and wait for it."""
+        return self._call(coroutine)
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)

@@ -27,6 +27,7 @@ from ._errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
     PermissionDeniedError,
     QuotaViolation,
     ResourceExhaustedError,
@@ -49,6 +50,7 @@ from ._listing import (
 )
 from ._retry import DEFAULT_RETRY_POLICY, RETRYABLE_CODES, RetryPolicy
 from ._suppression import is_suppressed
+from ._watch import Watch, WatchedRecord
 from .proto.feedback.v1.event_pb2 import Event
 from .proto.feedback.v1.feedback_pb2 import Feedback, Thumb
 from .proto.feedback.v1.feedback_service_pb2 import (
@@ -123,6 +125,7 @@ __all__ = [
     "OptOutChoice",
     "OptOutUserResponse",
     "Order",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "QueueFullError",
     "QuotaViolation",
@@ -135,6 +138,8 @@ __all__ = [
     "UnexpectedStatusError",
     "UserDataKind",
     "UserRecord",
+    "Watch",
+    "WatchedRecord",
     "__version__",
     "compute_hash",
     "error_from_rpc_error",

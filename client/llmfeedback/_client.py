@@ -44,6 +44,7 @@ from ._listing import (
     list_request,
     order_by,
     user_records,
+    watch_filter_fields,
 )
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -53,6 +54,8 @@ from ._retry import (
     time_left,
     wait_or_raise,
 )
+from ._watch import Watch
+from ._watch import progress_interval as progress_interval_of
 from .proto.feedback.v1 import (
     feedback_pb2,
     feedback_service_pb2,
@@ -539,6 +542,95 @@ class FeedbackClient(Closing):
         )
         return self._export(
             self._stub.ExportEvents, request, resume_token, timeout, lambda r: r.events
+        )
+
+    def watch_feedback(
+        self,
+        *,
+        start_position: str = "",
+        start_page_token: str = "",
+        progress_interval: float | None = None,
+        **filters: Unpack[FeedbackFilters],
+    ) -> Watch[feedback_pb2.Feedback]:
+        """Follow feedback as it is committed, on any replica, in commit order.
+
+        Iterate the returned `Watch` for `WatchedRecord`s (the record and the position after
+        it); it blocks until the next one comes, reconnects by itself and resumes from its
+        last position. Without a start it begins now; `start_position` (a record's or a
+        watch's `position`) continues right after it; `start_page_token` continues after a
+        list page or export chunk fetched oldest first with the same filters. The filters are
+        those of `FeedbackFilters` but the time range. `progress_interval` (1 s to 1 h, 10 s
+        by default) is how often an idle watch's position moves on.
+        """
+        request = feedback_service_pb2.WatchFeedbackRequest(
+            **watch_filter_fields(filters, FeedbackFilters),
+            progress_interval=progress_interval_of(progress_interval),
+        )
+        return self._watch(
+            self._stub.WatchFeedback, request, start_position, start_page_token, "feedback"
+        )
+
+    def watch_interactions(
+        self,
+        *,
+        start_position: str = "",
+        start_page_token: str = "",
+        progress_interval: float | None = None,
+        **filters: Unpack[InteractionFilters],
+    ) -> Watch[interaction_pb2.Interaction]:
+        """Follow recorded chat turns as they are committed, as `watch_feedback` does."""
+        request = feedback_service_pb2.WatchInteractionsRequest(
+            **watch_filter_fields(filters, InteractionFilters),
+            progress_interval=progress_interval_of(progress_interval),
+        )
+        return self._watch(
+            self._stub.WatchInteractions,
+            request,
+            start_position,
+            start_page_token,
+            "interactions",
+        )
+
+    def watch_events(
+        self,
+        *,
+        start_position: str = "",
+        start_page_token: str = "",
+        progress_interval: float | None = None,
+        **filters: Unpack[EventFilters],
+    ) -> Watch[event_pb2.Event]:
+        """Follow analytics events as they are committed, as `watch_feedback` does."""
+        request = feedback_service_pb2.WatchEventsRequest(
+            **watch_filter_fields(filters, EventFilters),
+            progress_interval=progress_interval_of(progress_interval),
+        )
+        return self._watch(
+            self._stub.WatchEvents, request, start_position, start_page_token, "events"
+        )
+
+    def _watch(
+        self,
+        method: Any,
+        request: Any,
+        start_position: str,
+        start_page_token: str,
+        records_field: str,
+    ) -> Watch[Any]:
+        """A Watch whose every (re)connection sends `request` from where it stands."""
+        self._check_open()
+
+        def open_stream(position: str, page_token: str) -> Any:
+            self._check_open()
+            request.start_position = position
+            request.start_page_token = page_token
+            return method(request, metadata=self._metadata)
+
+        return Watch(
+            open_stream,
+            lambda response: getattr(response, records_field),
+            self._retry,
+            start_position=start_position,
+            start_page_token=start_page_token,
         )
 
     def record_interactions(

@@ -238,6 +238,14 @@ class UnavailableError(FeedbackError):
     default_code = grpc.StatusCode.UNAVAILABLE
 
 
+class OutOfRangeError(FeedbackError):
+    """The request names a point the server no longer keeps: a watch start older than its
+    watch history (reason POSITION_COMPACTED). `metadata["oldest_position"]` is the oldest
+    position a watch may start from; to miss nothing, list or export again instead."""
+
+    default_code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class DeadlineExceededError(FeedbackError):
     """The call did not finish within its timeout (including the time spent on retries).
 
@@ -292,6 +300,7 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[FeedbackError]] = {
         ResourceExhaustedError,
         UnavailableError,
         DeadlineExceededError,
+        OutOfRangeError,
         UnauthenticatedError,
         PermissionDeniedError,
         InternalError,

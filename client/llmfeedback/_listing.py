@@ -146,6 +146,14 @@ def user_records(response: feedback_service_pb2.ExportUserDataResponse) -> Itera
             yield UserRecord(kind, record)
 
 
+def watch_filter_fields(filters: Mapping[str, Any], kind: type[Any]) -> dict[str, Any]:
+    """filter_fields for a watch, which has no time range (TypeError for one)."""
+    timed = sorted(name for name in _TIMES if filters.get(name) is not None)
+    if timed:
+        raise TypeError(f"a watch has no time range: leave out {', '.join(timed)}")
+    return filter_fields({k: v for k, v in filters.items() if k not in _TIMES}, kind)
+
+
 def filter_fields(filters: Mapping[str, Any], kind: type[Any]) -> dict[str, Any]:
     """Request fields for the filters of one kind (a TypedDict above), leaving out the Nones.
 

@@ -56,6 +56,7 @@ from ._listing import (
 )
 from ._request_ids import checked_request_id
 from ._suppression import is_suppressed
+from ._watch import Watch
 from .proto.feedback.v1 import (
     event_pb2,
     feedback_pb2,
@@ -524,6 +525,39 @@ def build_parser() -> argparse.ArgumentParser:
     opt_in.set_defaults(command=_opt_in)
     opt_in.add_argument("user_id", metavar="USER_ID")
 
+    watch = subcommands.add_parser(
+        "watch",
+        parents=[global_options],
+        help="print feedback, interactions or events as they are committed",
+        description=(
+            "Follows one kind from now (or from --from-position / --from-token) and prints each "
+            "record as it is committed, on any replica: a table, or with --json one JSON "
+            'object per line ({"position": ..., KIND: {...}}). Reconnects by itself. When it '
+            "stops (Ctrl-C, --count) it prints to standard error the position to continue "
+            "from with --from-position."
+        ),
+    )
+    watch.set_defaults(command=_watch, default_timeout=None)
+    watch.add_argument("kind", choices=_KINDS, metavar="KIND", help=", ".join(_KINDS))
+    _add_list_filters(watch, ranged=False)
+    start = watch.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-position", metavar="POSITION", help="continue right after this position"
+    )
+    start.add_argument(
+        "--from-token",
+        metavar="TOKEN",
+        help="continue after an oldest-first list page or export chunk with the same filters "
+        "(its next page token or resume token)",
+    )
+    watch.add_argument(
+        "--progress-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often an idle watch's position moves on (1-3600, default 10)",
+    )
+    watch.add_argument("--count", type=_positive_int, metavar="N", help="stop after N records")
+
     opt_out_status = subcommands.add_parser(
         "opt-out-status",
         parents=[global_options],
@@ -621,8 +655,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user-id")
 
 
-def _add_list_filters(parser: argparse.ArgumentParser) -> None:
-    """Add the filters and the order of list and export (see _FILTER_OPTIONS)."""
+def _add_list_filters(parser: argparse.ArgumentParser, *, ranged: bool = True) -> None:
+    """Add the filters of list, export and watch (see _FILTER_OPTIONS), and unless not
+    `ranged` (watch) the time range and the order."""
     parser.add_argument("--conversation-id", help="feedback and interactions")
     parser.add_argument("--message-id", help="feedback and interactions")
     parser.add_argument("--user-id")
@@ -647,6 +682,8 @@ def _add_list_filters(parser: argparse.ArgumentParser) -> None:
         const=False,
         help="feedback only: only entries without text",
     )
+    if not ranged:
+        return
     parser.add_argument(
         "--since",
         dest="start_time",
@@ -669,7 +706,7 @@ def _selection(args: argparse.Namespace) -> dict[str, Any]:
     allowed = _FILTERS[kind].__optional_keys__
     filters: dict[str, Any] = {}
     for name, option in _FILTER_OPTIONS.items():
-        value = getattr(args, name)
+        value = getattr(args, name, None)  # watch has no time range
         if value is None:
             continue
         if name not in allowed:
@@ -759,6 +796,42 @@ def _list(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> None
     out.write(_TABLES[kind].format(records))
     if truncated:
         print(f"(first {limit} shown; pass --limit 0 for all)", file=sys.stderr)
+
+
+def _watch(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> int:
+    kind: Kind = args.kind
+    watches: dict[Kind, Callable[..., Watch[Any]]] = {
+        "feedback": client.watch_feedback,
+        "interactions": client.watch_interactions,
+        "events": client.watch_events,
+    }
+    watch = watches[kind](
+        start_position=args.from_position or "",
+        start_page_token=args.from_token or "",
+        progress_interval=args.progress_interval,
+        **_selection(args),
+    )
+    table = _TABLES[kind]
+    if not args.json_output:
+        out.write(table.row(tuple(name for name, _ in table.columns)))
+        out.flush()
+    shown = 0
+    try:
+        with watch:
+            for watched in watch:
+                if args.json_output:
+                    line = {"position": watched.position, kind: _to_dict(watched.record)}
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                else:
+                    out.write(table.row(table.cells(watched.record)))
+                out.flush()
+                shown += 1
+                if shown == args.count:
+                    break
+    finally:
+        if watch.position:
+            sys.stderr.write(f"continue with --from-position {watch.position}\n")
+    return 0
 
 
 def _export(client: FeedbackClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -1542,8 +1615,17 @@ class _Listed:
     def format(self, entries: Sequence[Any]) -> str:
         """Render entries as an aligned table, one line each."""
         header = tuple(name for name, _ in self.columns)
-        rows = [tuple(cell(entry) for _, cell in self.columns) for entry in entries]
+        rows = [self.cells(entry) for entry in entries]
         return _table(header, rows) if rows else f"no {self.plural} found\n"
+
+    def cells(self, entry: Any) -> tuple[str, ...]:
+        """The cells of one entry."""
+        return tuple(cell(entry) for _, cell in self.columns)
+
+    def row(self, cells: tuple[str, ...]) -> str:
+        """One line of a table printed as it grows (watch): cells padded to a fixed width,
+        since the widths of later lines are unknown."""
+        return "  ".join(cell.ljust(_STREAMED_WIDTH) for cell in cells).rstrip() + "\n"
 
 
 def _replacement(vote: feedback_pb2.Feedback) -> str:
@@ -1632,6 +1714,7 @@ _EVENTS = _Listed(
     ),
     "events",
 )
+_STREAMED_WIDTH = 14
 _TABLES: dict[Kind, _Listed] = {
     "feedback": _FEEDBACK,
     "interactions": _INTERACTIONS,

@@ -42,10 +42,10 @@ class ChangeHistory:
         """Stop compacting (between two batches)."""
         await self._task.stop()
 
-    async def compact(self) -> int:
-        """Remove every entry older than the history now; how many."""
+    async def compact(self, older_than: timedelta | None = None) -> int:
+        """Remove every entry older than the history (or `older_than`) now; how many."""
         loop = asyncio.get_running_loop()
-        before = datetime.now(UTC) - self._history
+        before = datetime.now(UTC) - (self._history if older_than is None else older_than)
         removed = 0
         while True:
             batch = await loop.run_in_executor(

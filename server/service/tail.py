@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
@@ -40,6 +40,9 @@ Rows = dict[str, dict[int, Any]]
 
 POLL_SECONDS = 1.0
 """How long the tail waits for a wake-up before it looks at the log anyway."""
+PASS_GAP_SECONDS = 0.05
+"""The least time between two passes: under a stream of commits a pass takes many at once, so
+each watcher gets one message per pass rather than one per commit, for at most this much delay."""
 READ_ENTRIES = 256
 """Change log entries read at once (each holds one transaction's rows of one kind)."""
 
@@ -127,12 +130,15 @@ class Tail:
         self.head: int | None = None
         """The newest change log number whose records went to every registered watcher."""
         self.epoch = ""
-        self.interest = 0
-        """Watches running (live or catching up): while any does, the tail keeps its head."""
+        self._interest: Counter[str] = Counter()
+        """Watches running (live or catching up) per kind: while any does, the tail keeps its
+        head, and it reads the rows of every kind some watch runs for, so a watch that joins
+        the fan-out while the tail is reading gets the records of that read too."""
         self.stopping = False
         self._stale = True
         self._wakeup: asyncio.Event | None = None
         self._passes = 0
+        self._last_pass = 0.0
         self._pass_done: asyncio.Future[None] | None = None
         self._task = BackgroundTask(self._run, "live-tail")
         self._listener: Closeable | None = None
@@ -157,6 +163,21 @@ class Tail:
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await asyncio.get_running_loop().run_in_executor(None, listener.close)
+
+    def begin(self, kind: str) -> None:
+        """A watch of `kind` starts (call end() when it ends, however it ends)."""
+        self._interest[kind] += 1
+
+    def end(self, kind: str) -> None:
+        """A watch that began has ended."""
+        self._interest[kind] -= 1
+        if not self._interest[kind]:
+            del self._interest[kind]
+
+    @property
+    def interest(self) -> int:
+        """Watches running, live or catching up."""
+        return sum(self._interest.values())
 
     @property
     def watchers(self) -> int:
@@ -206,21 +227,26 @@ class Tail:
 
     def _wake_threadsafe(self) -> None:
         # Called on writer and listener threads: only a loop call when someone is watching.
-        if self.interest and self._loop is not None:
+        if self._interest and self._loop is not None:
             self._loop.call_soon_threadsafe(self.wake)
 
     # ---- the loop ----
 
     async def _run(self) -> None:
         assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+            gap = self._last_pass + PASS_GAP_SECONDS - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
             self._wakeup.clear()
-            if not self.interest and self._pass_done is None:
+            if not self._interest and self._pass_done is None:
                 self._stale = True
                 continue
             done, self._pass_done = self._pass_done, None
+            self._last_pass = loop.time()
             try:
                 await self._pass()
             except Unavailable as error:
@@ -240,7 +266,7 @@ class Tail:
             state = await self.read(lambda unit: unit.change_state())
             self.head, self.epoch, self._stale = state.head, state.epoch, False
         while True:
-            wanted = [kind for kind, index in self._indexes.items() if index.size]
+            wanted = list(self._interest)
             entries, rows, more = await self.read(
                 partial(read_after, seq=self.head, kinds=wanted, limit=self._read_entries)
             )

@@ -11,7 +11,6 @@ progress_interval without records, the tail's head (so an idle watcher's positio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -109,7 +108,7 @@ class WatchService:
                 )
         check.raise_if_any()
         tail = self._tail
-        tail.interest += 1
+        tail.begin(kind)
         try:
             if request.start_position or cursor is not None:
                 positions, start = await self._past_start(kind, request.start_position, cursor)
@@ -121,7 +120,7 @@ class WatchService:
             async for message in follow:
                 yield message
         finally:
-            tail.interest -= 1
+            tail.end(kind)
 
     async def _past_start(
         self, kind: str, token: str, cursor: int | None
@@ -208,9 +207,13 @@ class WatchService:
         try:
             while True:
                 if not watcher.pending and not watcher.overflowed and not tail.stopping:
+                    # A timer rather than wait_for: thousands of idle watches wait at once.
                     remaining = progress_seconds - (loop.time() - sent_at)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(watcher.ready.wait(), max(remaining, 0.0))
+                    timer = loop.call_later(max(remaining, 0.0), watcher.ready.set)
+                    try:
+                        await watcher.ready.wait()
+                    finally:
+                        timer.cancel()
                 watcher.ready.clear()
                 if watcher.overflowed:
                     raise ResourceExhausted(

@@ -52,7 +52,7 @@ SCOPE_NAMES = {
     access_pb2.SCOPE_ADMIN: "admin",
 }
 WRITE = re.compile(r"(Record|Submit|Log)[A-Z]\w*|Ingest")
-READ = re.compile(r"(Get|List|Export)[A-Z]\w*")
+READ = re.compile(r"(Get|List|Export|Watch)[A-Z]\w*")
 KEY_MANAGEMENT = re.compile(r"\w*ApiKey\w*")
 PERSONAL_DATA = re.compile(r"Erase[A-Z]\w*|ListErasures|ExportUserData|Opt(Out|In)User|GetOptOut")
 """Erasures, their log, a user's data export and opt-outs: one person's data and choices, so

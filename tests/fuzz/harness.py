@@ -136,6 +136,11 @@ def call(
             assert isinstance(request, list)
             stream: Iterator[Any] = iter(request)
             responses = [channel.stream_unary(path, **options)(stream, timeout=timeout)]
+        elif method.name.startswith("Watch"):
+            # A watch never ends by itself: a valid one answers at once with its start marker.
+            watch = channel.unary_stream(path, **options)(request, timeout=timeout)
+            responses = [next(iter(watch))]
+            watch.cancel()  # type: ignore[no-untyped-call]
         elif method.server_streaming:
             responses = list(channel.unary_stream(path, **options)(request, timeout=timeout))
         else:

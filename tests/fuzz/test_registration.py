@@ -12,6 +12,7 @@ from server.service import FeedbackService
 from server.service.api_keys import ApiKeyService
 from server.service.erasure import ErasureService
 from server.service.opt_out import OptOutService
+from server.service.watch import WatchService
 from server.servicer import FeedbackServicer
 
 
@@ -34,6 +35,7 @@ def _servicer(
         cast(Access, None),
         cast(ErasureService, None),
         cast(OptOutService, None),
+        cast(WatchService, None),
     )
 
 

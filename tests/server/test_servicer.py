@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from llmfeedback.proto.feedback.v1 import feedback_pb2
 from llmfeedback.proto.feedback.v1 import feedback_service_pb2 as pb
+from server import mapping
 from server.access import Access
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
@@ -24,6 +25,8 @@ from server.service.erasure import ErasureService
 from server.service.opt_out import OptOutService
 from server.service.rate_limits import RateLimiter
 from server.service.subjects import Subjects
+from server.service.tail import Tail
+from server.service.watch import WatchLimits, WatchService
 from server.servicer import FeedbackServicer
 from storage import Storage
 
@@ -86,7 +89,8 @@ def _servicer(
     keys = ApiKeyService(storage, executor, KeyRing())
     erasures = ErasureService(storage, executor, Subjects())
     access = Access(None, RateLimiter({}))
-    return FeedbackServicer(service, keys, access, erasures, OptOutService(erasures))
+    watches = WatchService(Tail(storage, executor, mapping.watched_record), limits=WatchLimits())
+    return FeedbackServicer(service, keys, access, erasures, OptOutService(erasures), watches)
 
 
 def _call(
