@@ -289,6 +289,10 @@ class _Boundary:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            # The status waits in gRPC behind the message the client does not take, and the
+            # abort below returns only when the client reads or leaves: the call's slot is
+            # given back now, so a stalled client holds its stream and no more.
+            self._release(call)
             if call.expired == _MESSAGE:
                 timeout = message_timeout_status(self._timeouts.message_seconds)
                 await abort_with_status(context, timeout)
@@ -312,9 +316,13 @@ class _Boundary:
             await abort(context, error)
         raise error
 
-    def _end(self, call: Call, context: Context) -> None:
+    def _release(self, call: Call) -> None:
         if call.admitted:
+            call.admitted = False
             self._admission.release(self._kind, call.caller, call.peer)
+
+    def _end(self, call: Call, context: Context) -> None:
+        self._release(call)
         access_log = self._access_log
         if access_log.enabled():
             access_log.write(
