@@ -3,7 +3,10 @@
 Scrapes run on their own threads (the text format is rendered in Python, which must not stall
 the event loop), each bounded in time and in number: a client that sends nothing, or never reads
 its answer, holds one thread for at most SOCKET_TIMEOUT_SECONDS, and beyond MAX_CONNECTIONS open
-at once new connections are closed unanswered. Only GET /metrics is served (404 elsewhere).
+at once new connections are closed unanswered. One scrape renders at a time: rendering holds the
+GIL, and sixteen at once would leave the event loop a sixteenth of it (calls wait meanwhile), so a
+flood of scrapes costs the loop at most one thread's share. Only GET /metrics is served (404
+elsewhere).
 """
 
 from __future__ import annotations
@@ -84,11 +87,14 @@ class MetricsEndpoint:
 
 
 def _only_metrics(app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> Any:
+    rendering = threading.Lock()
+
     def serve(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH:
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [f"not found: metrics are at {PATH}\n".encode()]
-        return app(environ, start_response)
+        with rendering:  # the answer is rendered whole here; it is sent after, unlocked
+            return app(environ, start_response)
 
     return serve
 
