@@ -267,7 +267,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         if port == 0:
             raise OSError(f"cannot listen on {settings.address}")
         if settings.metrics_address:
-            metrics_endpoint = MetricsEndpoint(settings.metrics_address, metrics.registry)
+            metrics_endpoint = MetricsEndpoint(settings.metrics_address, metrics.render)
     except OSError:
         service.close()
         executor.shutdown()

@@ -14,7 +14,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from server.metrics.calls import CallMetrics
 from server.metrics.feedback import FeedbackCollector, FeedbackSources
@@ -37,15 +43,19 @@ class Metrics:
     def __init__(self, *, count_calls: bool) -> None:
         """`count_calls`: whether the call boundary counts every call (metrics on)."""
         self.registry = CollectorRegistry()
+        """Every family but the gRPC calls' (which render() writes itself, see calls.py)."""
         self.calls = CallMetrics() if count_calls else None
         """What the call boundary counts into; None when metrics are off."""
-        if self.calls is not None:
-            self.registry.register(self.calls)
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
         self._watchers: Callable[[], Mapping[str, int]] = _no_watchers
         self._deliveries = dict.fromkeys(WEBHOOK_OUTCOMES, 0)
         self._deliveries_lock = threading.Lock()
+
+    def render(self) -> bytes:
+        """The whole exposition in the Prometheus text format (0.0.4)."""
+        calls = "" if self.calls is None else self.calls.render()
+        return calls.encode() + generate_latest(self.registry)
 
     def collect_from(self, sources: FeedbackSources) -> None:
         """Export the feedback_* metrics of these parts."""

@@ -8,17 +8,22 @@ the dashboards and alerts written for Go and Java servers work unchanged. Codes 
 
 The call boundary (server.call_handlers) counts into one MethodStats per method with plain integer
 additions on the event loop: it already knows each call's final code for its access log, and a
-second interceptor would cost every call another coroutine and handler wrapper. prometheus_client
-is met only at scrape time, when CallMetrics.collect turns the counts into metric families.
+second interceptor would cost every call another coroutine and handler wrapper.
+
+At scrape time CallMetrics.render writes these families in the text format itself, from label
+strings made once per method: they are most of a scrape (17 codes and 12 buckets for each of ~30
+methods, 900 samples), and prometheus_client's generate_latest formats each sample anew (escaping,
+sorting and joining its labels), 10 ms a scrape on an idle machine and about three times that on a
+busy one, beside the event loop. The rest of the exposition is prometheus_client's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import grpc
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from server.service.histogram import Histogram
 
@@ -64,9 +69,10 @@ _HANDLING = (
     "Histogram of response latency (seconds) of gRPC that had been application-level handled "
     "by the server.",
 )
-_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 METRIC_NAMES = tuple(name for name, _ in (_STARTED, _HANDLED, _RECEIVED, _SENT, _HANDLING))
-"""The families collect() yields (counters with their _total)."""
+"""The families render() writes (counters with their _total)."""
+_PLAIN = re.compile(r"[A-Za-z0-9_.]+")
+"""What a service or method name is made of: nothing a label value needs escaped."""
 
 
 def bucket_labels(bounds: Iterable[float]) -> list[str]:
@@ -84,11 +90,22 @@ def grpc_type(request_streaming: bool, response_streaming: bool) -> str:
 class MethodStats:
     """One method's counts; written on the event loop only, read by scrapes on another thread."""
 
-    __slots__ = ("handled", "labels", "latency", "received", "sent", "started")
+    __slots__ = (
+        *("bucket_labels", "code_labels", "handled", "labels", "latency", "received", "sent"),
+        "started",
+    )
 
-    def __init__(self, labels: list[str]) -> None:
-        self.labels = labels
-        """grpc_type, grpc_service, grpc_method."""
+    def __init__(self, kind: str, service: str, method: str) -> None:
+        for name in (service, method):
+            if not _PLAIN.fullmatch(name):
+                raise ValueError(f"not a gRPC service or method name: {name!r}")
+        inner = f'grpc_method="{method}",grpc_service="{service}",grpc_type="{kind}"'
+        self.labels = f"{{{inner}}}"
+        """The exposition's label set of the method (names sorted, as prometheus_client)."""
+        self.code_labels = {
+            code: f'{{grpc_code="{name}",{inner}}}' for code, name in CODE_NAMES.items()
+        }
+        self.bucket_labels = [f'{{{inner},le="{le}"}}' for le in bucket_labels(GO_DEFAULT_BUCKETS)]
         self.started = 0
         self.received = 0
         """Request messages read whole (a client stream's every message; not its end)."""
@@ -105,7 +122,7 @@ class MethodStats:
 
 
 class CallMetrics:
-    """The MethodStats of every method called or declared, and the collector that exports them."""
+    """The MethodStats of every method called or declared, and their exposition."""
 
     def __init__(self) -> None:
         self._methods: dict[str, MethodStats] = {}
@@ -115,7 +132,7 @@ class CallMetrics:
         stats = self._methods.get(path)
         if stats is None:
             service, _, name = path.lstrip("/").partition("/")
-            stats = self._methods[path] = MethodStats([kind, service, name or "unknown"])
+            stats = self._methods[path] = MethodStats(kind, service, name or "unknown")
         return stats
 
     def declare(self, services: Iterable[ServiceDescriptor]) -> None:
@@ -125,24 +142,34 @@ class CallMetrics:
             for method in service.methods:
                 self.method(f"/{service.full_name}/{method.name}", _kind_of(method))
 
-    def collect(self) -> Iterator[Metric]:
-        """The five families, one series per method (and per method and code when handled)."""
-        started = CounterMetricFamily(*_STARTED, labels=_LABELS)
-        handled = CounterMetricFamily(*_HANDLED, labels=[*_LABELS, "grpc_code"])
-        received = CounterMetricFamily(*_RECEIVED, labels=_LABELS)
-        sent = CounterMetricFamily(*_SENT, labels=_LABELS)
-        handling = HistogramMetricFamily(*_HANDLING, labels=_LABELS)
-        bounds = bucket_labels(GO_DEFAULT_BUCKETS)
-        for stats in list(self._methods.values()):  # one step under the GIL
-            labels = stats.labels
-            started.add_metric(labels, stats.started)
-            received.add_metric(labels, stats.received)
-            sent.add_metric(labels, stats.sent)
-            for code, count in dict(stats.handled).items():
-                handled.add_metric([*labels, CODE_NAMES[code]], count)
+    def render(self) -> str:
+        """The five families in the Prometheus text format (0.0.4), one series per method (and
+        per method and code for handled, per bucket for the histogram)."""
+        methods = list(self._methods.values())  # one step under the GIL
+        lines: list[str] = []
+        for (name, text), attribute in zip(
+            (_STARTED, _RECEIVED, _SENT), ("started", "received", "sent"), strict=True
+        ):
+            lines.append(f"# HELP {name} {text}\n# TYPE {name} counter\n")
+            lines.extend(f"{name}{stats.labels} {getattr(stats, attribute)}\n" for stats in methods)
+        name, text = _HANDLED
+        lines.append(f"# HELP {name} {text}\n# TYPE {name} counter\n")
+        for stats in methods:
+            labels = stats.code_labels
+            lines.extend(
+                f"{name}{labels[code]} {count}\n" for code, count in dict(stats.handled).items()
+            )
+        name, text = _HANDLING
+        lines.append(f"# HELP {name} {text}\n# TYPE {name} histogram\n")
+        for stats in methods:
             cumulative, total = stats.latency.snapshot()
-            handling.add_metric(labels, list(zip(bounds, cumulative, strict=True)), total)
-        yield from (started, handled, received, sent, handling)
+            lines.extend(
+                f"{name}_bucket{labels} {count}\n"
+                for labels, count in zip(stats.bucket_labels, cumulative, strict=True)
+            )
+            lines.append(f"{name}_count{stats.labels} {cumulative[-1]}\n")
+            lines.append(f"{name}_sum{stats.labels} {total!r}\n")
+        return "".join(lines)
 
 
 def _kind_of(method: MethodDescriptor) -> str:

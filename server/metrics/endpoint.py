@@ -11,6 +11,7 @@ elsewhere).
 
 from __future__ import annotations
 
+import gzip
 import socket
 import socketserver
 import threading
@@ -19,7 +20,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST
 
 SOCKET_TIMEOUT_SECONDS = 10.0
 """How long a scrape's connection may wait on its client (a read or a write) before it is closed:
@@ -43,9 +44,9 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class MetricsEndpoint:
-    """GET /metrics of one registry, bound when made, served from start() until stop()."""
+    """GET /metrics of what `render` writes, bound when made, served from start() until stop()."""
 
-    def __init__(self, address: str, registry: CollectorRegistry) -> None:
+    def __init__(self, address: str, render: Callable[[], bytes]) -> None:
         """Bind `address` (port 0 picks one); raises OSError saying why it cannot listen."""
         host, port = parse_address(address)
         server_class = _IPv6Server if ":" in host else _IPv4Server
@@ -58,7 +59,7 @@ class MetricsEndpoint:
                 f"cannot listen on --metrics-address {address} (FEEDBACK_METRICS_ADDRESS): "
                 f"{reason}",
             ) from error
-        self._server.set_app(_only_metrics(make_wsgi_app(registry)))
+        self._server.set_app(_only_metrics(render))
         self._thread: threading.Thread | None = None
 
     @property
@@ -86,15 +87,25 @@ class MetricsEndpoint:
         self._server.server_close()
 
 
-def _only_metrics(app: Callable[[Environ, StartResponse], Iterable[bytes]]) -> Any:
+def _only_metrics(render: Callable[[], bytes]) -> Any:
     rendering = threading.Lock()
 
     def serve(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH:
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [f"not found: metrics are at {PATH}\n".encode()]
-        with rendering:  # the answer is rendered whole here; it is sent after, unlocked
-            return app(environ, start_response)
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        with rendering:  # the answer is made whole here; it is sent after, unlocked
+            body = render()
+            headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+            if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):  # as Prometheus asks
+                body = gzip.compress(body, compresslevel=1)
+                headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
 
     return serve
 

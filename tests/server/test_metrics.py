@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import urllib.request
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_metrics_off_counts_nothing_and_listens_nowhere(tmp_path: Path) -> None:
             assert server.metrics_port is None
             assert server.metrics.calls is None
             assert server._boundary.calls is None
-            return {metric.name for metric in server.metrics.registry.collect()}
+            return set(parse(server.metrics.render().decode()).types)
         finally:
             await server.stop(0)
 
@@ -148,3 +149,19 @@ def test_codes_are_counted_under_the_code_the_call_ended_with(tmp_path: Path) ->
         assert stats.handled[grpc.StatusCode.NOT_FOUND] == 1
         assert sum(stats.handled.values()) == 1
         assert stats.sent == 0
+
+
+def test_a_scrape_asking_for_gzip_gets_the_same_families_compressed(tmp_path: Path) -> None:
+    with ServerThread(_settings(tmp_path, metrics_address="127.0.0.1:0")) as running:
+        url = f"http://127.0.0.1:{running.feedback_server.metrics_port}/metrics"
+        request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            encoding = answer.headers["Content-Encoding"]
+            compressed = parse(gzip.decompress(answer.read()).decode())
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.headers["Content-Encoding"] is None
+            plain = parse(answer.read().decode())
+
+    assert encoding == "gzip"
+    assert set(compressed.types) == set(plain.types)
+    assert compressed.types["grpc_server_handled"] == "counter"
