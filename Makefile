@@ -65,6 +65,13 @@ bench: $(STAMP)
 bench-auth: $(STAMP)
 	$(BIN)/python -m bench.auth_toggle $(BENCH_AUTH_ARGS)
 
+## bench-metrics: the cost of Prometheus metrics on one in-process server, its call counting
+## switched off and on (and /metrics scraped every second while on) between alternating rounds of
+## durable SubmitFeedback at c=64 (needs h2load)
+.PHONY: bench-metrics
+bench-metrics: $(STAMP)
+	$(BIN)/python -m bench.metrics_toggle $(BENCH_METRICS_ARGS)
+
 ## bench-redaction: the cost of PII redaction on one in-process server, switched off and on
 ## between alternating rounds of durable SubmitFeedback at c=64, for a comment without and one
 ## with personal data (needs h2load)

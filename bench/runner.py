@@ -44,6 +44,8 @@ AUTH_NONE = "real, --auth none"
 AUTH_KEY = "real, --auth keys + key"
 AUTH_TOGGLE = "auth-toggle"
 AUTH_TOGGLE_SERVER = "one server, keys off/on"
+METRICS_TOGGLE = "metrics-toggle"
+METRICS_TOGGLE_SERVER = "one server, metrics off/on"
 CEILING_UNARY = "ceiling, unary"
 CEILING_STREAM_UNARY = "ceiling, stream-unary"
 BENCH_KEY_SCOPE = "ingest"
@@ -93,6 +95,7 @@ class PhaseRunner:
         self._boundary_pair()
         self._auth_pair()
         self._auth_toggle()
+        self._metrics_toggle()
         event_databases.insert(0, self._ingestion_phases())
         self._raw_phase(event_databases)
         return self.phases
@@ -199,10 +202,22 @@ class PhaseRunner:
         """What keys cost one server with everything else equal (bench.auth_toggle): two
         processes on two databases differ by more than a key costs on a shared machine."""
         self._progress("auth-toggle: one server, key check switched off and on between rounds")
-        summary_file = self._workdir / "auth-toggle.json"
+        self._toggle(AUTH_TOGGLE, "bench.auth_toggle", AUTH_TOGGLE_SERVER, "with a key / without")
+
+    def _metrics_toggle(self) -> None:
+        """What Prometheus metrics cost one server with everything else equal
+        (bench.metrics_toggle): call counting switched off and on, /metrics scraped while on."""
+        self._progress("metrics-toggle: one server, call counting switched off and on")
+        self._toggle(
+            METRICS_TOGGLE, "bench.metrics_toggle", METRICS_TOGGLE_SERVER, "metrics on / off"
+        )
+
+    def _toggle(self, phase: str, module: str, server: str, question: str) -> None:
+        """Run a bench.toggle_rounds module at the pair sizes and add its medians as a phase."""
+        summary_file = self._workdir / f"{phase}.json"
         command = [
             sys.executable,
-            *("-m", "bench.auth_toggle", "--json", str(summary_file)),
+            *("-m", module, "--json", str(summary_file)),
             *("--rounds", str(self._profile.pair_rounds)),
             *("--requests", str(self._profile.pair_requests)),
         ]
@@ -210,9 +225,9 @@ class PhaseRunner:
         if finished.returncode != 0 or not summary_file.exists():
             self._add(
                 PhaseResult(
-                    AUTH_TOGGLE,
+                    phase,
                     SUBMIT_FEEDBACK.method,
-                    AUTH_TOGGLE_SERVER,
+                    server,
                     TARGET_CONCURRENCY,
                     status="error",
                     detail=finished.stderr.strip()[-500:],
@@ -223,14 +238,14 @@ class PhaseRunner:
         self._report(
             self._add(
                 PhaseResult(
-                    AUTH_TOGGLE,
+                    phase,
                     SUBMIT_FEEDBACK.method,
-                    AUTH_TOGGLE_SERVER,
+                    server,
                     TARGET_CONCURRENCY,
                     throughput=summary["with_rps"],
                     throughput_ratio=summary["ratio"],
                     cpu_us_per_call=summary["with_cpu_us"],
-                    detail=f"with a key / without {summary['ratio']:.3f}x req/s, CPU "
+                    detail=f"{question} {summary['ratio']:.3f}x req/s, CPU "
                     f"{summary['extra_cpu_us']:+.1f} µs/call over {summary['without_cpu_us']:.0f}",
                     extra=summary,
                 )

@@ -14,6 +14,8 @@ MIN_INGESTION_RATIO = 1.0
 MAX_RSS_MB = 200.0
 MIN_AUTH_THROUGHPUT_RATIO = 0.95
 """Authentication may cost durable writes at most 5 %."""
+MIN_METRICS_THROUGHPUT_RATIO = 0.97
+"""Prometheus metrics may cost durable writes at most 3 %."""
 
 
 def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
@@ -35,6 +37,7 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
     ]
     checks = [phase.rows for phase in phases if phase.rows is not None]
     toggled = [phase for phase in phases if phase.phase == "auth-toggle" and phase.status == OK]
+    metered = [phase for phase in phases if phase.phase == "metrics-toggle" and phase.status == OK]
     return [
         TargetResult(
             "unary-throughput",
@@ -71,6 +74,15 @@ def evaluate_targets(phases: Sequence[PhaseResult]) -> list[TargetResult]:
             "rounds (the two-server auth pair above is reported, not judged: its noise is larger)",
             toggled[0].throughput_ratio if toggled else None,
             MIN_AUTH_THROUGHPUT_RATIO,
+            ">=",
+        ),
+        TargetResult(
+            "metrics-throughput",
+            f"durable SubmitFeedback at c={TARGET_CONCURRENCY}, req/s with metrics on (every call "
+            "counted, /metrics scraped each second) over off, one server: median of alternating "
+            "rounds",
+            metered[0].throughput_ratio if metered else None,
+            MIN_METRICS_THROUGHPUT_RATIO,
             ">=",
         ),
         TargetResult(

@@ -40,6 +40,7 @@ async def serve(settings: Settings) -> None:
             else "on"
             if settings.tls_cert_file
             else "off",
+            "metrics_address": _metrics_address(settings.metrics_address, server.metrics_port),
         },
     )
     _warn_if_exposed(settings)
@@ -63,6 +64,14 @@ def _warn_if_exposed(settings: Settings) -> None:
             "API keys travel in clear text: serve TLS (--tls-cert, --tls-key) or terminate TLS "
             "in front of this server"
         )
+
+
+def _metrics_address(address: str, port: int | None) -> str:
+    """Where /metrics is served, with the port it was given ("" when metrics are off)."""
+    if port is None:
+        return ""
+    host = address.rsplit(":", 1)[0]
+    return f"{host}:{port}"
 
 
 def _tls_mode(settings: Settings) -> str:

@@ -41,6 +41,9 @@ TOO_MANY_EXPORTS = "TOO_MANY_EXPORTS"
 TOO_MANY_WATCHES = "TOO_MANY_WATCHES"
 OVER_MEMORY_BUDGET = "OVER_MEMORY_BUDGET"
 """ErrorInfo reasons of the RESOURCE_EXHAUSTED answers given here."""
+STOPPING = "SHUTTING_DOWN"
+"""What refusals count a stopping server's UNAVAILABLE answers as."""
+REFUSAL_REASONS = (TOO_MANY_CALLS, TOO_MANY_EXPORTS, OVER_MEMORY_BUDGET, STOPPING)
 
 MEMORY_SAMPLE_SECONDS = 0.25
 """How often the resident set size is read (a /proc read of a few µs)."""
@@ -95,6 +98,9 @@ class Admission:
         self._rate_started = time.monotonic()
         self._calls_per_second = 1000.0
         self._sampler = BackgroundTask(self._sample_memory, "memory-budget")
+        self.refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+        """Calls refused here, by reason; counted on the event loop, read by metrics at scrape
+        time (every key exists from the start, so the dict never grows while it is copied)."""
 
     def admit(
         self, method: str, kind: CallKind, caller: str, connection: str
@@ -103,6 +109,7 @@ class Admission:
         peer address with its port, which names one client connection."""
         if self._refusing and method.startswith(self._refusable):
             self._last_refusal = time.monotonic()
+            self.refusals[STOPPING] += 1
             return Unavailable(SHUTTING_DOWN)
         if kind is CallKind.PROBE:
             return None
@@ -110,12 +117,14 @@ class Admission:
         if kind is CallKind.WATCH:
             return self._admit_watch(caller)
         if self._calls >= limits.max_calls:
+            self.refusals[TOO_MANY_CALLS] += 1
             return ResourceExhausted(
                 f"the server has {self._calls} calls in progress, its limit; retry later",
                 self._calls_retry_seconds(),
                 reason=TOO_MANY_CALLS,
             )
         if self._calls_by_connection[connection] >= limits.max_calls_per_connection:
+            self.refusals[TOO_MANY_CALLS] += 1
             return ResourceExhausted(
                 f"this connection has {limits.max_calls_per_connection} calls in progress, the "
                 "limit per connection; retry later",
@@ -127,6 +136,7 @@ class Admission:
                 ),
             )
         if kind is not CallKind.CALL and self._over_budget:
+            self.refusals[OVER_MEMORY_BUDGET] += 1
             return ResourceExhausted(
                 "the server is over its memory budget and starts no stream until it is back "
                 "under it; retry later",
@@ -136,6 +146,7 @@ class Admission:
         if kind is CallKind.EXPORT:
             refusal = self._export_refusal(caller)
             if refusal is not None:
+                self.refusals[TOO_MANY_EXPORTS] += 1
                 return refusal
             self._exports += 1
             self._exports_by_caller[caller] += 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection_pb2
 
 from llmfeedback.proto.feedback.v1 import access_pb2, feedback_service_pb2
 from server import mapping
@@ -21,7 +22,10 @@ from server.access import OPEN, Access, MethodAccess
 from server.admission import Admission, CallKind, Limits
 from server.call_handlers import CallInterceptor, MethodPolicy, Timeouts, Watchdog
 from server.config import Settings, auth_mode, pii_entities, redaction_modes
-from server.reflection import enable_reflection
+from server.metrics import FeedbackSources, Metrics
+from server.metrics.calls import BIDI_STREAM
+from server.metrics.endpoint import MetricsEndpoint
+from server.reflection import V1_SERVICE, enable_reflection
 from server.request_parsing import add_feedback_service
 from server.service import FeedbackService, Rules
 from server.service.api_keys import ApiKeyService, KeyRing
@@ -46,7 +50,9 @@ if TYPE_CHECKING:
 FEEDBACK_SERVICE = feedback_service_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
 FEEDBACK_SERVICE_NAME = FEEDBACK_SERVICE.full_name
 FEEDBACK_METHODS = {f"/{FEEDBACK_SERVICE_NAME}/{m.name}": m for m in FEEDBACK_SERVICE.methods}
-HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+HEALTH_SERVICE_NAME = HEALTH_SERVICE.full_name
+REFLECTION_SERVICE = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 REFUSAL_QUIET_SECONDS = 0.1
@@ -86,6 +92,8 @@ class FeedbackServer:
         change_history: ChangeHistory,
         *,
         database_probe_seconds: float = UP_PROBE_SECONDS,
+        metrics: Metrics | None = None,
+        metrics_endpoint: MetricsEndpoint | None = None,
     ) -> None:
         self.grpc_server = server
         self._boundary = boundary
@@ -102,6 +110,25 @@ class FeedbackServer:
             storage.check_writable, self._report_database, up_seconds=database_probe_seconds
         )
         storage.on_unavailable(self.database_health.report_failure)
+        self.metrics = metrics or Metrics(count_calls=False)
+        """The registry and the hooks later parts feed (watchers, webhook deliveries)."""
+        self.metrics.collect_from(
+            FeedbackSources(
+                write_queue=service.write_queue,
+                admission=boundary.admission,
+                storage=storage,
+                database_up=lambda: self.database_health.up,
+                watchers=self.metrics.watchers_by_kind,
+                webhook_deliveries=self.metrics.webhook_deliveries,
+            )
+        )
+        self._metrics_endpoint = metrics_endpoint
+        self.metrics.count_watchers_with(tail.watches_by_kind)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on, or None when metrics are off."""
+        return None if self._metrics_endpoint is None else self._metrics_endpoint.port
 
     @property
     def database_url(self) -> str:
@@ -119,6 +146,8 @@ class FeedbackServer:
         self.change_history.start()
         await self._report_database(up=True)
         self.database_health.start()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.start()
 
     async def stop(self, grace_seconds: float | None) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish, then release all."""
@@ -143,6 +172,8 @@ class FeedbackServer:
         await self._erasures.close()  # between two batches: each resumes when run again
         # Anything still queued for group commit is committed before the database closes.
         loop = asyncio.get_running_loop()
+        if self._metrics_endpoint is not None:  # scraped while draining; not once storage closes
+            await loop.run_in_executor(None, self._metrics_endpoint.stop)
         await loop.run_in_executor(None, self._service.close)
         await loop.run_in_executor(None, self._executor.shutdown, True)
         self._storage.close()
@@ -173,6 +204,11 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         storage.close()
         raise
     executor = ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage")
+    metrics = Metrics(count_calls=bool(settings.metrics_address))
+    if metrics.calls is not None:
+        # Every method at zero from the first scrape, as go-grpc-prometheus's InitializeMetrics.
+        metrics.calls.declare([FEEDBACK_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE])
+        metrics.calls.method(f"/{V1_SERVICE}/{REFLECTION_SERVICE.methods[0].name}", BIDI_STREAM)
     service = FeedbackService(
         storage,
         executor,
@@ -211,6 +247,7 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
             stall_seconds=settings.stream_stall_timeout_seconds,
         ),
         method_policy,
+        calls=metrics.calls,
     )
     server = grpc.aio.server(
         interceptors=[boundary],
@@ -243,11 +280,17 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         if credentials is None
         else server.add_secure_port(settings.address, credentials)
     )
-    if port == 0:
+    metrics_endpoint = None
+    try:
+        if port == 0:
+            raise OSError(f"cannot listen on {settings.address}")
+        if settings.metrics_address:
+            metrics_endpoint = MetricsEndpoint(settings.metrics_address, metrics.render)
+    except OSError:
         service.close()
         executor.shutdown()
         storage.close()
-        raise OSError(f"cannot listen on {settings.address}")
+        raise
     feedback_server = FeedbackServer(
         server,
         health,
@@ -266,6 +309,8 @@ async def create_server(settings: Settings) -> tuple[FeedbackServer, int]:
         tail,
         ChangeHistory(storage, executor, timedelta(hours=settings.watch_history_hours)),
         database_probe_seconds=settings.database_probe_seconds,
+        metrics=metrics,
+        metrics_endpoint=metrics_endpoint,
     )
     return feedback_server, port
 

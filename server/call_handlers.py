@@ -30,6 +30,7 @@ from google.protobuf import descriptor_pool
 from server.access import Access, MethodAccess
 from server.admission import Admission, CallKind
 from server.logs import AccessLog
+from server.metrics.calls import CallMetrics, MethodStats, grpc_type
 from server.service import ResourceExhausted
 from server.service.background import BackgroundTask
 from server.status import (
@@ -144,14 +145,19 @@ class CallInterceptor(ServerInterceptor):
         watchdog: Watchdog,
         timeouts: Timeouts,
         policy_of: Callable[[str, Handler], MethodPolicy],
+        *,
+        calls: CallMetrics | None = None,
     ) -> None:
-        """`policy_of(method, handler)` says what a method's calls count against and need."""
+        """`policy_of(method, handler)` says what a method's calls count against and need;
+        `calls`, when metrics are on, what every call is counted into."""
         self.access = access
         self.admission = admission
         self.watchdog = watchdog
         self.timeouts = timeouts
+        self.calls = calls
         self._policy_of = policy_of
         self._wrapped: dict[str, Handler] = {}
+        self._boundaries: dict[str, _Boundary] = {}
         self.access_log = AccessLog()
 
     async def intercept_service(
@@ -167,6 +173,7 @@ class CallInterceptor(ServerInterceptor):
             if handler is None:
                 return handler
             boundary = _Boundary(self, method, self._policy_of(method, handler), handler)
+            self._boundaries[method] = boundary
             wrapped = self._wrapped[method] = boundary.handler()
         return wrapped
 
@@ -187,6 +194,14 @@ class _Boundary:
         self._kind = policy.kind
         self._handler = handler
         self._request_type = _request_type(method)
+        # Counting is a few integer additions on this loop's thread; None when metrics are off.
+        self._stats: MethodStats | None = (
+            None
+            if owner.calls is None
+            else owner.calls.method(
+                method, grpc_type(handler.request_streaming, handler.response_streaming)
+            )
+        )
 
     def handler(self) -> Handler:
         """A handler of the wire kind that lets the boundary read every request itself."""
@@ -231,6 +246,8 @@ class _Boundary:
                     self._watchdog.expect(call, self._timeouts.stall_seconds, SLOW_READER)
                     try:
                         await context.write(response)
+                        if self._stats is not None:
+                            self._stats.sent += 1
                     except grpc.aio.AbortError:
                         raise
                     except grpc.aio.BaseError:
@@ -247,6 +264,8 @@ class _Boundary:
 
     def _start(self, context: Context) -> Call:
         peer = context.peer()
+        if self._stats is not None:
+            self._stats.started += 1
         return Call(self._method, peer, _caller(peer), asyncio.current_task())
 
     def _admit(self, call: Call, context: Context) -> None:
@@ -279,6 +298,8 @@ class _Boundary:
             # gRPC also reads EOF when the client vanished: give its cancellation the moment it
             # needs to arrive, so a cut-off stream is not taken for a finished one.
             await asyncio.sleep(EOF_GRACE_SECONDS)
+        elif self._stats is not None:
+            self._stats.received += 1
         return message
 
     async def _fail(self, call: Call, context: Context, error: BaseException) -> None:
@@ -323,14 +344,19 @@ class _Boundary:
 
     def _end(self, call: Call, context: Context) -> None:
         self._release(call)
+        stats = self._stats
         access_log = self._access_log
-        if access_log.enabled():
-            access_log.write(
-                call.method,
-                _code(call, context).name,
-                round((time.perf_counter() - call.started) * 1000, 3),
-                call.peer,
-            )
+        logged = access_log.enabled()
+        if stats is None and not logged:
+            return
+        code = _code(call, context)
+        seconds = time.perf_counter() - call.started
+        if stats is not None:
+            stats.finish(code, seconds)
+            if code is grpc.StatusCode.OK and not self._handler.response_streaming:
+                stats.sent += 1  # the unary response (go-grpc-prometheus counts it on success)
+        if logged:
+            access_log.write(call.method, code.name, round(seconds * 1000, 3), call.peer)
 
 
 class _RequestStream:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.metrics.endpoint import parse_address
 from server.service import DEFAULT_LABELS
 from server.service.pii.entities import Entity
 from server.service.pii.redaction import DEFAULT_ENTITIES, DEFAULT_MODES, FieldClass, Mode
@@ -107,6 +108,9 @@ class Settings:
     empty or "none": forever (see server.service.retention)."""
     retention_interval_seconds: float = 60.0
     """How often each server deletes what has expired."""
+    metrics_address: str = ""
+    """host:port of the Prometheus /metrics endpoint (port 0 picks a free one); "" for none:
+    metrics off, calls not counted."""
     log_level: str = "INFO"
     """Python logging level name."""
     log_format: str = "json"
@@ -164,6 +168,7 @@ def parse_settings(
         hash_key_file=args.hash_key_file or None,
         retention=_checked(parser, _retention, args.retention),
         retention_interval_seconds=args.retention_interval,
+        metrics_address=_checked(parser, _metrics_address, args.metrics_address.strip()),
         log_level=args.log_level.upper(),
         log_format=args.log_format,
     )
@@ -351,6 +356,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="FEEDBACK_EVENT_LOOP",
     )
     parser.add_argument(
+        "--metrics-address",
+        default=default("METRICS_ADDRESS", ""),
+        help="FEEDBACK_METRICS_ADDRESS: HOST:PORT to serve Prometheus metrics on, at /metrics "
+        "(e.g. 127.0.0.1:9100; default: none, metrics off)",
+    )
+    parser.add_argument(
         "--log-level", default=default("LOG_LEVEL", "INFO"), help="FEEDBACK_LOG_LEVEL"
     )
     parser.add_argument(
@@ -425,6 +436,10 @@ def _checked(parser: argparse.ArgumentParser, parse: Callable[[str], object], te
     except ValueError as error:
         parser.error(str(error))
     return text
+
+
+def _metrics_address(text: str) -> object:
+    return parse_address(text) if text else None
 
 
 def _retention(text: str) -> object:

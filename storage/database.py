@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
-from storage.aggregates.cache import CellCache
+from storage.aggregates.cache import CacheCounts, CellCache
 from storage.aggregates.reader import StatsReader
 from storage.aggregates.rebuild import rebuild_rollups, register_sqlite_functions
+from storage.aggregates.totals import KIND_NAMES, TOTALS_SQL
 from storage.change_listener import ChangeListener
 from storage.engines import (
     WRITE_TRANSACTION_OPTION,
@@ -178,6 +179,19 @@ class Storage:
                 return StatsReader(execute, self.dialect, self._stats_cache).read(query)
             finally:
                 cursor.close()
+
+    def record_totals(self) -> dict[str, int]:
+        """How many records of each kind (feedback, interactions, events) are stored, read from
+        the rollups' total cells (storage.aggregates.totals): cheap at any size."""
+        self._check_open()
+        with self._reported(), translated_errors(), self._read_sessions.begin() as session:
+            found = {str(name): int(count) for name, count in session.execute(text(TOTALS_SQL))}
+        return {name: found.get(name, 0) for name in KIND_NAMES}
+
+    @property
+    def stats_cache_counts(self) -> CacheCounts:
+        """Hits and misses of the GetStats cache in this process so far."""
+        return self._stats_cache.counts
 
     def rebuild_rollups(self) -> None:
         """Recompute every rollup from the raw tables in one transaction.

@@ -126,6 +126,11 @@ class FeedbackService:
             max_pending=max_pending_writes,
         )
 
+    @property
+    def write_queue(self) -> GroupCommitter:
+        """The group-commit queue of every write, for the metrics that read it."""
+        return self._committer
+
     def close(self) -> None:
         """Commit every queued write and stop the writer (blocking)."""
         self._committer.close()

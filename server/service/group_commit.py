@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.service.errors import ResourceExhausted, ServiceError, Unavailable
+from server.service.histogram import Histogram
 from server.service.ports import BatchRepository, RecordStorage
 from storage.errors import Conflict, StorageError, StorageUnavailable, TransactionRolledBack
 
@@ -33,6 +34,29 @@ DEFAULT_LINGER_SECONDS = 0.002
 DEFAULT_LINGER_ITEMS = 64
 WRITE_QUEUE_FULL = "WRITE_QUEUE_FULL"
 """ResourceExhausted.reason when the write queue cannot take a call's items."""
+SHUTTING_DOWN = "SHUTTING_DOWN"
+"""Why a closing queue refuses writes (UNAVAILABLE), as its refusals count it."""
+REFUSAL_REASONS = (WRITE_QUEUE_FULL, SHUTTING_DOWN)
+BATCH_ITEM_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+"""Buckets of the items per committed batch (DEFAULT_MAX_BATCH is the largest batch)."""
+COMMIT_SECONDS_BOUNDS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
+"""Buckets of the seconds a batch takes to commit, from a SQLite commit without fsync to a busy
+retry that lasts DEFAULT_BUSY_RETRY_SECONDS."""
 DEFAULT_BUSY_RETRY_SECONDS = 10.0
 """How long a batch keeps retrying when other processes on the same SQLite file hold its write
 lock past the busy timeout, or when PostgreSQL rolls it back to break a deadlock with another
@@ -104,6 +128,14 @@ class GroupCommitter:
         self._condition = threading.Condition()
         self._closing = False
         self._items_per_second = 1000.0  # refined by every commit; sizes the retry delay
+        # What metrics read at scrape time (server.metrics): the batches and their commit
+        # times are counted by the writer thread alone, refusals under the condition's lock.
+        self.batch_items = Histogram(BATCH_ITEM_BOUNDS)
+        """Items per committed batch."""
+        self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
+        """Seconds per batch, from its first transaction to its last commit (retries included)."""
+        self.refusals = dict.fromkeys(REFUSAL_REASONS, 0)
+        """Calls whose writes the queue refused, by reason."""
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -113,9 +145,11 @@ class GroupCommitter:
             job.reset()
         with self._condition:
             if self._closing:
+                self.refusals[SHUTTING_DOWN] += 1
                 raise Unavailable("the server is shutting down; retry on another replica")
             waiting = self._pending_items + sum(len(job.items) for job in jobs)
             if waiting > self._max_pending and self._pending_items > 0:
+                self.refusals[WRITE_QUEUE_FULL] += 1
                 delay = min(5.0, max(0.05, waiting / self._items_per_second))
                 raise ResourceExhausted(
                     f"the write queue is full ({self._pending_items} writes waiting); retry later",
@@ -142,6 +176,11 @@ class GroupCommitter:
     def pending(self) -> int:
         """Items queued and not yet taken by the writer."""
         return self._pending_items
+
+    @property
+    def limit(self) -> int:
+        """Items that may wait; a call that would queue more is refused (WRITE_QUEUE_FULL)."""
+        return self._max_pending
 
     def _take(self) -> list[Job] | None:
         """The next batch: whole jobs, up to max_batch items (at least one job)."""
@@ -194,6 +233,8 @@ class GroupCommitter:
                     job.error = error
             items = sum(len(job.items) for job in batch)
             elapsed = max(time.perf_counter() - started, 1e-6)
+            self.batch_items.observe(items)
+            self.commit_seconds.observe(elapsed)
             self._items_per_second = 0.8 * self._items_per_second + 0.2 * (items / elapsed)
             # A closed loop has nobody waiting any more.
             with contextlib.suppress(RuntimeError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
@@ -130,7 +130,7 @@ class Tail:
         self.head: int | None = None
         """The newest change log number whose records went to every registered watcher."""
         self.epoch = ""
-        self._interest: Counter[str] = Counter()
+        self._interest: dict[str, int] = dict.fromkeys(KINDS, 0)
         """Watches running (live or catching up) per kind: while any does, the tail keeps its
         head, and it reads the rows of every kind some watch runs for, so a watch that joins
         the fan-out while the tail is reading gets the records of that read too."""
@@ -171,13 +171,16 @@ class Tail:
     def end(self, kind: str) -> None:
         """A watch that began has ended."""
         self._interest[kind] -= 1
-        if not self._interest[kind]:
-            del self._interest[kind]
 
     @property
     def interest(self) -> int:
         """Watches running, live or catching up."""
         return sum(self._interest.values())
+
+    def watches_by_kind(self) -> dict[str, int]:
+        """Watches running per kind; safe to read from another thread (metrics): the dict
+        never changes size."""
+        return dict(self._interest)
 
     @property
     def watchers(self) -> int:
@@ -227,7 +230,7 @@ class Tail:
 
     def _wake_threadsafe(self) -> None:
         # Called on writer and listener threads: only a loop call when someone is watching.
-        if self._interest and self._loop is not None:
+        if self.interest and self._loop is not None:
             self._loop.call_soon_threadsafe(self.wake)
 
     # ---- the loop ----
@@ -242,7 +245,7 @@ class Tail:
             if gap > 0:
                 await asyncio.sleep(gap)
             self._wakeup.clear()
-            if not self._interest and self._pass_done is None:
+            if not self.interest and self._pass_done is None:
                 self._stale = True
                 continue
             done, self._pass_done = self._pass_done, None
@@ -266,7 +269,7 @@ class Tail:
             state = await self.read(lambda unit: unit.change_state())
             self.head, self.epoch, self._stale = state.head, state.epoch, False
         while True:
-            wanted = list(self._interest)
+            wanted = [kind for kind, running in self._interest.items() if running]
             entries, rows, more = await self.read(
                 partial(read_after, seq=self.head, kinds=wanted, limit=self._read_entries)
             )

@@ -51,6 +51,20 @@ def fingerprint(stamps: Iterable[int]) -> Fingerprint:
     )
 
 
+@dataclass(slots=True)
+class CacheCounts:
+    """How often the cache answered: whole answers, and cells at their stamps."""
+
+    answer_hits: int = 0
+    """Queries answered with a cached answer whose cells had not changed."""
+    answer_misses: int = 0
+    """Queries that could have been cached (cells only) but were read again, in whole or part."""
+    cell_hits: int = 0
+    """Cells found at the stamp the database gave them."""
+    cell_misses: int = 0
+    """Cells read from the database: absent from the cache, or changed since."""
+
+
 @dataclass(frozen=True, slots=True)
 class CellRead:
     """The cells one kind's answer was made of: a query for their fingerprint, and its value."""
@@ -138,15 +152,37 @@ class CellCache:
             max_sums, lambda _: 1
         )
         self._lock = threading.Lock()
+        self._counts = CacheCounts()
+
+    @property
+    def counts(self) -> CacheCounts:
+        """Hits and misses so far, for metrics (a copy)."""
+        with self._lock:
+            return replace(self._counts)
+
+    def note_answer(self, *, reused: bool) -> None:
+        """Count a query that could be answered from the cache: reused whole, or read again."""
+        with self._lock:
+            if reused:
+                self._counts.answer_hits += 1
+            else:
+                self._counts.answer_misses += 1
 
     def get_many(self, wanted: Sequence[tuple[tuple[Any, ...], int]]) -> list[ReadCell | None]:
         """The cached cells of many (key, stamp) pairs; None where absent or at another stamp."""
         entries = self._cells.entries
         found: list[ReadCell | None] = []
+        hits = 0
         with self._lock:
             for key, stamp in wanted:
                 entry = entries.get(key)
-                found.append(entry[1] if entry is not None and entry[0] == stamp else None)
+                if entry is not None and entry[0] == stamp:
+                    found.append(entry[1])
+                    hits += 1
+                else:
+                    found.append(None)
+            self._counts.cell_hits += hits
+            self._counts.cell_misses += len(wanted) - hits
         return found
 
     def put(self, key: tuple[Any, ...], stamp: int, cell: ReadCell) -> None:

@@ -77,7 +77,10 @@ class StatsReader:
         )
         if cached is not None and len(unchanged) == len(cached.kinds) == len(kinds):
             # Every cell it was made of is unchanged: the same answer, down to its objects.
+            self._cache.note_answer(reused=True)
             return cached.answer
+        if cacheable:
+            self._cache.note_answer(reused=False)
         low = None if query.start_time is None else epoch_microseconds(query.start_time)
         high = None if query.end_time is None else epoch_microseconds(query.end_time)
         intervals: list[Interval] = [(low, high)]

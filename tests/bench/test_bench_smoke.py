@@ -68,6 +68,8 @@ def test_every_other_phase_ran(report: dict[str, object]) -> None:
         "status-check",
         "boundary-check",
         "auth-check",
+        "auth-toggle",
+        "metrics-toggle",
         "batch",
         "ingest",
         "raw-executemany",
@@ -121,6 +123,7 @@ def test_targets_have_verdicts(report: dict[str, object]) -> None:
         "ingestion-throughput",
         "peak-rss",
         "auth-throughput",
+        "metrics-throughput",
         "rows-acknowledged",
     }
     assert all(isinstance(target["passed"], bool) for target in targets)

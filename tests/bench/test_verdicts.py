@@ -41,7 +41,9 @@ def test_targets_from_phases() -> None:
         result.extra.update(side=side, round=0, requests=10)
     toggled = PhaseResult("auth-toggle", "SubmitFeedback", "one server", 64)
     toggled.throughput_ratio = 0.94  # judged, unlike the two-server pair's 0.90 beside it
-    phases = [submit, memory, batch, unavailable, without_key, with_key, toggled]
+    metered = PhaseResult("metrics-toggle", "SubmitFeedback", "one server", 64)
+    metered.throughput_ratio = 0.98
+    phases = [submit, memory, batch, unavailable, without_key, with_key, toggled, metered]
 
     verdicts = {
         target.name: (target.measured, target.passed) for target in evaluate_targets(phases)
@@ -53,6 +55,7 @@ def test_targets_from_phases() -> None:
         "ingestion-throughput": (1.2, True),
         "peak-rss": (250.0, False),
         "auth-throughput": (0.94, False),
+        "metrics-throughput": (0.98, True),
         "rows-acknowledged": (0.0, True),
     }
 
