@@ -38,18 +38,24 @@ class ChangeListener:
         self._thread.join()
 
     def _run(self) -> None:
+        failing = False
         while not self._closed.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if failing:
+                        log.info("listening for other replicas' commits again")
+                        failing = False
                     # Whatever committed while this connection was down is read now.
                     self._listener()
                     while not self._closed.is_set():
                         for _ in conn.notifies(timeout=_WAIT_SECONDS, stop_after=1):
                             self._listener()
             except psycopg.Error as error:
-                log.warning(
-                    "cannot listen for other replicas' commits; polling until reconnected",
-                    extra={"error": str(error)},
-                )
+                if not failing:  # once per outage, not once per retry
+                    log.warning(
+                        "cannot listen for other replicas' commits; polling until reconnected",
+                        extra={"error": str(error)},
+                    )
+                    failing = True
                 self._closed.wait(RECONNECT_SECONDS)

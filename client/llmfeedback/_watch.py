@@ -4,12 +4,12 @@ resumes by itself from the last position it saw."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
 
+from ._closing import Closing
 from ._errors import FeedbackError, error_from_rpc_error
 from ._retry import RetryPolicy, retry_wait
 
@@ -38,7 +38,7 @@ class WatchedRecord(NamedTuple, Generic[RecordT]):
     record, with nothing skipped or repeated."""
 
 
-class Watch(Generic[RecordT]):
+class Watch(Closing, Generic[RecordT]):
     """Iterate it for the watched records, oldest first, as they are committed; it blocks
     until the next one comes. Use it as a context manager, or call close(), to end it.
 
@@ -106,19 +106,6 @@ class Watch(Generic[RecordT]):
         self._closed = True
         if self._call is not None:
             self._call.cancel()
-
-    def __enter__(self) -> Watch[RecordT]:
-        """Use as a context manager that closes the watch on exit."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close the watch."""
-        self.close()
 
 
 def watched_record(watched: Any) -> Any:

@@ -315,10 +315,6 @@ class WatchUnit(Protocol):
         """The change log's clock and every kind's horizon."""
         ...
 
-    def change_head(self) -> int:
-        """The newest change log number."""
-        ...
-
     def changes_after(self, seq: int, through: int, limit: int) -> list[ChangeEntry]:
         """Up to `limit` entries numbered in (seq, through], in commit order."""
         ...

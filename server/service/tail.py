@@ -189,10 +189,6 @@ class Tail:
         """Live watchers registered."""
         return len(self._watchers)
 
-    def watchers_of(self, kind: str) -> int:
-        """Live watchers of one kind."""
-        return self._indexes[kind].size
-
     # ---- watchers ----
 
     def register(self, watcher: Watcher) -> None:

@@ -8,7 +8,7 @@ holds them to it (tests/server/test_watch_matching.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from storage.records import EventFilter, FeedbackFilter, InteractionFilter
@@ -121,11 +121,3 @@ class WatcherIndex(Generic[W]):
                 for watcher, match in candidates.items():
                     if match.accepts(entry):
                         yield watcher
-
-
-def filter_fields(kind: str) -> tuple[str, ...]:
-    """The fields of `kind`'s filter a watch uses: all but the time range."""
-    filter_type = {"feedback": FeedbackFilter, "interactions": InteractionFilter}.get(
-        kind, EventFilter
-    )
-    return tuple(f.name for f in fields(filter_type) if f.name not in ("start_time", "end_time"))

@@ -95,10 +95,6 @@ class ChangeLog:
         }
         return LogState(clock.epoch, clock.seq, horizons)
 
-    def head(self) -> int:
-        """The newest number handed out."""
-        return self._session.scalars(select(ChangeClockRow.seq)).one()
-
     def entries_after(self, seq: int, through: int, limit: int) -> list[ChangeEntry]:
         """Up to `limit` entries numbered after `seq` and at most `through`, in commit order."""
         rows = self._session.execute(

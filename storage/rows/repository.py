@@ -488,10 +488,6 @@ class Repository(Rows):
         """The change log's clock and horizons."""
         return self.changes.state()
 
-    def change_head(self) -> int:
-        """The newest change log number."""
-        return self.changes.head()
-
     def changes_after(self, seq: int, through: int, limit: int) -> list[ChangeEntry]:
         """Up to `limit` change log entries numbered in (seq, through], in commit order."""
         return self.changes.entries_after(seq, through, limit)

@@ -435,3 +435,17 @@ def _decoded(position: str) -> bytes:
 
 def _encoded(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_a_watch_resumed_after_an_erasure_never_sends_the_erased_records(
+    client: FeedbackClient, stub: feedback_service_pb2_grpc.FeedbackServiceStub
+) -> None:
+    start = next(iter(stub.WatchFeedback(pb.WatchFeedbackRequest()))).position
+    client.submit_feedback("c-erased", user_id="leaving", score=1)
+    client.submit_feedback("c-kept", user_id="staying", score=5)
+    client.erase_user("leaving")
+
+    call = stub.WatchFeedback(pb.WatchFeedbackRequest(start_position=start))
+    _, conversations = _read_until(call, 1)
+    _cancel(call)
+    assert conversations == ["c-kept"]
