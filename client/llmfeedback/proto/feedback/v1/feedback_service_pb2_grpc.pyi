@@ -296,8 +296,10 @@ class FeedbackServiceStub:
     the new matching records, each with its position, or (a progress marker, after
     progress_interval without records) none, and the position to resume from. A new call with
     start_position set to the last position received continues with no record skipped or
-    repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
-    server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+    repeated. A record written on any replica is sent about 10 ms after its commit when writes are
+    few, and within about 150 ms under a stream of writes (the server reads new records at most
+    ten times a second then); within the poll interval, 1 s, if a notification is lost. Needs
+    SCOPE_READ.
     Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
     belongs to another kind or another database or is ahead of the database, start_page_token is
     malformed or was issued for other filters or for newest first, both starts are set, or
@@ -587,8 +589,10 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     the new matching records, each with its position, or (a progress marker, after
     progress_interval without records) none, and the position to resume from. A new call with
     start_position set to the last position received continues with no record skipped or
-    repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
-    server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+    repeated. A record written on any replica is sent about 10 ms after its commit when writes are
+    few, and within about 150 ms under a stream of writes (the server reads new records at most
+    ten times a second then); within the poll interval, 1 s, if a notification is lost. Needs
+    SCOPE_READ.
     Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
     belongs to another kind or another database or is ahead of the database, start_page_token is
     malformed or was issued for other filters or for newest first, both starts are set, or
@@ -1043,8 +1047,10 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         the new matching records, each with its position, or (a progress marker, after
         progress_interval without records) none, and the position to resume from. A new call with
         start_position set to the last position received continues with no record skipped or
-        repeated. A record written on any replica is sent within about 50 ms of its commit on an idle
-        server (one poll interval, 1 s, when notifications are lost). Needs SCOPE_READ.
+        repeated. A record written on any replica is sent about 10 ms after its commit when writes are
+        few, and within about 150 ms under a stream of writes (the server reads new records at most
+        ten times a second then); within the poll interval, 1 s, if a notification is lost. Needs
+        SCOPE_READ.
         Returns INVALID_ARGUMENT if a filter breaks ListFeedback's rules, start_position is malformed,
         belongs to another kind or another database or is ahead of the database, start_page_token is
         malformed or was issued for other filters or for newest first, both starts are set, or
