@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -145,6 +146,11 @@ def test_codes_are_counted_under_the_code_the_call_ended_with(tmp_path: Path) ->
         calls = running.feedback_server.metrics.calls
         assert calls is not None
         stats = calls.method("/feedback.v1.FeedbackService/SubmitFeedback", "unary")
+        # The call is counted as it ends on the server, which may be just after the client
+        # read its status.
+        deadline = time.monotonic() + 5
+        while not sum(stats.handled.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert stats.started == 1
         assert stats.handled[grpc.StatusCode.NOT_FOUND] == 1
         assert sum(stats.handled.values()) == 1
