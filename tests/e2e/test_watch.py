@@ -291,7 +291,7 @@ def test_a_slow_reader_is_ended_with_its_position_and_writers_never_wait_for_it(
         info = _error_info(raised.value)
         assert info.reason == "WATCH_BUFFER_FULL"
         assert info.metadata["position"] == positions[-1]
-        assert 0 < len(received) < 200
+        assert len(received) < 200  # none at all when one read of the tail overflowed it
         # Resuming from the position gets exactly the records after the last one received.
         resumed = writer.WatchFeedback(pb.WatchFeedbackRequest(start_position=positions[-1]))
         _, rest = _read_until(resumed, 200 - len(received))
